@@ -1,0 +1,77 @@
+/* ditto native layer: instruction-set detection and the kernel table.
+ *
+ * The scalar table always exists; the AVX2 and AVX-512 tables are compiled
+ * with their own flags and chosen at run time, only when both the CPU and
+ * the OS (saved register state, via XGETBV) support them.
+ */
+#include <stdatomic.h>
+
+#include "quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define DT_X86 1
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+static int osxsave(void) {
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    return (c >> 27) & 1;
+}
+#endif
+
+static int detect(void) {
+#ifdef DT_X86
+    __builtin_cpu_init();
+    if (!osxsave()) return DT_ISA_SCALAR;
+    const uint64_t xcr0 = xgetbv0();
+    const int ymm_ok = (xcr0 & 0x6) == 0x6;     /* SSE + AVX state */
+    const int zmm_ok = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    const int avx2 = ymm_ok && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
+    if (avx2 && zmm_ok && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return DT_ISA_AVX512;
+    if (avx2) return DT_ISA_AVX2;
+#endif
+    return DT_ISA_SCALAR;
+}
+
+static const dt_kernels *const tables[] = {
+    [DT_ISA_SCALAR] = &dt_kernels_scalar,
+    [DT_ISA_AVX2] = &dt_kernels_avx2,
+    [DT_ISA_AVX512] = &dt_kernels_avx512,
+};
+
+static atomic_int best_isa = -1;
+static atomic_int cur_isa = -1;
+
+int dt_isa_best(void) {
+    int b = atomic_load_explicit(&best_isa, memory_order_relaxed);
+    if (b < 0) {
+        b = detect();
+        atomic_store_explicit(&best_isa, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+int dt_isa_get(void) {
+    int c = atomic_load_explicit(&cur_isa, memory_order_relaxed);
+    if (c < 0) {
+        c = dt_isa_best();
+        atomic_store_explicit(&cur_isa, c, memory_order_relaxed);
+    }
+    return c;
+}
+
+int dt_isa_set(int isa) {
+    if (isa < DT_ISA_SCALAR || isa > DT_ISA_AVX512) return DT_ERR_INVALID;
+    if (isa > dt_isa_best()) return DT_ERR_UNSUPPORTED;
+    atomic_store_explicit(&cur_isa, isa, memory_order_relaxed);
+    return DT_OK;
+}
+
+const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()]; }

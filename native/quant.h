@@ -1,0 +1,159 @@
+/* ditto native layer: quant block layouts and the per-ISA kernel table.
+ *
+ * Internal header (not part of the ABI). Block layouts are GGML's, byte for
+ * byte, so GGUF tensors are used in place. Every type has a scalar
+ * reference dequantizer (quant.c); the AVX2 / AVX-512 files provide fast
+ * paths that give the same floats bit for bit, and fall back to the scalar
+ * one for anything they do not cover.
+ */
+#ifndef DITTO_QUANT_H
+#define DITTO_QUANT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ditto.h"
+
+#define QK4_0 32
+#define QK4_1 32
+#define QK8_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t dt_f16;  /* IEEE half, raw bits */
+typedef uint16_t dt_bf16; /* bfloat16, raw bits */
+
+typedef struct {
+    dt_f16 d;             /* scale */
+    uint8_t qs[QK4_0 / 2]; /* nibbles: low = values 0..15, high = 16..31; x = d * (q - 8) */
+} block_q4_0;             /* 18 bytes */
+
+typedef struct {
+    dt_f16 d;             /* scale */
+    dt_f16 m;             /* min */
+    uint8_t qs[QK4_1 / 2]; /* nibbles as q4_0; x = d * q + m */
+} block_q4_1;             /* 20 bytes */
+
+typedef struct {
+    dt_f16 d;         /* scale */
+    int8_t qs[QK8_0]; /* x = q * d */
+} block_q8_0;         /* 34 bytes */
+
+typedef struct {
+    dt_f16 d;                     /* super-block scale for the 6-bit scales */
+    dt_f16 dmin;                  /* super-block scale for the 6-bit mins */
+    uint8_t scales[K_SCALE_SIZE]; /* 8 (scale, min) pairs of 6 bits, packed */
+    uint8_t qs[QK_K / 2];         /* 4 x 32 bytes; each 32 bytes: low nibbles = sub-block 2j, high = 2j+1 */
+} block_q4_K;                     /* 144 bytes; x = (d*sc) * q - (dmin*m) per 32 values */
+
+typedef struct {
+    dt_f16 d;                     /* super-block scale for the 6-bit scales */
+    dt_f16 dmin;                  /* super-block scale for the 6-bit mins */
+    uint8_t scales[K_SCALE_SIZE]; /* as q4_K */
+    uint8_t qh[QK_K / 8];         /* 5th bit: bit i of qh[l] belongs to sub-block i, value l */
+    uint8_t qs[QK_K / 2];         /* low 4 bits, as q4_K */
+} block_q5_K;                     /* 176 bytes */
+
+typedef struct {
+    uint8_t ql[QK_K / 2];     /* low 4 bits: 2 halves of 64 bytes (see dequant) */
+    uint8_t qh[QK_K / 4];     /* high 2 bits: 2 halves of 32 bytes */
+    int8_t scales[QK_K / 16]; /* one 8-bit scale per 16 values */
+    dt_f16 d;                 /* super-block scale */
+} block_q6_K;                 /* 210 bytes; x = (d*scale) * (q - 32) */
+
+_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
+
+/* ---- half / bfloat conversions (exact; NaNs come out quiet, as F16C) ---- */
+static inline float dt_f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t dt_bits_from_f32(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float dt_f16_to_f32(dt_f16 h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0);
+    } else if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal half: normal float */
+            uint32_t e = 113;
+            while (!(man & 0x400)) { man <<= 1; e--; }
+            bits = sign | (e << 23) | ((man & 0x3ff) << 13);
+        }
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    return dt_f32_from_bits(bits);
+}
+static inline float dt_bf16_to_f32(dt_bf16 h) { return dt_f32_from_bits((uint32_t)h << 16); }
+
+static inline dt_f16 dt_load_f16(const void *p) { dt_f16 h; memcpy(&h, p, 2); return h; }
+
+/* Unpacks the j-th (scale, min) pair of a q4_K / q5_K block (ggml's get_scale_min_k4). */
+static inline void dt_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
+/* ---- type table --------------------------------------------------------- */
+#define DT_TYPE_MAX 31 /* tables below are indexed by the GGML type number */
+
+typedef struct {
+    const char *name;
+    int block_size; /* values per block */
+    int type_size;  /* bytes per block */
+} dt_type_info;
+
+/* NULL name: a type ditto cannot run. */
+extern const dt_type_info dt_types[DT_TYPE_MAX];
+
+/* ---- kernel table (one per ISA) ---------------------------------------- */
+/* Dequantizes `nb` whole blocks of one type from src into dst. */
+typedef void (*dt_dequant_fn)(const void *src, float *dst, int64_t nb);
+/* dot(a, b) over n values: lanes across n, a fixed reduction. */
+typedef float (*dt_dot_fn)(const float *a, const float *b, int64_t n);
+/* Tile kernel: y[t*ldy + r] = dot(w + r*ldw, x + t*ldx, k) for r < n_rows,
+ * t < n_tok, each output with exactly the operations of dot(). */
+typedef void (*dt_gemm_fn)(const float *w, int64_t ldw, int64_t n_rows,
+                           const float *x, int64_t ldx, int64_t n_tok,
+                           float *y, int64_t ldy, int64_t k);
+
+typedef struct {
+    const char *name;
+    dt_dequant_fn dequant[DT_TYPE_MAX]; /* NULL for unsupported types */
+    dt_dot_fn dot;
+    dt_gemm_fn gemm;
+} dt_kernels;
+
+extern const dt_kernels dt_kernels_scalar; /* quant.c */
+extern const dt_kernels dt_kernels_avx2;   /* quant_avx2.c */
+extern const dt_kernels dt_kernels_avx512; /* quant_avx512.c */
+
+/* The table of the current ISA (cpu.c). */
+const dt_kernels *dt_kernels_current(void);
+
+/* Scalar reference kernels, also the fallback of the SIMD tables. */
+void dt_dequant_f32_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_f16_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_bf16_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q4_0_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q4_1_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q8_0_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q4_K_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q5_K_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q6_K_ref(const void *src, float *dst, int64_t nb);
+float dt_dot_f32_ref(const float *a, const float *b, int64_t n);
+void dt_gemm_ref(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t ldx,
+                 int64_t n_tok, float *y, int64_t ldy, int64_t k);
+
+#endif
