@@ -1,0 +1,1 @@
+"""ditto.engine: GGUF loading, tokenizer, sessions, drafters, scheduler."""
