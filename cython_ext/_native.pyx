@@ -1,0 +1,267 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Model and Context: the native forward pass behind a small Python API.
+
+Arguments are validated here, in Python terms; C is then called with the GIL
+released, so a language server's event loop keeps running during a decode.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport calloc, free
+
+import os
+
+import numpy as np
+
+from ditto_c cimport *
+
+ARCH_IDS = {"llama": 0, "qwen2": 1}
+
+_ERRORS = {
+    DT_ERR_INVALID: (ValueError, "invalid argument"),
+    DT_ERR_NOMEM: (MemoryError, "out of memory"),
+    DT_ERR_UNSUPPORTED: (NotImplementedError, "unsupported tensor type or shape"),
+    DT_ERR_CAPACITY: (OverflowError, "context or batch capacity exceeded"),
+    DT_ERR_STATE: (ValueError, "saved state does not match this model or is corrupted"),
+}
+
+
+cdef int check(int rc, str what) except -1:
+    if rc >= 0:
+        return 0
+    exc, text = _ERRORS.get(rc, (RuntimeError, f"error {rc}"))
+    raise exc(f"{what}: {text}")
+
+
+def physical_cores():
+    """One thread per physical core (the default thread count)."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+        n = len(cores)
+    except OSError:
+        n = 0
+    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n or avail, avail))
+
+
+cdef dt_tensor as_tensor(w) except *:
+    cdef const uint8_t[:, ::1] data = w.data
+    cdef dt_tensor t
+    t.data = &data[0, 0]
+    t.type = w.type
+    t.rows = w.rows
+    t.cols = w.cols
+    return t
+
+
+cdef const float *vec_ptr(a) except? NULL:
+    if a is None:
+        return NULL
+    cdef const float[::1] v = a
+    return &v[0]
+
+
+cdef class Model:
+    """The model's weights, memory-mapped, as the native layer sees them."""
+    cdef dt_model m
+    cdef dt_layer *layers
+    cdef readonly object file
+    cdef object _keep
+
+    def __cinit__(self, model_file):
+        hp = model_file.hparams
+        if hp.arch not in ARCH_IDS:
+            raise NotImplementedError(f"architecture {hp.arch!r} is not supported")
+        self.file = model_file
+        self._keep = []
+        self.layers = <dt_layer *>calloc(hp.n_layer, sizeof(dt_layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        self.m.arch = ARCH_IDS[hp.arch]
+        self.m.n_vocab = hp.n_vocab
+        self.m.n_embd = hp.n_embd
+        self.m.n_layer = hp.n_layer
+        self.m.n_head = hp.n_head
+        self.m.n_head_kv = hp.n_head_kv
+        self.m.head_dim = hp.head_dim
+        self.m.n_ff = hp.n_ff
+        self.m.n_ctx_train = hp.n_ctx_train
+        self.m.rope_neox = 1 if hp.rope_neox else 0
+        self.m.sliding_window = hp.sliding_window
+        self.m.rms_eps = hp.rms_eps
+        self.m.rope_base = hp.rope_base
+        self.m.tok_embd = as_tensor(model_file.tok_embd)
+        self.m.output = as_tensor(model_file.output)
+        self.m.output_norm = vec_ptr(self._vec(model_file.output_norm))
+        for i, lw in enumerate(model_file.layers):
+            self.layers[i].attn_norm = vec_ptr(self._vec(lw.attn_norm))
+            self.layers[i].ffn_norm = vec_ptr(self._vec(lw.ffn_norm))
+            self.layers[i].wq = as_tensor(lw.wq)
+            self.layers[i].wk = as_tensor(lw.wk)
+            self.layers[i].wv = as_tensor(lw.wv)
+            self.layers[i].wo = as_tensor(lw.wo)
+            self.layers[i].w_gate = as_tensor(lw.w_gate)
+            self.layers[i].w_up = as_tensor(lw.w_up)
+            self.layers[i].w_down = as_tensor(lw.w_down)
+            self.layers[i].bq = vec_ptr(self._vec(lw.bq))
+            self.layers[i].bk = vec_ptr(self._vec(lw.bk))
+            self.layers[i].bv = vec_ptr(self._vec(lw.bv))
+        self.m.layers = self.layers
+        check(dt_model_validate(&self.m), "model")
+
+    def _vec(self, a):
+        if a is None:
+            return None
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        self._keep.append(a)
+        return a
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    @property
+    def n_vocab(self):
+        return self.m.n_vocab
+
+    @property
+    def hparams(self):
+        return self.file.hparams
+
+
+cdef class Context:
+    """KV cache for `n_seq` sequences of up to `n_ctx` positions each."""
+    cdef dt_context *ctx
+    cdef readonly Model model
+    cdef readonly int n_seq, n_ctx, max_batch, n_threads
+
+    def __cinit__(self, Model model, int n_seq=1, int n_ctx=4096, int max_batch=512, n_threads=None):
+        if n_seq < 1 or n_ctx < 1 or max_batch < 1:
+            raise ValueError("n_seq, n_ctx and max_batch must be positive")
+        threads = physical_cores() if n_threads is None else int(n_threads)
+        if threads < 1:
+            raise ValueError("n_threads must be positive")
+        self.model = model
+        self.n_seq, self.n_ctx, self.max_batch, self.n_threads = n_seq, n_ctx, max_batch, threads
+        cdef int rc
+        cdef int nt = threads
+        with nogil:
+            rc = dt_context_new(&model.m, n_seq, n_ctx, max_batch, nt, &self.ctx)
+        check(rc, "context")
+
+    def __dealloc__(self):
+        if self.ctx != NULL:
+            dt_context_free(self.ctx)
+
+    def _check_seq(self, int seq):
+        if not 0 <= seq < self.n_seq:
+            raise IndexError(f"sequence {seq} out of range [0, {self.n_seq})")
+
+    def seq_len(self, int seq):
+        self._check_seq(seq)
+        return dt_seq_len(self.ctx, seq)
+
+    def truncate(self, int seq, int n_keep):
+        """Drops positions >= n_keep: restores the sequence to a checkpoint."""
+        self._check_seq(seq)
+        if n_keep < 0:
+            raise ValueError("n_keep must be >= 0")
+        check(dt_seq_truncate(self.ctx, seq, n_keep), "truncate")
+
+    def copy(self, int src, int dst, n=None):
+        self._check_seq(src)
+        self._check_seq(dst)
+        cdef int count = dt_seq_len(self.ctx, src) if n is None else n
+        cdef int rc
+        with nogil:
+            rc = dt_seq_copy(self.ctx, src, dst, count)
+        check(rc, "copy")
+
+    def save(self, int seq):
+        """The sequence's whole state as bytes (header + f32 KV)."""
+        self._check_seq(seq)
+        cdef int64_t size = dt_seq_state_size(self.ctx, seq)
+        check(<int>size if size < 0 else 0, "save")
+        out = PyBytes_FromStringAndSize(NULL, size)
+        cdef char *buf = PyBytes_AS_STRING(out)
+        cdef int64_t written = 0
+        cdef int rc
+        with nogil:
+            rc = dt_seq_state_save(self.ctx, seq, buf, size, &written)
+        check(rc, "save")
+        return out
+
+    def load(self, int seq, data):
+        """Restores a state written by save(); a foreign or corrupted state is refused."""
+        self._check_seq(seq)
+        cdef const uint8_t[::1] view = memoryview(data).cast("B")
+        if view.shape[0] == 0:
+            raise ValueError("load: empty state")
+        cdef int rc
+        with nogil:
+            rc = dt_seq_state_load(self.ctx, seq, &view[0], view.shape[0])
+        check(rc, "load")
+
+    def decode(self, tokens, positions, seq_ids, want=None):
+        """Evaluates a batch; returns float32 logits (count(want), n_vocab).
+
+        Token i belongs to sequence seq_ids[i] at positions[i]; within a
+        sequence, positions continue its current length in order. Batches
+        larger than max_batch are evaluated in consecutive chunks.
+        """
+        tok = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        pos = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
+        seq = np.ascontiguousarray(seq_ids, dtype=np.int32).reshape(-1)
+        n = tok.shape[0]
+        if want is None:
+            wnt = np.zeros(n, dtype=np.uint8)
+            if n:
+                wnt[-1] = 1
+        else:
+            wnt = np.ascontiguousarray(want, dtype=np.uint8).reshape(-1)
+        if pos.shape[0] != n or seq.shape[0] != n or wnt.shape[0] != n:
+            raise ValueError("tokens, positions, seq_ids and want must have the same length")
+        self._validate_batch(tok, pos, seq)
+        n_want = int(np.count_nonzero(wnt))
+        logits = np.empty((n_want, self.model.m.n_vocab), dtype=np.float32)
+        cdef int start = 0, stop, rows_done = 0, chunk_want
+        while start < n:
+            stop = min(n, start + self.max_batch)
+            chunk_want = int(np.count_nonzero(wnt[start:stop]))
+            self._decode_chunk(tok[start:stop], pos[start:stop], seq[start:stop], wnt[start:stop],
+                               logits[rows_done:rows_done + chunk_want])
+            rows_done += chunk_want
+            start = stop
+        return logits
+
+    def _validate_batch(self, tok, pos, seq):
+        n_vocab = self.model.m.n_vocab
+        if tok.size and (tok.min() < 0 or tok.max() >= n_vocab):
+            raise ValueError(f"token id out of range [0, {n_vocab})")
+        if seq.size and (seq.min() < 0 or seq.max() >= self.n_seq):
+            raise IndexError(f"sequence id out of range [0, {self.n_seq})")
+        for s in np.unique(seq):
+            p = pos[seq == s]
+            start = dt_seq_len(self.ctx, s)
+            if not np.array_equal(p, np.arange(start, start + p.shape[0], dtype=np.int32)):
+                raise ValueError(f"positions of sequence {s} must continue it at {start} in order")
+            if start + p.shape[0] > self.n_ctx:
+                raise OverflowError(f"sequence {s} would exceed the context of {self.n_ctx} positions")
+
+    def _decode_chunk(self, const int32_t[::1] tok, const int32_t[::1] pos, const int32_t[::1] seq,
+                      const uint8_t[::1] wnt, float[:, ::1] out):
+        cdef int n = tok.shape[0]
+        cdef float *logits = &out[0, 0] if out.shape[0] > 0 else NULL
+        cdef int rc
+        with nogil:
+            rc = dt_decode(self.ctx, n, &tok[0], &pos[0], &seq[0], &wnt[0], logits)
+        check(rc, "decode")

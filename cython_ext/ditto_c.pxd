@@ -1,0 +1,70 @@
+# Declarations of native/ditto.h for Cython (nogil externs, numpy.random style).
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+cdef extern from "ditto.h" nogil:
+    enum:
+        DT_OK
+        DT_ERR_INVALID
+        DT_ERR_NOMEM
+        DT_ERR_UNSUPPORTED
+        DT_ERR_CAPACITY
+        DT_ERR_STATE
+
+    int dt_type_layout(int type, int *block_size, int *type_size)
+    int64_t dt_row_bytes(int type, int64_t n)
+
+    int dt_isa_best()
+    int dt_isa_get()
+    int dt_isa_set(int isa)
+
+    int dt_dequantize_row(int type, const void *src, float *dst, int64_t n)
+
+    ctypedef struct dt_tensor:
+        const void *data
+        int type
+        int64_t rows
+        int64_t cols
+
+    int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                       float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
+                       float *scratch)
+    int64_t dt_matmul_scratch_floats(int64_t cols)
+    float dt_dot_f32(const float *a, const float *b, int64_t n)
+
+    ctypedef struct dt_layer:
+        const float *attn_norm
+        dt_tensor wq, wk, wv, wo
+        const float *bq
+        const float *bk
+        const float *bv
+        const float *ffn_norm
+        dt_tensor w_gate, w_up, w_down
+
+    ctypedef struct dt_model:
+        int arch
+        int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff
+        int n_ctx_train
+        int rope_neox
+        int sliding_window
+        float rms_eps, rope_base
+        dt_tensor tok_embd
+        const float *output_norm
+        dt_tensor output
+        dt_layer *layers
+
+    int dt_model_validate(const dt_model *model)
+
+    ctypedef struct dt_context:
+        pass
+
+    int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
+                       int n_threads, dt_context **out)
+    void dt_context_free(dt_context *ctx)
+    int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
+                  const int32_t *seq, const uint8_t *want, float *logits)
+    int dt_seq_len(const dt_context *ctx, int seq)
+    int dt_seq_truncate(dt_context *ctx, int seq, int n_keep)
+    int dt_seq_copy(dt_context *ctx, int src, int dst, int n)
+    int64_t dt_seq_state_size(const dt_context *ctx, int seq)
+    int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written)
+    int dt_seq_state_load(dt_context *ctx, int seq, const void *buf, int64_t len)

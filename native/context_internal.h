@@ -1,0 +1,46 @@
+/* The decode context: KV cache for several sequences and batch buffers.
+ * Shared by model.c (forward pass) and kvcache.c (sequence state). */
+#ifndef DITTO_CONTEXT_INTERNAL_H
+#define DITTO_CONTEXT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ditto.h"
+
+struct dt_context {
+    const dt_model *model;
+    int n_seq;          /* sequences */
+    int n_ctx;          /* positions per sequence */
+    int max_batch;      /* tokens per dt_decode */
+    dt_pool *pool;
+
+    /* KV cache, one mapping each, laid out (n_layer, n_seq, n_head_kv, n_ctx, head_dim).
+     * Reserved, not committed: the OS backs pages only as sequences grow. */
+    float *k, *v;
+    size_t kv_floats;   /* floats in each of k and v */
+    int *seq_len;       /* (n_seq) positions held */
+
+    /* batch buffers, max_batch rows each */
+    float *x;           /* (max_batch, n_embd) residual stream */
+    float *xn;          /* (max_batch, max(n_embd, n_ff)) normed input / ffn hidden */
+    float *q;           /* (max_batch, n_head * head_dim) */
+    float *kb, *vb;     /* (max_batch, n_head_kv * head_dim) new keys / values */
+    float *att;         /* (max_batch, n_head * head_dim) attention output */
+    float *gate, *up;   /* (max_batch, n_ff) */
+    float *proj;        /* (max_batch, n_embd) output of wo / w_down */
+    float *rope_cos, *rope_sin; /* (max_batch, head_dim / 2) */
+    double *inv_freq;   /* (head_dim / 2) */
+};
+
+/* Offset (in floats) of (layer, seq, kv head, pos) in ctx->k / ctx->v. */
+static inline size_t dt_kv_offset(const struct dt_context *ctx, int layer, int seq, int kvh, int pos) {
+    const dt_model *m = ctx->model;
+    return ((((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_ctx + pos) * m->head_dim;
+}
+
+/* Reserve / release the KV mappings (kvcache.c). */
+int dt_kv_reserve(struct dt_context *ctx);
+void dt_kv_release(struct dt_context *ctx);
+
+#endif

@@ -1,0 +1,161 @@
+/* ditto native layer: public C ABI.
+ *
+ * Conventions: every function that can fail returns an int error code
+ * (DT_OK == 0, negative on failure); nothing here exits, prints or touches
+ * Python. Weight matrices are stored as in GGUF: (rows = out, cols = in),
+ * row-major, each row a whole number of quant blocks; y = W x.
+ */
+#ifndef DITTO_H
+#define DITTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- error codes ------------------------------------------------------ */
+enum {
+    DT_OK = 0,
+    DT_ERR_INVALID = -1,     /* bad argument (shape, type, position, id) */
+    DT_ERR_NOMEM = -2,       /* allocation failed */
+    DT_ERR_UNSUPPORTED = -3, /* tensor type / ISA not supported */
+    DT_ERR_CAPACITY = -4,    /* sequence or batch longer than the context */
+    DT_ERR_STATE = -5,       /* saved state does not match this context */
+};
+
+/* ---- tensor types (GGML numbering, as in GGUF) ------------------------- */
+enum dt_type {
+    DT_F32 = 0,
+    DT_F16 = 1,
+    DT_Q4_0 = 2,
+    DT_Q4_1 = 3,
+    DT_Q8_0 = 8,
+    DT_Q4_K = 12,
+    DT_Q5_K = 13,
+    DT_Q6_K = 14,
+    DT_BF16 = 30,
+};
+
+/* Block layout of a type: `block_size` values are stored in `type_size`
+ * bytes. Returns DT_ERR_UNSUPPORTED for a type ditto cannot run. */
+int dt_type_layout(int type, int *block_size, int *type_size);
+/* Bytes of one row of `n` values (n a multiple of the block size), or -1. */
+int64_t dt_row_bytes(int type, int64_t n);
+
+/* ---- instruction-set selection ---------------------------------------- */
+enum dt_isa { DT_ISA_SCALAR = 0, DT_ISA_AVX2 = 1, DT_ISA_AVX512 = 2 };
+/* The best ISA this CPU supports. */
+int dt_isa_best(void);
+/* The ISA the kernels use now (starts at dt_isa_best()). */
+int dt_isa_get(void);
+/* Force an ISA (tests compare every path with the scalar reference).
+ * Returns DT_ERR_UNSUPPORTED if the CPU lacks it. Not thread-safe: call
+ * before any decode. */
+int dt_isa_set(int isa);
+
+/* ---- kernels ----------------------------------------------------------- */
+/* Dequantize `n` values (a multiple of the block size) of `type` to f32. */
+int dt_dequantize_row(int type, const void *src, float *dst, int64_t n);
+
+/* One weight matrix as it lies in the mapped file. */
+typedef struct {
+    const void *data; /* rows * dt_row_bytes(type, cols) bytes */
+    int type;
+    int64_t rows;     /* output features */
+    int64_t cols;     /* input features */
+} dt_tensor;
+
+/* Y[t, r] = sum_k W[r, k] * X[t, k] for t < n_tok and row_begin <= r < row_end.
+ * X is (n_tok, ldx) f32, Y is (n_tok, ldy) f32. `scratch` holds at least
+ * dt_matmul_scratch_floats(w->cols) floats, private to the caller.
+ *
+ * Batch invariance: Y[t, r] is computed by the same sequence of float
+ * operations whatever n_tok, the row range, the thread or the other rows of
+ * X are, so a token's result never depends on what else is in the batch. */
+int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                   float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
+                   float *scratch);
+int64_t dt_matmul_scratch_floats(int64_t cols);
+/* The dot product of two f32 vectors with the same operation order the
+ * matmul uses for each output (exported for tests and attention). */
+float dt_dot_f32(const float *a, const float *b, int64_t n);
+
+/* ---- thread pool -------------------------------------------------------- */
+typedef struct dt_pool dt_pool;
+/* n_threads >= 1 counts the calling thread. */
+int dt_pool_new(int n_threads, dt_pool **out);
+void dt_pool_free(dt_pool *pool);
+int dt_pool_threads(const dt_pool *pool);
+/* Runs fn(arg, task, thread) for task in [0, n_tasks) on all threads and
+ * returns when every task is done. `thread` is in [0, dt_pool_threads). */
+typedef void (*dt_task_fn)(void *arg, int64_t task, int thread);
+void dt_pool_run(dt_pool *pool, dt_task_fn fn, void *arg, int64_t n_tasks);
+/* Threaded matmul over all rows (splits rows, never the reduction). */
+int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
+              int64_t n_tok, float *y, int64_t ldy);
+
+/* ---- model -------------------------------------------------------------- */
+enum dt_arch { DT_ARCH_LLAMA = 0, DT_ARCH_QWEN2 = 1 };
+
+typedef struct {
+    const float *attn_norm;              /* (n_embd) */
+    dt_tensor wq, wk, wv, wo;            /* (n_head*hd, n_embd) (n_kv*hd, n_embd) x2, (n_embd, n_head*hd) */
+    const float *bq, *bk, *bv;           /* Qwen2 biases or NULL */
+    const float *ffn_norm;               /* (n_embd) */
+    dt_tensor w_gate, w_up, w_down;      /* (n_ff, n_embd) x2, (n_embd, n_ff) */
+} dt_layer;
+
+typedef struct {
+    int arch;
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_ctx_train;
+    int rope_neox;        /* 0: adjacent pairs (llama), 1: halves (NeoX, qwen2) */
+    int sliding_window;   /* 0: full attention */
+    float rms_eps, rope_base;
+    dt_tensor tok_embd;   /* (n_vocab, n_embd) */
+    const float *output_norm; /* (n_embd) */
+    dt_tensor output;     /* (n_vocab, n_embd); may alias tok_embd */
+    dt_layer *layers;     /* n_layer entries, owned by the caller */
+} dt_model;
+
+/* Checks shapes and types of every tensor against the hyperparameters. */
+int dt_model_validate(const dt_model *model);
+
+/* ---- context: KV cache for several sequences, decode ----------------- */
+typedef struct dt_context dt_context;
+
+/* n_seq sequences, each up to n_ctx positions; batches up to max_batch
+ * tokens. KV memory is reserved lazily: pages are touched only as
+ * sequences grow. The model must outlive the context. */
+int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
+                   int n_threads, dt_context **out);
+void dt_context_free(dt_context *ctx);
+
+/* Evaluates n_tok tokens. Token i belongs to sequence seq[i] at position
+ * pos[i]; within a sequence the tokens of a batch must be consecutive
+ * positions starting at the sequence's current length. For each i with
+ * want[i] != 0, in order, one row of n_vocab logits is written to `logits`
+ * (so `logits` holds count(want) * n_vocab floats). */
+int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
+              const int32_t *seq, const uint8_t *want, float *logits);
+
+/* Number of positions a sequence holds. */
+int dt_seq_len(const dt_context *ctx, int seq);
+/* Drops positions >= n_keep (restore to a checkpoint). */
+int dt_seq_truncate(dt_context *ctx, int seq, int n_keep);
+/* Copies the first n positions of src into dst (dst's old state is dropped). */
+int dt_seq_copy(dt_context *ctx, int src, int dst, int n);
+
+/* Bytes needed to save a sequence's state (header + KV). */
+int64_t dt_seq_state_size(const dt_context *ctx, int seq);
+/* Writes the state to buf (cap bytes). */
+int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written);
+/* Loads a saved state into seq; the header is validated (layout, length). */
+int dt_seq_state_load(dt_context *ctx, int seq, const void *buf, int64_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,358 @@
+/* Transformer forward pass for a batch of tokens from several sequences.
+ *
+ * One function, dt_decode, in the spirit of llama2.c's forward(): embed,
+ * then per layer RMSNorm -> q/k/v -> RoPE -> KV cache -> attention -> wo
+ * -> residual -> RMSNorm -> SwiGLU FFN -> residual, then the output head for
+ * the tokens whose logits are wanted. Everything is f32 with exact
+ * (non-fused) rounding, and every per-token computation is independent of
+ * the rest of the batch, so a token's logits are bit-identical whatever it
+ * is batched with.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context_internal.h"
+#include "ditto.h"
+#include "pool_internal.h"
+
+/* ---- validation ------------------------------------------------------ */
+
+static int check_matrix(const dt_tensor *t, int64_t rows, int64_t cols) {
+    if (!t->data || t->rows != rows || t->cols != cols) return DT_ERR_INVALID;
+    if (dt_row_bytes(t->type, cols) < 0) return DT_ERR_UNSUPPORTED;
+    return DT_OK;
+}
+
+int dt_model_validate(const dt_model *m) {
+    if (!m || !m->layers) return DT_ERR_INVALID;
+    if (m->arch != DT_ARCH_LLAMA && m->arch != DT_ARCH_QWEN2) return DT_ERR_UNSUPPORTED;
+    if (m->n_vocab <= 0 || m->n_embd <= 0 || m->n_layer <= 0 || m->n_head <= 0 ||
+        m->n_head_kv <= 0 || m->head_dim <= 0 || m->n_ff <= 0)
+        return DT_ERR_INVALID;
+    if (m->n_head % m->n_head_kv != 0 || m->head_dim % 2 != 0) return DT_ERR_INVALID;
+    if (m->sliding_window < 0 || !(m->rms_eps >= 0) || !(m->rope_base > 0)) return DT_ERR_INVALID;
+    if (!m->output_norm) return DT_ERR_INVALID;
+    int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
+    int rc;
+    if ((rc = check_matrix(&m->tok_embd, m->n_vocab, m->n_embd))) return rc;
+    if ((rc = check_matrix(&m->output, m->n_vocab, m->n_embd))) return rc;
+    for (int l = 0; l < m->n_layer; l++) {
+        const dt_layer *L = &m->layers[l];
+        if (!L->attn_norm || !L->ffn_norm) return DT_ERR_INVALID;
+        if ((rc = check_matrix(&L->wq, qd, m->n_embd))) return rc;
+        if ((rc = check_matrix(&L->wk, kvd, m->n_embd))) return rc;
+        if ((rc = check_matrix(&L->wv, kvd, m->n_embd))) return rc;
+        if ((rc = check_matrix(&L->wo, m->n_embd, qd))) return rc;
+        if ((rc = check_matrix(&L->w_gate, m->n_ff, m->n_embd))) return rc;
+        if ((rc = check_matrix(&L->w_up, m->n_ff, m->n_embd))) return rc;
+        if ((rc = check_matrix(&L->w_down, m->n_embd, m->n_ff))) return rc;
+        if (m->arch == DT_ARCH_QWEN2 && (!L->bq || !L->bk || !L->bv)) return DT_ERR_INVALID;
+    }
+    return DT_OK;
+}
+
+/* ---- context ------------------------------------------------------------ */
+
+static float *alloc_floats(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+
+void dt_context_free(dt_context *ctx) {
+    if (!ctx) return;
+    dt_kv_release(ctx);
+    dt_pool_free(ctx->pool);
+    free(ctx->seq_len);
+    free(ctx->x); free(ctx->xn); free(ctx->q); free(ctx->kb); free(ctx->vb);
+    free(ctx->att); free(ctx->gate); free(ctx->up); free(ctx->proj);
+    free(ctx->rope_cos); free(ctx->rope_sin); free(ctx->inv_freq);
+    free(ctx);
+}
+
+int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n_threads,
+                   dt_context **out) {
+    int rc = dt_model_validate(m);
+    if (rc != DT_OK) return rc;
+    if (!out || n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || max_batch < 1 ||
+        max_batch > (1 << 16) || n_threads < 1)
+        return DT_ERR_INVALID;
+    dt_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return DT_ERR_NOMEM;
+    ctx->model = m;
+    ctx->n_seq = n_seq;
+    ctx->n_ctx = n_ctx;
+    ctx->max_batch = max_batch;
+    int64_t B = max_batch, E = m->n_embd, F = m->n_ff;
+    int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
+    int64_t half = m->head_dim / 2;
+    ctx->seq_len = calloc((size_t)n_seq, sizeof(int));
+    ctx->x = alloc_floats(B * E);
+    ctx->xn = alloc_floats(B * (E > F ? E : F));
+    ctx->q = alloc_floats(B * qd);
+    ctx->kb = alloc_floats(B * kvd);
+    ctx->vb = alloc_floats(B * kvd);
+    ctx->att = alloc_floats(B * qd);
+    ctx->gate = alloc_floats(B * F);
+    ctx->up = alloc_floats(B * F);
+    ctx->proj = alloc_floats(B * E);
+    ctx->rope_cos = alloc_floats(B * half);
+    ctx->rope_sin = alloc_floats(B * half);
+    ctx->inv_freq = malloc((size_t)half * sizeof(double));
+    if (!ctx->seq_len || !ctx->x || !ctx->xn || !ctx->q || !ctx->kb || !ctx->vb || !ctx->att ||
+        !ctx->gate || !ctx->up || !ctx->proj || !ctx->rope_cos || !ctx->rope_sin || !ctx->inv_freq) {
+        dt_context_free(ctx);
+        return DT_ERR_NOMEM;
+    }
+    for (int64_t i = 0; i < half; i++)
+        ctx->inv_freq[i] = pow((double)m->rope_base, -2.0 * (double)i / (double)m->head_dim);
+    if ((rc = dt_pool_new(n_threads, &ctx->pool)) != DT_OK ||
+        (rc = dt_pool_reserve_scratch(ctx->pool, n_ctx)) != DT_OK ||
+        (rc = dt_kv_reserve(ctx)) != DT_OK) {
+        dt_context_free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return DT_OK;
+}
+
+/* ---- per-token kernels --------------------------------------------------- */
+
+/* out = x / sqrt(mean(x^2) + eps) * w; the sum of squares in double. */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + (double)eps));
+    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+/* Rotates each head of `v` (n_heads heads of head_dim) by the token's angles. */
+static void rope(float *v, int n_heads, int head_dim, int neox, const float *c, const float *s) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * c[i] - x1 * s[i];
+            x[b] = x0 * s[i] + x1 * c[i];
+        }
+    }
+}
+
+static void add_bias(float *y, const float *b, int64_t n_tok, int64_t n) {
+    if (!b) return;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < n; i++) y[t * n + i] += b[i];
+}
+
+/* ---- parallel stages -------------------------------------------------------- */
+
+struct batch {
+    dt_context *ctx;
+    int layer;
+    int n_tok;
+    const int32_t *tokens, *pos, *seq;
+};
+
+/* Token chunk size for the cheap elementwise stages. */
+enum { TOKEN_CHUNK = 8 };
+
+static int64_t n_chunks(int n_tok) { return (n_tok + TOKEN_CHUNK - 1) / TOKEN_CHUNK; }
+
+static void embed_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    const dt_model *m = b->ctx->model;
+    int64_t row_bytes = dt_row_bytes(m->tok_embd.type, m->n_embd);
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (int64_t)b->tokens[t] * row_bytes;
+        dt_dequantize_row(m->tok_embd.type, row, b->ctx->x + (int64_t)t * m->n_embd, m->n_embd);
+        double *inv = b->ctx->inv_freq;
+        float *c = b->ctx->rope_cos + (int64_t)t * (m->head_dim / 2);
+        float *s = b->ctx->rope_sin + (int64_t)t * (m->head_dim / 2);
+        for (int i = 0; i < m->head_dim / 2; i++) {
+            double theta = (double)b->pos[t] * inv[i];
+            c[i] = (float)cos(theta);
+            s[i] = (float)sin(theta);
+        }
+    }
+}
+
+static void attn_norm_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    const dt_model *m = b->ctx->model;
+    const float *w = m->layers[b->layer].attn_norm;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++)
+        rmsnorm(b->ctx->xn + (int64_t)t * m->n_embd, b->ctx->x + (int64_t)t * m->n_embd, w, m->n_embd,
+                m->rms_eps);
+}
+
+/* Adds biases, applies RoPE to q and k, and stores k and v in the cache. */
+static void qkv_post_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    dt_context *ctx = b->ctx;
+    const dt_model *m = ctx->model;
+    const dt_layer *L = &m->layers[b->layer];
+    int hd = m->head_dim, half = hd / 2;
+    int64_t qd = (int64_t)m->n_head * hd, kvd = (int64_t)m->n_head_kv * hd;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        float *q = ctx->q + t * qd, *k = ctx->kb + t * kvd, *v = ctx->vb + t * kvd;
+        add_bias(q, L->bq, 1, qd);
+        add_bias(k, L->bk, 1, kvd);
+        add_bias(v, L->bv, 1, kvd);
+        const float *c = ctx->rope_cos + (int64_t)t * half, *s = ctx->rope_sin + (int64_t)t * half;
+        rope(q, m->n_head, hd, m->rope_neox, c, s);
+        rope(k, m->n_head_kv, hd, m->rope_neox, c, s);
+        for (int h = 0; h < m->n_head_kv; h++) {
+            size_t off = dt_kv_offset(ctx, b->layer, b->seq[t], h, b->pos[t]);
+            memcpy(ctx->k + off, k + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            memcpy(ctx->v + off, v + (int64_t)h * hd, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
+/* One (token, kv head): the query heads that share this kv head attend to
+ * positions [first, pos] of the token's sequence. */
+static void attention_task(void *arg, int64_t task, int thread) {
+    struct batch *b = arg;
+    dt_context *ctx = b->ctx;
+    const dt_model *m = ctx->model;
+    int t = (int)(task / m->n_head_kv), kvh = (int)(task % m->n_head_kv);
+    int hd = m->head_dim, group = m->n_head / m->n_head_kv;
+    int pos = b->pos[t];
+    int first = (m->sliding_window > 0 && pos >= m->sliding_window) ? pos - m->sliding_window + 1 : 0;
+    int n = pos - first + 1;
+    const float *K = ctx->k + dt_kv_offset(ctx, b->layer, b->seq[t], kvh, first);
+    const float *V = ctx->v + dt_kv_offset(ctx, b->layer, b->seq[t], kvh, first);
+    float *score = ctx->pool->scratch[thread];
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int g = 0; g < group; g++) {
+        int h = kvh * group + g;
+        const float *q = ctx->q + (int64_t)t * m->n_head * hd + (int64_t)h * hd;
+        float *out = ctx->att + (int64_t)t * m->n_head * hd + (int64_t)h * hd;
+        float max = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            score[j] = dt_dot_f32(q, K + (size_t)j * hd, hd) * scale;
+            if (score[j] > max) max = score[j];
+        }
+        double sum = 0.0;
+        for (int j = 0; j < n; j++) {
+            score[j] = expf(score[j] - max);
+            sum += score[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int d = 0; d < hd; d++) out[d] = 0.0f;
+        for (int j = 0; j < n; j++) {
+            float p = score[j] * inv;
+            const float *vj = V + (size_t)j * hd;
+            for (int d = 0; d < hd; d++) out[d] += p * vj[d];
+        }
+    }
+}
+
+static void residual_ffn_norm_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    dt_context *ctx = b->ctx;
+    const dt_model *m = ctx->model;
+    int64_t E = m->n_embd;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        float *x = ctx->x + t * E;
+        const float *p = ctx->proj + t * E;
+        for (int64_t i = 0; i < E; i++) x[i] += p[i];
+        rmsnorm(ctx->xn + t * E, x, m->layers[b->layer].ffn_norm, (int)E, m->rms_eps);
+    }
+}
+
+static void swiglu_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    dt_context *ctx = b->ctx;
+    int64_t F = ctx->model->n_ff;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        const float *g = ctx->gate + t * F, *u = ctx->up + t * F;
+        float *h = ctx->xn + t * F;
+        for (int64_t i = 0; i < F; i++) h[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+    }
+}
+
+static void residual_task(void *arg, int64_t task, int thread) {
+    (void)thread;
+    struct batch *b = arg;
+    dt_context *ctx = b->ctx;
+    int64_t E = ctx->model->n_embd;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++)
+        for (int64_t i = 0; i < E; i++) ctx->x[t * E + i] += ctx->proj[t * E + i];
+}
+
+/* ---- decode --------------------------------------------------------------------- */
+
+/* Checks ids and that each sequence's tokens continue it in order; fills
+ * new_len with the lengths after the batch. */
+static int check_batch(const dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
+                       const int32_t *seq, int *new_len) {
+    memcpy(new_len, ctx->seq_len, (size_t)ctx->n_seq * sizeof(int));
+    for (int i = 0; i < n_tok; i++) {
+        if (tokens[i] < 0 || tokens[i] >= ctx->model->n_vocab) return DT_ERR_INVALID;
+        if (seq[i] < 0 || seq[i] >= ctx->n_seq) return DT_ERR_INVALID;
+        if (pos[i] != new_len[seq[i]]) return DT_ERR_INVALID;
+        if (pos[i] >= ctx->n_ctx) return DT_ERR_CAPACITY;
+        new_len[seq[i]]++;
+    }
+    return DT_OK;
+}
+
+int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
+              const int32_t *seq, const uint8_t *want, float *logits) {
+    if (!ctx || !tokens || !pos || !seq || n_tok < 0) return DT_ERR_INVALID;
+    if (n_tok == 0) return DT_OK;
+    if (n_tok > ctx->max_batch) return DT_ERR_CAPACITY;
+    const dt_model *m = ctx->model;
+    int *new_len = malloc((size_t)ctx->n_seq * sizeof(int));
+    if (!new_len) return DT_ERR_NOMEM;
+    int rc = check_batch(ctx, n_tok, tokens, pos, seq, new_len);
+    if (rc != DT_OK) {
+        free(new_len);
+        return rc;
+    }
+    dt_pool *pool = ctx->pool;
+    struct batch b = {ctx, 0, n_tok, tokens, pos, seq};
+    int64_t E = m->n_embd, F = m->n_ff;
+    int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
+    int64_t chunks = n_chunks(n_tok);
+
+    dt_pool_run(pool, embed_task, &b, chunks);
+    for (int l = 0; l < m->n_layer && rc == DT_OK; l++) {
+        const dt_layer *L = &m->layers[l];
+        b.layer = l;
+        dt_pool_run(pool, attn_norm_task, &b, chunks);
+        if ((rc = dt_matmul(pool, &L->wq, ctx->xn, E, n_tok, ctx->q, qd)) ||
+            (rc = dt_matmul(pool, &L->wk, ctx->xn, E, n_tok, ctx->kb, kvd)) ||
+            (rc = dt_matmul(pool, &L->wv, ctx->xn, E, n_tok, ctx->vb, kvd)))
+            break;
+        dt_pool_run(pool, qkv_post_task, &b, chunks);
+        dt_pool_run(pool, attention_task, &b, (int64_t)n_tok * m->n_head_kv);
+        if ((rc = dt_matmul(pool, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
+        dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
+        if ((rc = dt_matmul(pool, &L->w_gate, ctx->xn, E, n_tok, ctx->gate, F)) ||
+            (rc = dt_matmul(pool, &L->w_up, ctx->xn, E, n_tok, ctx->up, F)))
+            break;
+        dt_pool_run(pool, swiglu_task, &b, chunks);
+        if ((rc = dt_matmul(pool, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;
+        dt_pool_run(pool, residual_task, &b, chunks);
+    }
+    if (rc == DT_OK && want && logits) {
+        /* Gather the wanted tokens' final normed states, then one matmul. */
+        int n_want = 0;
+        for (int t = 0; t < n_tok; t++) {
+            if (!want[t]) continue;
+            rmsnorm(ctx->xn + (int64_t)n_want * E, ctx->x + (int64_t)t * E, m->output_norm, (int)E,
+                    m->rms_eps);
+            n_want++;
+        }
+        rc = dt_matmul(pool, &m->output, ctx->xn, E, n_want, logits, m->n_vocab);
+    }
+    if (rc == DT_OK) memcpy(ctx->seq_len, new_len, (size_t)ctx->n_seq * sizeof(int));
+    free(new_len);
+    return rc;
+}

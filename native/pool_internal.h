@@ -1,0 +1,34 @@
+/* Thread pool internals shared by threadpool.c and model.c. */
+#ifndef DITTO_POOL_INTERNAL_H
+#define DITTO_POOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ditto.h"
+
+struct worker_arg;
+
+struct dt_pool {
+    int n_threads;                 /* including the caller (thread 0) */
+    int n_started;                 /* workers created: threads[1..n_started] */
+    pthread_t *threads;            /* (n_threads) */
+    struct worker_arg *args;       /* (n_threads) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic uint64_t generation;   /* bumped once per dt_pool_run */
+    _Atomic int64_t next_task;
+    _Atomic int n_finished;        /* workers done with the current run */
+    _Atomic int stop;
+    dt_task_fn fn;
+    void *arg;
+    int64_t n_tasks;
+    float **scratch;               /* (n_threads) private buffers of scratch_floats */
+    int64_t scratch_floats;
+};
+
+/* Grows every thread's scratch to at least `floats` floats. */
+int dt_pool_reserve_scratch(dt_pool *pool, int64_t floats);
+
+#endif
