@@ -1,0 +1,62 @@
+"""LLM: one loaded model with its tokenizer, chat template and a context.
+
+The object the CLI, the rewrite commands and the language server hold: it
+loads and validates the GGUF once, maps the weights into the native layer
+and owns a Context with `n_seq` sequences that a Decoder drives.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from .chat import ChatTemplate
+from .decode import Decoder, Request
+from .drafters.base import Drafter
+from .gguf_model import load_model_file
+from .model_store import resolve_model
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer
+
+DEFAULT_CTX = 4096
+
+
+class LLM:
+    def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = DEFAULT_CTX,
+                 n_seq: int = 1, n_threads: int | None = None, max_batch: int = 512) -> None:
+        from .. import _native  # the compiled extension, installed beside this package
+
+        self.path = Path(resolve_model(model_path))
+        self.file = load_model_file(self.path)
+        self.tokenizer = Tokenizer(self.file.tokenizer)
+        self.chat = ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
+        self.model = _native.Model(self.file)
+        n_ctx = min(n_ctx, self.file.hparams.n_ctx_train) if self.file.hparams.n_ctx_train else n_ctx
+        self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
+                                   n_threads=n_threads)
+        self.decoder = Decoder(self.ctx)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Raw text as a prompt: BOS only where the GGUF asks for one."""
+        return self.tokenizer.bos_prefix() + self.tokenizer.encode(text)
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self.chat.encode(messages, add_generation_prompt=True)
+
+    def request(self, prompt: list[int], *, max_tokens: int, seq: int = 0,
+                sampling: SamplingParams = SamplingParams(), drafter: Drafter | None = None,
+                on_tokens: Callable[[list[int]], None] | None = None) -> Request:
+        return Request(prompt=prompt, max_tokens=max_tokens, seq=seq, sampling=sampling,
+                       drafter=drafter, is_stop=self.tokenizer.is_eog, on_tokens=on_tokens)
+
+    def stream(self, req: Request, should_stop: Callable[[], bool] = lambda: False) -> Iterator[int]:
+        return self.decoder.stream(req, should_stop)
+
+    def generate(self, prompt: list[int], *, max_tokens: int, **kwargs) -> Request:
+        req = self.request(prompt, max_tokens=max_tokens, **kwargs)
+        self.decoder.run([req])
+        return req
