@@ -1,0 +1,16 @@
+"""Drafters for n-gram speculative decoding: propose tokens the model then verifies."""
+
+from .base import Drafter, DrafterBase, DrafterStats, HistoryMirror
+from .combined import CombinedDrafter
+from .document import DocumentIndex
+from .edit import EditAwareDrafter
+from .factory import DRAFTER_NAMES, make_drafter
+from .length import AdaptiveLength
+from .ngram_mod import NgramModDrafter, NgramModPool
+from .simulate import simulate
+
+__all__ = [
+    "AdaptiveLength", "CombinedDrafter", "DRAFTER_NAMES", "DocumentIndex", "Drafter",
+    "DrafterBase", "DrafterStats", "EditAwareDrafter", "HistoryMirror", "NgramModDrafter",
+    "NgramModPool", "make_drafter", "simulate",
+]

@@ -1,0 +1,33 @@
+"""Drafters by name, for the CLI's --drafter."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .base import Drafter
+from .combined import CombinedDrafter
+from .document import DocumentIndex
+from .edit import EditAwareDrafter
+from .ngram_mod import NgramModDrafter, NgramModPool
+
+DRAFTER_NAMES = ("edit", "doc", "ngram-mod", "auto")
+
+
+def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
+                 pool: NgramModPool | None = None) -> Drafter:
+    """"auto" is edit + doc + ngram-mod, longest draft wins (edit only with a source)."""
+    if name not in DRAFTER_NAMES:
+        raise ValueError(f"unknown drafter {name!r}; valid: {', '.join(DRAFTER_NAMES)}")
+    if name == "edit":
+        if source_tokens is None:
+            raise ValueError("the edit drafter needs source_tokens (the original file)")
+        return EditAwareDrafter(source_tokens)
+    if name == "doc":
+        return DocumentIndex(source_tokens)
+    if name == "ngram-mod":
+        return NgramModDrafter(pool)
+    parts: list[Drafter] = []
+    if source_tokens is not None:
+        parts.append(EditAwareDrafter(source_tokens))
+    parts += [DocumentIndex(source_tokens), NgramModDrafter(pool)]
+    return CombinedDrafter(parts, mode="longest")
