@@ -1,0 +1,53 @@
+"""Shared pytest fixtures: tiny random-weight GGUF models and the real model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/ on sys.path so tests can `from gguf_factory import write_tiny_gguf`
+# (pyproject has no pythonpath setting for it).
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from gguf_factory import write_tiny_gguf  # noqa: E402
+
+DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """Factory: tiny_model_path(arch="llama", weight_type=Q4_1, **kw) -> path (str).
+
+    Takes write_tiny_gguf's arguments; each distinct set of arguments is
+    written once per session and shared (treat the files as read-only).
+    """
+    cache: dict[str, str] = {}
+    root = tmp_path_factory.mktemp("tiny_gguf")
+
+    def make(arch: str = "llama", weight_type=None, **kw) -> str:
+        if weight_type is not None:
+            kw["weight_type"] = weight_type
+        key = repr((arch, sorted(kw.items(), key=lambda kv: kv[0])))
+        if key not in cache:
+            path = root / f"model_{len(cache)}.gguf"
+            cache[key] = write_tiny_gguf(path, arch, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> str:
+    """The real default model (SmolLM2-135M-Instruct Q4_1), or skip if absent.
+
+    $DITTO_MODEL overrides the location.
+    """
+    path = Path(os.environ.get("DITTO_MODEL") or DEFAULT_MODEL)
+    if not path.is_file():
+        pytest.skip(f"default model not present at {path}")
+    return str(path)

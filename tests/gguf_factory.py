@@ -1,0 +1,398 @@
+"""Tiny random-weight GGUF models for tests, written with gguf.GGUFWriter.
+
+``write_tiny_gguf(path, arch, weight_type, ...)`` writes a complete model
+ditto can load: hyperparameters, a small but valid GPT-2 byte-level BPE
+tokenizer (256 byte tokens in GPT-2 byte-to-unicode form, a few merges,
+ChatML control tokens, a ChatML chat template) and random weights of any
+GGML type.
+
+Weights: types gguf.quants can quantize (F32/F16/BF16, Q4_0, Q4_1, Q5_0,
+Q5_1, Q8_0) are quantized from N(0, std) values. The others (K-quants,
+IQ*) get random block bytes whose f16 scale fields are then set so that
+dequantized values have about the requested std (no NaN/inf), which is all
+a forward test needs.
+
+The keyword arguments ``metadata``, ``drop_tensors``, ``tensor_types``,
+``tensor_shapes`` and ``extra_tensors`` let tests build specific bad files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter
+from gguf import quants as gquants
+from gguf.gguf_writer import GGUFValue
+
+Q = GGMLQuantizationType
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Words whose left-to-right merge chains make the BPE merges (GPT-2
+# byte-level form: "Ġ" is a space, "Ċ" a newline).
+MERGE_WORDS = (
+    "ĠĠ", "ĠĠĠĠ", "ĠĠĠĠĠĠĠĠ", "ĊĠĠĠ", "ĊĠĠĠĠĠĠĠ", "in", "er", "on", "re", "at",
+    "Ġthe", "Ġdef", "Ġreturn", "Ġself", "Ġimport", "Ġfor", "Ġin", "Ġif", "Ġelse",
+    "Ġ=", "Ġ==", "()", "):", "Ġx", "Ġprint", "Ġclass", "Ġvalue", "Ġname", "Ġ1", "Ġ0",
+    "self", "def", "print", "return", "Ġ+", "Ġ-", "Ġ(", "),", "Ġ'", "':",
+)
+
+_KQUANT_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A metadata value with an explicit GGUF type (e.g. uint64 for absurd sizes)."""
+
+    value: Any
+    type: GGUFValueType
+    sub_type: GGUFValueType | None = None
+
+
+DROP = object()  # metadata override value: remove the key
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable unicode character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+@dataclass(frozen=True)
+class TinyVocab:
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    ids: dict[str, int]     # special token name -> id
+
+
+def build_vocab(arch: str, n_vocab: int | None = None) -> TinyVocab:
+    """Byte tokens, merged tokens and ChatML (+ FIM for qwen2) control tokens.
+
+    llama (SmolLM-like): control tokens first (ids 0, 1, 2). qwen2
+    (Qwen2.5-Coder-like): control tokens after the BPE tokens. Extra ids up
+    to n_vocab are "[PADi]" tokens of type UNUSED.
+    """
+    b2u = bytes_to_unicode()
+    bpe = [b2u[b] for b in range(256)]
+    seen = set(bpe)
+    merges: list[str] = []
+    for word in MERGE_WORDS:
+        cur = word[0]
+        for ch in word[1:]:
+            if cur + ch not in seen:
+                merges.append(f"{cur} {ch}")
+                bpe.append(cur + ch)
+                seen.add(cur + ch)
+            cur += ch
+    chatml = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    if arch == "qwen2":
+        control = chatml + ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>"]
+        tokens = bpe + control
+        types = [1] * len(bpe) + [3] * len(control)
+    else:
+        control = chatml
+        tokens = control + bpe
+        types = [3] * len(control) + [1] * len(bpe)
+    if n_vocab is not None:
+        if n_vocab < len(tokens):
+            raise ValueError(f"n_vocab must be >= {len(tokens)} for this tokenizer")
+        pad = [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
+        tokens = tokens + pad
+        types = types + [5] * len(pad)
+    ids = {t: tokens.index(t) for t in control}
+    return TinyVocab(tokens=tokens, token_types=types, merges=merges, ids=ids)
+
+
+def default_dims(*types: GGMLQuantizationType) -> tuple[int, int]:
+    """(n_embd, n_ff): 256/512 when any type has 256-value blocks, else 64/128."""
+    if any(GGML_QUANT_SIZES[Q(t)][0] > 32 for t in types if t is not None):
+        return 256, 512
+    return 64, 128
+
+
+# ---------------------------------------------------------------------------
+# random tensors of any type
+# ---------------------------------------------------------------------------
+
+# Byte offsets of f16 scale fields in a block, with a multiplier relative to
+# the first ("d") field: a min field ("dmin"/"m") is set to mult*d so that
+# unsigned quants come out roughly zero-centred.
+_F16_FIELDS: dict[GGMLQuantizationType, list[tuple[int, float]]] = {
+    Q.Q4_0: [(0, 1.0)],
+    Q.Q4_1: [(0, 1.0), (2, -7.5)],
+    Q.Q5_0: [(0, 1.0)],
+    Q.Q5_1: [(0, 1.0), (2, -15.5)],
+    Q.Q8_0: [(0, 1.0)],
+    Q.Q2_K: [(80, 1.0), (82, 1.5)],
+    Q.Q3_K: [(108, 1.0)],
+    Q.Q4_K: [(0, 1.0), (2, 7.5)],
+    Q.Q5_K: [(0, 1.0), (2, 15.5)],
+    Q.Q6_K: [(208, 1.0)],
+}
+_Q6_K_SCALES = slice(192, 208)  # int8 scales: keep them small so d stays a normal f16
+
+
+def random_matrix_bytes(
+    rows: int, cols: int, qtype: GGMLQuantizationType, rng: np.random.Generator, std: float
+) -> np.ndarray:
+    """A (rows, cols) tensor of type qtype as the array GGUFWriter.add_tensor wants."""
+    qtype = Q(qtype)
+    if qtype == Q.F32:
+        return rng.normal(0, std, (rows, cols)).astype(np.float32)
+    if qtype == Q.F16:
+        return rng.normal(0, std, (rows, cols)).astype(np.float16)
+    block, _ = GGML_QUANT_SIZES[qtype]
+    if cols % block:
+        raise ValueError(f"{qtype.name} needs cols to be a multiple of {block}, got {cols}")
+    try:
+        return gquants.quantize(rng.normal(0, std, (rows, cols)).astype(np.float32), qtype)
+    except NotImplementedError:
+        return _random_blocks(rows, cols, qtype, rng, std)
+
+
+def _random_blocks(
+    rows: int, cols: int, qtype: GGMLQuantizationType, rng: np.random.Generator, std: float
+) -> np.ndarray:
+    block, tsize = GGML_QUANT_SIZES[qtype]
+    nb = rows * cols // block
+    raw = rng.integers(0, 256, (nb, tsize), dtype=np.uint8)
+    fields = _F16_FIELDS.get(qtype, [(0, 1.0)])  # IQ types: d is the first field
+    if qtype == Q.Q6_K:
+        raw[:, _Q6_K_SCALES] = rng.integers(-16, 17, (nb, 16), dtype=np.int8).view(np.uint8)
+    _set_f16_fields(raw, fields, 1e-3)
+    if qtype not in _F16_FIELDS:
+        return raw.reshape(rows, -1)  # unknown layout: bytes only matter for refusal tests
+    got = float(np.std(gquants.dequantize(raw.reshape(rows, -1), qtype)))
+    _set_f16_fields(raw, fields, 1e-3 * std / max(got, 1e-12))
+    return raw.reshape(rows, -1)
+
+
+def _set_f16_fields(raw: np.ndarray, fields: list[tuple[int, float]], d: float) -> None:
+    for off, mult in fields:
+        raw[:, off : off + 2] = np.full((raw.shape[0], 1), d * mult, dtype="<f2").view(np.uint8)
+
+
+def random_vector(n: int, qtype: GGMLQuantizationType, rng: np.random.Generator, mean: float, std: float):
+    x = (mean + rng.normal(0, std, n)).astype(np.float32)
+    qtype = Q(qtype)
+    if qtype == Q.F32:
+        return x
+    if qtype == Q.F16:
+        return x.astype(np.float16)
+    return gquants.quantize(x, qtype)  # BF16 (and anything else gguf.quants knows)
+
+
+def _raw_dtype(qtype: GGMLQuantizationType) -> GGMLQuantizationType | None:
+    return None if Q(qtype) in (Q.F32, Q.F16) else Q(qtype)
+
+
+# ---------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------
+
+
+def write_tiny_gguf(
+    path: str | os.PathLike,
+    arch: str = "llama",
+    weight_type: GGMLQuantizationType = Q.Q4_1,
+    *,
+    n_vocab: int | None = None,
+    n_embd: int | None = None,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_head_kv: int = 2,
+    n_ff: int | None = None,
+    n_ctx_train: int = 512,
+    tied_output: bool = True,
+    seed: int = 0,
+    sliding_window: int = 0,
+    norm_type: GGMLQuantizationType = Q.F32,
+    embd_type: GGMLQuantizationType | None = None,
+    output_type: GGMLQuantizationType | None = None,
+    qkv_bias: bool | None = None,
+    std: float = 0.05,
+    rms_eps: float | None = None,
+    rope_base: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    drop_tensors: Iterable[str] = (),
+    tensor_types: Mapping[str, GGMLQuantizationType] | None = None,
+    tensor_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    extra_tensors: Mapping[str, np.ndarray] | None = None,
+) -> str:
+    """Writes a random-weight model; returns the path as a string.
+
+    Dimensions default to 64/128 (n_embd/n_ff), or 256/512 when a type with
+    256-value blocks (K-quants) is used. ``embd_type`` defaults to
+    ``weight_type``; ``output_type`` (untied output only) too. ``qkv_bias``
+    defaults to True for qwen2 (required there), False for llama.
+    ``metadata`` overrides keys after the defaults: a plain value (int ->
+    uint32, float -> float32, str, bool, list), a ``Typed`` value, or
+    ``DROP``. ``tensor_shapes`` maps a name to (rows, cols) or (n,) in
+    numpy order; ``tensor_types`` overrides one tensor's type.
+    """
+    embd_type = weight_type if embd_type is None else embd_type
+    output_type = weight_type if output_type is None else output_type
+    type_overrides = dict(tensor_types or {})
+    d_embd, d_ff = default_dims(weight_type, embd_type, output_type, *type_overrides.values())
+    n_embd = d_embd if n_embd is None else n_embd
+    n_ff = d_ff if n_ff is None else n_ff
+    qkv_bias = (arch == "qwen2") if qkv_bias is None else qkv_bias
+    head_dim = n_embd // n_head
+    vocab = build_vocab(arch, n_vocab)
+    n_vocab = len(vocab.tokens)
+
+    w = GGUFWriter(os.fspath(path), arch)
+    w.add_name(f"tiny-{arch}-{Q(weight_type).name}")
+    w.add_context_length(n_ctx_train)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_layer_norm_rms_eps(rms_eps if rms_eps is not None else (1e-5 if arch == "llama" else 1e-6))
+    w.add_rope_freq_base(rope_base if rope_base is not None else (10000.0 if arch == "llama" else 1e6))
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(n_vocab)
+    if sliding_window:
+        w.add_sliding_window(sliding_window)
+    _add_tokenizer(w, arch, vocab)
+    _apply_metadata(w, metadata or {})
+
+    specs = _tensor_specs(
+        n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
+        weight_type, embd_type, output_type, norm_type,
+    )
+    rng = np.random.default_rng(seed)
+    dropped = set(drop_tensors)
+    for name, shape, qtype, kind in specs:
+        if name in dropped:
+            continue
+        qtype = type_overrides.get(name, qtype)
+        shape = tuple((tensor_shapes or {}).get(name, shape))
+        w.add_tensor(name, _make_tensor(shape, qtype, kind, rng, std), raw_dtype=_raw_dtype(qtype))
+    for name, arr in (extra_tensors or {}).items():
+        w.add_tensor(name, arr)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return os.fspath(path)
+
+
+def _add_tokenizer(w: GGUFWriter, arch: str, vocab: TinyVocab) -> None:
+    ids = vocab.ids
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm" if arch == "llama" else "qwen2")
+    w.add_token_list(vocab.tokens)
+    w.add_token_types(vocab.token_types)
+    w.add_token_merges(vocab.merges)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML_TEMPLATE)
+    if arch == "llama":  # as SmolLM2-Instruct
+        w.add_bos_token_id(ids["<|im_start|>"])
+        w.add_eos_token_id(ids["<|im_end|>"])
+        w.add_unk_token_id(ids["<|endoftext|>"])
+        w.add_pad_token_id(ids["<|im_end|>"])
+    else:  # as Qwen2.5-Coder-Instruct
+        w.add_bos_token_id(ids["<|endoftext|>"])
+        w.add_eos_token_id(ids["<|im_end|>"])
+        w.add_eot_token_id(ids["<|im_end|>"])
+        w.add_pad_token_id(ids["<|endoftext|>"])
+        # this gguf version has no add_fim_* helpers: write the keys directly
+        t = "tokenizer.ggml."
+        w.add_uint32(t + "fim_pre_token_id", ids["<|fim_prefix|>"])
+        w.add_uint32(t + "fim_suf_token_id", ids["<|fim_suffix|>"])
+        w.add_uint32(t + "fim_mid_token_id", ids["<|fim_middle|>"])
+        w.add_uint32(t + "fim_pad_token_id", ids["<|fim_pad|>"])
+
+
+def _apply_metadata(w: GGUFWriter, overrides: Mapping[str, Any]) -> None:
+    kv = w.kv_data[0]
+    for key, val in overrides.items():
+        if val is DROP:
+            kv.pop(key, None)
+        elif isinstance(val, Typed):
+            kv[key] = GGUFValue(value=val.value, type=val.type, sub_type=val.sub_type)
+        elif isinstance(val, bool):
+            kv[key] = GGUFValue(value=val, type=GGUFValueType.BOOL)
+        elif isinstance(val, int):
+            t = GGUFValueType.UINT32 if 0 <= val < 2**32 else GGUFValueType.INT64
+            kv[key] = GGUFValue(value=val, type=t)
+        elif isinstance(val, float):
+            kv[key] = GGUFValue(value=val, type=GGUFValueType.FLOAT32)
+        elif isinstance(val, str):
+            kv[key] = GGUFValue(value=val, type=GGUFValueType.STRING)
+        else:
+            kv[key] = GGUFValue(value=list(val), type=GGUFValueType.ARRAY)
+
+
+def _tensor_specs(
+    n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
+    weight_type, embd_type, output_type, norm_type,
+) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType, str]]:
+    """(name, numpy shape, type, kind) for every tensor, in llama.cpp's order."""
+    q_dim, kv_dim = n_head * head_dim, n_head_kv * head_dim
+    specs = [("token_embd.weight", (n_vocab, n_embd), embd_type, "matrix")]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        specs += [
+            (p + "attn_norm.weight", (n_embd,), norm_type, "norm"),
+            (p + "attn_q.weight", (q_dim, n_embd), weight_type, "matrix"),
+            (p + "attn_k.weight", (kv_dim, n_embd), weight_type, "matrix"),
+            (p + "attn_v.weight", (kv_dim, n_embd), weight_type, "matrix"),
+        ]
+        if qkv_bias:
+            specs += [
+                (p + "attn_q.bias", (q_dim,), norm_type, "bias"),
+                (p + "attn_k.bias", (kv_dim,), norm_type, "bias"),
+                (p + "attn_v.bias", (kv_dim,), norm_type, "bias"),
+            ]
+        specs += [
+            (p + "attn_output.weight", (n_embd, q_dim), weight_type, "matrix"),
+            (p + "ffn_norm.weight", (n_embd,), norm_type, "norm"),
+            (p + "ffn_gate.weight", (n_ff, n_embd), weight_type, "matrix"),
+            (p + "ffn_up.weight", (n_ff, n_embd), weight_type, "matrix"),
+            (p + "ffn_down.weight", (n_embd, n_ff), weight_type, "matrix"),
+        ]
+    specs.append(("output_norm.weight", (n_embd,), norm_type, "norm"))
+    if not tied_output:
+        specs.append(("output.weight", (n_vocab, n_embd), output_type, "matrix"))
+    return specs
+
+
+def _make_tensor(shape, qtype, kind, rng, std) -> np.ndarray:
+    if kind == "norm":
+        return random_vector(int(np.prod(shape)), qtype, rng, 1.0, 0.1).reshape(
+            _byte_shape(shape, qtype)
+        )
+    if kind == "bias":
+        return random_vector(int(np.prod(shape)), qtype, rng, 0.0, 0.02).reshape(
+            _byte_shape(shape, qtype)
+        )
+    rows, cols = (1, shape[0]) if len(shape) == 1 else shape
+    return random_matrix_bytes(rows, cols, qtype, rng, std).reshape(_byte_shape(shape, qtype))
+
+
+def _byte_shape(shape: tuple[int, ...], qtype) -> tuple[int, ...]:
+    if Q(qtype) in (Q.F32, Q.F16):
+        return tuple(shape)
+    return gquants.quant_shape_to_byte_shape(tuple(shape), Q(qtype))
