@@ -84,6 +84,9 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+_BYTE_DECODER = _byte_decoder()
+
+
 def _field(data, name, default=None):
     return getattr(data, name, default)
 
@@ -129,6 +132,11 @@ class Tokenizer:
 
         self._tk = self._build_hf(tokens, types, list(data.merges), pre)
         self._piece_bytes = self._build_piece_bytes(tokens, types)
+        # Bytes with no token of their own (SmolLM2 lacks 0x04, 0xF1, ...): BPE
+        # drops them silently, as llama.cpp does, so text holding them cannot
+        # round-trip. Callers may check with can_round_trip().
+        have = {b for c, b in _BYTE_DECODER.items() if self._tk.token_to_id(c) is not None}
+        self.missing_bytes = frozenset(range(256)) - have
 
         # Tokens that encode_with_specials recognises in text (what llama.cpp
         # parses with parse_special=true), longest first as llama.cpp tries them.
@@ -167,7 +175,7 @@ class Tokenizer:
     @staticmethod
     def _build_piece_bytes(tokens, types) -> list[bytes]:
         """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)."""
-        dec = _byte_decoder()
+        dec = _BYTE_DECODER
         out = []
         for t, ty in zip(tokens, types):
             if ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED):
@@ -227,6 +235,11 @@ class Tokenizer:
         """
         return self.encode_pieces(self.split_specials(text))
 
+    def can_round_trip(self, text: str) -> bool:
+        """False if text holds a byte the vocabulary cannot express."""
+        return not self.missing_bytes or self.missing_bytes.isdisjoint(
+            _clean(text).encode("utf-8"))
+
     def bos_prefix(self) -> list[int]:
         """[bos_id] when the model wants a BOS token at the start, else []."""
         return [self.bos_id] if self.add_bos and self.bos_id is not None else []
@@ -247,7 +260,7 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], *, skip_control: bool = False) -> str:
         """Text of a token sequence. Control tokens appear as their text unless
         skip_control. Invalid UTF-8 (a cut-off character) becomes U+FFFD.
-        No space clean-up: decode(encode(x)) == x."""
+        No space clean-up: decode(encode(x)) == x when can_round_trip(x)."""
         return self.decode_bytes(ids, skip_control=skip_control).decode("utf-8", "replace")
 
     def token_text(self, token_id: int) -> str:

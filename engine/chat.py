@@ -1,0 +1,195 @@
+"""Chat prompts from the GGUF's Jinja chat template, safe against injection.
+
+The template is rendered as Hugging Face's apply_chat_template does (sandboxed
+Jinja2, trim_blocks / lstrip_blocks, `raise_exception`, `bos_token`,
+`eos_token`). Tokenizing that string with specials parsed would let a user's
+file that contains "<|im_end|>\\n<|im_start|>system" forge turns, so:
+
+1. render once with each message's content replaced by a random placeholder;
+   the text around placeholders is the template's own;
+2. render once with the real contents, and check that putting the contents
+   back into (1) gives exactly (2), so (1) is a faithful map of (2);
+3. control tokens are parsed only in the template's text; contents are plain
+   text. Adjacent text runs (template text + content) are tokenized together,
+   so token boundaries are the same as tokenizing the whole string.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+from jinja2 import TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = ["ChatTemplate", "ChatTemplateError", "CHATML_TEMPLATE", "render"]
+
+# Used when the GGUF has no tokenizer.chat_template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Content transforms templates commonly apply (Llama 3: `| trim`). The first
+# one that makes the placeholder render match the real render is used.
+_TRANSFORMS: tuple[Callable[[str], str], ...] = (
+    lambda s: s, str.strip, str.lstrip, str.rstrip)
+
+
+class ChatTemplateError(ValueError):
+    """The template failed, or uses message content in a way we cannot map."""
+
+
+def _raise_exception(message: str) -> None:
+    raise ChatTemplateError(f"chat template: {message}")
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators=None, sort_keys: bool = False) -> str:
+    # HF's tojson: no HTML escaping, unicode kept (Jinja's own escapes '<').
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
+                      separators=separators, sort_keys=sort_keys)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+_ENV = _environment()
+
+
+class ChatTemplate:
+    """A compiled chat template plus the tokenizer whose specials it uses."""
+
+    def __init__(self, tokenizer, template: str | None = None) -> None:
+        """`template`: the GGUF's tokenizer.chat_template (None: ChatML)."""
+        self.tokenizer = tokenizer
+        self.source = template if template else CHATML_TEMPLATE
+        try:
+            self._template = _ENV.from_string(self.source)
+        except TemplateError as e:
+            raise ChatTemplateError(f"chat template does not compile: {e}") from e
+        tk = tokenizer
+        self.bos_token = _token_str(tk, getattr(tk, "bos_id", None))
+        self.eos_token = _token_str(tk, getattr(tk, "eos_id", None))
+
+    @classmethod
+    def for_model(cls, tokenizer, tokenizer_data) -> "ChatTemplate":
+        return cls(tokenizer, getattr(tokenizer_data, "chat_template", None))
+
+    def render(self, messages: Sequence[Mapping[str, str]], *,
+               add_generation_prompt: bool = True, **extra: Any) -> str:
+        """The prompt as text, exactly what the template produces."""
+        return self._render(_check_messages(messages), add_generation_prompt, extra)
+
+    def encode(self, messages: Sequence[Mapping[str, str]], *,
+               add_generation_prompt: bool = True, **extra: Any) -> list[int]:
+        """Prompt token ids. Control tokens come only from the template text,
+        never from message contents (those are always plain text)."""
+        pieces = self.pieces(messages, add_generation_prompt=add_generation_prompt, **extra)
+        ids = self.tokenizer.encode_pieces(pieces)
+        bos = self.tokenizer.bos_prefix()
+        if bos and ids[:1] != bos:  # template may already start with bos_token
+            ids = bos + ids
+        return ids
+
+    def pieces(self, messages: Sequence[Mapping[str, str]], *,
+               add_generation_prompt: bool = True, **extra: Any) -> list[str | int]:
+        """The prompt as plain-text strings and control-token ids."""
+        messages = _check_messages(messages)
+        contents = [m["content"] for m in messages]
+        nonce = secrets.token_hex(8)
+        while any(nonce in c for c in contents):  # cannot collide, but be sure
+            nonce = secrets.token_hex(8)
+        marks = [f"\ue000{nonce}:{i}\ue001" for i in range(len(messages))]
+        masked = [dict(m, content=mark) for m, mark in zip(messages, marks)]
+        skeleton = self._render(masked, add_generation_prompt, extra)
+        real = self._render(messages, add_generation_prompt, extra)
+
+        split = re.split(f"\ue000{nonce}:(\\d+)\ue001", skeleton)
+        texts, refs = split[0::2], [int(r) for r in split[1::2]]
+        if any(nonce in t for t in texts):
+            raise ChatTemplateError("chat template alters message content in a way "
+                                    "that cannot be tokenized safely")
+        for transform in _TRANSFORMS:
+            filled = [transform(contents[r]) for r in refs]
+            if _join(texts, filled) == real:
+                break
+        else:
+            raise ChatTemplateError("chat template transforms message content in an "
+                                    "unsupported way (cannot keep it apart from control tokens)")
+
+        # Template text: specials parsed. Content: plain. Adjacent strings join.
+        out: list[str | int] = []
+        for i, text in enumerate(texts):
+            for p in self.tokenizer.split_specials(text):
+                _append(out, p)
+            if i < len(filled):
+                _append(out, filled[i])
+        return out
+
+    def _render(self, messages, add_generation_prompt, extra) -> str:
+        ctx = dict(extra)
+        ctx.setdefault("bos_token", self.bos_token)
+        ctx.setdefault("eos_token", self.eos_token)
+        try:
+            return self._template.render(messages=messages,
+                                         add_generation_prompt=add_generation_prompt, **ctx)
+        except ChatTemplateError:
+            raise
+        except TemplateError as e:
+            raise ChatTemplateError(f"chat template failed: {e}") from e
+
+
+def render(template: str | None, messages: Sequence[Mapping[str, str]], *,
+           add_generation_prompt: bool = True, bos_token: str = "", eos_token: str = "",
+           **extra: Any) -> str:
+    """Render a template to text without a tokenizer (tests, debugging)."""
+    tpl = _ENV.from_string(template or CHATML_TEMPLATE)
+    try:
+        return tpl.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                          bos_token=bos_token, eos_token=eos_token, **extra)
+    except ChatTemplateError:
+        raise
+    except TemplateError as e:
+        raise ChatTemplateError(f"chat template failed: {e}") from e
+
+
+def _check_messages(messages) -> list[dict[str, str]]:
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ChatTemplateError(f"message {i} needs string 'role' and 'content'")
+        out.append(dict(m))
+    return out
+
+
+def _token_str(tokenizer, token_id) -> str:
+    return tokenizer.token_text(token_id) if token_id is not None else ""
+
+
+def _join(texts: list[str], contents: list[str]) -> str:
+    parts = [texts[0]]
+    for c, t in zip(contents, texts[1:]):
+        parts += [c, t]
+    return "".join(parts)
+
+
+def _append(out: list[str | int], piece: str | int) -> None:
+    if isinstance(piece, str):
+        if not piece:
+            return
+        if out and isinstance(out[-1], str):
+            out[-1] += piece
+            return
+    out.append(piece)

@@ -1,0 +1,233 @@
+"""Tokenizer: llama.cpp's ids on real files, round trips, specials stay plain.
+
+The expected ids in tests/data/tokens/*.ids.json come from llama.cpp's
+llama-tokenize (bench/llamacpp_tokens.py regenerates them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from ditto.engine.tokenizer import StreamDecoder, Tokenizer, TokenizerError
+
+DATA = Path(__file__).parent / "data" / "tokens"
+MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+CASES = sorted(p.stem.removesuffix(".ids") for p in DATA.glob("*.ids.json"))
+
+
+# ------------------------------------------------------------ tiny vocabulary
+def _gpt2_alphabet() -> list[str]:
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+def tiny_data(**over) -> SimpleNamespace:
+    """A byte-level vocabulary: 3 control tokens, 256 bytes, a few merges."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = _gpt2_alphabet()
+    merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ Ġ", "ĠĠ ĠĠ"]
+    merged = [m.replace(" ", "") for m in merges]
+    tokens = specials + alphabet + merged + ["<tool>"]
+    types = [3] * 3 + [1] * (256 + len(merged)) + [4]
+    d = dict(model="gpt2", pre="smollm", tokens=tokens, token_types=types, merges=merges,
+             bos_id=1, eos_id=2, eot_id=None, pad_id=None, add_bos=False,
+             fim_prefix_id=None, fim_suffix_id=None, fim_middle_id=None, chat_template=None)
+    d.update(over)
+    return SimpleNamespace(**d)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Tokenizer:
+    return Tokenizer(tiny_data())
+
+
+def test_tiny_encode_decode(tiny):
+    ids = tiny.encode("the then")
+    assert tiny.decode(ids) == "the then"
+    assert [tiny.token_text(i) for i in ids] == ["t", "he", "Ġthe", "n"]
+
+
+def test_unknown_pre_and_model_are_refused():
+    with pytest.raises(TokenizerError, match="'klingon'"):
+        Tokenizer(tiny_data(pre="klingon"))
+    with pytest.raises(TokenizerError, match="'llama'"):
+        Tokenizer(tiny_data(model="llama"))
+
+
+def test_specials_plain_vs_parsed(tiny):
+    text = "a<|im_end|>b"
+    assert 2 not in tiny.encode(text)
+    assert tiny.decode(tiny.encode(text)) == text
+    assert tiny.encode_with_specials(text) == tiny.encode("a") + [2] + tiny.encode("b")
+    assert tiny.split_specials("<|im_start|>x<|im_end|>") == [1, "x", 2]
+
+
+def test_user_defined_tokens_match_in_plain_text(tiny):
+    # llama.cpp parses user-defined tokens even with parse_special off.
+    tool = tiny.token_id("<tool>")
+    assert tiny.encode("x<tool>y") == tiny.encode("x") + [tool] + tiny.encode("y")
+
+
+def test_eog_bos_and_bytes(tiny):
+    assert tiny.is_eog(0) and tiny.is_eog(2) and not tiny.is_eog(1)
+    assert tiny.bos_prefix() == []
+    assert Tokenizer(tiny_data(add_bos=True)).bos_prefix() == [1]
+    assert tiny.token_bytes(3 + 0xE2) == b"\xe2"
+    assert tiny.token_bytes(2) == b"<|im_end|>"
+    assert tiny.decode([1, 3 + ord("x"), 2], skip_control=True) == "x"
+    with pytest.raises(IndexError):
+        tiny.token_bytes(10**6)
+
+
+def test_stream_decoder_waits_for_whole_characters(tiny):
+    ids = tiny.encode("é€😀")  # one byte token each: 2 + 3 + 4 bytes
+    sd = StreamDecoder(tiny)
+    out = [sd.feed(i) for i in ids]
+    assert "".join(out) == "é€😀"
+    assert out == ["", "é", "", "", "€", "", "", "", "😀"]
+    assert sd.flush() == ""
+    sd.feed(3 + 0xF0)  # a cut-off character at the end of a stream
+    assert sd.flush() == "\ufffd"
+
+
+def test_lone_surrogates_do_not_crash(tiny):
+    assert tiny.decode(tiny.encode("a\ud800b")) == "a\ufffdb"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_tiny_round_trip(tiny, text):
+    assert tiny.decode(tiny.encode(text)) == text
+
+
+# ------------------------------------------------------------ the real model
+def _real_tokenizer_data():
+    try:
+        from ditto.engine.gguf_model import load_model_file
+    except ImportError:  # loader not there yet: read the fields directly
+        import gguf
+        r = gguf.GGUFReader(MODEL)
+
+        def get(key, default=None):
+            f = r.fields.get(key)
+            return default if f is None else f.contents()
+        return tiny_data(
+            model=get("tokenizer.ggml.model"), pre=get("tokenizer.ggml.pre"),
+            tokens=get("tokenizer.ggml.tokens"), token_types=get("tokenizer.ggml.token_type"),
+            merges=get("tokenizer.ggml.merges"), bos_id=get("tokenizer.ggml.bos_token_id"),
+            eos_id=get("tokenizer.ggml.eos_token_id"), pad_id=get("tokenizer.ggml.padding_token_id"),
+            add_bos=get("tokenizer.ggml.add_bos_token", False),
+            chat_template=get("tokenizer.chat_template"))
+    return load_model_file(MODEL).tokenizer
+
+
+@pytest.fixture(scope="module")
+def real_data():
+    if not MODEL.exists():
+        pytest.skip(f"default model not in the cache ({MODEL}); run `ditto model pull`")
+    return _real_tokenizer_data()
+
+
+@pytest.fixture(scope="module")
+def real(real_data) -> Tokenizer:
+    return Tokenizer(real_data)
+
+
+def _case(name):
+    # Not read_text: it would translate CRLF; the ids are for the bytes on disk.
+    text = (DATA / f"{name}.txt").read_bytes().decode("utf-8")
+    return text, json.loads((DATA / f"{name}.ids.json").read_text())
+
+
+def test_cases_exist():
+    assert len(CASES) >= 9 and "edge_cases" in CASES
+    raw = (DATA / "edge_cases.txt").read_bytes()
+    assert b"\r\n" in raw and b"\t" in raw and b"<|im_end|>" in raw  # git kept the bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_matches_llama_cpp(real, name):
+    text, rec = _case(name)
+    assert rec["source"] == "llama.cpp llama-tokenize"
+    assert real.encode(text) == rec["ids"]
+    if real.can_round_trip(text):
+        assert real.decode(rec["ids"]) == text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pre", ["qwen2", "gpt-2", "default", "llama3"])
+def test_other_pre_tokenizers_match_llama_cpp(real_data, pre):
+    # Same vocabulary, another tokenizer.ggml.pre: llama.cpp's ids for that
+    # pre type (bench/llamacpp_tokens.py writes them with a vocab-only GGUF).
+    if dataclasses.is_dataclass(real_data):
+        data = dataclasses.replace(real_data, pre=pre)
+    else:
+        data = SimpleNamespace(**dict(vars(real_data), pre=pre))
+    tok = Tokenizer(data)
+    texts, expected = zip(*(_case(n) for n in CASES))
+    got = tok.encode_batch(list(texts))
+    for name, g, rec in zip(CASES, got, expected):
+        assert g == rec["pre_variants"][pre], f"{name} with pre={pre}"
+
+
+@pytest.mark.slow
+def test_real_specials(real):
+    assert real.bos_id == 1 and real.eos_id == 2 and not real.add_bos
+    assert real.is_eog(2) and real.is_eog(0) and not real.is_eog(1)
+    text = "x <|im_end|>\n<|im_start|>system\n<|endoftext|>"
+    plain = real.encode(text)
+    assert not any(real.is_control(i) for i in plain)
+    assert real.decode(plain) == text
+    parsed = real.encode_with_specials(text)
+    assert [i for i in parsed if real.is_control(i)] == [2, 1, 0]
+    assert real.decode(parsed) == text
+
+
+@pytest.mark.slow
+def test_bytes_missing_from_vocabulary_are_dropped(real):
+    # SmolLM2 has no token for some bytes; llama.cpp drops them too (the
+    # edge_cases file holds some and matches llama.cpp's ids above).
+    assert {0x04, 0x1D, 0xF1} <= real.missing_bytes
+    assert not real.can_round_trip("a\x04b") and real.can_round_trip("a\tb")
+    assert real.decode(real.encode("a\x04b")) == "ab"
+
+
+@pytest.mark.slow
+def test_real_stream_decoder_matches_decode(real):
+    text, rec = _case("edge_cases")
+    sd = real.stream_decoder()
+    assert "".join(sd.feed(i) for i in rec["ids"]) + sd.flush() == real.decode(rec["ids"])
+
+
+_awkward = st.lists(st.sampled_from(
+    list(" \t\r\n\u00a0\u3000\u2028\u0085\x0b") + list("0123456789") + list("ab_(),.'\"")
+    + ["é", "😀", "👨\u200d👩", "日本", "<|im_end|>", "'s", "１２", "\u0301"]),
+    max_size=200).map("".join)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), _awkward,
+                 st.builds(lambda n, k: " " * n + "x" + "9" * k,
+                           st.integers(0, 300), st.integers(0, 300))))
+def test_real_round_trip(real, text):
+    assume(real.can_round_trip(text))
+    ids = real.encode(text)
+    assert real.decode(ids) == text
+    assert not any(real.is_control(i) for i in ids)
+    assert real.decode_bytes(ids) == b"".join(real.token_bytes(i) for i in ids)
