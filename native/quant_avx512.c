@@ -225,10 +225,22 @@ static float dot(const float *a, const float *b, int64_t n) {
     return y;
 }
 
-/* Tokens in tiles of 6 (the x tile stays in L1 across the panel's rows);
- * few tokens use 8-row tiles so enough fma chains are in flight. */
+/* Tokens in tiles of 6; few tokens use 8-row tiles so enough fma chains
+ * are in flight. Short rows: token tile outer, its x rows stay in L1 across
+ * the panel. Long rows (the x tile would not fit in L1): row group outer,
+ * its 4 rows stay in L1 while the tokens stream past. */
 static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t ldx,
                  int64_t n_tok, float *y, int64_t ldy, int64_t k) {
+    if (k > 768 && n_tok > 6) {
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 4) {
+            const int nr = n_rows - r0 < 4 ? (int)(n_rows - r0) : 4;
+            for (int64_t t0 = 0; t0 < n_tok; t0 += 6) {
+                const int nt = n_tok - t0 < 6 ? (int)(n_tok - t0) : 6;
+                tiles[nr - 1][nt - 1](w + r0 * ldw, ldw, x + t0 * ldx, ldx, y + t0 * ldy + r0, ldy, k);
+            }
+        }
+        return;
+    }
     for (int64_t t0 = 0; t0 < n_tok; t0 += 6) {
         const int nt = n_tok - t0 < 6 ? (int)(n_tok - t0) : 6;
         const float *xt = x + t0 * ldx;
