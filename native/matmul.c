@@ -67,6 +67,11 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
         return DT_OK;
     }
 
+    if (n_tok <= k->fused_max_tok && k->fused[w->type]) { /* decode: no round trip through scratch */
+        k->fused[w->type](base + row_begin * row_bytes, row_bytes, row_end - row_begin, x, ldx, n_tok,
+                          y + row_begin, ldy, cols);
+        return DT_OK;
+    }
     if (!scratch) return DT_ERR_INVALID;
     dt_dequant_fn deq = k->dequant[w->type] ? k->dequant[w->type] : dt_kernels_scalar.dequant[w->type];
     float *panel = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);

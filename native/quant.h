@@ -128,11 +128,21 @@ typedef void (*dt_gemm_fn)(const float *w, int64_t ldw, int64_t n_rows,
                            const float *x, int64_t ldx, int64_t n_tok,
                            float *y, int64_t ldy, int64_t k);
 
+/* Optional fused path for a few tokens (decode): dequantizes blocks in
+ * registers and feeds them to the same fma chains as gemm(), so outputs are
+ * bit for bit those of dequant + gemm. w points at the first row (row_bytes
+ * apart); y[t*ldy + r] for r < n_rows, t < n_tok <= fused_max_tok. */
+typedef void (*dt_fused_fn)(const void *w, int64_t row_bytes, int64_t n_rows,
+                            const float *x, int64_t ldx, int64_t n_tok,
+                            float *y, int64_t ldy, int64_t k);
+
 typedef struct {
     const char *name;
     dt_dequant_fn dequant[DT_TYPE_MAX]; /* NULL for unsupported types */
     dt_dot_fn dot;
     dt_gemm_fn gemm;
+    dt_fused_fn fused[DT_TYPE_MAX];     /* NULL: dequant + gemm */
+    int fused_max_tok;
 } dt_kernels;
 
 extern const dt_kernels dt_kernels_scalar; /* quant.c */

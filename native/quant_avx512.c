@@ -255,6 +255,79 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
     }
 }
 
+/* ---- fused dequant + dot for a few tokens ---------------------------------- */
+/* One 32-value block of row r as two vectors, the same floats as dequant_*. */
+static inline __attribute__((always_inline)) void block32(const uint8_t *p, int type, __m512 *v0, __m512 *v1) {
+    const __m128i lo4 = _mm_set1_epi8(0x0F);
+    if (type == DT_Q4_1) {
+        const block_q4_1 *b = (const block_q4_1 *)p;
+        const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
+        const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+        *v0 = _mm512_add_ps(_mm512_mul_ps(d, u8x16_to_ps(_mm_and_si128(q, lo4))), m);
+        *v1 = _mm512_add_ps(_mm512_mul_ps(d, u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(q, 4), lo4))), m);
+    } else if (type == DT_Q4_0) {
+        const block_q4_0 *b = (const block_q4_0 *)p;
+        const __m512 d = _mm512_set1_ps(h2f(b->d));
+        const __m128i eight = _mm_set1_epi8(8);
+        const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
+        *v0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
+        *v1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)));
+    } else { /* DT_Q8_0 */
+        const block_q8_0 *b = (const block_q8_0 *)p;
+        const __m512 d = _mm512_set1_ps(h2f(b->d));
+        *v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs))), d);
+        *v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16)))), d);
+    }
+}
+
+static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, int64_t rb, const float *x,
+                                                             int64_t ldx, float *y, int64_t ldy, int64_t k,
+                                                             const int type, const int ts, const int R,
+                                                             const int T) {
+    __m512 acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0, ib = 0; i < k; i += 32, ib++) {
+        __m512 w0[4], w1[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) block32(w + r * rb + ib * ts, type, &w0[r], &w1[r]);
+#pragma GCC unroll 3
+        for (int t = 0; t < T; t++) {
+            const __m512 x0 = _mm512_loadu_ps(x + t * ldx + i), x1 = _mm512_loadu_ps(x + t * ldx + i + 16);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w0[r], x0, acc[r][t]);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w1[r], x1, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum16(acc[r][t]);
+}
+
+#define FUSED(NAME, TYPE, TS)                                                                          \
+    static void fused_##NAME(const void *w, int64_t rb, int64_t n_rows, const float *x, int64_t ldx, \
+                             int64_t n_tok, float *y, int64_t ldy, int64_t k) {                       \
+        const uint8_t *p = w;                                                                          \
+        int64_t r = 0;                                                                                 \
+        for (; r + 4 <= n_rows; r += 4) {                                                              \
+            if (n_tok == 1) fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 1);         \
+            else if (n_tok == 2) fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 2);    \
+            else fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 3);                    \
+        }                                                                                              \
+        for (; r < n_rows; r++)                                                                        \
+            for (int64_t t = 0; t < n_tok; t++)                                                        \
+                fused_tile(p + r * rb, rb, x + t * ldx, ldx, y + t * ldy + r, ldy, k, TYPE, TS, 1, 1); \
+    }
+FUSED(q4_0, DT_Q4_0, 18)
+FUSED(q4_1, DT_Q4_1, 20)
+FUSED(q8_0, DT_Q8_0, 34)
+
 const dt_kernels dt_kernels_avx512 = {
     .name = "avx512",
     .dequant = {
@@ -270,4 +343,6 @@ const dt_kernels dt_kernels_avx512 = {
     },
     .dot = dot,
     .gemm = gemm,
+    .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0},
+    .fused_max_tok = 3,
 };
