@@ -17,13 +17,13 @@ struct dt_pool {
     struct worker_arg *args;       /* (n_threads) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    _Atomic uint64_t generation;   /* bumped once per dt_pool_run */
-    _Atomic int64_t next_task;
-    _Atomic int n_finished;        /* workers done with the current run */
+    _Atomic uint64_t generation;   /* bumped once per dt_pool_run, wakes workers */
+    _Atomic uint64_t job;          /* packed (generation, n_tasks, next task): see threadpool.c */
+    _Atomic int64_t n_done;        /* tasks of the current run completed */
     _Atomic int stop;
     dt_task_fn fn;
     void *arg;
-    int64_t n_tasks;
+    int64_t task_base;             /* first task number of the current job */
     float **scratch;               /* (n_threads) private buffers of scratch_floats */
     int64_t scratch_floats;
 };

@@ -3,8 +3,14 @@
  * A forward pass dispatches a few hundred parallel loops, microseconds
  * apart, so workers spin briefly on a generation counter before sleeping on
  * a condition variable: a wake-up through the kernel on every loop would
- * cost more than the loop. Tasks are handed out through an atomic counter;
- * which thread runs a task never changes what the task computes.
+ * cost more than the loop.
+ *
+ * Tasks are claimed with a CAS on one packed word (generation, n_tasks,
+ * next task), so a worker that wakes late, or was descheduled, can never
+ * claim a task of a job that has moved on; the caller takes tasks too and
+ * waits only for claimed tasks to finish, never for idle workers to show
+ * up (on a shared 2-core machine the other core is often busy). Which
+ * thread runs a task never changes what the task computes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,23 +29,41 @@
 
 enum { SPIN_ROUNDS = 20000 };
 
+/* job word: generation (24 bits) | n_tasks (20 bits) | next task (20 bits) */
+#define JOB_BITS 20
+#define JOB_MASK ((UINT64_C(1) << JOB_BITS) - 1)
+#define MAX_TASKS ((int64_t)JOB_MASK)
+#define GEN_MASK ((UINT64_C(1) << (64 - 2 * JOB_BITS)) - 1)
+static inline uint64_t job_pack(uint64_t gen, uint64_t n, uint64_t next) {
+    return (gen << (2 * JOB_BITS)) | (n << JOB_BITS) | next;
+}
+static inline uint64_t job_gen(uint64_t w) { return w >> (2 * JOB_BITS); }
+static inline uint64_t job_n(uint64_t w) { return (w >> JOB_BITS) & JOB_MASK; }
+static inline uint64_t job_next(uint64_t w) { return w & JOB_MASK; }
+
 struct worker_arg {
     dt_pool *pool;
     int id;
 };
 
-static void run_tasks(dt_pool *pool, int thread) {
+/* Claims and runs tasks of generation `gen` until none are left. */
+static void run_tasks(dt_pool *pool, uint64_t gen, int thread) {
+    uint64_t w = atomic_load_explicit(&pool->job, memory_order_acquire);
     for (;;) {
-        int64_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
-        if (task >= pool->n_tasks) break;
-        pool->fn(pool->arg, task, thread);
+        if (job_gen(w) != gen || job_next(w) >= job_n(w)) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->job, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        /* The claimed task keeps this job open, so fn and arg are its own. */
+        pool->fn(pool->arg, pool->task_base + (int64_t)job_next(w), thread);
+        atomic_fetch_add_explicit(&pool->n_done, 1, memory_order_acq_rel);
+        w = atomic_load_explicit(&pool->job, memory_order_acquire);
     }
 }
 
 static void *worker_main(void *p) {
     struct worker_arg *wa = p;
     dt_pool *pool = wa->pool;
-    int id = wa->id;
     uint64_t seen = 0;
     for (;;) {
         uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
@@ -55,8 +79,7 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = gen;
-        run_tasks(pool, id);
-        atomic_fetch_add_explicit(&pool->n_finished, 1, memory_order_acq_rel);
+        run_tasks(pool, gen & GEN_MASK, wa->id);
     }
     return NULL;
 }
@@ -112,18 +135,22 @@ void dt_pool_run(dt_pool *pool, dt_task_fn fn, void *arg, int64_t n_tasks) {
         for (int64_t t = 0; t < n_tasks; t++) fn(arg, t, 0);
         return;
     }
-    pool->fn = fn;
-    pool->arg = arg;
-    pool->n_tasks = n_tasks;
-    atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->n_finished, 0, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mu);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&pool->cv);
-    pthread_mutex_unlock(&pool->mu);
-    run_tasks(pool, 0);
-    while (atomic_load_explicit(&pool->n_finished, memory_order_acquire) < pool->n_threads - 1)
-        cpu_relax();
+    /* Loops longer than the packed word can count run as several jobs. */
+    for (int64_t base = 0; base < n_tasks; base += MAX_TASKS) {
+        int64_t n = n_tasks - base < MAX_TASKS ? n_tasks - base : MAX_TASKS;
+        pool->fn = fn;
+        pool->arg = arg;
+        pool->task_base = base;
+        atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
+        uint64_t gen = atomic_load(&pool->generation) + 1;
+        atomic_store_explicit(&pool->job, job_pack(gen & GEN_MASK, (uint64_t)n, 0), memory_order_release);
+        pthread_mutex_lock(&pool->mu);
+        atomic_store_explicit(&pool->generation, gen, memory_order_release);
+        pthread_cond_broadcast(&pool->cv);
+        pthread_mutex_unlock(&pool->mu);
+        run_tasks(pool, gen & GEN_MASK, 0);
+        while (atomic_load_explicit(&pool->n_done, memory_order_acquire) < n) cpu_relax();
+    }
 }
 
 int dt_pool_reserve_scratch(dt_pool *pool, int64_t floats) {
