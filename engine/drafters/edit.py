@@ -95,8 +95,11 @@ class _Rules:
             rule = self.ins.get(orig[p - 1])
             if rule is not None:
                 return rule
+        bucket = self.subs.get(orig[p])
+        if not bucket:
+            return None
         best = None
-        for x, rule in self.subs.get(orig[p], {}).items():
+        for x, rule in bucket.items():
             if (best is None or len(x) > best.skip) and tuple(orig[p:p + len(x)]) == x:
                 best = rule
         return best
