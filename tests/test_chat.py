@@ -2,7 +2,6 @@
 content can never become control tokens."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import jinja2
 import pytest

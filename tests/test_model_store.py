@@ -3,7 +3,6 @@ placement, resolve_model errors, and the real cached file's hash."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
