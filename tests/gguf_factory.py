@@ -19,6 +19,7 @@ The keyword arguments ``metadata``, ``drop_tensors``, ``tensor_types``,
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -396,3 +397,188 @@ def _byte_shape(shape: tuple[int, ...], qtype) -> tuple[int, ...]:
     if Q(qtype) in (Q.F32, Q.F16):
         return tuple(shape)
     return gquants.quant_shape_to_byte_shape(tuple(shape), Q(qtype))
+
+
+# ---------------------------------------------------------------------------
+# fuzzing helpers (tests/test_gguf_fuzz.py and bench/fuzz_gguf.py)
+# ---------------------------------------------------------------------------
+
+_SCALAR_FMTS = {
+    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h", GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f", GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d", GGUFValueType.BOOL: "<B",
+}
+_INTERESTING_INTS = (
+    0, 1, 2, 3, 7, 8, 31, 32, 33, 255, 256, 4095, 65535, 65536, 2**20, 2**31 - 1, 2**31,
+    2**32 - 1, 2**32, 2**40, 2**62, 2**63, 2**64 - 1,
+)
+_INTERESTING_FLOATS = (float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e-30, 1e30)
+
+
+@dataclass(frozen=True)
+class FuzzSeed:
+    """A valid file's bytes plus the offsets of its header integer fields."""
+
+    name: str
+    data: bytes
+    header_end: int                       # start of tensor data
+    fields: dict[str, tuple[tuple[int, str], ...]]  # role -> ((offset, struct format), ...)
+
+
+def make_fuzz_seed(path: str | os.PathLike, name: str) -> FuzzSeed:
+    from gguf import GGUFReader
+
+    r = GGUFReader(path)
+    # Fields grouped by role, so mutations reach every layer of checks
+    # (structure, value types, hyperparameters, tensor table) evenly.
+    roles: dict[str, list[tuple[int, str]]] = {
+        "header": [(4, "<I"), (8, "<Q"), (16, "<Q")], "length": [], "type": [], "value": [],
+        "tensor_dim": [], "tensor_type": [], "tensor_offset": [],
+    }
+    for key, f in r.fields.items():
+        if not key.startswith("GGUF."):
+            _kv_int_fields(f, roles)
+    for t in r.tensors:
+        o, nlen = t.field.offset, int(t.field.parts[0][0])
+        nd_at = o + 8 + nlen
+        n_dims = int(t.field.parts[2][0])
+        type_at = nd_at + 4 + 8 * n_dims
+        roles["length"].append((o, "<Q"))
+        roles["tensor_dim"] += [(nd_at, "<I")] + [(nd_at + 4 + 8 * d, "<Q") for d in range(n_dims)]
+        roles["tensor_type"].append((type_at, "<I"))
+        roles["tensor_offset"].append((type_at + 4, "<Q"))
+    data = open(path, "rb").read()
+    fields = {k: tuple(v) for k, v in roles.items() if v}
+    return FuzzSeed(name=name, data=data, header_end=int(r.data_offset), fields=fields)
+
+
+def _kv_int_fields(f, roles: dict[str, list[tuple[int, str]]]) -> None:
+    klen = int(f.parts[0][0])
+    type_at = f.offset + 8 + klen
+    v = type_at + 4
+    roles["length"].append((f.offset, "<Q"))
+    roles["type"].append((type_at, "<I"))
+    kind = f.types[0] if f.types else GGUFValueType.ARRAY
+    if kind == GGUFValueType.STRING:
+        roles["length"].append((v, "<Q"))
+    elif kind == GGUFValueType.ARRAY:
+        roles["type"].append((v, "<I"))
+        roles["length"].append((v + 4, "<Q"))
+        if len(f.types) > 1 and f.types[1] == GGUFValueType.STRING:
+            pos = v + 12
+            for idx in f.data[:3]:  # the first few element lengths
+                roles["length"].append((pos, "<Q"))
+                pos += 8 + int(f.parts[idx].nbytes)
+        elif len(f.types) > 1 and f.types[1] in _SCALAR_FMTS:
+            fmt = _SCALAR_FMTS[f.types[1]]
+            roles["value"] += [(v + 12 + i * struct.calcsize(fmt), fmt) for i in range(min(3, len(f.data)))]
+    elif kind in _SCALAR_FMTS:
+        roles["value"].append((v, _SCALAR_FMTS[kind]))
+
+
+def mutate(seed: FuzzSeed, rng) -> bytes:
+    """1-3 random mutations (byte flips, header integer overwrites,
+    truncation, splices, insertions, deletions), biased towards the header."""
+    buf = bytearray(seed.data)
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(("flip", "int", "int", "int", "truncate", "splice", "insert", "delete"))
+        _MUTATIONS[kind](buf, seed, rng)
+        if not buf:
+            break
+    return bytes(buf)
+
+
+def _pos(buf, seed, rng) -> int:
+    limit = min(len(buf), seed.header_end) if rng.random() < 0.85 else len(buf)
+    return rng.randrange(max(limit, 1))
+
+
+def _mut_flip(buf, seed, rng):
+    for _ in range(rng.randint(1, 8)):
+        if buf:
+            i = _pos(buf, seed, rng)
+            buf[i] = rng.randrange(256) if rng.random() < 0.5 else buf[i] ^ (1 << rng.randrange(8))
+
+
+def _mut_int(buf, seed, rng):
+    off, fmt = rng.choice(seed.fields[rng.choice(sorted(seed.fields))])
+    size = struct.calcsize(fmt)
+    if off + size > len(buf):
+        return
+    if fmt in ("<f", "<d"):
+        value = rng.choice(_INTERESTING_FLOATS)
+    else:
+        (old,) = struct.unpack_from(fmt, buf, off)
+        value = rng.choice(
+            _INTERESTING_INTS + (old + 1, old - 1, old * 2, len(buf), len(buf) - off, rng.getrandbits(64))
+        )
+        bits = 8 * size
+        value &= (1 << bits) - 1
+        if fmt[-1].islower() and value >= 1 << (bits - 1):
+            value -= 1 << bits  # signed formats
+    struct.pack_into(fmt, buf, off, value)
+
+
+def _mut_truncate(buf, seed, rng):
+    del buf[_pos(buf, seed, rng):]
+
+
+def _mut_splice(buf, seed, rng):
+    n = rng.randint(1, 64)
+    a, b = rng.randrange(len(buf)), _pos(buf, seed, rng)
+    chunk = buf[a : a + n]
+    buf[b : b + len(chunk)] = chunk
+
+
+def _mut_insert(buf, seed, rng):
+    i = _pos(buf, seed, rng)
+    buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+
+
+def _mut_delete(buf, seed, rng):
+    i = _pos(buf, seed, rng)
+    del buf[i : i + rng.randint(1, 16)]
+
+
+_MUTATIONS = {
+    "flip": _mut_flip, "int": _mut_int, "truncate": _mut_truncate,
+    "splice": _mut_splice, "insert": _mut_insert, "delete": _mut_delete,
+}
+
+FUZZ_SEED_CONFIGS = {
+    "llama_q4_1": dict(arch="llama", weight_type=Q.Q4_1, n_layer=1),
+    "qwen2_q8_0_untied": dict(arch="qwen2", weight_type=Q.Q8_0, n_layer=1, tied_output=False),
+    "llama_f16_bf16norm": dict(arch="llama", weight_type=Q.F16, n_layer=1, norm_type=Q.BF16),
+    "qwen2_q6_k": dict(arch="qwen2", weight_type=Q.Q6_K, n_layer=1, embd_type=Q.Q4_K),
+}
+
+
+def write_fuzz_seeds(directory: str | os.PathLike) -> list[FuzzSeed]:
+    seeds = []
+    for name, cfg in FUZZ_SEED_CONFIGS.items():
+        cfg = dict(cfg)
+        path = os.path.join(os.fspath(directory), name + ".gguf")
+        write_tiny_gguf(path, cfg.pop("arch"), cfg.pop("weight_type"), **cfg)
+        seeds.append(make_fuzz_seed(path, name))
+    return seeds
+
+
+def check_loaded(mf) -> None:
+    """Invariants a successfully loaded model must satisfy (else: a loader bug)."""
+    hp = mf.hparams
+    mats = [mf.tok_embd, mf.output]
+    vecs = [mf.output_norm]
+    for layer in mf.layers:
+        mats += [layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down]
+        vecs += [layer.attn_norm, layer.ffn_norm] + [b for b in (layer.bq, layer.bk, layer.bv) if b is not None]
+    assert len(mf.layers) == hp.n_layer and len(mf.tokenizer.tokens) == hp.n_vocab
+    assert hp.head_dim % 2 == 0 and hp.n_head % hp.n_head_kv == 0
+    for m in mats:
+        block, tsize = GGML_QUANT_SIZES[Q(m.type)]
+        assert m.data.dtype == np.uint8 and m.data.flags.c_contiguous
+        assert m.data.shape == (m.rows, m.cols // block * tsize) and m.cols % block == 0
+        int(m.data[-1, -1])  # the last byte is really mapped
+    for v in vecs:
+        assert v.dtype == np.float32 and v.ndim == 1
+        float(v[-1])

@@ -180,9 +180,10 @@ def _copy(src, tmp_path, name="bad.gguf"):
 
 
 def _patch(path, offset, fmt, value):
+    values = value if isinstance(value, tuple) else (value,)
     with open(path, "r+b") as f:
         f.seek(offset)
-        f.write(struct.pack(fmt, value))
+        f.write(struct.pack(fmt, *values))
 
 
 def _kv_value_offset(path, key):
@@ -296,8 +297,9 @@ def test_absurd_array_length(good, tmp_path):
 def test_array_length_past_end(good, tmp_path):
     # Within the length limit but past the end of the file: GGUFReader alone
     # would loop (allocating) for ever on this one.
+    # (a uint8 array: GGUFReader's loop then reads 0 bytes per element).
     p = _copy(good, tmp_path)
-    _patch(p, _kv_value_offset(good, "tokenizer.ggml.token_type") + 4, "<Q", 1 << 20)
+    _patch(p, _kv_value_offset(good, "tokenizer.ggml.token_type"), "<IQ", (GGUFValueType.UINT8, 1 << 20))
     _raises(p, "tokenizer.ggml.token_type", "truncated")
 
 
