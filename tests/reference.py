@@ -1,0 +1,149 @@
+"""The correctness oracle: an exact float64 forward pass in numpy.
+
+Weights are dequantized once with ``gguf.quants.dequantize`` (the file's
+own block formats, independent of ditto's C kernels) and held as float64;
+every activation is float64.  Supports the ``llama`` (adjacent-pair rope)
+and ``qwen2`` (q/k/v biases, NeoX rope) architectures, grouped-query
+attention with a causal mask and an optional sliding window.
+
+    ref = ReferenceModel(load_model_file(path))
+    ref.logits(tokens)           # (n, n_vocab) float64, teacher-forced
+    ref.greedy(prompt, n_new)    # greedy continuation with a KV cache
+
+Kept deliberately plain: clarity over speed (apart from the KV cache).
+"""
+from __future__ import annotations
+
+import numpy as np
+from gguf.quants import dequantize
+
+
+def _f64(w) -> np.ndarray:
+    """A WeightMatrix (rows = out, cols = in) as a float64 (rows, cols) array."""
+    m = np.asarray(dequantize(w.data, w.type), dtype=np.float64)
+    return m.reshape(w.rows, w.cols)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(x: np.ndarray, pos: np.ndarray, base: float, neox: bool) -> np.ndarray:
+    """x: (n, heads, head_dim), pos: (n,). Rotates pairs by pos * theta_i,
+    theta_i = base^(-2i/head_dim). Pairs are (x[2i], x[2i+1]) for llama and
+    (x[i], x[i + head_dim/2]) for NeoX (qwen2)."""
+    hd = x.shape[-1]
+    theta = base ** (-2.0 * np.arange(hd // 2, dtype=np.float64) / hd)
+    ang = pos.astype(np.float64)[:, None, None] * theta[None, None, :]   # (n, 1, hd/2)
+    cos, sin = np.cos(ang), np.sin(ang)
+    if neox:
+        a, b = x[..., : hd // 2], x[..., hd // 2:]
+    else:
+        a, b = x[..., 0::2], x[..., 1::2]
+    ra, rb = a * cos - b * sin, a * sin + b * cos
+    out = np.empty_like(x)
+    if neox:
+        out[..., : hd // 2], out[..., hd // 2:] = ra, rb
+    else:
+        out[..., 0::2], out[..., 1::2] = ra, rb
+    return out
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+class _Layer:
+    def __init__(self, lw):
+        self.attn_norm = np.asarray(lw.attn_norm, dtype=np.float64)
+        self.ffn_norm = np.asarray(lw.ffn_norm, dtype=np.float64)
+        self.wq, self.wk, self.wv, self.wo = (_f64(lw.wq), _f64(lw.wk), _f64(lw.wv), _f64(lw.wo))
+        self.w_gate, self.w_up, self.w_down = _f64(lw.w_gate), _f64(lw.w_up), _f64(lw.w_down)
+        z = lambda b, n: np.zeros(n) if b is None else np.asarray(b, dtype=np.float64)
+        self.bq, self.bk, self.bv = z(lw.bq, lw.wq.rows), z(lw.bk, lw.wk.rows), z(lw.bv, lw.wv.rows)
+
+
+class KVCache:
+    """Per layer: keys (after rope) and values, (n_past, n_head_kv, head_dim)."""
+
+    def __init__(self, n_layer: int):
+        self.k = [None] * n_layer
+        self.v = [None] * n_layer
+        self.n = 0
+
+
+class ReferenceModel:
+    def __init__(self, model_file):
+        self.mf = model_file
+        self.hp = model_file.hparams
+        self._layers: list[_Layer] | None = None
+
+    def _load(self) -> None:
+        if self._layers is None:
+            mf = self.mf
+            self.tok_embd = _f64(mf.tok_embd)
+            tied = mf.output is mf.tok_embd or mf.output.name == mf.tok_embd.name
+            self.output = self.tok_embd if tied else _f64(mf.output)
+            self.output_norm = np.asarray(mf.output_norm, dtype=np.float64)
+            self._layers = [_Layer(lw) for lw in mf.layers]
+
+    # -- the forward pass ---------------------------------------------------
+    def forward(self, tokens, cache: KVCache) -> np.ndarray:
+        """Evaluates `tokens` at positions cache.n, cache.n + 1, ... appending
+        to the cache; returns their (n, n_vocab) float64 logits."""
+        self._load()
+        hp = self.hp
+        tokens = np.asarray(tokens, dtype=np.int64)
+        n, hd = len(tokens), hp.head_dim
+        pos = np.arange(cache.n, cache.n + n)
+        group = hp.n_head // hp.n_head_kv
+        x = self.tok_embd[tokens]                                  # (n, n_embd)
+        for il, L in enumerate(self._layers):
+            h = rms_norm(x, L.attn_norm, hp.rms_eps)
+            q = (h @ L.wq.T + L.bq).reshape(n, hp.n_head, hd)
+            k = (h @ L.wk.T + L.bk).reshape(n, hp.n_head_kv, hd)
+            v = (h @ L.wv.T + L.bv).reshape(n, hp.n_head_kv, hd)
+            q = rope(q, pos, hp.rope_base, hp.rope_neox)
+            k = rope(k, pos, hp.rope_base, hp.rope_neox)
+            if cache.k[il] is not None:
+                k = np.concatenate([cache.k[il], k])
+                v = np.concatenate([cache.v[il], v])
+            cache.k[il], cache.v[il] = k, v
+            kpos = np.arange(len(k))                               # all keys, (n_past + n)
+            visible = kpos[None, :] <= pos[:, None]                # causal
+            if hp.sliding_window:
+                visible &= kpos[None, :] > pos[:, None] - hp.sliding_window
+            kh = np.repeat(k, group, axis=1)                       # (n_kv_tot, n_head, hd)
+            vh = np.repeat(v, group, axis=1)
+            s = np.einsum("qhd,khd->hqk", q, kh) / np.sqrt(hd)     # (n_head, n, n_kv_tot)
+            s = np.where(visible[None], s, -np.inf)
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            p = s / s.sum(axis=-1, keepdims=True)
+            att = np.einsum("hqk,khd->qhd", p, vh).reshape(n, hp.n_head * hd)
+            x = x + att @ L.wo.T
+            h = rms_norm(x, L.ffn_norm, hp.rms_eps)
+            x = x + (silu(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T
+        cache.n += n
+        return rms_norm(x, self.output_norm, hp.rms_eps) @ self.output.T
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.hp.n_layer)
+
+    # -- public API ---------------------------------------------------------
+    def logits(self, tokens) -> np.ndarray:
+        """Teacher-forced logits of a whole sequence from position 0: (n, n_vocab)."""
+        return self.forward(tokens, self.new_cache())
+
+    def greedy(self, prompt_tokens, n_new: int, stop=()) -> list[int]:
+        """Greedy continuation (argmax, lowest id on exact ties) of n_new tokens,
+        stopping early after a token in `stop`."""
+        cache = self.new_cache()
+        out: list[int] = []
+        last = self.forward(prompt_tokens, cache)[-1]
+        while len(out) < n_new:
+            t = int(np.argmax(last))
+            out.append(t)
+            if t in stop or len(out) == n_new:
+                break
+            last = self.forward([t], cache)[-1]
+        return out
