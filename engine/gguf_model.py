@@ -738,14 +738,18 @@ class _Tensors:
     def matrix(self, name: str, rows: int, cols: int) -> WeightMatrix:
         t, qt = self._get(name, (cols, rows), SUPPORTED_TYPES)
         rb = row_bytes(qt, cols)
-        data = t.data.view(np.uint8).reshape(rows, rb)
+        # a plain ndarray view (not np.memmap) on the mapping; .base keeps it alive
+        data = np.asarray(t.data).view(np.uint8).reshape(rows, rb)
         if not data.flags.c_contiguous:
             raise GGUFError(f"tensor {name!r}: data is not contiguous")
+        if data.ctypes.data % 4:
+            # only with a general.alignment < 4: the kernels read f32/f16 in place
+            raise GGUFError(f"tensor {name!r}: data is not 4-byte aligned in the file")
         return WeightMatrix(name=name, type=int(qt), rows=rows, cols=cols, data=data)
 
     def vector(self, name: str, n: int) -> np.ndarray:
         t, qt = self._get(name, (n,), VECTOR_TYPES)
-        raw = t.data.reshape(-1)
+        raw = np.asarray(t.data).reshape(-1)
         if qt == Q.BF16:
             bits = raw.view(np.uint8).view("<u2").astype(np.uint32) << 16
             return bits.view(np.float32)
