@@ -14,7 +14,7 @@ amortised); feedback() only updates the counters.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from .base import DrafterBase, HistoryMirror
@@ -36,14 +36,15 @@ class _SourceIndex:
             self.maps[n] = m
 
     def find(self, tokens: list[int], end: int, near: int, min_n: int) -> int | None:
-        """Position after the longest n-gram ending tokens[:end], nearest at/after near."""
+        """Position after the longest n-gram ending tokens[:end] whose last token is
+        nearest at/after near (else, for long n-grams, nearest before)."""
         for n in self.NS:
             if n < min_n or end < n:
                 continue
             ends = self.maps[n].get(tuple(tokens[end - n:end]))
             if not ends:
                 continue
-            i = bisect_left(ends, near)
+            i = bisect_left(ends, near + 1)
             window = self.WINDOW.get(n)
             if window is None:
                 return ends[i] if i < len(ends) else ends[-1]
@@ -60,6 +61,23 @@ class _Rule:
     ctx: int | None
     out: tuple[int, ...]
     score: int = 1
+    # Tokens seen just before / after x (or the insertion point) where the rule
+    # misfired and where it held. A side blocks the rule when it only ever
+    # misfired: "end" -> "stop" must not fire on the "end" of "s_and_end".
+    bad: tuple[set, set] = field(default_factory=lambda: (set(), set()))
+    good: tuple[set, set] = field(default_factory=lambda: (set(), set()))
+
+    def neighbours(self, orig: list[int], p: int) -> tuple[int | None, int | None]:
+        q = p + len(self.x)
+        return (orig[p - 1] if p > 0 else None, orig[q] if q < len(orig) else None)
+
+    def allowed(self, orig: list[int], p: int) -> bool:
+        return not any(t in bad and t not in good
+                       for t, bad, good in zip(self.neighbours(orig, p), self.bad, self.good))
+
+    def note(self, orig: list[int], p: int, held: bool) -> None:
+        for t, seen in zip(self.neighbours(orig, p), self.good if held else self.bad):
+            seen.add(t)
 
     @property
     def skip(self) -> int:
@@ -84,30 +102,37 @@ class _Rules:
         if not out or len(x) > self.MAX_X or len(out) > self.MAX_OUT:
             return  # deletions and large rewrites are left to re-synchronisation
         if x:
-            self.subs.setdefault(x[0], {})[x] = _Rule(x, None, tuple(out))
+            rule = self.subs.setdefault(x[0], {})[x] = _Rule(x, None, tuple(out))
         elif start > 0:
-            self.ins[orig[start - 1]] = _Rule((), orig[start - 1], tuple(out))
+            rule = self.ins[orig[start - 1]] = _Rule((), orig[start - 1], tuple(out))
+        else:
+            return
+        rule.note(orig, start, held=True)
 
     def match(self, orig: list[int], p: int, allow_insert: bool) -> _Rule | None:
         if p >= len(orig):
             return None
         if allow_insert and p > 0:
             rule = self.ins.get(orig[p - 1])
-            if rule is not None:
+            if rule is not None and rule.allowed(orig, p):
                 return rule
         bucket = self.subs.get(orig[p])
         if not bucket:
             return None
         best = None
         for x, rule in bucket.items():
-            if (best is None or len(x) > best.skip) and tuple(orig[p:p + len(x)]) == x:
+            if (best is None or len(x) > best.skip) and tuple(orig[p:p + len(x)]) == x \
+                    and rule.allowed(orig, p):
                 best = rule
         return best
 
-    def reward(self, rule: _Rule) -> None:
+    def reward(self, rule: _Rule, orig: list[int], p: int) -> None:
+        rule.note(orig, p, held=True)
         rule.score = min(self.MAX_SCORE, rule.score + 1)
 
-    def penalize(self, rule: _Rule) -> None:
+    def penalize(self, rule: _Rule, orig: list[int], p: int) -> None:
+        """rule matched at orig[p] but the model wrote something else."""
+        rule.note(orig, p, held=False)
         rule.score -= self.PENALTY
         if rule.score > 0:
             return
@@ -176,10 +201,10 @@ class EditAwareDrafter(DrafterBase):
             if t == rule.out[self._rule_k]:
                 self._rule_k += 1
                 if self._rule_k == len(rule.out):
-                    self._rules.reward(rule)
+                    self._rules.reward(rule, self._orig, self._ptr)
                     self._finish_rule()
                 return
-            self._rules.penalize(rule)
+            self._rules.penalize(rule, self._orig, self._ptr)
             self._depart(self._ptr, self._dep_out)
         elif self._mode == _ALIGNED:
             ptr = self._ptr
@@ -188,10 +213,10 @@ class EditAwareDrafter(DrafterBase):
                 if t == rule.out[0]:
                     self._mode, self._rule, self._rule_k, self._dep_out = _IN_RULE, rule, 1, i
                     if len(rule.out) == 1:
-                        self._rules.reward(rule)
+                        self._rules.reward(rule, self._orig, self._ptr)
                         self._finish_rule()
                     return
-                self._rules.penalize(rule)
+                self._rules.penalize(rule, self._orig, ptr)
             if ptr < len(self._orig) and t == self._orig[ptr]:
                 self._ptr = ptr + 1
                 self._no_insert_at = -1
@@ -208,10 +233,14 @@ class EditAwareDrafter(DrafterBase):
         self._mode, self._ptr, self._dep_out, self._rule = _DEPARTED, ptr, out_pos, None
 
     def _resync(self, tokens: list[int], end: int) -> None:
-        # Before the copy starts, single tokens (newlines, fences) are too weak.
-        min_n = 2 if self._starting else 1
         near = self._ptr
-        e = self._index.find(tokens, end, near, min_n)
+        if self._starting:
+            # The original's first token opens the copy; other single tokens
+            # (newlines, fences) are too weak before the copy has started.
+            opens = bool(self._orig) and tokens[end - 1] == self._orig[0]
+            e = 1 if opens else self._index.find(tokens, end, near, 2)
+        else:
+            e = self._index.find(tokens, end, near, 1)
         if e is None:
             return
         if not self._starting and e >= near:
