@@ -91,6 +91,56 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- ditto rewrite -----------------------------------------------------------------
+
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .drafters import DRAFTER_NAMES
+    from .progress import RewriteProgress
+    from .rewrite import RewriteError, RewriteJob, finish, language_for, make_request, write_atomic
+
+    if args.drafter not in DRAFTER_NAMES:
+        raise ValueError(f"unknown drafter {args.drafter!r}; valid: {', '.join(DRAFTER_NAMES)}")
+    path = args.file
+    with open(path, encoding="utf-8", newline="") as f:
+        source = f.read()
+    llm = load_llm(args)
+    job = RewriteJob(source=source, instruction=args.instruction, language=language_for(path), path=path)
+    with RewriteProgress(enabled=not args.quiet) as progress:
+        req = make_request(llm, job, speculate=not args.no_speculate, drafter_name=args.drafter,
+                           max_tokens=args.max_tokens, on_text=progress.update)
+        progress.start(job)
+        llm.decoder.run([req])
+    finish(job)
+    stats = req.stats.as_dict()
+    if req.drafter is not None:
+        stats["drafter"] = req.drafter.stats.as_dict()
+    try:
+        output = job.result()
+    except RewriteError as e:
+        if args.json:
+            print(json.dumps({"file": path, "error": str(e), "stats": stats}))
+        print(f"ditto rewrite: {path}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"file": path, "output": output, "stats": stats}))
+    elif args.write:
+        if output != source:
+            write_atomic(path, output)
+        print(f"{path}: {'rewritten' if output != source else 'unchanged'}", file=sys.stderr)
+    else:
+        sys.stdout.writelines(difflib.unified_diff(
+            source.splitlines(keepends=True), output.splitlines(keepends=True),
+            fromfile=f"a/{path}", tofile=f"b/{path}"))
+    if not args.json:
+        print(f"generated {stats['generated']} tokens in {stats['seconds']:.2f}s "
+              f"({stats['decode_tps']:.1f} tok/s), drafted {stats['drafted']}, accepted {stats['accepted']} "
+              f"({100 * stats['acceptance_rate']:.0f}%), {stats['forward_passes']} forward passes",
+              file=sys.stderr)
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--ids", action="store_true", help="print one JSON array of ids")
     tok.add_argument("--model", metavar="PATH")
     tok.set_defaults(func=cmd_tokenize)
+    rw = sub.add_parser("rewrite", help="rewrite a file with an instruction (speculative, lossless)")
+    rw.add_argument("file", metavar="FILE")
+    rw.add_argument("--instruction", "-i", required=True, help='e.g. "rename Foo to Bar"')
+    out = rw.add_mutually_exclusive_group()
+    out.add_argument("--diff", action="store_true", help="print a unified diff (default)")
+    out.add_argument("--write", action="store_true", help="replace the file (atomically) when the rewrite is complete")
+    out.add_argument("--json", action="store_true", help="print one JSON object: output and stats")
+    rw.add_argument("--no-speculate", action="store_true", help="plain greedy decoding (same output, slower)")
+    rw.add_argument("--drafter", default="auto", help="edit, doc, ngram-mod or auto (default)")
+    rw.add_argument("--max-tokens", type=int, default=None, help="budget (default: 1.5x the file + 64)")
+    rw.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_model_options(rw)
+    rw.set_defaults(func=cmd_rewrite)
     return parser
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .drafters.base import Drafter
+from .drafters.length import AdaptiveLength
 from .sampling import Sampler, SamplingParams
 
 
@@ -68,26 +69,6 @@ class DecodeStats:
         }
 
 
-class DraftLength:
-    """Draft length that follows recent acceptance: it doubles while whole
-    drafts are accepted and falls back to what was accepted otherwise, so
-    copy-heavy stretches get long drafts and free text wastes little."""
-
-    def __init__(self, min_len: int = 1, max_len: int = 64, start: int = 8) -> None:
-        if not 1 <= min_len <= max_len:
-            raise ValueError("draft lengths need 1 <= min <= max")
-        self.min_len, self.max_len = min_len, max_len
-        self.current = max(min_len, min(start, max_len))
-
-    def update(self, drafted: int, accepted: int) -> None:
-        if drafted == 0:
-            return
-        if accepted == drafted:
-            self.current = min(self.max_len, self.current * 2)
-        else:
-            self.current = max(self.min_len, accepted + 1)
-
-
 @dataclass
 class Request:
     """One generation on one sequence of the context."""
@@ -96,7 +77,7 @@ class Request:
     seq: int = 0
     sampling: SamplingParams = SamplingParams()
     drafter: Drafter | None = None
-    draft_length: DraftLength | None = None
+    draft_length: AdaptiveLength | None = None
     is_stop: Callable[[int], bool] = lambda _t: False
     on_tokens: Callable[[list[int]], None] | None = None
     output: list[int] = field(default_factory=list)
@@ -111,7 +92,7 @@ class Request:
             raise ValueError("max_tokens must be >= 0")
         self.sampler = Sampler(self.sampling)
         if self.drafter is not None and self.draft_length is None:
-            self.draft_length = DraftLength()
+            self.draft_length = AdaptiveLength()
         self._pending: int | None = None   # emitted, not yet in the KV cache
         self._prefill_from = 0
         if self.max_tokens == 0:
