@@ -78,7 +78,8 @@ class Request:
     sampling: SamplingParams = SamplingParams()
     drafter: Drafter | None = None
     draft_length: AdaptiveLength | None = None
-    is_stop: Callable[[int], bool] = lambda _t: False
+    is_stop: Callable[[int], bool] = lambda _t: False    # ends output, not included (EOG)
+    is_final: Callable[[int], bool] = lambda _t: False   # ends output, included (a stop string)
     on_tokens: Callable[[list[int]], None] | None = None
     output: list[int] = field(default_factory=list)
     stats: DecodeStats = field(default_factory=DecodeStats)
@@ -113,6 +114,9 @@ class Request:
                 self._finish("stop")
                 break
             kept.append(t)
+            if self.is_final(t):
+                self._finish("stop")
+                break
             if len(self.output) + len(kept) >= self.max_tokens:
                 self._finish("length")
                 break

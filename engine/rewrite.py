@@ -91,17 +91,17 @@ def make_request(llm, job: RewriteJob, *, seq: int = 0, speculate: bool = True,
         drafter = make_drafter(drafter_name, source_tokens=job.source_tokens)
     decoder = llm.tokenizer.stream_decoder()
 
-    def on_tokens(tokens: list[int]) -> None:
-        for t in tokens:
-            job.text += decoder.feed(t)
+    def closes_answer(token: int) -> bool:
+        """Per token, so speculative and plain runs stop at the same token."""
+        job.text += decoder.feed(token)
         if ("\n" + FENCE) in job.text or job.text.startswith(FENCE):
             job.finished = True
-            req.done, req.finish_reason = True, "stop"
-        if on_text:
-            on_text(job, tokens)
+        return job.finished
 
     req = llm.request(job.prompt, max_tokens=max_tokens or default_max_tokens(job), seq=seq,
-                      drafter=drafter if speculate else None, on_tokens=on_tokens)
+                      drafter=drafter if speculate else None,
+                      on_tokens=(lambda tokens: on_text(job, tokens)) if on_text else None)
+    req.is_final = closes_answer
     job.request = req
     return req
 

