@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -94,51 +95,59 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 # ---- ditto rewrite -----------------------------------------------------------------
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    import difflib
-
+    from .batch import BatchRewrite
     from .drafters import DRAFTER_NAMES
-    from .progress import RewriteProgress
-    from .rewrite import RewriteError, RewriteJob, finish, language_for, make_request, write_atomic
+    from .files import select_files
+    from .journal import Journal
+    from .progress import BatchProgress
 
     if args.drafter not in DRAFTER_NAMES:
         raise ValueError(f"unknown drafter {args.drafter!r}; valid: {', '.join(DRAFTER_NAMES)}")
-    path = args.file
-    with open(path, encoding="utf-8", newline="") as f:
-        source = f.read()
-    llm = load_llm(args)
-    job = RewriteJob(source=source, instruction=args.instruction, language=language_for(path), path=path)
-    with RewriteProgress(enabled=not args.quiet) as progress:
-        req = make_request(llm, job, speculate=not args.no_speculate, drafter_name=args.drafter,
-                           max_tokens=args.max_tokens, on_text=progress.update)
-        progress.start(job)
-        llm.decoder.run([req])
-    finish(job)
-    stats = req.stats.as_dict()
-    if req.drafter is not None:
-        stats["drafter"] = req.drafter.stats.as_dict()
-    try:
-        output = job.result()
-    except RewriteError as e:
-        if args.json:
-            print(json.dumps({"file": path, "error": str(e), "stats": stats}))
-        print(f"ditto rewrite: {path}: {e}", file=sys.stderr)
+    if args.jobs < 1:
+        raise ValueError("--jobs must be >= 1")
+    selection = select_files(args.paths, include=args.include, exclude=args.exclude)
+    for path, reason in selection.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not selection.files:
+        print("ditto rewrite: no files to rewrite", file=sys.stderr)
         return 1
+    llm = load_llm(args, n_seq=min(args.jobs, len(selection.files)))
+    journal = Journal(selection.roots[0], args.instruction) if args.write else None
+    if args.resume and journal is None:
+        raise ValueError("--resume only makes sense with --write")
+    with BatchProgress(len(selection.files), enabled=not args.quiet) as progress:
+        batch = BatchRewrite(llm, args.instruction, speculate=not args.no_speculate, drafter=args.drafter,
+                             write=args.write, journal=journal, resume=args.resume,
+                             max_tokens=args.max_tokens,
+                             on_result=lambda r: report_result(args, r, progress),
+                             on_tokens=progress.tokens)
+        results = batch.run(selection.files)
+    t = batch.totals
+    print(f"{len(results)} files in {t.seconds:.1f}s: generated {t.generated} tokens "
+          f"({t.tokens_per_second:.1f} tok/s), drafted {t.drafted}, accepted {t.accepted} "
+          f"({100 * t.acceptance_rate:.0f}%)", file=sys.stderr)
+    return 0 if all(r.status not in ("failed", "conflict", "cancelled") for r in results) else 1
+
+
+def report_result(args: argparse.Namespace, r, progress) -> None:
+    import difflib
+
+    progress.file_done(r)
     if args.json:
-        print(json.dumps({"file": path, "output": output, "stats": stats}))
+        out = {"file": str(r.path), "status": r.status, "stats": r.stats}
+        out.update({"output": r.output} if r.output is not None else {"error": r.message})
+        print(json.dumps(out), flush=True)
+        return
+    if r.status in ("failed", "conflict", "cancelled"):
+        print(f"{r.path}: {r.status}: {r.message}", file=sys.stderr)
     elif args.write:
-        if output != source:
-            write_atomic(path, output)
-        print(f"{path}: {'rewritten' if output != source else 'unchanged'}", file=sys.stderr)
-    else:
+        print(f"{r.path}: {r.status}", file=sys.stderr)
+    elif r.output is not None and r.output != r.source:
+        name = os.path.relpath(r.path)
         sys.stdout.writelines(difflib.unified_diff(
-            source.splitlines(keepends=True), output.splitlines(keepends=True),
-            fromfile=f"a/{path}", tofile=f"b/{path}"))
-    if not args.json:
-        print(f"generated {stats['generated']} tokens in {stats['seconds']:.2f}s "
-              f"({stats['decode_tps']:.1f} tok/s), drafted {stats['drafted']}, accepted {stats['accepted']} "
-              f"({100 * stats['acceptance_rate']:.0f}%), {stats['forward_passes']} forward passes",
-              file=sys.stderr)
-    return 0
+            r.source.splitlines(keepends=True), r.output.splitlines(keepends=True),
+            fromfile=f"a/{name}", tofile=f"b/{name}"))
+        sys.stdout.flush()
 
 
 # ---- parser ---------------------------------------------------------------------
@@ -171,17 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--ids", action="store_true", help="print one JSON array of ids")
     tok.add_argument("--model", metavar="PATH")
     tok.set_defaults(func=cmd_tokenize)
-    rw = sub.add_parser("rewrite", help="rewrite a file with an instruction (speculative, lossless)")
-    rw.add_argument("file", metavar="FILE")
+    rw = sub.add_parser("rewrite", help="rewrite files with an instruction (speculative, lossless)")
+    rw.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="files, directories or glob patterns")
     rw.add_argument("--instruction", "-i", required=True, help='e.g. "rename Foo to Bar"')
     out = rw.add_mutually_exclusive_group()
-    out.add_argument("--diff", action="store_true", help="print a unified diff (default)")
-    out.add_argument("--write", action="store_true", help="replace the file (atomically) when the rewrite is complete")
-    out.add_argument("--json", action="store_true", help="print one JSON object: output and stats")
+    out.add_argument("--diff", "--dry-run", action="store_true", dest="diff",
+                     help="print unified diffs, change nothing (default)")
+    out.add_argument("--write", action="store_true", help="replace each file atomically when its rewrite is complete")
+    rw.add_argument("--json", action="store_true", help="print one JSON object per file: output and stats")
+    rw.add_argument("--jobs", "-j", type=int, default=1, help="files decoded together (default 1)")
+    rw.add_argument("--include", action="append", metavar="GLOB", help="only files matching (repeatable)")
+    rw.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
+    rw.add_argument("--resume", action="store_true", help="skip files an interrupted --write run finished")
     rw.add_argument("--no-speculate", action="store_true", help="plain greedy decoding (same output, slower)")
     rw.add_argument("--drafter", default="auto", help="edit, doc, ngram-mod or auto (default)")
-    rw.add_argument("--max-tokens", type=int, default=None, help="budget (default: 1.5x the file + 64)")
-    rw.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    rw.add_argument("--max-tokens", type=int, default=None, help="budget per file (default: 1.5x the file + 64)")
+    rw.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     add_model_options(rw)
     rw.set_defaults(func=cmd_rewrite)
     return parser

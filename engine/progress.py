@@ -1,43 +1,34 @@
-"""Progress display for rewrites on stderr: tokens, tok/s, draft acceptance."""
+"""Progress display for rewrites on stderr: files, tokens/s, draft acceptance, ETA."""
 from __future__ import annotations
 
 import sys
-import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
 
 
-class RewriteProgress:
-    """A rich progress bar; estimated total = the original file's token count."""
+class BatchProgress:
+    """One bar over the files; live tokens/s and acceptance of the whole run.
+    Shown only on a terminal, so pipes and CI logs stay clean."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self, n_files: int, enabled: bool = True) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tok"),
+            TextColumn("rewriting"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
             TextColumn("{task.fields[rate]:.0f} tok/s"), TextColumn("accepted {task.fields[accept]:.0%}"),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=True, disable=not self.enabled)
-        self.tasks: dict[int, int] = {}
-        self.started: dict[int, float] = {}
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+            disable=not (enabled and sys.stderr.isatty()))
+        self.task = self.progress.add_task("rewrite", total=n_files, rate=0.0, accept=0.0)
 
-    def __enter__(self) -> "RewriteProgress":
+    def __enter__(self) -> "BatchProgress":
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def start(self, job) -> None:
-        name = job.path or "rewrite"
-        self.tasks[id(job)] = self.progress.add_task(name, total=max(1, len(job.source_tokens)),
-                                                     rate=0.0, accept=0.0)
-        self.started[id(job)] = time.perf_counter()
+    def tokens(self, totals) -> None:
+        self.progress.update(self.task, rate=totals.tokens_per_second, accept=totals.acceptance_rate)
 
-    def update(self, job, tokens: list[int]) -> None:
-        task = self.tasks.get(id(job))
-        if task is None:
-            return
-        s = job.request.stats
-        elapsed = time.perf_counter() - self.started[id(job)]
-        self.progress.update(task, completed=s.generated, rate=s.generated / elapsed if elapsed else 0.0,
-                             accept=s.acceptance_rate)
+    def file_done(self, _result) -> None:
+        self.progress.advance(self.task)

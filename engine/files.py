@@ -1,0 +1,144 @@
+"""Which files a batch rewrite may touch.
+
+Arguments are files, directories (everything below them) or glob patterns.
+A file is taken only if it lies inside one of the roots (the arguments'
+directories, resolved), is not reached through a symlink that leaves them,
+is not ignored by a .gitignore, and is valid UTF-8 text below the size
+limit; everything passed over is reported with the reason.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pathspec
+
+DEFAULT_MAX_BYTES = 64 * 1024
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".ditto", ".venv", "venv"}
+
+
+@dataclass
+class Selection:
+    files: list[Path] = field(default_factory=list)          # resolved, sorted, unique
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    roots: list[Path] = field(default_factory=list)
+
+
+class _IgnoreRules:
+    """The .gitignore files from a root down to each directory, cached."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._specs: dict[Path, pathspec.PathSpec | None] = {}
+
+    def _spec(self, directory: Path) -> pathspec.PathSpec | None:
+        if directory not in self._specs:
+            gi = directory / ".gitignore"
+            spec = None
+            if gi.is_file():
+                with open(gi, encoding="utf-8", errors="replace") as f:
+                    spec = pathspec.PathSpec.from_lines("gitwildmatch", f)
+            self._specs[directory] = spec
+        return self._specs[directory]
+
+    def ignored(self, path: Path) -> bool:
+        rel_dirs = path.relative_to(self.root).parents
+        for d in sorted(rel_dirs, key=lambda p: len(p.parts)):
+            base = self.root / d
+            spec = self._spec(base)
+            if spec is None:
+                continue
+            rel = path.relative_to(base).as_posix()
+            if spec.match_file(rel) or any(spec.match_file(p.as_posix() + "/")
+                                           for p in Path(rel).parents if p != Path(".")):
+                return True
+        return False
+
+
+def _is_text(path: Path, max_bytes: int) -> str | None:
+    """None if the file can be rewritten, else the reason it can't."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    if size > max_bytes:
+        return f"too large ({size} bytes > {max_bytes})"
+    if size == 0:
+        return "empty"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    if b"\0" in data[:8192]:
+        return "binary"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return None
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def _expand(arg: str) -> list[Path]:
+    if any(ch in arg for ch in "*?["):
+        return [Path(p) for p in sorted(glob.glob(arg, recursive=True))]
+    return [Path(arg)]
+
+
+def select_files(args: list[str], *, include: list[str] | None = None, exclude: list[str] | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> Selection:
+    sel = Selection()
+    roots: list[Path] = []
+    for arg in args:
+        p = Path(arg.split("*")[0] or ".") if "*" in arg else Path(arg)
+        base = p if p.is_dir() else p.parent
+        roots.append(Path(os.path.realpath(base or ".")))
+    sel.roots = sorted(set(roots))
+    rules = {r: _IgnoreRules(r) for r in sel.roots}
+    seen: set[Path] = set()
+
+    def consider(path: Path, explicit: bool) -> None:
+        real = Path(os.path.realpath(path))
+        if path.is_symlink() or not _inside(real, sel.roots):
+            sel.skipped.append((str(path), "symlink or outside the given roots"))
+            return
+        if real in seen:
+            return
+        name = real.name
+        if include and not any(fnmatch(name, g) or fnmatch(str(path), g) for g in include):
+            return
+        if exclude and any(fnmatch(name, g) or fnmatch(str(path), g) for g in exclude):
+            return
+        root = next(r for r in sel.roots if real == r or real.is_relative_to(r))
+        if not explicit and rules[root].ignored(real):
+            return
+        reason = _is_text(real, max_bytes)
+        if reason:
+            sel.skipped.append((str(path), reason))
+            return
+        seen.add(real)
+        sel.files.append(real)
+
+    for arg in args:
+        matches = _expand(arg)
+        if not matches:
+            sel.skipped.append((arg, "no such file or no match"))
+        for m in matches:
+            if m.is_dir() and not m.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(m):
+                    dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS
+                                         and not (Path(dirpath) / d).is_symlink())
+                    for fn in sorted(filenames):
+                        consider(Path(dirpath) / fn, explicit=False)
+            elif m.exists() or m.is_symlink():
+                consider(m, explicit=not any(ch in arg for ch in "*?["))
+            else:
+                sel.skipped.append((str(m), "no such file"))
+    sel.files.sort()
+    return sel
