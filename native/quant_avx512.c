@@ -256,29 +256,64 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
 }
 
 /* ---- fused dequant + dot for a few tokens ---------------------------------- */
-/* One 32-value block of row r as two vectors, the same floats as dequant_*. */
-static inline __attribute__((always_inline)) void block32(const uint8_t *p, int type, __m512 *v0, __m512 *v1) {
-    const __m128i lo4 = _mm_set1_epi8(0x0F);
+/* Decode reads each weight once per token, so the per-block work has to be
+ * small. The f16 scales of a chunk of blocks are converted once per row
+ * (one gather, one vcvtph2ps for 8 or 16 blocks) into a small f32 buffer, so
+ * a block's scale is a broadcast load. A Q4 block is then dequantized by
+ * table lookup: T[j] = d*j + m (one fma; d*j is exact, so it rounds as the
+ * reference's multiply-then-add) and vpermps(nibble, T) gives 16 weights in
+ * one instruction (vpermps reads only the low 4 bits of each index lane, so
+ * the high nibble needs a shift but no mask). The weights are the
+ * dequantizers' floats bit for bit and feed the fma chains of gemm() in the
+ * same order, so outputs equal dequant + gemm exactly. */
+#define FUSED_CHUNK 32 /* blocks whose scales are converted at once */
+#define FUSED_PF_GROUPS 2 /* prefetch the rows this many row groups ahead */
+
+/* dm[2j], dm[2j+1] = d, m of block j (Q4_1: the f16 pair at offset 0). */
+static inline void scales_pair(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ts));
+    for (int64_t j = 0; j < nb; j += 16) {
+        const int64_t n = nb - j < 16 ? nb - j : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1);
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
+        _mm512_storeu_ps(dm + 2 * j, _mm512_cvtph_ps(_mm512_castsi512_si256(v)));
+        if (n > 8) _mm512_storeu_ps(dm + 2 * j + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
+    }
+}
+
+/* d[j] = scale of block j (Q4_0 / Q8_0: the f16 at offset 0). */
+static inline void scales_one(const uint8_t *p, int64_t ts, int64_t nb, float *d) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ts));
+    for (int64_t j = 0; j < nb; j += 16) {
+        const int64_t n = nb - j < 16 ? nb - j : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1);
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
+        _mm512_storeu_ps(d + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
+    }
+}
+
+/* One 32-value block (scales already converted) as two vectors of weights,
+ * the same floats as dequant_*. */
+static inline __attribute__((always_inline)) void block32_fast(const uint8_t *p, const float *sc, int type,
+                                                               __m512 *v0, __m512 *v1) {
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     if (type == DT_Q4_1) {
-        const block_q4_1 *b = (const block_q4_1 *)p;
-        const __m512 d = _mm512_set1_ps(h2f(b->d)), m = _mm512_set1_ps(h2f(b->m));
-        const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-        *v0 = _mm512_add_ps(_mm512_mul_ps(d, u8x16_to_ps(_mm_and_si128(q, lo4))), m);
-        *v1 = _mm512_add_ps(_mm512_mul_ps(d, u8x16_to_ps(_mm_and_si128(_mm_srli_epi16(q, 4), lo4))), m);
+        const __m512 t = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[0]), _mm512_set1_ps(sc[1]));
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 4)));
+        *v0 = _mm512_permutexvar_ps(q, t);
+        *v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), t);
     } else if (type == DT_Q4_0) {
-        const block_q4_0 *b = (const block_q4_0 *)p;
-        const __m512 d = _mm512_set1_ps(h2f(b->d));
-        const __m128i eight = _mm_set1_epi8(8);
-        const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-        const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
-        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
-        *v0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
-        *v1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)));
+        const __m512 iota8 = _mm512_sub_ps(iota, _mm512_set1_ps(8.0f));
+        const __m512 t = _mm512_mul_ps(_mm512_set1_ps(sc[0]), iota8);
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)));
+        *v0 = _mm512_permutexvar_ps(q, t);
+        *v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), t);
     } else { /* DT_Q8_0 */
-        const block_q8_0 *b = (const block_q8_0 *)p;
-        const __m512 d = _mm512_set1_ps(h2f(b->d));
-        *v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs))), d);
-        *v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16)))), d);
+        const __m512 d = _mm512_set1_ps(sc[0]);
+        *v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), d);
+        *v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))), d);
     }
 }
 
@@ -286,43 +321,76 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
                                                              int64_t ldx, float *y, int64_t ldy, int64_t k,
                                                              const int type, const int ts, const int R,
                                                              const int T) {
-    __m512 acc[4][3];
+    const int per = type == DT_Q4_1 ? 2 : 1; /* scale floats per block */
+    float sc[4][2 * FUSED_CHUNK] __attribute__((aligned(64)));
+    __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t i = 0, ib = 0; i < k; i += 32, ib++) {
-        __m512 w0[4], w1[4];
+    const int64_t nb = k / 32;
+    const int64_t pf = (int64_t)FUSED_PF_GROUPS * R * rb;
+    for (int64_t c0 = 0; c0 < nb; c0 += FUSED_CHUNK) {
+        const int64_t nc = nb - c0 < FUSED_CHUNK ? nb - c0 : FUSED_CHUNK;
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) block32(w + r * rb + ib * ts, type, &w0[r], &w1[r]);
-#pragma GCC unroll 3
-        for (int t = 0; t < T; t++) {
-            const __m512 x0 = _mm512_loadu_ps(x + t * ldx + i), x1 = _mm512_loadu_ps(x + t * ldx + i + 16);
+        for (int r = 0; r < R; r++) {
+            if (per == 2) scales_pair(w + r * rb + c0 * ts, ts, nc, sc[r]);
+            else scales_one(w + r * rb + c0 * ts, ts, nc, sc[r]);
+        }
+        for (int64_t b = 0; b < nc; b++) {
+            const int64_t ib = c0 + b, i = 32 * ib;
+            __m512 w0[4], w1[4];
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w0[r], x0, acc[r][t]);
+            for (int r = 0; r < R; r++) {
+                const uint8_t *p = w + r * rb + ib * ts;
+                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                block32_fast(p, sc[r] + per * b, type, &w0[r], &w1[r]);
+            }
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w1[r], x1, acc[r][t]);
+            for (int t = 0; t < T; t++) {
+                const __m512 x0 = _mm512_loadu_ps(x + t * ldx + i), x1 = _mm512_loadu_ps(x + t * ldx + i + 16);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w0[r], x0, acc[r][t]);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(w1[r], x1, acc[r][t]);
+            }
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int t = 0; t < T; t++) y[t * ldy + r] = hsum16(acc[r][t]);
 }
 
+#define FUSED_T(NAME, TYPE, TS, R)                                                                        \
+    static void fused_##NAME##_r##R(const uint8_t *p, int64_t rb, const float *x, int64_t ldx,           \
+                                    int64_t n_tok, float *y, int64_t ldy, int64_t k) {                  \
+        switch (n_tok) {                                                                                  \
+        case 1: fused_tile(p, rb, x, ldx, y, ldy, k, TYPE, TS, R, 1); break;                              \
+        case 2: fused_tile(p, rb, x, ldx, y, ldy, k, TYPE, TS, R, 2); break;                              \
+        case 3: fused_tile(p, rb, x, ldx, y, ldy, k, TYPE, TS, R, 3); break;                              \
+        default: fused_tile(p, rb, x, ldx, y, ldy, k, TYPE, TS, R, 4); break;                             \
+        }                                                                                                 \
+    }
 #define FUSED(NAME, TYPE, TS)                                                                          \
+    FUSED_T(NAME, TYPE, TS, 1) FUSED_T(NAME, TYPE, TS, 2) FUSED_T(NAME, TYPE, TS, 3)                   \
+    FUSED_T(NAME, TYPE, TS, 4)                                                                         \
     static void fused_##NAME(const void *w, int64_t rb, int64_t n_rows, const float *x, int64_t ldx, \
                              int64_t n_tok, float *y, int64_t ldy, int64_t k) {                       \
         const uint8_t *p = w;                                                                          \
-        int64_t r = 0;                                                                                 \
-        for (; r + 4 <= n_rows; r += 4) {                                                              \
-            if (n_tok == 1) fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 1);         \
-            else if (n_tok == 2) fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 2);    \
-            else fused_tile(p + r * rb, rb, x, ldx, y + r, ldy, k, TYPE, TS, 4, 3);                    \
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {                                                    \
+            const int64_t nt = n_tok - t0 < 4 ? n_tok - t0 : 4;                                        \
+            const float *xt = x + t0 * ldx;                                                            \
+            float *yt = y + t0 * ldy;                                                                  \
+            int64_t r = 0;                                                                             \
+            for (; r + 4 <= n_rows; r += 4) fused_##NAME##_r4(p + r * rb, rb, xt, ldx, nt, yt + r, ldy, k); \
+            switch (n_rows - r) {                                                                      \
+            case 1: fused_##NAME##_r1(p + r * rb, rb, xt, ldx, nt, yt + r, ldy, k); break;             \
+            case 2: fused_##NAME##_r2(p + r * rb, rb, xt, ldx, nt, yt + r, ldy, k); break;             \
+            case 3: fused_##NAME##_r3(p + r * rb, rb, xt, ldx, nt, yt + r, ldy, k); break;             \
+            default: break;                                                                            \
+            }                                                                                          \
         }                                                                                              \
-        for (; r < n_rows; r++)                                                                        \
-            for (int64_t t = 0; t < n_tok; t++)                                                        \
-                fused_tile(p + r * rb, rb, x + t * ldx, ldx, y + t * ldy + r, ldy, k, TYPE, TS, 1, 1); \
     }
 FUSED(q4_0, DT_Q4_0, 18)
 FUSED(q4_1, DT_Q4_1, 20)
@@ -344,5 +412,5 @@ const dt_kernels dt_kernels_avx512 = {
     .dot = dot,
     .gemm = gemm,
     .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0},
-    .fused_max_tok = 3,
+    .fused_max_tok = 4,
 };
