@@ -15,10 +15,16 @@ struct dt_context {
     int max_batch;      /* tokens per dt_decode */
     dt_pool *pool;
 
-    /* KV cache, one mapping each, laid out (n_layer, n_seq, n_head_kv, n_ctx, head_dim).
+    /* KV cache, one mapping each. Every (layer, seq, kv head) owns a region
+     * of n_ctx_pad * head_dim floats (dt_kv_head_offset), in (layer, seq,
+     * kv head) order. Inside it, keys are blocked and transposed,
+     * [pos / 16][head_dim][16] (dt_k_index), so attention accumulates 16
+     * scores in one vector; values stay [pos][head_dim] (dt_v_index).
      * Reserved, not committed: the OS backs pages only as sequences grow. */
     float *k, *v;
     size_t kv_floats;   /* floats in each of k and v */
+    int n_ctx_pad;      /* n_ctx rounded up to whole key blocks */
+    int att_rows;       /* query rows (tokens x group) per attention task */
     int *seq_len;       /* (n_seq) positions held */
 
     /* batch buffers, max_batch rows each */
@@ -33,11 +39,20 @@ struct dt_context {
     double *inv_freq;   /* (head_dim / 2) */
 };
 
-/* Offset (in floats) of (layer, seq, kv head, pos) in ctx->k / ctx->v. */
-static inline size_t dt_kv_offset(const struct dt_context *ctx, int layer, int seq, int kvh, int pos) {
+/* Positions per key block. */
+#define DT_KV_BLOCK 16
+
+/* Offset (in floats) of the (layer, seq, kv head) region in ctx->k / ctx->v. */
+static inline size_t dt_kv_head_offset(const struct dt_context *ctx, int layer, int seq, int kvh) {
     const dt_model *m = ctx->model;
-    return ((((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_ctx + pos) * m->head_dim;
+    return (((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_ctx_pad * m->head_dim;
 }
+/* Index of key element (pos, d) inside a region. */
+static inline size_t dt_k_index(int head_dim, int pos, int d) {
+    return ((size_t)(pos / DT_KV_BLOCK) * head_dim + d) * DT_KV_BLOCK + pos % DT_KV_BLOCK;
+}
+/* Index of value element (pos, d) inside a region. */
+static inline size_t dt_v_index(int head_dim, int pos, int d) { return (size_t)pos * head_dim + d; }
 
 /* Reserve / release the KV mappings (kvcache.c). */
 int dt_kv_reserve(struct dt_context *ctx);

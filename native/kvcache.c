@@ -3,7 +3,10 @@
  *
  * Keys and values are kept in f32, so a restored or loaded sequence
  * continues bit-exactly. Truncation is all a restore needs: positions past
- * a sequence's length are never read.
+ * a sequence's length never reach a result (attention masks them).
+ * Keys live in blocks of 16 positions (context_internal.h); the saved
+ * state holds them row by row, [pos][head_dim], like the values, so its
+ * bytes depend only on the sequence's contents, not on the block layout.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +25,8 @@ static float *reserve_floats(size_t n) {
 
 int dt_kv_reserve(struct dt_context *ctx) {
     const dt_model *m = ctx->model;
-    ctx->kv_floats = (size_t)m->n_layer * ctx->n_seq * m->n_head_kv * ctx->n_ctx * m->head_dim;
+    ctx->n_ctx_pad = (ctx->n_ctx + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
+    ctx->kv_floats = (size_t)m->n_layer * ctx->n_seq * m->n_head_kv * ctx->n_ctx_pad * m->head_dim;
     ctx->k = reserve_floats(ctx->kv_floats);
     ctx->v = reserve_floats(ctx->kv_floats);
     return ctx->k && ctx->v ? DT_OK : DT_ERR_NOMEM;
@@ -55,11 +59,15 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
         return DT_OK;
     }
     const dt_model *m = ctx->model;
-    size_t span = (size_t)n * m->head_dim * sizeof(float);
+    /* Whole key blocks: the last one may hold stale positions >= n, which
+     * are never used. */
+    size_t k_span = (size_t)((n + DT_KV_BLOCK - 1) / DT_KV_BLOCK) * DT_KV_BLOCK * m->head_dim * sizeof(float);
+    size_t v_span = (size_t)n * m->head_dim * sizeof(float);
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
-            memcpy(ctx->k + dt_kv_offset(ctx, l, dst, h, 0), ctx->k + dt_kv_offset(ctx, l, src, h, 0), span);
-            memcpy(ctx->v + dt_kv_offset(ctx, l, dst, h, 0), ctx->v + dt_kv_offset(ctx, l, src, h, 0), span);
+            size_t d = dt_kv_head_offset(ctx, l, dst, h), s = dt_kv_head_offset(ctx, l, src, h);
+            memcpy(ctx->k + d, ctx->k + s, k_span);
+            memcpy(ctx->v + d, ctx->v + s, v_span);
         }
     ctx->seq_len[dst] = n;
     return DT_OK;
@@ -93,6 +101,22 @@ static uint64_t checksum(const void *data, size_t len) {
     return h;
 }
 
+/* Blocked keys of one region -> rows [pos][head_dim] for pos < n, and back.
+ * `rows` may be unaligned (it points into a caller's buffer): memcpy. */
+static void keys_to_rows(const float *k, int hd, int n, float *rows) {
+    uint8_t *out = (uint8_t *)rows;
+    for (int j = 0; j < n; j++)
+        for (int d = 0; d < hd; d++)
+            memcpy(out + ((size_t)j * hd + d) * sizeof(float), k + dt_k_index(hd, j, d), sizeof(float));
+}
+
+static void rows_to_keys(const float *rows, int hd, int n, float *k) {
+    const uint8_t *in = (const uint8_t *)rows;
+    for (int j = 0; j < n; j++)
+        for (int d = 0; d < hd; d++)
+            memcpy(k + dt_k_index(hd, j, d), in + ((size_t)j * hd + d) * sizeof(float), sizeof(float));
+}
+
 int64_t dt_seq_state_size(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
     const dt_model *m = ctx->model;
@@ -123,9 +147,10 @@ int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, in
     uint8_t *payload = (uint8_t *)buf + sizeof(struct state_header), *p = payload;
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
-            memcpy(p, ctx->k + dt_kv_offset(ctx, l, seq, h, 0), span);
+            size_t off = dt_kv_head_offset(ctx, l, seq, h);
+            keys_to_rows(ctx->k + off, m->head_dim, n, (float *)p);
             p += span;
-            memcpy(p, ctx->v + dt_kv_offset(ctx, l, seq, h, 0), span);
+            memcpy(p, ctx->v + off, span);
             p += span;
         }
     struct state_header hdr;
@@ -153,9 +178,10 @@ int dt_seq_state_load(dt_context *ctx, int seq, const void *buf, int64_t len) {
     if (checksum(payload, payload_len) != hdr.checksum) return DT_ERR_STATE;
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
-            memcpy(ctx->k + dt_kv_offset(ctx, l, seq, h, 0), p, span);
+            size_t off = dt_kv_head_offset(ctx, l, seq, h);
+            rows_to_keys((const float *)p, m->head_dim, (int)hdr.n_pos, ctx->k + off);
             p += span;
-            memcpy(ctx->v + dt_kv_offset(ctx, l, seq, h, 0), p, span);
+            memcpy(ctx->v + off, p, span);
             p += span;
         }
     ctx->seq_len[seq] = (int)hdr.n_pos;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "context_internal.h"
 #include "ditto.h"
 #include "pool_internal.h"
@@ -53,6 +54,11 @@ int dt_model_validate(const dt_model *m) {
 }
 
 /* ---- context ------------------------------------------------------------ */
+
+enum {
+    ATT_ROWS = 24,             /* query rows per attention tile */
+    ATT_SCRATCH = 1 << 21,     /* floats of scores per tile, at most (unless one token needs more) */
+};
 
 static float *alloc_floats(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
 
@@ -103,9 +109,17 @@ int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n
     }
     for (int64_t i = 0; i < half; i++)
         ctx->inv_freq[i] = pow((double)m->rope_base, -2.0 * (double)i / (double)m->head_dim);
-    if ((rc = dt_pool_new(n_threads, &ctx->pool)) != DT_OK ||
-        (rc = dt_pool_reserve_scratch(ctx->pool, n_ctx)) != DT_OK ||
-        (rc = dt_kv_reserve(ctx)) != DT_OK) {
+    if ((rc = dt_pool_new(n_threads, &ctx->pool)) != DT_OK || (rc = dt_kv_reserve(ctx)) != DT_OK) {
+        dt_context_free(ctx);
+        return rc;
+    }
+    /* Attention tiles: up to ATT_ROWS query rows (tokens x group), fewer
+     * when the scores of a long context would not fit in ATT_SCRATCH. */
+    int group = m->n_head / m->n_head_kv;
+    int rows = (ATT_ROWS / group > 1 ? ATT_ROWS / group : 1) * group;
+    while (rows > group && (int64_t)rows * ctx->n_ctx_pad > ATT_SCRATCH) rows -= group;
+    ctx->att_rows = rows;
+    if ((rc = dt_pool_reserve_scratch(ctx->pool, dt_attention_scratch_floats(rows, n_ctx, m->head_dim))) != DT_OK) {
         dt_context_free(ctx);
         return rc;
     }
@@ -145,11 +159,17 @@ static void add_bias(float *y, const float *b, int64_t n_tok, int64_t n) {
 
 /* ---- parallel stages -------------------------------------------------------- */
 
+struct tile {
+    int t0, n_tok; /* batch tokens t0 .. t0 + n_tok - 1 */
+};
+
 struct batch {
     dt_context *ctx;
     int layer;
     int n_tok;
     const int32_t *tokens, *pos, *seq;
+    const struct tile *tiles; /* attention tiles */
+    int n_tiles;
 };
 
 /* Token chunk size for the cheap elementwise stages. */
@@ -204,50 +224,57 @@ static void qkv_post_task(void *arg, int64_t task, int thread) {
         rope(q, m->n_head, hd, m->rope_neox, c, s);
         rope(k, m->n_head_kv, hd, m->rope_neox, c, s);
         for (int h = 0; h < m->n_head_kv; h++) {
-            size_t off = dt_kv_offset(ctx, b->layer, b->seq[t], h, b->pos[t]);
-            memcpy(ctx->k + off, k + (int64_t)h * hd, (size_t)hd * sizeof(float));
-            memcpy(ctx->v + off, v + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[t], h);
+            float *kc = ctx->k + off;
+            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, b->pos[t], d)] = k[(int64_t)h * hd + d];
+            memcpy(ctx->v + off + dt_v_index(hd, b->pos[t], 0), v + (int64_t)h * hd, (size_t)hd * sizeof(float));
         }
     }
 }
 
-/* One (token, kv head): the query heads that share this kv head attend to
- * positions [first, pos] of the token's sequence. */
+/* One (tile, kv head), tasks kv-head-major so a thread's consecutive tasks
+ * reuse the same keys and values. A tile is a run of consecutive tokens of
+ * one sequence (built by make_tiles); every token's result is independent
+ * of its tile (attention.h). */
 static void attention_task(void *arg, int64_t task, int thread) {
     struct batch *b = arg;
     dt_context *ctx = b->ctx;
     const dt_model *m = ctx->model;
-    int t = (int)(task / m->n_head_kv), kvh = (int)(task % m->n_head_kv);
+    const struct tile *tl = &b->tiles[task % b->n_tiles];
+    int kvh = (int)(task / b->n_tiles);
     int hd = m->head_dim, group = m->n_head / m->n_head_kv;
-    int pos = b->pos[t];
-    int first = (m->sliding_window > 0 && pos >= m->sliding_window) ? pos - m->sliding_window + 1 : 0;
-    int n = pos - first + 1;
-    const float *K = ctx->k + dt_kv_offset(ctx, b->layer, b->seq[t], kvh, first);
-    const float *V = ctx->v + dt_kv_offset(ctx, b->layer, b->seq[t], kvh, first);
-    float *score = ctx->pool->scratch[thread];
-    float scale = (float)(1.0 / sqrt((double)hd));
-    for (int g = 0; g < group; g++) {
-        int h = kvh * group + g;
-        const float *q = ctx->q + (int64_t)t * m->n_head * hd + (int64_t)h * hd;
-        float *out = ctx->att + (int64_t)t * m->n_head * hd + (int64_t)h * hd;
-        float max = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            score[j] = dt_dot_f32(q, K + (size_t)j * hd, hd) * scale;
-            if (score[j] > max) max = score[j];
-        }
-        double sum = 0.0;
-        for (int j = 0; j < n; j++) {
-            score[j] = expf(score[j] - max);
-            sum += score[j];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int d = 0; d < hd; d++) out[d] = 0.0f;
-        for (int j = 0; j < n; j++) {
-            float p = score[j] * inv;
-            const float *vj = V + (size_t)j * hd;
-            for (int d = 0; d < hd; d++) out[d] += p * vj[d];
-        }
+    int64_t qd = (int64_t)m->n_head * hd;
+    size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[tl->t0], kvh);
+    dt_attn_tile a = {
+        .k = ctx->k + off,
+        .v = ctx->v + off,
+        .q = ctx->q + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,
+        .ldq = qd,
+        .out = ctx->att + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,
+        .ldo = qd,
+        .head_dim = hd,
+        .group = group,
+        .n_tok = tl->n_tok,
+        .pos0 = b->pos[tl->t0],
+        .window = m->sliding_window,
+        .scale = (float)(1.0 / sqrt((double)hd)),
+    };
+    dt_attention(&a, ctx->pool->scratch[thread]);
+}
+
+/* Splits the batch into tiles: runs of consecutive tokens of one sequence
+ * at consecutive positions, at most `max_tok` each. Returns the count. */
+static int make_tiles(const int32_t *pos, const int32_t *seq, int n_tok, int max_tok, struct tile *tiles) {
+    int n = 0;
+    for (int t = 0; t < n_tok; t++) {
+        struct tile *last = n ? &tiles[n - 1] : NULL;
+        if (last && last->n_tok < max_tok && seq[t] == seq[last->t0] &&
+            pos[t] == pos[last->t0] + last->n_tok)
+            last->n_tok++;
+        else
+            tiles[n++] = (struct tile){t, 1};
     }
+    return n;
 }
 
 static void residual_ffn_norm_task(void *arg, int64_t task, int thread) {
@@ -309,14 +336,22 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
     if (n_tok > ctx->max_batch) return DT_ERR_CAPACITY;
     const dt_model *m = ctx->model;
     int *new_len = malloc((size_t)ctx->n_seq * sizeof(int));
-    if (!new_len) return DT_ERR_NOMEM;
+    struct tile *tiles = malloc((size_t)n_tok * sizeof *tiles);
+    if (!new_len || !tiles) {
+        free(new_len);
+        free(tiles);
+        return DT_ERR_NOMEM;
+    }
     int rc = check_batch(ctx, n_tok, tokens, pos, seq, new_len);
     if (rc != DT_OK) {
         free(new_len);
+        free(tiles);
         return rc;
     }
     dt_pool *pool = ctx->pool;
-    struct batch b = {ctx, 0, n_tok, tokens, pos, seq};
+    int group = m->n_head / m->n_head_kv;
+    int n_tiles = make_tiles(pos, seq, n_tok, ctx->att_rows / group, tiles);
+    struct batch b = {ctx, 0, n_tok, tokens, pos, seq, tiles, n_tiles};
     int64_t E = m->n_embd, F = m->n_ff;
     int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
     int64_t chunks = n_chunks(n_tok);
@@ -331,7 +366,7 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
             (rc = dt_matmul(pool, &L->wv, ctx->xn, E, n_tok, ctx->vb, kvd)))
             break;
         dt_pool_run(pool, qkv_post_task, &b, chunks);
-        dt_pool_run(pool, attention_task, &b, (int64_t)n_tok * m->n_head_kv);
+        dt_pool_run(pool, attention_task, &b, (int64_t)n_tiles * m->n_head_kv);
         if ((rc = dt_matmul(pool, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
         dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
         if ((rc = dt_matmul(pool, &L->w_gate, ctx->xn, E, n_tok, ctx->gate, F)) ||
@@ -354,5 +389,6 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
     }
     if (rc == DT_OK) memcpy(ctx->seq_len, new_len, (size_t)ctx->n_seq * sizeof(int));
     free(new_len);
+    free(tiles);
     return rc;
 }
