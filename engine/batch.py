@@ -31,6 +31,7 @@ class FileResult:
     source: str = ""
     output: str | None = None
     stats: dict = field(default_factory=dict)
+    tokens: list[int] = field(default_factory=list)   # the generated token ids
 
 
 @dataclass
@@ -62,17 +63,49 @@ class BatchTotals:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
+class Committer:
+    """Turns a finished rewrite into a change on disk (when writing): only if
+    the file still holds the text the run read, atomically, then journalled.
+    Without `write` results pass through untouched (a dry run)."""
+
+    def __init__(self, write: bool = False, journal: Journal | None = None) -> None:
+        self.write, self.journal = write, journal
+
+    def commit(self, r: FileResult) -> FileResult:
+        if not self.write or r.status not in ("changed", "unchanged"):
+            return r
+        if r.status == "changed":
+            try:
+                current = r.path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                current = None
+            if current != r.source:
+                r.status, r.message = "conflict", "changed on disk during the run; not overwritten"
+                return r
+            try:
+                write_atomic(r.path, r.output)
+            except OSError as e:
+                r.status, r.message = "failed", f"cannot write: {e}"
+                return r
+            r.status = "written"
+        if self.journal is not None:
+            self.journal.record(r.path, r.status, r.output, source_sha256=text_hash(r.source))
+        return r
+
+
 class BatchRewrite:
     def __init__(self, llm, instruction: str, *, speculate: bool = True, drafter: str = "auto",
-                 write: bool = False, journal: Journal | None = None, resume: bool = False,
-                 max_tokens: int | None = None,
+                 committer: Committer | None = None, resume: bool = False,
+                 max_tokens: int | None = None, read: Callable[[Path], str] | None = None,
                  on_result: Callable[[FileResult], None] | None = None,
                  on_tokens: Callable[[BatchTotals], None] | None = None) -> None:
         self.llm = llm
         self.instruction = instruction
         self.speculate, self.drafter = speculate, drafter
-        self.write, self.journal, self.resume = write, journal, resume
+        self.committer = committer or Committer()
+        self.resume = resume
         self.max_tokens = max_tokens
+        self.read = read or (lambda p: p.read_text(encoding="utf-8"))
         self.on_result = on_result or (lambda r: None)
         self.on_tokens = on_tokens or (lambda t: None)
         self.totals = BatchTotals()
@@ -80,10 +113,11 @@ class BatchRewrite:
     # ---- one file ------------------------------------------------------------
     def _start(self, path: Path, slot: int) -> _Slot | FileResult:
         try:
-            source = path.read_text(encoding="utf-8")
+            source = self.read(path)
         except (OSError, UnicodeDecodeError) as e:
             return FileResult(path, "failed", f"cannot read: {e}")
-        if self.resume and self.journal is not None and self.journal.finished(path, source):
+        journal = self.committer.journal
+        if self.resume and journal is not None and journal.finished(path, source):
             return FileResult(path, "resumed", "finished by an earlier run", source=source, output=source)
         job = RewriteJob(source=source, instruction=self.instruction, language=language_for(path),
                          path=str(path))
@@ -105,41 +139,20 @@ class BatchRewrite:
     def _complete(self, s: _Slot) -> FileResult:
         finish(s.job)
         req = s.job.request
-        stats = req.stats.as_dict()
         self.totals.drafted += req.stats.drafted
         self.totals.accepted += req.stats.accepted
+        stats = req.stats.as_dict()
         try:
             output = s.job.result()
         except RewriteError as e:
-            return FileResult(s.path, "failed", str(e), s.source, None, stats)
-        if output == s.source:
-            result = FileResult(s.path, "unchanged", "", s.source, output, stats)
-        elif not self.write:
-            result = FileResult(s.path, "changed", "", s.source, output, stats)
-        else:
-            result = self._write(s, output, stats)
-        if self.write and self.journal is not None and result.status in ("written", "unchanged"):
-            self.journal.record(s.path, result.status, output, source_sha256=text_hash(s.source))
-        return result
-
-    def _write(self, s: _Slot, output: str, stats: dict) -> FileResult:
-        try:
-            current = s.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            current = None
-        if current != s.source:
-            return FileResult(s.path, "conflict", "changed on disk during the run; not overwritten",
-                              s.source, output, stats)
-        try:
-            write_atomic(s.path, output)
-        except OSError as e:
-            return FileResult(s.path, "failed", f"cannot write: {e}", s.source, output, stats)
-        return FileResult(s.path, "written", "", s.source, output, stats)
+            return FileResult(s.path, "failed", str(e), s.source, None, stats, req.output)
+        status = "unchanged" if output == s.source else "changed"
+        return self.committer.commit(FileResult(s.path, status, "", s.source, output, stats, req.output))
 
     # ---- the run ----------------------------------------------------------------
     def run(self, files: list[Path], should_stop: Callable[[], bool] = lambda: False) -> list[FileResult]:
-        if self.resume and self.journal is not None:
-            self.journal.load()
+        if self.resume and self.committer.journal is not None:
+            self.committer.journal.load()
         self.totals = BatchTotals(files=len(files))
         queue = deque(files)
         active: dict[int, _Slot] = {}

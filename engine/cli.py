@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from . import model_store
@@ -95,9 +96,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 # ---- ditto rewrite -----------------------------------------------------------------
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    from .batch import BatchRewrite
+    from .batch import BatchRewrite, Committer
     from .drafters import DRAFTER_NAMES
-    from .files import select_files
+    from .files import remove_stale_temporaries, select_files
     from .journal import Journal
     from .progress import BatchProgress
 
@@ -111,22 +112,49 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     if not selection.files:
         print("ditto rewrite: no files to rewrite", file=sys.stderr)
         return 1
-    llm = load_llm(args, n_seq=min(args.jobs, len(selection.files)))
+    if args.write:
+        for stale in remove_stale_temporaries(selection.roots):
+            print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     journal = Journal(selection.roots[0], args.instruction) if args.write else None
     if args.resume and journal is None:
         raise ValueError("--resume only makes sense with --write")
+    committer = Committer(args.write, journal)
+    options = dict(speculate=not args.no_speculate, drafter=args.drafter, max_tokens=args.max_tokens)
     with BatchProgress(len(selection.files), enabled=not args.quiet) as progress:
-        batch = BatchRewrite(llm, args.instruction, speculate=not args.no_speculate, drafter=args.drafter,
-                             write=args.write, journal=journal, resume=args.resume,
-                             max_tokens=args.max_tokens,
-                             on_result=lambda r: report_result(args, r, progress),
-                             on_tokens=progress.tokens)
-        results = batch.run(selection.files)
-    t = batch.totals
+        on_result = lambda r: report_result(args, r, progress)  # noqa: E731
+        if args.ray:
+            from .batch_ray import run_on_ray
+
+            started = time.perf_counter()
+            results = run_on_ray(args.ray, selection.files, args.instruction, actors=args.actors,
+                                 committer=committer, model_path=args.model, n_ctx=args.ctx,
+                                 threads_per_actor=args.threads or 1, resume=args.resume,
+                                 on_result=on_result, **options)
+            totals = summarize(results, time.perf_counter() - started)
+        else:
+            llm = load_llm(args, n_seq=min(args.jobs, len(selection.files)))
+            batch = BatchRewrite(llm, args.instruction, committer=committer, resume=args.resume,
+                                 on_result=on_result, on_tokens=progress.tokens, **options)
+            results = batch.run(selection.files)
+            totals = batch.totals
+    t = totals
     print(f"{len(results)} files in {t.seconds:.1f}s: generated {t.generated} tokens "
           f"({t.tokens_per_second:.1f} tok/s), drafted {t.drafted}, accepted {t.accepted} "
           f"({100 * t.acceptance_rate:.0f}%)", file=sys.stderr)
     return 0 if all(r.status not in ("failed", "conflict", "cancelled") for r in results) else 1
+
+
+def summarize(results, seconds: float):
+    """Run totals from per-file stats (for backends that report per file)."""
+    from .batch import BatchTotals
+
+    t = BatchTotals(files=len(results), done=len(results))
+    t.started -= seconds
+    for r in results:
+        t.generated += r.stats.get("generated", 0)
+        t.drafted += r.stats.get("drafted", 0)
+        t.accepted += r.stats.get("accepted", 0)
+    return t
 
 
 def report_result(args: argparse.Namespace, r, progress) -> None:
@@ -192,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--include", action="append", metavar="GLOB", help="only files matching (repeatable)")
     rw.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     rw.add_argument("--resume", action="store_true", help="skip files an interrupted --write run finished")
+    rw.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' starts one here)")
+    rw.add_argument("--actors", type=int, default=2, help="Ray actors, each with its own model (default 2)")
     rw.add_argument("--no-speculate", action="store_true", help="plain greedy decoding (same output, slower)")
     rw.add_argument("--drafter", default="auto", help="edit, doc, ngram-mod or auto (default)")
     rw.add_argument("--max-tokens", type=int, default=None, help="budget per file (default: 1.5x the file + 64)")

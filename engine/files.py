@@ -17,6 +17,7 @@ from pathlib import Path
 import pathspec
 
 DEFAULT_MAX_BYTES = 64 * 1024
+TEMP_SUFFIX = ".ditto-tmp"   # write_atomic's temporary files, never rewritten
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".ditto", ".venv", "venv"}
 
 
@@ -40,7 +41,7 @@ class _IgnoreRules:
             spec = None
             if gi.is_file():
                 with open(gi, encoding="utf-8", errors="replace") as f:
-                    spec = pathspec.PathSpec.from_lines("gitwildmatch", f)
+                    spec = pathspec.GitIgnoreSpec.from_lines(f)
             self._specs[directory] = spec
         return self._specs[directory]
 
@@ -81,8 +82,18 @@ def _is_text(path: Path, max_bytes: int) -> str | None:
     return None
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    return any(path == r or path.is_relative_to(r) for r in roots)
+def _root_of(path: Path, roots: list[Path]) -> Path | None:
+    """The root holding `path` (both lexical, absolute), if any."""
+    for r in roots:
+        if path == r or path.is_relative_to(r):
+            return r
+    return None
+
+
+def _through_symlink(root: Path, path: Path) -> bool:
+    """True if the root or any component from it down to `path` is a symlink."""
+    parts = [path, *path.relative_to(root).parents]
+    return any((root / p).is_symlink() for p in parts)
 
 
 def _expand(arg: str) -> list[Path]:
@@ -97,27 +108,30 @@ def select_files(args: list[str], *, include: list[str] | None = None, exclude: 
     roots: list[Path] = []
     for arg in args:
         p = Path(arg.split("*")[0] or ".") if "*" in arg else Path(arg)
-        base = p if p.is_dir() else p.parent
-        roots.append(Path(os.path.realpath(base or ".")))
+        base = p if p.is_dir() and not p.is_symlink() else p.parent
+        roots.append(Path(os.path.abspath(base)))
     sel.roots = sorted(set(roots))
     rules = {r: _IgnoreRules(r) for r in sel.roots}
     seen: set[Path] = set()
 
     def consider(path: Path, explicit: bool) -> None:
-        real = Path(os.path.realpath(path))
-        if path.is_symlink() or not _inside(real, sel.roots):
+        absolute = Path(os.path.abspath(path))
+        root = _root_of(absolute, sel.roots)
+        if root is None or _through_symlink(root, absolute):
             sel.skipped.append((str(path), "symlink or outside the given roots"))
             return
+        real = absolute
         if real in seen:
             return
         name = real.name
+        if name.endswith(TEMP_SUFFIX):
+            return
         if include and not any(fnmatch(name, g) or fnmatch(str(path), g) for g in include):
             return
         if exclude and any(fnmatch(name, g) or fnmatch(str(path), g) for g in exclude):
             return
-        root = next(r for r in sel.roots if real == r or real.is_relative_to(r))
-        if not explicit and rules[root].ignored(real):
-            return
+        if not explicit and (name.startswith(".") or rules[root].ignored(real)):
+            return  # hidden and ignored files only when named explicitly
         reason = _is_text(real, max_bytes)
         if reason:
             sel.skipped.append((str(path), reason))
@@ -142,3 +156,18 @@ def select_files(args: list[str], *, include: list[str] | None = None, exclude: 
                 sel.skipped.append((str(m), "no such file"))
     sel.files.sort()
     return sel
+
+
+def remove_stale_temporaries(roots: list[Path]) -> list[Path]:
+    """Deletes temporary files a killed run left behind (the files they were
+    meant to replace are intact: the rename never happened)."""
+    removed = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+            for fn in filenames:
+                if fn.startswith(".") and fn.endswith(TEMP_SUFFIX):
+                    path = Path(dirpath) / fn
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed

@@ -18,8 +18,12 @@ from pathlib import Path
 from .decode import Request
 from .drafters import make_drafter
 from .drafters.base import Drafter
+from .files import TEMP_SUFFIX
 
 FENCE = "```"
+# An answer shorter than 1/4 of the original is taken for a fragment (small
+# models like to answer with one function): refused rather than written.
+MIN_KEPT_FRACTION = 4
 
 LANGUAGES = {
     ".py": "python", ".pyi": "python", ".js": "javascript", ".ts": "typescript", ".tsx": "tsx",
@@ -60,6 +64,10 @@ class RewriteJob:
         body = self.text.split("\n" + FENCE, 1)[0] if ("\n" + FENCE) in self.text else self.text
         if not body.strip():
             raise RewriteError("the model returned an empty file; nothing was written")
+        if len(body) * MIN_KEPT_FRACTION < len(self.source):
+            raise RewriteError(f"the answer ({len(body)} characters) is less than 1/{MIN_KEPT_FRACTION} of the "
+                               f"file ({len(self.source)}): it looks like a fragment, not the whole file; "
+                               f"nothing was written")
         if self.source.endswith("\n") and not body.endswith("\n"):
             body += "\n"
         return body
@@ -128,7 +136,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     """
     path = Path(path)
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ditto-tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
