@@ -31,10 +31,23 @@ cdef extern from "ditto.h" nogil:
                        float *scratch)
     int64_t dt_matmul_scratch_floats(int64_t cols)
     float dt_dot_f32(const float *a, const float *b, int64_t n)
+    enum:
+        DT_PRECISION_EXACT
+        DT_PRECISION_FAST
+    int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                         float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch)
+    ctypedef struct dt_pool:
+        pass
+    int dt_pool_new(int n_threads, dt_pool **out)
+    void dt_pool_free(dt_pool *pool)
+    int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
+                    int64_t n_tok, float *y, int64_t ldy)
 
 ISA_SCALAR = DT_ISA_SCALAR
 ISA_AVX2 = DT_ISA_AVX2
 ISA_AVX512 = DT_ISA_AVX512
+PRECISION_EXACT = DT_PRECISION_EXACT
+PRECISION_FAST = DT_PRECISION_FAST
 ISA_NAMES = {DT_ISA_SCALAR: "scalar", DT_ISA_AVX2: "avx2", DT_ISA_AVX512: "avx512"}
 
 
@@ -115,13 +128,17 @@ def dot_f32(const float[::1] a not None, const float[::1] b not None):
 
 
 def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
-                const float[:, ::1] x not None, row_begin=0, row_end=None):
+                const float[:, ::1] x not None, row_begin=0, row_end=None, precision=0):
     """Y = X W^T for rows [row_begin, row_end) of W.
 
     weight_raw: (rows, row_bytes) uint8, GGUF bytes of `type` with `cols`
-    values per row; x: (n_tok, cols) float32. Returns (n_tok, rows) float32
-    (columns outside the row range are zero).
+    values per row; x: (n_tok, cols) float32; precision: PRECISION_EXACT or
+    PRECISION_FAST. Returns (n_tok, rows) float32 (columns outside the row
+    range are zero).
     """
+    if precision not in (DT_PRECISION_EXACT, DT_PRECISION_FAST):
+        raise ValueError(f"unknown precision {precision!r}")
+    cdef int prec = precision
     cdef int bs = _check_type(type)
     cdef int t = type
     if not isinstance(cols, int):
@@ -156,8 +173,116 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
         raise MemoryError()
     cdef int rc
     with nogil:
-        rc = dt_matmul_rows(&w, &x[0, 0], c, n_tok, &y[0, 0], rows, r0, r1, scratch)
+        rc = dt_matmul_rows_p(prec, &w, &x[0, 0], c, n_tok, &y[0, 0], rows, r0, r1, scratch)
     free(scratch)
     if rc != DT_OK:
         raise ValueError(f"dt_matmul_rows failed ({rc})")
+    return out
+
+
+cdef extern from "attention.h" nogil:
+    ctypedef struct dt_attn_tile:
+        const float *k
+        const float *v
+        const float *q
+        int64_t ldq
+        float *out
+        int64_t ldo
+        int head_dim
+        int group
+        int n_tok
+        int pos0
+        int window
+        float scale
+    int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim)
+    void dt_attention(const dt_attn_tile *a, float *scratch)
+
+
+def attention(const float[:, :, ::1] q not None, const float[:, ::1] k not None,
+              const float[:, ::1] v not None, pos0, window=0, scale=None):
+    """The attention kernel of the current ISA on one tile (a test hook).
+
+    q: (n_tok, group, head_dim) float32, the queries of tokens at positions
+    pos0 .. pos0 + n_tok - 1 that share one kv head; k, v: (n_pos, head_dim)
+    float32 rows of that kv head (n_pos >= pos0 + n_tok; later rows must not
+    matter). window: sliding window (0: none); scale: 1/sqrt(head_dim) by
+    default. Keys are laid out in the cache's blocks of 16 positions here.
+    Returns (n_tok, group, head_dim) float32.
+    """
+    cdef int n_tok = q.shape[0], group = q.shape[1], hd = q.shape[2]
+    cdef int64_t n_pos = k.shape[0]
+    if not isinstance(pos0, int) or not isinstance(window, int):
+        raise TypeError("pos0 and window must be ints")
+    if n_tok < 1 or group < 1 or hd < 2 or hd % 2:
+        raise ValueError(f"bad q shape {(n_tok, group, hd)}: need tokens, heads >= 1 and an even head_dim")
+    if k.shape[1] != hd or v.shape[1] != hd or v.shape[0] != n_pos:
+        raise ValueError(f"k ({k.shape[0]}, {k.shape[1]}) and v ({v.shape[0]}, {v.shape[1]}) must be (n_pos, {hd})")
+    if pos0 < 0 or window < 0 or pos0 + n_tok > n_pos:
+        raise ValueError(f"positions {pos0} .. {pos0 + n_tok - 1} outside the {n_pos} given rows")
+    cdef float sc = (1.0 / hd ** 0.5) if scale is None else scale
+    cdef int64_t nb = (n_pos + 15) // 16
+    blocked = np.zeros((nb * 16, hd), dtype=np.float32)
+    blocked[:n_pos] = k
+    blocked = np.ascontiguousarray(blocked.reshape(nb, 16, hd).transpose(0, 2, 1))
+    cdef const float[:, :, ::1] kb = blocked
+    out = np.empty((n_tok, group, hd), dtype=np.float32)
+    cdef float[:, :, ::1] o = out
+    cdef dt_attn_tile a
+    a.k = &kb[0, 0, 0]
+    a.v = &v[0, 0]
+    a.q = &q[0, 0, 0]
+    a.ldq = <int64_t>group * hd
+    a.out = &o[0, 0, 0]
+    a.ldo = <int64_t>group * hd
+    a.head_dim = hd
+    a.group = group
+    a.n_tok = n_tok
+    a.pos0 = pos0
+    a.window = window
+    a.scale = sc
+    cdef float *scratch = <float *> malloc(
+        dt_attention_scratch_floats(n_tok * group, pos0 + n_tok, hd) * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError()
+    with nogil:
+        dt_attention(&a, scratch)
+    free(scratch)
+    return out
+
+
+def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
+                    const float[:, ::1] x not None, n_threads=2, precision=0):
+    """Y = X W^T over all rows with dt_matmul_p on a pool of n_threads."""
+    cdef int bs = _check_type(type)
+    cdef int t = type
+    if precision not in (DT_PRECISION_EXACT, DT_PRECISION_FAST):
+        raise ValueError(f"unknown precision {precision!r}")
+    if not isinstance(n_threads, int) or not 1 <= n_threads <= 64:
+        raise ValueError("n_threads must be an int in [1, 64]")
+    if not isinstance(cols, int) or cols <= 0 or cols % bs:
+        raise ValueError(f"cols = {cols} is not a positive multiple of the block size {bs}")
+    cdef int64_t c = cols
+    if weight_raw.shape[1] != dt_row_bytes(t, c):
+        raise ValueError("weight row bytes mismatch")
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} columns, {c} expected")
+    cdef int64_t rows = weight_raw.shape[0], n_tok = x.shape[0]
+    out = np.zeros((n_tok, rows), dtype=np.float32)
+    if n_tok == 0 or rows == 0:
+        return out
+    cdef float[:, ::1] y = out
+    cdef dt_tensor w
+    w.data = &weight_raw[0, 0]
+    w.type = t
+    w.rows = rows
+    w.cols = c
+    cdef dt_pool *pool = NULL
+    cdef int prec = precision, nt = n_threads, rc
+    if dt_pool_new(nt, &pool) != DT_OK:
+        raise MemoryError()
+    with nogil:
+        rc = dt_matmul_p(pool, prec, &w, &x[0, 0], c, n_tok, &y[0, 0], rows)
+    dt_pool_free(pool)
+    if rc != DT_OK:
+        raise ValueError(f"dt_matmul_p failed ({rc})")
     return out

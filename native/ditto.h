@@ -78,6 +78,18 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
                    float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
                    float *scratch);
 int64_t dt_matmul_scratch_floats(int64_t cols);
+
+/* Arithmetic of a matmul. EXACT: f32 products of the dequantized weights
+ * with X, f32 accumulation. FAST: each token's X is quantized per block of
+ * 32 to int8 (scale amax / 127), weight blocks are multiplied with it in
+ * integers, f32 only per block; for Q4_0, Q4_1 and Q8_0 weights (other
+ * types, and ISAs without a fast kernel, run EXACT). Both are
+ * batch-invariant: a (row, token) output never depends on the batch. */
+enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1 };
+/* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats
+ * (which covers both precisions). */
+int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                     float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch);
 /* The dot product of two f32 vectors with the same operation order the
  * matmul uses for each output (exported for tests and attention). */
 float dt_dot_f32(const float *a, const float *b, int64_t n);
@@ -95,6 +107,9 @@ void dt_pool_run(dt_pool *pool, dt_task_fn fn, void *arg, int64_t n_tasks);
 /* Threaded matmul over all rows (splits rows, never the reduction). */
 int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
               int64_t n_tok, float *y, int64_t ldy);
+/* dt_matmul with a precision (dt_matmul is DT_PRECISION_EXACT). */
+int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
+                int64_t n_tok, float *y, int64_t ldy);
 
 /* ---- model -------------------------------------------------------------- */
 enum dt_arch { DT_ARCH_LLAMA = 0, DT_ARCH_QWEN2 = 1 };

@@ -7,6 +7,9 @@
  * dt_dot_f32 on that ISA, so results never depend on n_tok, the row range
  * or the panel boundaries (batch invariance).
  */
+#include <stdlib.h>
+
+#include "pool_internal.h"
 #include "quant.h"
 
 #define DT_PANEL_BYTES (32 * 1024)     /* a panel of f32 rows stays in L1 */
@@ -22,9 +25,14 @@ static int64_t panel_rows(int64_t cols) {
     return p < 4 ? 4 : p;
 }
 
+/* The fast path quantizes up to FAST_TOK tokens at a time into scratch. */
+#define FAST_TOK 4
+static int64_t xpair_floats(int64_t cols) { return dt_xpairs((cols + 31) / 32 * 32) * (int64_t)(sizeof(dt_xpair) / 4); }
+
 int64_t dt_matmul_scratch_floats(int64_t cols) {
     if (cols <= 0) return 0;
-    return panel_rows(cols) * panel_ld(cols) + 16; /* + room to align to 64 bytes */
+    const int64_t exact = panel_rows(cols) * panel_ld(cols), fast = FAST_TOK * xpair_floats(cols);
+    return (exact > fast ? exact : fast) + 16; /* + room to align to 64 bytes */
 }
 
 float dt_dot_f32(const float *a, const float *b, int64_t n) {
@@ -32,9 +40,36 @@ float dt_dot_f32(const float *a, const float *b, int64_t n) {
     return dt_kernels_current()->dot(a, b, n);
 }
 
+/* The fast kernel of w's type on this ISA, or NULL (exact path). */
+static dt_fast_fn fast_kernel(int precision, const dt_tensor *w) {
+    if (precision != DT_PRECISION_FAST || w->type < 0 || w->type >= DT_TYPE_MAX || !dt_fast_type(w->type))
+        return NULL;
+    return dt_kernels_current()->fast[w->type];
+}
+
+/* Rows [row_begin, row_end) of the fast path for tokens already prepared
+ * (xp: n_tok tokens, ldxp pairs apart). Row groups stay in L1 while the
+ * tokens stream past. */
+static void fast_rows(dt_fast_fn fn, const dt_tensor *w, const dt_xpair *xp, int64_t ldxp, int64_t n_tok,
+                      float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+    const int64_t row_bytes = dt_row_bytes(w->type, w->cols);
+    const uint8_t *base = (const uint8_t *)w->data;
+    const int64_t rg = n_tok <= FAST_TOK ? row_end - row_begin : 16;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += rg) {
+        const int64_t nr = row_end - r0 < rg ? row_end - r0 : rg;
+        fn(base + r0 * row_bytes, row_bytes, nr, xp, ldxp, n_tok, y + r0, ldy, w->cols);
+    }
+}
+
 int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
                    float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
                    float *scratch) {
+    return dt_matmul_rows_p(DT_PRECISION_EXACT, w, x, ldx, n_tok, y, ldy, row_begin, row_end, scratch);
+}
+
+int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                     float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch) {
+    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
     if (!w || !w->data || w->cols <= 0 || w->rows < 0) return DT_ERR_INVALID;
     int bs, ts;
     if (dt_type_layout(w->type, &bs, &ts) != DT_OK) return DT_ERR_UNSUPPORTED;
@@ -43,6 +78,19 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
         return DT_ERR_INVALID;
     if (n_tok == 0 || row_begin == row_end) return DT_OK;
     if (!x || !y || ldx < cols || (n_tok > 1 && ldy < row_end)) return DT_ERR_INVALID;
+
+    dt_fast_fn fast = fast_kernel(precision, w);
+    if (fast) { /* quantize FAST_TOK tokens at a time into scratch */
+        if (!scratch) return DT_ERR_INVALID;
+        dt_xpair *xp = (dt_xpair *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        const int64_t ldxp = dt_xpairs(cols);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += FAST_TOK) {
+            const int64_t nt = n_tok - t0 < FAST_TOK ? n_tok - t0 : FAST_TOK;
+            for (int64_t t = 0; t < nt; t++) dt_fast_prep(w->type, x + (t0 + t) * ldx, cols, xp + t * ldxp);
+            fast_rows(fast, w, xp, ldxp, nt, y + t0 * ldy, ldy, row_begin, row_end);
+        }
+        return DT_OK;
+    }
 
     const dt_kernels *k = dt_kernels_current();
     const int64_t row_bytes = cols / bs * ts;
@@ -84,5 +132,81 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
             k->gemm(panel, ld, nr, x + t0 * ldx, ldx, nt, y + t0 * ldy + r0, ldy, cols);
         }
     }
+    return DT_OK;
+}
+
+/* ---- threaded matmul: split rows into panels, never the reduction ---- */
+
+enum { MATMUL_PANEL_ROWS = 32 };
+
+struct matmul_job {
+    dt_pool *pool;
+    int precision;
+    const dt_tensor *w;
+    const float *x;
+    int64_t ldx, n_tok;
+    float *y;
+    int64_t ldy;
+    int64_t panel_rows;
+    dt_fast_fn fast;       /* fast path: tokens prepared once, shared by all panels */
+    const dt_xpair *xp;
+    int64_t ldxp;
+};
+
+static void matmul_task(void *arg, int64_t task, int thread) {
+    struct matmul_job *job = arg;
+    int64_t begin = task * job->panel_rows;
+    int64_t end = begin + job->panel_rows;
+    if (end > job->w->rows) end = job->w->rows;
+    if (job->fast)
+        fast_rows(job->fast, job->w, job->xp, job->ldxp, job->n_tok, job->y, job->ldy, begin, end);
+    else
+        dt_matmul_rows_p(job->precision, job->w, job->x, job->ldx, job->n_tok, job->y, job->ldy, begin, end,
+                         job->pool->scratch[thread]);
+}
+
+struct prep_job {
+    int type;
+    const float *x;
+    int64_t ldx, cols, ldxp;
+    dt_xpair *xp;
+};
+
+static void prep_task(void *arg, int64_t t, int thread) {
+    (void)thread;
+    struct prep_job *job = arg;
+    dt_fast_prep(job->type, job->x + t * job->ldx, job->cols, job->xp + t * job->ldxp);
+}
+
+int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
+              int64_t n_tok, float *y, int64_t ldy) {
+    return dt_matmul_p(pool, DT_PRECISION_EXACT, w, x, ldx, n_tok, y, ldy);
+}
+
+int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
+                int64_t n_tok, float *y, int64_t ldy) {
+    if (!pool || !w || !x || !y || n_tok < 0 || ldx < w->cols || ldy < w->rows) return DT_ERR_INVALID;
+    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
+    int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(w->cols));
+    if (rc != DT_OK) return rc;
+    struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, NULL, NULL, 0};
+    int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
+    if (n_tok == 0 || n_panels == 0) return DT_OK;
+    dt_fast_fn fast = fast_kernel(precision, w);
+    void *buf = NULL;
+    if (fast) { /* validate as dt_matmul_rows_p would, then quantize every token once */
+        int bs;
+        if (dt_type_layout(w->type, &bs, NULL) != DT_OK || w->cols <= 0 || w->cols % bs || !w->data)
+            return DT_ERR_INVALID;
+        job.ldxp = dt_xpairs(w->cols);
+        buf = aligned_alloc(64, (size_t)(n_tok * job.ldxp) * sizeof(dt_xpair));
+        if (!buf) return DT_ERR_NOMEM;
+        struct prep_job pj = {w->type, x, ldx, w->cols, job.ldxp, buf};
+        dt_pool_run(pool, prep_task, &pj, n_tok);
+        job.fast = fast;
+        job.xp = buf;
+    }
+    dt_pool_run(pool, matmul_task, &job, n_panels);
+    free(buf);
     return DT_OK;
 }

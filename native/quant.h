@@ -136,6 +136,50 @@ typedef void (*dt_fused_fn)(const void *w, int64_t row_bytes, int64_t n_rows,
                             const float *x, int64_t ldx, int64_t n_tok,
                             float *y, int64_t ldy, int64_t k);
 
+/* ---- fast path (precision = DT_PRECISION_FAST) --------------------------
+ * Activations are quantized per token and block of 32 to int8 (dx = amax /
+ * 127, xq = round-to-even(x / dx)), weight blocks are multiplied with them
+ * in integers (exact), and the float work is defined lane by lane so that
+ * every ISA reproduces the scalar reference bit for bit:
+ *
+ * Blocks go in pairs (b even, b+1; a missing b+1 is all zeros). A pair is 64
+ * values in 16 lanes of 4 values; value v of block b + p sits at byte
+ *   Q4_0 / Q4_1: (v / 16) * 32 + p * 16 + v % 16   (nibble order)
+ *   Q8_0:        p * 32 + v
+ * and lane L = byte / 4. Per (row, token), over pairs in order, every lane:
+ *   isum = sum of its 4 products w_q * xq (Q4_0: (q - 8) * xq), exact
+ *   acc[L] = fma(dw * dx, (float)isum, acc[L])
+ *   Q4_1 only: acc[L] = fma(m, sx[L], acc[L]),  sx[L] = dx * (float)(sum of its 4 xq)
+ * with dw, m, dx those of the lane's block; then the hsum16 tree
+ * (L + L+8, + L+4, + L+2, + L+1). */
+typedef struct {
+    int8_t xq[64];   /* the pair's activations in the type's byte order (Q8_0: xq + 128 as uint8) */
+    float dx[16];    /* per lane: scale of its block */
+    float sx[16];    /* per lane: dx * sum of its 4 xq */
+    int32_t xs8[16]; /* per lane: 8 * sum of its 4 xq */
+} dt_xpair;          /* 256 bytes */
+_Static_assert(sizeof(dt_xpair) == 256, "xpair layout");
+
+/* Pairs per row of k values (k a multiple of 32). */
+static inline int64_t dt_xpairs(int64_t k) { return (k / 32 + 1) / 2; }
+/* Quantizes one token (k values) for `type` into dt_xpairs(k) pairs. */
+void dt_fast_prep(int type, const float *x, int64_t k, dt_xpair *out);
+/* 1 for the types the fast path covers (Q4_0, Q4_1, Q8_0). */
+int dt_fast_type(int type);
+
+/* Fast-path tile: y[t*ldy + r] for r < n_rows, t < n_tok; token t's pairs
+ * at xp + t * ldxp. */
+typedef void (*dt_fast_fn)(const void *w, int64_t row_bytes, int64_t n_rows, const dt_xpair *xp,
+                           int64_t ldxp, int64_t n_tok, float *y, int64_t ldy, int64_t k);
+void dt_fast_ref(int type, const void *w, int64_t row_bytes, int64_t n_rows, const dt_xpair *xp,
+                 int64_t ldxp, int64_t n_tok, float *y, int64_t ldy, int64_t k);
+void dt_fast_ref_q4_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+void dt_fast_ref_q4_1(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+void dt_fast_ref_q8_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+void dt_fast_avx512_q4_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+void dt_fast_avx512_q4_1(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+void dt_fast_avx512_q8_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
+
 typedef struct {
     const char *name;
     dt_dequant_fn dequant[DT_TYPE_MAX]; /* NULL for unsupported types */
@@ -143,6 +187,7 @@ typedef struct {
     dt_gemm_fn gemm;
     dt_fused_fn fused[DT_TYPE_MAX];     /* NULL: dequant + gemm */
     int fused_max_tok;
+    dt_fast_fn fast[DT_TYPE_MAX];       /* NULL: the exact path */
 } dt_kernels;
 
 extern const dt_kernels dt_kernels_scalar; /* quant.c */

@@ -267,7 +267,7 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
  * dequantizers' floats bit for bit and feed the fma chains of gemm() in the
  * same order, so outputs equal dequant + gemm exactly. */
 #define FUSED_CHUNK 32 /* blocks whose scales are converted at once */
-#define FUSED_PF_GROUPS 2 /* prefetch the rows this many row groups ahead */
+#define FUSED_PF_GROUPS 4 /* prefetch the rows this many row groups ahead */
 
 /* dm[2j], dm[2j+1] = d, m of block j (Q4_1: the f16 pair at offset 0). */
 static inline void scales_pair(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
@@ -413,4 +413,5 @@ const dt_kernels dt_kernels_avx512 = {
     .gemm = gemm,
     .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0},
     .fused_max_tok = 4,
+    .fast = {[DT_Q4_0] = dt_fast_avx512_q4_0, [DT_Q4_1] = dt_fast_avx512_q4_1, [DT_Q8_0] = dt_fast_avx512_q8_0},
 };

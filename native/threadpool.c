@@ -164,38 +164,4 @@ int dt_pool_reserve_scratch(dt_pool *pool, int64_t floats) {
     return DT_OK;
 }
 
-/* ---- threaded matmul: split rows into panels, never the reduction ---- */
-
-enum { MATMUL_PANEL_ROWS = 32 };
-
-struct matmul_job {
-    dt_pool *pool;
-    const dt_tensor *w;
-    const float *x;
-    int64_t ldx, n_tok;
-    float *y;
-    int64_t ldy;
-    int64_t panel_rows;
-};
-
-static void matmul_task(void *arg, int64_t task, int thread) {
-    struct matmul_job *job = arg;
-    int64_t begin = task * job->panel_rows;
-    int64_t end = begin + job->panel_rows;
-    if (end > job->w->rows) end = job->w->rows;
-    dt_matmul_rows(job->w, job->x, job->ldx, job->n_tok, job->y, job->ldy, begin, end,
-                   job->pool->scratch[thread]);
-}
-
-int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
-              int64_t n_tok, float *y, int64_t ldy) {
-    if (!pool || !w || !x || !y || n_tok < 0 || ldx < w->cols || ldy < w->rows) return DT_ERR_INVALID;
-    int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(w->cols));
-    if (rc != DT_OK) return rc;
-    struct matmul_job job = {pool, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS};
-    /* Fewer, larger panels for small matrices keep dispatch overhead low,
-     * while 4+ panels per thread balance the load. */
-    int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
-    dt_pool_run(pool, matmul_task, &job, n_panels);
-    return DT_OK;
-}
+/* The threaded matmul (dt_matmul, dt_matmul_p) lives in matmul.c. */

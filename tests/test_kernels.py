@@ -295,3 +295,93 @@ def test_matmul_validates():
     with pytest.raises(ValueError):
         k.matmul_rows(raw, int(Q.Q4_0), 32, np.zeros((2, 32), np.float64))
     assert k.matmul_rows(raw, int(Q.Q4_0), 32, np.zeros((0, 32), np.float32)).shape == (0, 3)
+
+
+# ---- fast path (precision=FAST: int8 activations, integer block dots) ---------------
+# Tolerance vs float64: activations are rounded to int8 per block of 32
+# (error <= amax / 254 per value), so |error| <= sum_blocks sum_i |w_i| * amax_b / 254
+# + the f32 bound above; stated as 1/254 of sum_b (sum_i |w_i|) * amax_b plus dot_tol.
+FAST_TYPES = [Q.Q4_0, Q.Q4_1, Q.Q8_0]
+
+
+def fast_tol(w64, x64):
+    n = w64.shape[1]
+    amax = np.abs(x64).reshape(x64.shape[0], n // 32, 32).max(axis=2)          # (t, nb)
+    wabs = np.abs(w64).reshape(w64.shape[0], n // 32, 32).sum(axis=2)          # (r, nb)
+    return amax @ wabs.T / 254.0 * 1.001 + 2 * dot_tol(x64, w64)
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
+@pytest.mark.parametrize("qtype", FAST_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("nb", [1, 2, 9, 18, 33, 48, 70])
+def test_fast_against_float64_and_scalar(qtype, isa, nb):
+    rng = np.random.default_rng(31 + int(qtype) + nb)
+    rows, cols = 13, 32 * nb
+    raw = make_weight(qtype, rows, cols, rng)
+    x = rng.standard_normal((6, cols)).astype(np.float32)
+    x[1, :32] = 0.0  # an all-zero block
+    x[2, 5] = 40.0   # an outlier
+    k.isa_set(k.ISA_SCALAR)
+    ref = k.matmul_rows(raw, int(qtype), cols, x, precision=k.PRECISION_FAST)
+    use_isa(isa)
+    y = k.matmul_rows(raw, int(qtype), cols, x, precision=k.PRECISION_FAST)
+    w64 = reference(qtype, raw.reshape(-1)).reshape(rows, cols).astype(np.float64)
+    x64 = x.astype(np.float64)
+    assert np.all(np.abs(y - x64 @ w64.T) <= fast_tol(w64, x64))
+    if isa == k.ISA_AVX2:  # no AVX2 fast kernel: the exact path
+        assert_bits_equal(y, k.matmul_rows(raw, int(qtype), cols, x))
+    else:  # every fast kernel equals the scalar reference bit for bit
+        assert_bits_equal(y, ref)
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_fast_batch_invariance(qtype, isa):
+    use_isa(isa)
+    F = k.PRECISION_FAST
+    rng = np.random.default_rng(17 + int(qtype))
+    rows, cols = 37, cols_for(qtype, extra=13)
+    raw = make_weight(qtype, rows, cols, rng)
+    x = rng.standard_normal((17, cols)).astype(np.float32)
+    alone = np.stack([k.matmul_rows(raw, int(qtype), cols, x[t:t + 1], precision=F)[0] for t in range(17)])
+    if int(qtype) not in (int(t) for t in FAST_TYPES):  # other types run exact
+        assert_bits_equal(alone, k.matmul_rows(raw, int(qtype), cols, x))
+    for n in range(1, 18):
+        assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x[:n], precision=F), alone[:n])
+        j = int(rng.integers(0, n))
+        other = rng.standard_normal((n, cols)).astype(np.float32)
+        other[j] = x[0]
+        assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, other, precision=F)[j], alone[0])
+    for split in (1, 3, 4, 5, 8, 17, 36):
+        a = k.matmul_rows(raw, int(qtype), cols, x, 0, split, precision=F)
+        b = k.matmul_rows(raw, int(qtype), cols, x, split, rows, precision=F)
+        assert_bits_equal(a[:, :split], alone[:, :split])
+        assert_bits_equal(b[:, split:], alone[:, split:])
+    for threads in (1, 2, 3):
+        for n in (1, 2, 5, 17):
+            assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x[:n], threads, F), alone[:n])
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+def test_threaded_exact_equals_rows(qtype):
+    rng = np.random.default_rng(3)
+    rows, cols = 101, 32 * 18
+    raw = make_weight(qtype, rows, cols, rng)
+    x = rng.standard_normal((7, cols)).astype(np.float32)
+    for isa in ISAS:
+        if isa > k.isa_best():
+            continue
+        k.isa_set(isa)
+        want = k.matmul_rows(raw, int(qtype), cols, x)
+        for threads in (1, 2):
+            for n in (1, 3, 4, 7):
+                assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x[:n], threads), want[:n])
+
+
+def test_precision_validates():
+    raw = np.zeros((3, 18), np.uint8)
+    x = np.zeros((2, 32), np.float32)
+    with pytest.raises(ValueError):
+        k.matmul_rows(raw, int(Q.Q4_0), 32, x, precision=2)
+    with pytest.raises(ValueError):
+        k.matmul_threaded(raw, int(Q.Q4_0), 32, x, 2, -1)
