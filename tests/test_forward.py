@@ -264,3 +264,42 @@ def test_sliding_window(tiny_model_path, arch, wtype, window):
     ctx = Context(model, n_seq=1, n_ctx=256, max_batch=256, n_threads=2)
     rows = [run_seq(ctx, toks[:7])] + [run_seq(ctx, toks[i:i + 1]) for i in range(7, 24)]
     assert_equal_rows(np.concatenate(rows), one_shot, f"{arch}/{wtype.name} window {window} incremental")
+
+
+# ---------------------------------------------------------------------------
+# every instruction-set path (scalar fallback included) against the reference
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def isa():
+    kernels = pytest.importorskip("ditto._kernels", exc_type=ModuleNotFoundError)
+    before = kernels.isa_get()
+
+    def use(i):
+        if i > kernels.isa_best():
+            pytest.skip(f"CPU lacks {kernels.ISA_NAMES[i]}")
+        kernels.isa_set(i)
+
+    yield use
+    kernels.isa_set(before)
+
+
+@pytest.mark.parametrize("isa_id", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("arch,wtype", CASES)
+def test_every_isa_matches_reference_and_is_batch_invariant(tiny_model_path, isa, isa_id, arch, wtype):
+    mf, _, ref = load(tiny_model_path(arch, wtype))
+    isa(isa_id)
+    model = Model(mf)                      # fresh: nothing prepared under another ISA
+    toks = tokens_for(mf, 24, seed=6)
+    one_shot = alone(model, toks)
+    assert_close(one_shot, ref.logits(toks), f"{arch}/{wtype.name} isa {isa_id}")
+    ctx = Context(model, n_seq=2, n_ctx=256, max_batch=256, n_threads=2)
+    run_seq(ctx, toks[:5], seq=1)          # another sequence shares the batches below
+    rows = []
+    for a, b in ((0, 9), (9, 10), (10, 24)):
+        n = b - a
+        out = ctx.decode(np.concatenate([toks[a:b], toks[5:6]]),
+                         np.concatenate([np.arange(a, b), [ctx.seq_len(1)]]),
+                         np.concatenate([np.zeros(n), [1]]), np.concatenate([np.ones(n), [0]]))
+        rows.append(out)
+    assert_equal_rows(np.concatenate(rows), one_shot, f"{arch}/{wtype.name} isa {isa_id} chunked + shared batch")
