@@ -1,0 +1,190 @@
+"""The attention kernel (native/attention*.c) against a float64 numpy attention.
+
+Every ISA this CPU has: outputs match the float64 reference for short and
+long ranges (around the 16-position key blocks), several group sizes and
+head dims, sliding windows, and tiles of several tokens; a token's output
+is bit-identical whatever tile it is computed in and whatever the cache
+holds past its position; the ISAs agree with the scalar reference. Then the
+blocked key cache through the model: copying a prefix that ends inside a
+block, and save / load, continue bit-exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+K = pytest.importorskip("ditto._kernels")
+from ditto._native import Context, Model  # noqa: E402
+from ditto.engine.gguf_model import load_model_file  # noqa: E402
+
+ISAS = [i for i in (K.ISA_SCALAR, K.ISA_AVX2, K.ISA_AVX512) if i <= K.isa_best()]
+ISA_PARAMS = [pytest.param(i, id=K.ISA_NAMES[i]) for i in ISAS]
+
+# Tolerance: max |kernel - reference| <= TOL * max |v|. The output is a
+# convex combination of value rows; its error is float32 rounding of the
+# scores, of exp (1-2 ulp) and of the sums over up to 4k positions: measured
+# <= 7e-7 of max |v| on these inputs (scores of a few units). 1e-5 leaves
+# >10x headroom, while a wrong mask at a block edge, scale, head mapping or a
+# dropped block moves the output by 1e-3 of max |v| or more. Very sharp
+# softmaxes (scores ~ +-200) amplify the float32 rounding of the scores
+# themselves: measured <= 1e-5 there, checked against TOL_SHARP.
+TOL = 1e-5
+TOL_SHARP = 5e-5
+
+
+@pytest.fixture(autouse=True)
+def restore_isa():
+    before = K.isa_get()
+    yield
+    K.isa_set(before)
+
+
+def reference(q, k, v, pos0, window=0, scale=None):
+    """float64 attention of q (n_tok, group, hd) over rows of k, v."""
+    n_tok, group, hd = q.shape
+    scale = 1.0 / np.sqrt(hd) if scale is None else scale
+    out = np.empty(q.shape, np.float64)
+    for t in range(n_tok):
+        pos = pos0 + t
+        first = pos - window + 1 if window > 0 and pos >= window else 0
+        kk = k[first:pos + 1].astype(np.float64)
+        vv = v[first:pos + 1].astype(np.float64)
+        s = q[t].astype(np.float64) @ kk.T * np.float64(np.float32(scale))
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        out[t] = (p @ vv) / p.sum(axis=1, keepdims=True)
+    return out
+
+
+def inputs(n_pos, n_tok, group, hd, seed, sharp=1.0):
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((n_tok, group, hd)) * sharp).astype(np.float32)
+    k = rng.standard_normal((n_pos, hd)).astype(np.float32)
+    v = rng.standard_normal((n_pos, hd)).astype(np.float32)
+    return q, k, v
+
+
+def check(got, ref, v, what, rel=TOL):
+    assert got.shape == ref.shape
+    assert np.all(np.isfinite(got)), what
+    err = np.abs(got.astype(np.float64) - ref).max()
+    tol = rel * np.abs(v).max()
+    assert err <= tol, f"{what}: max |diff| {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 4097])
+@pytest.mark.parametrize("group,hd", [(1, 64), (3, 64), (4, 128), (3, 80), (2, 6)])
+def test_matches_float64_reference(isa, n, group, hd):
+    K.isa_set(isa)
+    # The last token attends to n positions; a tile of 3 tokens when there is room.
+    n_tok = min(3, n)
+    q, k, v = inputs(n + 5, n_tok, group, hd, seed=n * 7 + group + hd, sharp=2.0)
+    pos0 = n - n_tok
+    got = K.attention(q, k, v, pos0)
+    check(got, reference(q, k, v, pos0), v, f"n={n} group={group} hd={hd}")
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("n_tok,pos0,window", [(24, 0, 0), (8, 100, 0), (24, 37, 0), (5, 40, 16),
+                                               (24, 50, 7), (12, 3, 5), (30, 200, 33)])
+def test_tiles_and_sliding_windows(isa, n_tok, pos0, window):
+    K.isa_set(isa)
+    q, k, v = inputs(pos0 + n_tok + 20, n_tok, 3, 64, seed=pos0 + n_tok)
+    got = K.attention(q, k, v, pos0, window=window)
+    check(got, reference(q, k, v, pos0, window), v, f"tile {n_tok} at {pos0}, window {window}")
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_sharp_and_flat_softmax(isa):
+    K.isa_set(isa)
+    for sharp in (0.0, 0.01, 30.0):
+        q, k, v = inputs(300, 4, 3, 64, seed=11, sharp=sharp)
+        check(K.attention(q, k, v, 296), reference(q, k, v, 296), v, f"sharp={sharp}",
+              TOL_SHARP if sharp > 2 else TOL)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("group,hd,window", [(3, 64, 0), (1, 128, 0), (3, 80, 0), (3, 64, 20), (2, 6, 0)])
+def test_token_result_is_independent_of_its_tile_and_of_later_positions(isa, group, hd, window):
+    K.isa_set(isa)
+    n_tok, pos0 = 24, 57
+    q, k, v = inputs(pos0 + n_tok + 40, n_tok, group, hd, seed=3)
+    tile = K.attention(q, k, v, pos0, window=window)
+    for t in range(n_tok):
+        pos = pos0 + t
+        # Alone, with whatever lies past its position replaced by junk.
+        kj, vj = k.copy(), v.copy()
+        kj[pos + 1:] = np.float32(1e30) if t % 2 else np.nan
+        vj[pos + 1:] = np.float32(-1e30) if t % 2 else np.inf
+        alone = K.attention(q[t:t + 1], kj[:pos + 1 + t % 17], vj[:pos + 1 + t % 17], pos, window=window)
+        assert np.array_equal(alone[0], tile[t]), f"token {t}: tile and alone differ"
+    # Sub-tiles starting anywhere give the same bits as the full tile.
+    for a, b in [(0, 5), (5, 13), (13, 24), (7, 8)]:
+        sub = K.attention(q[a:b], k, v, pos0 + a, window=window)
+        assert np.array_equal(sub, tile[a:b]), f"sub-tile {a}:{b} differs"
+
+
+@pytest.mark.parametrize("isa", [i for i in ISA_PARAMS if i.values[0] != K.ISA_SCALAR])
+@pytest.mark.parametrize("n,group,hd", [(1, 3, 64), (33, 3, 64), (1000, 3, 64), (517, 8, 128), (77, 2, 80)])
+def test_isa_matches_scalar(isa, n, group, hd):
+    q, k, v = inputs(n, min(n, 10), group, hd, seed=n + hd)
+    pos0 = n - min(n, 10)
+    K.isa_set(K.ISA_SCALAR)
+    want = K.attention(q, k, v, pos0)
+    K.isa_set(isa)
+    got = K.attention(q, k, v, pos0)
+    err = np.abs(got - want).max()
+    assert err <= TOL * np.abs(v).max(), f"{K.ISA_NAMES[isa]} vs scalar: {err:.3g}"
+
+
+def test_hook_validates_arguments():
+    q, k, v = inputs(10, 2, 3, 64, seed=0)
+    with pytest.raises(ValueError):
+        K.attention(q, k, v, 9)  # token at position 10 has no row
+    with pytest.raises(ValueError):
+        K.attention(q, k[:, :32].copy(), v, 0)
+    with pytest.raises(TypeError):
+        K.attention(q, k, v, 1.5)
+
+
+# ---- the blocked key cache through the model ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path):
+    return Model(load_model_file(tiny_model_path("llama", Q.F32)))
+
+
+def feed(ctx, seq, tokens):
+    start = ctx.seq_len(seq)
+    n = len(tokens)
+    return ctx.decode(np.asarray(tokens, np.int32), np.arange(start, start + n, dtype=np.int32),
+                      np.full(n, seq, np.int32))
+
+
+@pytest.mark.parametrize("n_copy", [0, 1, 15, 16, 17, 33, 47])
+def test_copy_prefix_ending_inside_a_key_block(model, n_copy):
+    toks = [(i * 37) % 200 + 1 for i in range(47)]
+    ctx = Context(model, n_seq=2, n_ctx=80, max_batch=64, n_threads=2)
+    feed(ctx, 1, [5] * 60)                # stale keys in seq 1 past the copied prefix
+    feed(ctx, 0, toks)
+    ctx.copy(0, 1, n_copy)
+    fresh = Context(model, n_seq=1, n_ctx=80, max_batch=64, n_threads=1)
+    if n_copy:
+        feed(fresh, 0, toks[:n_copy])
+    assert np.array_equal(feed(ctx, 1, [4, 9, 2]), feed(fresh, 0, [4, 9, 2]))
+
+
+@pytest.mark.parametrize("n", [1, 16, 23])
+def test_save_load_blocked_keys_bit_exact(model, n):
+    toks = [(i * 11) % 200 + 1 for i in range(n)]
+    ctx = Context(model, n_seq=1, n_ctx=64, max_batch=32, n_threads=2)
+    feed(ctx, 0, toks)
+    state = ctx.save(0)
+    want = feed(ctx, 0, [7, 8])
+    other = Context(model, n_seq=2, n_ctx=48, max_batch=32, n_threads=1)
+    feed(other, 1, [3] * 40)
+    other.load(1, state)
+    assert other.save(1) == state           # the saved bytes round-trip too
+    assert np.array_equal(feed(other, 1, [7, 8]), want)
