@@ -1,0 +1,252 @@
+"""The engine side of the server: runs on the scheduler thread only.
+
+`Engine` holds the LLM, the slot manager and the per-document sessions, and
+does the work of a completion (prompt, prefix reuse, drafted decode, stop
+rule, completion cache, prefetch) and of a rewrite (chunked prefill with
+yield points, speculative decode, progress).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..engine.decode import Request
+from ..engine.drafters import AdaptiveLength, DocumentIndex
+from ..engine.llm import LLM
+from .prompt import Prompt, StopRule, build_prompt
+from .scheduler import JobContext
+from .sessions import Session, SlotManager, Suggestion
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+URGENT_CHUNK = 128     # prompt tokens per forward pass for a completion
+PREFETCH_CHUNK = 64
+REWRITE_CHUNK = 256
+
+
+@dataclass
+class CompletionResult:
+    text: str
+    multiline: bool
+    source: str             # "model", "cache", "prefetch", "cancelled", "budget"
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated: int = 0
+    seconds: float = 0.0
+    finish_reason: str = ""
+
+
+@dataclass
+class EngineStats:
+    completions: int = 0
+    cache_hits: int = 0
+    prefetch_hits: int = 0
+    prefetches: int = 0
+    cancelled: int = 0
+    budget_hits: int = 0
+    model_calls: int = 0
+    rewrites: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    drafters: dict = field(default_factory=dict)   # name -> {"drafted", "accepted"}
+
+    def add_drafter(self, name: str, drafted: int, accepted: int) -> None:
+        d = self.drafters.setdefault(name, {"drafted": 0, "accepted": 0})
+        d["drafted"] += drafted
+        d["accepted"] += accepted
+        self.drafted += drafted
+        self.accepted += accepted
+
+
+def lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def warm(llm: LLM, seq: int, prompt: list[int], chunk: int, should_stop: Callable[[], bool],
+         between: Callable[[], None] = lambda: None) -> bool:
+    """Evaluates all but the last `chunk` tokens of the prompt, one chunk per
+    forward pass, checking should_stop between passes. False if stopped."""
+    dec, ctx = llm.decoder, llm.ctx
+    held = dec.cached.get(seq, [])[: ctx.seq_len(seq)]
+    done = lcp(held, prompt)
+    while len(prompt) - done > chunk:
+        if should_stop():
+            return False
+        done += chunk
+        r = Request(prompt=prompt[:done], max_tokens=1, seq=seq)
+        dec.prefill([r])
+        between()
+    return True
+
+
+def run_request(llm: LLM, req: Request, should_stop: Callable[[], bool], chunk: int,
+                between: Callable[[], None] = lambda: None) -> None:
+    """Chunked prefill, then decode steps, stopping between forward passes."""
+    if not warm(llm, req.seq, req.prompt, chunk, should_stop, between):
+        req._finish("cancelled")
+        return
+    if should_stop():
+        req._finish("cancelled")
+        return
+    llm.decoder.prefill([req])
+    while not req.done:
+        between()
+        if should_stop():
+            req._finish("cancelled")
+            return
+        llm.decoder.step([req])
+
+
+def completion_request(llm: LLM, prompt: Prompt, max_tokens: int, *, seq: int = 0,
+                       drafter=None, draft_max: int = 16) -> tuple[Request, StopRule]:
+    rule = StopRule(llm.tokenizer, prompt.multiline, prompt.indent)
+    req = llm.request(prompt.tokens, max_tokens=max_tokens, seq=seq, drafter=drafter)
+    req.is_final = rule.feed
+    if drafter is not None:
+        req.draft_length = AdaptiveLength(initial=min(8, draft_max), min_len=1, max_len=draft_max)
+    return req, rule
+
+
+def cold_completion(llm: LLM, prompt: Prompt, max_tokens: int, seq: int = 0) -> str:
+    """A fresh evaluation: empty cache, no drafter. The oracle for the tests."""
+    llm.ctx.truncate(seq, 0)
+    llm.decoder.cached[seq] = []
+    req, rule = completion_request(llm, prompt, max_tokens, seq=seq)
+    llm.decoder.run([req])
+    return rule.finish()
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        t0 = time.perf_counter()
+        self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads)
+        self.load_seconds = time.perf_counter() - t0
+        self.slots = SlotManager(self.llm, settings.saved_sessions_mb << 20)
+        self.sessions: dict[str, Session] = {}
+        self.stats = EngineStats()
+        self.has_fim = all(getattr(self.llm.tokenizer, a) is not None
+                           for a in ("fim_prefix_id", "fim_suffix_id", "fim_middle_id"))
+
+    def session(self, uri: str) -> Session:
+        s = self.sessions.get(uri)
+        if s is None:
+            s = self.sessions[uri] = Session(uri)
+        return s
+
+    def close(self, uri: str) -> None:
+        self.sessions.pop(uri, None)
+        self.slots.forget(uri)
+
+    # ---- completion ------------------------------------------------------------------
+    def _from_cache(self, s: Session, prefix: str) -> CompletionResult | None:
+        for sug, source in ((s.last, "cache"), (s.prefetched, "prefetch")):
+            if sug is None or not prefix.startswith(sug.prefix):
+                continue
+            typed = prefix[len(sug.prefix):]
+            if sug.text.startswith(typed) and len(typed) < len(sug.text):
+                return CompletionResult(sug.text[len(typed):], sug.multiline, source)
+        return None
+
+    def complete(self, job: JobContext, uri: str, text: str, offset: int,
+                 chunks: tuple[str, ...] = ()) -> CompletionResult:
+        st = self.settings
+        s = self.session(uri)
+        t0 = time.perf_counter()
+        prompt, below = build_prompt(self.llm.tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
+                                     suffix_tokens=st.suffix_tokens, style=st.completion_style,
+                                     chunks=chunks)
+        self.stats.completions += 1
+        s.completions += 1
+        if st.completion_cache:
+            hit = self._from_cache(s, prompt.prefix)
+            if hit is not None:
+                self.stats.cache_hits += hit.source == "cache"
+                self.stats.prefetch_hits += hit.source == "prefetch"
+                s.cache_hits += 1
+                hit.seconds = time.perf_counter() - t0
+                return hit
+        result = self._decode(job, s, prompt, below, URGENT_CHUNK, st.max_tokens)
+        result.seconds = time.perf_counter() - t0
+        if result.source == "model" and st.completion_cache:
+            s.last = Suggestion(prompt.prefix, result.text, prompt.multiline)
+        return result
+
+    def _decode(self, job: JobContext, s: Session, prompt: Prompt, below: list[int], chunk: int,
+                max_tokens: int) -> CompletionResult:
+        st = self.settings
+        if len(prompt.tokens) + max_tokens + 1 >= self.llm.ctx.n_ctx:
+            raise OverflowError(f"the prompt ({len(prompt.tokens)} tokens) does not fit the context "
+                                f"({self.llm.ctx.n_ctx}); lower promptTokens")
+        slot = self.slots.acquire(s.uri)
+        drafter: DocumentIndex | None = None
+        if st.drafter == "doc":
+            drafter = s.drafter
+            drafter.set_source(below)
+            before = (drafter.stats.drafted, drafter.stats.accepted)
+        req, rule = completion_request(self.llm, prompt, max_tokens, seq=slot, drafter=drafter,
+                                       draft_max=st.draft_max)
+        self.stats.model_calls += 1
+        run_request(self.llm, req, job.should_stop, chunk)
+        if drafter is not None:
+            self.stats.add_drafter("doc", drafter.stats.drafted - before[0], drafter.stats.accepted - before[1])
+        text = rule.finish()
+        source = "model"
+        if req.finish_reason == "cancelled":
+            if job.token.cancelled or not job.timed_out():
+                source = "cancelled"
+                self.stats.cancelled += 1
+                s.cancelled += 1
+            else:
+                source = "budget"
+                self.stats.budget_hits += 1
+        s.reused_tokens += req.stats.reused_tokens
+        s.evaluated_tokens += len(prompt.tokens) - req.stats.reused_tokens
+        return CompletionResult(text, prompt.multiline, source, len(prompt.tokens),
+                                req.stats.reused_tokens, req.stats.generated,
+                                finish_reason=req.finish_reason)
+
+    def prefetch(self, job: JobContext, uri: str, text: str, offset: int, suggestion: str,
+                 chunks: tuple[str, ...] = ()) -> str | None:
+        """The suggestion that would follow once `suggestion` is accepted."""
+        st = self.settings
+        if not suggestion or uri not in self.sessions:
+            return None
+        s = self.sessions[uri]
+        new_text = text[:offset] + suggestion + text[offset:]
+        prompt, below = build_prompt(self.llm.tokenizer, new_text, offset + len(suggestion),
+                                     prompt_tokens=st.prompt_tokens, suffix_tokens=st.suffix_tokens,
+                                     style=st.completion_style, chunks=chunks)
+        self.stats.prefetches += 1
+        result = self._decode(job, s, prompt, below, PREFETCH_CHUNK, st.max_tokens)
+        if result.source != "model" or not result.text:
+            return None
+        s.prefetched = Suggestion(prompt.prefix, result.text, prompt.multiline)
+        return result.text
+
+    # ---- status ----------------------------------------------------------------------------
+    def describe(self) -> dict:
+        llm = self.llm
+        hp = llm.file.hparams
+        return {
+            "model": {"path": str(llm.path), "name": llm.name, "n_ctx": llm.ctx.n_ctx,
+                      "n_seq": llm.ctx.n_seq, "threads": llm.ctx.n_threads, "fim": self.has_fim,
+                      "arch": getattr(hp, "arch", None), "load_seconds": round(self.load_seconds, 3)},
+            "memory": {"saved_sessions_bytes": self.slots.saved_bytes,
+                       "saved_sessions_budget": self.slots.budget},
+            "sessions": [{"uri": s.uri, "slot": self.slots.slot_of(s.uri),
+                          "saved": s.uri in self.slots.saved, "completions": s.completions,
+                          "cache_hits": s.cache_hits, "cancelled": s.cancelled,
+                          "reused_tokens": s.reused_tokens, "evaluated_tokens": s.evaluated_tokens,
+                          "drafter": s.drafter.stats.as_dict()}
+                         for s in self.sessions.values()],
+            "slots": self.slots.describe(),
+            "stats": {k: v for k, v in self.stats.__dict__.items()},
+        }

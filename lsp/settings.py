@@ -1,0 +1,119 @@
+"""Typed settings with defaults, read from initializationOptions and
+workspace/didChangeConfiguration.
+
+Keys may be camelCase (`maxTokens`) or snake_case (`max_tokens`), at the top
+level or under a "ditto" section. A value of the wrong type or out of range
+is reported (the caller shows it with window/showMessage) and its default is
+used instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+STYLES = ("auto", "single", "multi")
+DRAFTERS = ("doc", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # model (changing these reloads the model)
+    model: str | None = None            # GGUF path; None = the embedded default
+    threads: int | None = None          # None = one per physical core
+    ctx: int = 4096                     # context size per sequence
+    n_seq: int = 4                      # sequence slots (documents kept hot in the KV cache)
+    # completion
+    max_tokens: int = 16                # tokens per completion
+    time_budget_ms: int = 2000          # after this, return what exists
+    completion_style: str = "auto"      # auto | single | multi
+    prompt_tokens: int = 1536           # prefix budget (tokens before the cursor)
+    suffix_tokens: int = 256            # text after the cursor (FIM models, drafter)
+    extra_chunks: int = 4               # chunks of other files in the prompt (0 = off)
+    chunk_lines: int = 32
+    completion_cache: bool = True       # typing through a suggestion needs no model call
+    prefetch: bool = True               # compute the next suggestion after one is shown
+    # drafting
+    drafter: str = "doc"                # doc | none
+    draft_max: int = 16
+    # rewrite
+    rewrite_max_tokens: int | None = None   # None: 1.5x the file + 64
+    rewrite_drafter: str = "auto"
+    # memory
+    saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
+
+    MODEL_KEYS = ("model", "threads", "ctx", "n_seq")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+_LIMITS: dict[str, tuple[Any, Any]] = {
+    "threads": (1, 256), "ctx": (256, 1 << 20), "n_seq": (2, 64), "max_tokens": (1, 4096),
+    "time_budget_ms": (1, 600_000), "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
+    "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
+    "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
+}
+_CHOICES = {"completion_style": STYLES, "drafter": DRAFTERS,
+            "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none")}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _check(name: str, value: Any, default: Any) -> Any:
+    """The value if valid for the field, else raises ValueError."""
+    optional = default is None or name in ("model", "threads", "rewrite_max_tokens")
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("must not be null")
+    kind = type(default) if default is not None else (str if name == "model" else int)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        lo, hi = _LIMITS.get(name, (None, None))
+        if lo is not None and not lo <= value <= hi:
+            raise ValueError(f"must be in [{lo}, {hi}]")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ValueError(f"must be one of {', '.join(_CHOICES[name])}")
+        return value
+    return value
+
+
+def parse_settings(options: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Settings from a JSON object, plus one message per invalid or unknown key."""
+    base = base or Settings()
+    errors: list[str] = []
+    if options is None:
+        return base, errors
+    if not isinstance(options, dict):
+        return base, [f"ditto settings must be an object, got {type(options).__name__}"]
+    if isinstance(options.get("ditto"), dict):
+        options = options["ditto"]
+    names = set(Settings.field_names())
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        name = _snake(str(key))
+        if name not in names:
+            errors.append(f"unknown ditto setting {key!r} (ignored)")
+            continue
+        default = getattr(defaults, name)
+        try:
+            values[name] = _check(name, value, default)
+        except ValueError as e:
+            errors.append(f"invalid ditto setting {key}={value!r}: {e}; using the default {default!r}")
+            values[name] = default
+    return dataclasses.replace(base, **values), errors
