@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from .prompt import ChunkRing
 from .scheduler import URGENT, CancelToken, Cancelled, JobContext, Scheduler
@@ -33,9 +35,24 @@ def invalid(message: str) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message)
 
 
+class DittoProtocol(LanguageServerProtocol):
+    """A second `initialize` would replace the workspace (and lose every open
+    document): refuse it."""
+
+    _initialized_once = False
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        if self._initialized_once:
+            raise JsonRpcInvalidRequest("the server is already initialized")
+        self._initialized_once = True
+        return (yield from super().lsp_initialize(params))
+
+
 class DittoServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("ditto", VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("ditto", VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=DittoProtocol)
         self.settings = Settings()
         self.scheduler = Scheduler()
         self.engine_error: str | None = None
