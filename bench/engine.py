@@ -239,6 +239,7 @@ def main() -> None:
             log(f"round {r + 1}/{args.rounds}: {name} ...")
             t0 = time.perf_counter()
             entry[name] = fn()
+            entry[name]["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
             log(f"  {name} done in {time.perf_counter() - t0:.1f}s: "
                 f"{json.dumps({k: v for k, v in entry[name].items() if k != 'samples'})}")
         d, lb, ls = entry["ditto"], entry["llama_bench"], entry.get("llama_server", {})
@@ -280,6 +281,8 @@ def main() -> None:
         "notes": [
             "tokens/s; ratios are ditto / llama.cpp within one round, median over rounds",
             "ditto: native Context.decode timed in a subprocess, no sampling; llama.cpp: llama-bench -fa 1",
+            "loadavg_1min_after: the machine's load after each step; llama.cpp's worker threads "
+            "spin-wait and slow down far more than ditto's when the 2 cores are oversubscribed",
             "peak_rss: ditto worker (whole benchmark, n_ctx=ctx) vs llama-server -c ctx -np 1 -fa on "
             "(2048-token prompt + 128 tokens); both map the weights",
         ],

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -302,6 +303,7 @@ def main() -> None:
                 run = {"error": f"{type(e).__name__}: {e}", "wall_seconds": None, "decode_seconds": None,
                        "generated": None, "tps": None, "drafted": 0, "accepted": 0, "complete": False,
                        "_tokens": [], "_text": ""}
+            run["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
             entry["runs"][config] = run
             log(f"  {run.get('generated')} tokens, {run.get('tps')} tok/s, wall {run.get('wall_seconds')}s, "
                 f"accepted {run.get('accepted')}/{run.get('drafted')}")
