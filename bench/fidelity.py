@@ -161,36 +161,45 @@ def main():
     recs, n_new = data["prompts"], data["n_new"]
     mf = load_model_file(args.model)
     ref = ReferenceModel(mf)
-    ctx = Context(Model(mf), n_seq=1, n_ctx=1024, max_batch=512, n_threads=args.threads)
-
+    model = Model(mf)
     seqs = [r["prompt"] + r["continuation"] for r in recs]
     n_ctx_cmp = min(len(s) for s in seqs)
     first = n_ctx_cmp // 2
-    ref_logits, kls, agree, kls_same, agree_same, ditto_greedy_ok = [], [], [], [], [], 0
-    for r, toks in zip(recs, seqs):
-        lr = ref.logits(toks)
-        n = len(toks)
-        ctx.truncate(0, 0)
-        ld = ctx.decode(toks, np.arange(n), np.zeros(n), np.ones(n))
-        k = kl(lr, ld)
-        a = lr.argmax(axis=1) == ld.argmax(axis=1)
-        kls.append(k)
-        agree.append(a)
-        kls_same.append(k[first:n_ctx_cmp - 1])
-        agree_same.append(a[first:n_ctx_cmp - 1])
-        ref_logits.append(lr[:n_ctx_cmp])
-        ditto_greedy_ok += ditto_greedy(ctx, r["prompt"], n_new) == r["continuation"]
-    kls, agree = np.concatenate(kls), np.concatenate(agree)
-    kls_same, agree_same = np.concatenate(kls_same), np.concatenate(agree_same)
+    ref_full = [ref.logits(toks) for toks in seqs]
+    ref_logits = [lr[:n_ctx_cmp] for lr in ref_full]
+
+    def measure(precision):
+        """KL / top-1 of one ditto precision against the reference, all and same positions."""
+        ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=args.threads, precision=precision)
+        kls, agree, kls_same, agree_same, greedy_ok = [], [], [], [], 0
+        for r, toks, lr in zip(recs, seqs, ref_full):
+            n = len(toks)
+            ctx.truncate(0, 0)
+            ld = ctx.decode(toks, np.arange(n), np.zeros(n), np.ones(n))
+            k = kl(lr, ld)
+            a = lr.argmax(axis=1) == ld.argmax(axis=1)
+            kls.append(k)
+            agree.append(a)
+            kls_same.append(k[first:n_ctx_cmp - 1])
+            agree_same.append(a[first:n_ctx_cmp - 1])
+            greedy_ok += ditto_greedy(ctx, r["prompt"], n_new) == r["continuation"]
+        kls, agree = np.concatenate(kls), np.concatenate(agree)
+        kls_same, agree_same = np.concatenate(kls_same), np.concatenate(agree_same)
+        return ({"kl_mean": float(kls.mean()), "kl_max": float(kls.max()),
+                 "top1_agreement": float(agree.mean()), "greedy_match": int(greedy_ok)},
+                {"kl_mean": float(kls_same.mean()), "kl_max": float(kls_same.max()),
+                 "top1_agreement": float(agree_same.mean())}, int(len(kls)), int(len(kls_same)))
+
+    exact, exact_same, positions, positions_same = measure("exact")
+    fast, fast_same, _, _ = measure("fast")
     out = {
         "model": os.path.basename(args.model),
         "prompts": len(recs),
-        "positions": int(len(kls)),
-        "ditto": {"kl_mean": float(kls.mean()), "kl_max": float(kls.max()),
-                  "top1_agreement": float(agree.mean()), "greedy_match": int(ditto_greedy_ok)},
-        "same_positions": {"n_ctx": n_ctx_cmp, "positions": int(len(kls_same)),
-                           "ditto": {"kl_mean": float(kls_same.mean()), "kl_max": float(kls_same.max()),
-                                     "top1_agreement": float(agree_same.mean())}},
+        "positions": positions,
+        "ditto": exact,
+        "ditto_fast": fast,
+        "same_positions": {"n_ctx": n_ctx_cmp, "positions": positions_same, "ditto": exact_same,
+                           "ditto_fast": fast_same},
     }
     lc = args.llama_cpp
     if args.no_llama_cpp:

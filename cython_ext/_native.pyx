@@ -15,6 +15,9 @@ import numpy as np
 from ditto_c cimport *
 
 ARCH_IDS = {"llama": 0, "qwen2": 1}
+# exact: f32 activations, the float64 reference's top token at every tested
+# position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0).
+PRECISIONS = {"exact": 0, "fast": 1}
 
 _ERRORS = {
     DT_ERR_INVALID: (ValueError, "invalid argument"),
@@ -143,10 +146,14 @@ cdef class Context:
     cdef dt_context *ctx
     cdef readonly Model model
     cdef readonly int n_seq, n_ctx, max_batch, n_threads
+    cdef readonly str precision
 
-    def __cinit__(self, Model model, int n_seq=1, int n_ctx=4096, int max_batch=512, n_threads=None):
+    def __cinit__(self, Model model, int n_seq=1, int n_ctx=4096, int max_batch=512, n_threads=None,
+                  str precision="exact"):
         if n_seq < 1 or n_ctx < 1 or max_batch < 1:
             raise ValueError("n_seq, n_ctx and max_batch must be positive")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         threads = physical_cores() if n_threads is None else int(n_threads)
         if threads < 1:
             raise ValueError("n_threads must be positive")
@@ -157,6 +164,8 @@ cdef class Context:
         with nogil:
             rc = dt_context_new(&model.m, n_seq, n_ctx, max_batch, nt, &self.ctx)
         check(rc, "context")
+        check(dt_context_set_precision(self.ctx, PRECISIONS[precision]), "precision")
+        self.precision = precision
 
     def __dealloc__(self):
         if self.ctx != NULL:

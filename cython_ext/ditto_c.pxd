@@ -62,6 +62,7 @@ cdef extern from "ditto.h" nogil:
     void dt_context_free(dt_context *ctx)
     int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
                   const int32_t *seq, const uint8_t *want, float *logits)
+    int dt_context_set_precision(dt_context *ctx, int precision)
     int dt_seq_len(const dt_context *ctx, int seq)
     int dt_seq_truncate(dt_context *ctx, int seq, int n_keep)
     int dt_seq_copy(dt_context *ctx, int src, int dst, int n)

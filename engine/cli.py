@@ -22,12 +22,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="GGUF model file (default: the embedded SmolLM2-135M)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: one per physical core)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default: 4096)")
+    p.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                   help="exact: f32 activations (default); fast: int8 activations, slightly faster decode")
 
 
 def load_llm(args: argparse.Namespace, n_seq: int = 1):
     from .llm import LLM
 
-    return LLM(args.model, n_ctx=args.ctx, n_seq=n_seq, n_threads=args.threads)
+    return LLM(args.model, n_ctx=args.ctx, n_seq=n_seq, n_threads=args.threads, precision=args.precision)
 
 
 # ---- ditto model ------------------------------------------------------------

@@ -14,6 +14,7 @@ struct dt_context {
     int n_ctx;          /* positions per sequence */
     int max_batch;      /* tokens per dt_decode */
     dt_pool *pool;
+    int precision;      /* enum dt_precision of the weight matmuls */
 
     /* KV cache, one mapping each. Every (layer, seq, kv head) owns a region
      * of n_ctx_pad * head_dim floats (dt_kv_head_offset), in (layer, seq,

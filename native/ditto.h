@@ -156,6 +156,9 @@ void dt_context_free(dt_context *ctx);
 int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
               const int32_t *seq, const uint8_t *want, float *logits);
 
+/* Precision of the weight matmuls (enum dt_precision; default exact). */
+int dt_context_set_precision(dt_context *ctx, int precision);
+
 /* Number of positions a sequence holds. */
 int dt_seq_len(const dt_context *ctx, int seq);
 /* Drops positions >= n_keep (restore to a checkpoint). */

@@ -38,6 +38,12 @@ void dt_kv_release(struct dt_context *ctx) {
     ctx->k = ctx->v = NULL;
 }
 
+int dt_context_set_precision(dt_context *ctx, int precision) {
+    if (!ctx || (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST)) return DT_ERR_INVALID;
+    ctx->precision = precision;
+    return DT_OK;
+}
+
 /* ---- sequence operations ---------------------------------------------------- */
 
 int dt_seq_len(const dt_context *ctx, int seq) {

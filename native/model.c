@@ -361,19 +361,19 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
         const dt_layer *L = &m->layers[l];
         b.layer = l;
         dt_pool_run(pool, attn_norm_task, &b, chunks);
-        if ((rc = dt_matmul(pool, &L->wq, ctx->xn, E, n_tok, ctx->q, qd)) ||
-            (rc = dt_matmul(pool, &L->wk, ctx->xn, E, n_tok, ctx->kb, kvd)) ||
-            (rc = dt_matmul(pool, &L->wv, ctx->xn, E, n_tok, ctx->vb, kvd)))
+        if ((rc = dt_matmul_p(pool, ctx->precision, &L->wq, ctx->xn, E, n_tok, ctx->q, qd)) ||
+            (rc = dt_matmul_p(pool, ctx->precision, &L->wk, ctx->xn, E, n_tok, ctx->kb, kvd)) ||
+            (rc = dt_matmul_p(pool, ctx->precision, &L->wv, ctx->xn, E, n_tok, ctx->vb, kvd)))
             break;
         dt_pool_run(pool, qkv_post_task, &b, chunks);
         dt_pool_run(pool, attention_task, &b, (int64_t)n_tiles * m->n_head_kv);
-        if ((rc = dt_matmul(pool, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
+        if ((rc = dt_matmul_p(pool, ctx->precision, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
         dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
-        if ((rc = dt_matmul(pool, &L->w_gate, ctx->xn, E, n_tok, ctx->gate, F)) ||
-            (rc = dt_matmul(pool, &L->w_up, ctx->xn, E, n_tok, ctx->up, F)))
+        if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_gate, ctx->xn, E, n_tok, ctx->gate, F)) ||
+            (rc = dt_matmul_p(pool, ctx->precision, &L->w_up, ctx->xn, E, n_tok, ctx->up, F)))
             break;
         dt_pool_run(pool, swiglu_task, &b, chunks);
-        if ((rc = dt_matmul(pool, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;
+        if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;
         dt_pool_run(pool, residual_task, &b, chunks);
     }
     if (rc == DT_OK && want && logits) {
@@ -385,7 +385,7 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
                     m->rms_eps);
             n_want++;
         }
-        rc = dt_matmul(pool, &m->output, ctx->xn, E, n_want, logits, m->n_vocab);
+        rc = dt_matmul_p(pool, ctx->precision, &m->output, ctx->xn, E, n_want, logits, m->n_vocab);
     }
     if (rc == DT_OK) memcpy(ctx->seq_len, new_len, (size_t)ctx->n_seq * sizeof(int));
     free(new_len);
