@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Command-line model options are the defaults; initializationOptions override them.
     import dataclasses
 
-    overrides = {"model": args.model, "threads": args.threads, "ctx": args.ctx}
+    overrides = {"model": args.model, "threads": args.threads, "ctx": args.ctx, "precision": args.precision}
     if args.n_seq is not None:
         overrides["n_seq"] = args.n_seq
     server.settings = dataclasses.replace(server.settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", metavar="PATH", help="GGUF model file (default: the embedded SmolLM2-135M)")
     serve.add_argument("--threads", type=int, default=None, help="threads (default: one per physical core)")
     serve.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: 4096)")
+    serve.add_argument("--precision", choices=("exact", "fast"), default=None,
+                       help="kernel precision (default: exact)")
     serve.add_argument("--n-seq", type=int, default=None, help="sequence slots (default: 4)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)

@@ -127,7 +127,8 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         t0 = time.perf_counter()
-        self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads)
+        self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads,
+                       precision=settings.precision)
         self.load_seconds = time.perf_counter() - t0
         self.slots = SlotManager(self.llm, settings.saved_sessions_mb << 20)
         self.sessions: dict[str, Session] = {}

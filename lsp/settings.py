@@ -24,6 +24,7 @@ class Settings:
     threads: int | None = None          # None = one per physical core
     ctx: int = 4096                     # context size per sequence
     n_seq: int = 4                      # sequence slots (documents kept hot in the KV cache)
+    precision: str = "exact"            # exact | fast (the engine's kernels)
     # completion
     max_tokens: int = 16                # tokens per completion
     time_budget_ms: int = 2000          # after this, return what exists
@@ -43,7 +44,7 @@ class Settings:
     # memory
     saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
 
-    MODEL_KEYS = ("model", "threads", "ctx", "n_seq")
+    MODEL_KEYS = ("model", "threads", "ctx", "n_seq", "precision")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -56,7 +57,7 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
     "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
 }
-_CHOICES = {"completion_style": STYLES, "drafter": DRAFTERS,
+_CHOICES = {"completion_style": STYLES, "precision": ("exact", "fast"), "drafter": DRAFTERS,
             "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none")}
 
 

@@ -11,10 +11,11 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from lsp_helpers import INIT_OPTIONS, PRESETS, SAMPLE, SERVER_CMD, open_doc, position_at
 
-pytestmark = pytest.mark.slow
+# One server per client preset for the whole module: the model loads once per preset.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
-@pytest_lsp.fixture(params=PRESETS, config=ClientServerConfig(server_command=SERVER_CMD))
+@pytest_lsp.fixture(scope="module", params=PRESETS, config=ClientServerConfig(server_command=SERVER_CMD))
 async def client(request, lsp_client: LanguageClient):
     lsp_client.applied_edits = []
 
@@ -105,6 +106,7 @@ async def test_status(client: LanguageClient):
 async def test_rewrite_file(client: LanguageClient):
     text = "def add(a, b):\n    return a + b\n"
     uri = "file:///tmp/add.py"
+    client.applied_edits.clear()
     open_doc(client, uri, text)
     out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="ditto.rewriteFile", arguments=[uri, "Rename the function add to plus."]))
@@ -123,6 +125,7 @@ async def test_rewrite_file(client: LanguageClient):
 async def test_rewrite_not_applied_when_document_changes(client: LanguageClient):
     text = "x = 1\ny = 2\n"
     uri = "file:///tmp/xy.py"
+    client.applied_edits.clear()
     open_doc(client, uri, text)
     task = asyncio.ensure_future(client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="ditto.rewriteFile", arguments=[uri, "Rename x to z."])))
@@ -132,6 +135,26 @@ async def test_rewrite_not_applied_when_document_changes(client: LanguageClient)
         content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 3\n")]))
     out = await task
     assert out["applied"] is False
+    assert client.applied_edits == []
+    assert any("changed" in m.message for m in client.messages)
+
+
+async def test_rewrite_cancelled(client: LanguageClient):
+    text = SAMPLE
+    uri = "file:///tmp/cancel.py"
+    client.applied_edits.clear()
+    open_doc(client, uri, text)
+    params = types.ExecuteCommandParams(command="ditto.rewriteFile", arguments=[uri, "Add type hints."])
+    task = asyncio.ensure_future(client.protocol.send_request_async(
+        types.WORKSPACE_EXECUTE_COMMAND, params, msg_id="rewrite-to-cancel"))
+    await asyncio.sleep(0.5)
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="rewrite-to-cancel"))
+    with pytest.raises(Exception):
+        await task
+    # a completion waits behind nothing: the rewrite stopped
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(4, 4)))
+    assert result is not None
     assert client.applied_edits == []
 
 
