@@ -240,6 +240,14 @@ def run_measured(cmd: list[str], *, env: dict | None = None, timeout: float | No
                 "peak_rss_bytes": peak}
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so `with LlamaServer(...)` blocks stop their
+    server (started in its own session, it would outlive a killed script)."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))

@@ -217,6 +217,7 @@ def main() -> None:
     ap.add_argument("--no-server", action="store_true", help="skip the llama-server memory run")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    common.exit_on_sigterm()
     model = common.resolve_model(args.model)
     args.model = str(model)
     if args.worker:

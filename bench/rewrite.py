@@ -263,6 +263,7 @@ def main() -> None:
                     help="extra llama-server argument (repeatable), e.g. --server-arg=--spec-ngram-mod-n-min=8")
     ap.add_argument("--keep-text", action="store_true", help="include every run's output text in the JSON")
     args = ap.parse_args()
+    common.exit_on_sigterm()
     if args.quick:
         args.files, args.max_bytes = 2, min(args.max_bytes, 5000)
     model = common.resolve_model(args.model)
