@@ -1,0 +1,429 @@
+// Drives `ditto serve` over stdio with VS Code's own protocol stack
+// (vscode-languageserver-protocol + vscode-jsonrpc, the packages
+// vscode-languageclient is built on), the way the extension does:
+//
+//   - the server is started with the command, arguments, environment and
+//     initializationOptions the extension computes (out/config.js, compiled
+//     from src/config.ts, with VS Code's defaults from package.json);
+//   - initialize with the client capabilities vscode-languageclient 11 sends
+//     (window.workDoneProgress, workspaceEdit.documentChanges, inlineCompletion);
+//   - didChangeConfiguration as the extension sends it on a settings change;
+//   - textDocument/inlineCompletion and textDocument/completion;
+//   - ditto.rewriteFile: window/workDoneProgress/create and $/progress are
+//     answered and recorded, workspace/applyEdit is applied to the document as
+//     VS Code does (versioned documentChanges) and answered {applied: true};
+//   - a rewrite cancelled with window/workDoneProgress/cancel (the
+//     extension's Cancel button) and one cancelled with $/cancelRequest leave
+//     the document unchanged;
+//   - ditto.status.
+//
+// Every request has a timeout (Promise.race). Prints one JSON line with what
+// happened; exits 1 with the reason on the first failed check.
+//
+// Usage: node test/protocol.mjs FILE   (environment: DITTO_SERVER_PATH,
+// DITTO_VSCODE_SETTINGS = JSON of ditto.* settings without the prefix)
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+    ApplyWorkspaceEditRequest,
+    CancellationTokenSource,
+    CompletionRequest,
+    DidChangeConfigurationNotification,
+    DidChangeTextDocumentNotification,
+    DidOpenTextDocumentNotification,
+    ExecuteCommandRequest,
+    ExitNotification,
+    InitializeRequest,
+    InitializedNotification,
+    InlineCompletionRequest,
+    InlineCompletionTriggerKind,
+    LogMessageNotification,
+    RegistrationRequest,
+    ShowMessageNotification,
+    ShutdownRequest,
+    StreamMessageReader,
+    StreamMessageWriter,
+    WorkDoneProgress,
+    WorkDoneProgressCancelNotification,
+    WorkDoneProgressCreateRequest,
+    ConfigurationRequest,
+    createProtocolConnection,
+} from 'vscode-languageserver-protocol/node';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = dirname(here);
+const require = createRequire(import.meta.url);
+const { serverCommand, serverSettingKeys, serverSettings } = require(join(root, 'out', 'config.js'));
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+const REQUEST_TIMEOUT_MS = Number(process.env.DITTO_REQUEST_TIMEOUT_MS || 120_000);
+
+const trail = { messages: [], stderr: '' };
+
+function fail(message) {
+    console.error(`protocol test FAILED: ${message}`);
+    console.error(`server messages:\n${trail.messages.slice(-40).join('\n')}\nserver stderr (end):\n${trail.stderr.slice(-3000)}`);
+    process.exitCode = 1;
+    throw new Error(message);
+}
+
+function check(cond, message) {
+    if (!cond) fail(message);
+}
+
+function withTimeout(promise, what, ms = REQUEST_TIMEOUT_MS) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function waitFor(pred, what, ms = REQUEST_TIMEOUT_MS) {
+    const start = Date.now();
+    while (!pred()) {
+        if (Date.now() - start > ms) fail(`${what}: not seen in ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 20));
+    }
+}
+
+// ---- VS Code's view of the settings: package.json defaults, plus the user's ----
+const userSettings = JSON.parse(process.env.DITTO_VSCODE_SETTINGS || '{}');
+if (process.env.DITTO_SERVER_PATH) userSettings['server.path'] = process.env.DITTO_SERVER_PATH;
+const properties = pkg.contributes.configuration.properties;
+const get = (key) => (key in userSettings ? userSettings[key] : properties[`ditto.${key}`]?.default);
+const keys = serverSettingKeys(pkg);
+
+// ---- a document as VS Code holds it ----
+class Document {
+    constructor(uri, text) {
+        this.uri = uri;
+        this.text = text;
+        this.version = 1;
+    }
+    offsetAt({ line, character }) {
+        const lines = this.text.split('\n');
+        let off = 0;
+        for (let i = 0; i < line; i++) off += lines[i].length + 1;
+        return off + character; // ASCII test files: UTF-16 units are characters
+    }
+    positionAt(offset) {
+        const before = this.text.slice(0, offset).split('\n');
+        return { line: before.length - 1, character: before[before.length - 1].length };
+    }
+    applyEdits(edits) {
+        const sorted = [...edits].sort((a, b) => this.offsetAt(b.range.start) - this.offsetAt(a.range.start));
+        for (const e of sorted) {
+            this.text = this.text.slice(0, this.offsetAt(e.range.start)) + e.newText + this.text.slice(this.offsetAt(e.range.end));
+        }
+        this.version += 1;
+    }
+}
+
+// What vscode-languageclient 11 puts in ClientCapabilities (the parts ditto reads, and the usual rest).
+const capabilities = {
+    general: {
+        positionEncodings: ['utf-16'],
+        staleRequestSupport: { cancel: true, retryOnContentModified: [] },
+        regularExpressions: { engine: 'ECMAScript', version: 'ES2020' },
+        markdown: { parser: 'marked', version: '1.1.0' },
+    },
+    window: {
+        workDoneProgress: true,
+        showMessage: { messageActionItem: { additionalPropertiesSupport: true } },
+        showDocument: { support: true },
+    },
+    workspace: {
+        applyEdit: true,
+        workspaceEdit: {
+            documentChanges: true,
+            resourceOperations: ['create', 'rename', 'delete'],
+            failureHandling: 'textOnlyTransactional',
+            normalizesLineEndings: true,
+            changeAnnotationSupport: { groupsOnLabel: true },
+        },
+        didChangeConfiguration: { dynamicRegistration: true },
+        didChangeWatchedFiles: { dynamicRegistration: true, relativePatternSupport: true },
+        executeCommand: { dynamicRegistration: true },
+        configuration: true,
+        workspaceFolders: true,
+    },
+    textDocument: {
+        synchronization: { dynamicRegistration: true, willSave: true, willSaveWaitUntil: true, didSave: true },
+        completion: {
+            dynamicRegistration: true,
+            contextSupport: true,
+            completionItem: {
+                snippetSupport: true,
+                commitCharactersSupport: true,
+                documentationFormat: ['markdown', 'plaintext'],
+                deprecatedSupport: true,
+                preselectSupport: true,
+                tagSupport: { valueSet: [1] },
+                insertReplaceSupport: true,
+                resolveSupport: { properties: ['documentation', 'detail', 'additionalTextEdits'] },
+                insertTextModeSupport: { valueSet: [1, 2] },
+                labelDetailsSupport: true,
+            },
+            insertTextMode: 2,
+            completionItemKind: { valueSet: Array.from({ length: 25 }, (_, i) => i + 1) },
+            completionList: { itemDefaults: ['commitCharacters', 'editRange', 'insertTextFormat', 'insertTextMode', 'data'] },
+        },
+        inlineCompletion: { dynamicRegistration: true },
+        hover: { dynamicRegistration: true, contentFormat: ['markdown', 'plaintext'] },
+        publishDiagnostics: { relatedInformation: true, versionSupport: false, tagSupport: { valueSet: [1, 2] } },
+    },
+};
+
+async function main() {
+    const source = process.argv[2];
+    check(source, 'usage: node test/protocol.mjs FILE');
+    const dir = mkdtempSync(join(tmpdir(), 'ditto-vscode-'));
+    const file = join(dir, basename(source));
+    writeFileSync(file, readFileSync(source, 'utf8'));
+    const doc = new Document(pathToFileURL(file).href, readFileSync(file, 'utf8'));
+    const log = { messages: trail.messages, progress: {}, applyEdits: 0, created: [] };
+
+    // ---- start the server as the extension does ----
+    const cmd = serverCommand(get);
+    const proc = spawn(cmd.command, cmd.args, { env: { ...process.env, ...cmd.env }, cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d) => (stderr += d.toString(), trail.stderr = stderr));
+    proc.on('error', (e) => fail(`cannot start ${cmd.command}: ${e.message}`));
+    const conn = createProtocolConnection(new StreamMessageReader(proc.stdout), new StreamMessageWriter(proc.stdin));
+
+    // ---- what VS Code answers ----
+    conn.onRequest(WorkDoneProgressCreateRequest.type, (params) => {
+        log.created.push(params.token);
+        log.progress[params.token] = [];
+        conn.onProgress(WorkDoneProgress.type, params.token, (value) => log.progress[params.token].push(value));
+        return null;
+    });
+    let editsAllowed = true;
+    conn.onRequest(ApplyWorkspaceEditRequest.type, (params) => {
+        log.applyEdits += 1;
+        log.lastEdit = params;
+        if (!editsAllowed) {
+            return { applied: false, failureReason: 'the test did not expect an edit now' };
+        }
+        const { edit } = params;
+        if (edit.documentChanges) {
+            for (const change of edit.documentChanges) {
+                if (change.textDocument.uri !== doc.uri) return { applied: false, failureReason: 'unknown document' };
+                if (change.textDocument.version !== null && change.textDocument.version !== doc.version) {
+                    return { applied: false, failureReason: `version ${change.textDocument.version} != ${doc.version}` };
+                }
+                doc.applyEdits(change.edits);
+            }
+        } else if (edit.changes) {
+            for (const [uri, edits] of Object.entries(edit.changes)) {
+                if (uri !== doc.uri) return { applied: false, failureReason: 'unknown document' };
+                doc.applyEdits(edits);
+            }
+        }
+        // VS Code then sends the change to the server (full-range replacement
+        // of what changed; here: the whole document).
+        conn.sendNotification(DidChangeTextDocumentNotification.type, {
+            textDocument: { uri: doc.uri, version: doc.version },
+            contentChanges: [{ text: doc.text }],
+        });
+        return { applied: true };
+    });
+    conn.onRequest(RegistrationRequest.type, () => null);
+    conn.onRequest(ConfigurationRequest.type, (params) => params.items.map(() => serverSettings(get, keys)));
+    conn.onNotification(ShowMessageNotification.type, (p) => log.messages.push(`show ${p.type}: ${p.message}`));
+    conn.onNotification(LogMessageNotification.type, (p) => log.messages.push(`log ${p.type}: ${p.message}`));
+    conn.listen();
+
+    const request = (type, params, what, ms, token) => withTimeout(conn.sendRequest(type, params, token), what, ms);
+
+    // ---- initialize ----
+    const init = await request(InitializeRequest.type, {
+        processId: process.pid,
+        clientInfo: { name: 'Visual Studio Code', version: '1.91.0' },
+        locale: 'en',
+        rootPath: dir,
+        rootUri: pathToFileURL(dir).href,
+        workspaceFolders: [{ uri: pathToFileURL(dir).href, name: basename(dir) }],
+        capabilities,
+        initializationOptions: serverSettings(get, keys),
+        trace: get('trace.server'),
+    }, 'initialize', 60_000);
+    const caps = init.capabilities;
+    check(caps.inlineCompletionProvider, 'the server does not advertise inlineCompletionProvider');
+    check(caps.completionProvider, 'the server does not advertise completionProvider');
+    const commands = caps.executeCommandProvider?.commands ?? [];
+    for (const c of ['ditto.rewriteFile', 'ditto.status']) check(commands.includes(c), `${c} is not advertised`);
+    const syncKind = typeof caps.textDocumentSync === 'number' ? caps.textDocumentSync : caps.textDocumentSync?.change;
+    check(syncKind === 2, `textDocumentSync is ${JSON.stringify(caps.textDocumentSync)}, not incremental`);
+    conn.sendNotification(InitializedNotification.type, {});
+
+    // A settings change, as the extension sends it (the whole ditto section).
+    userSettings.maxTokens = Number(userSettings.maxTokens ?? 12);
+    conn.sendNotification(DidChangeConfigurationNotification.type, { settings: { ditto: serverSettings(get, keys) } });
+
+    conn.sendNotification(DidOpenTextDocumentNotification.type, {
+        textDocument: { uri: doc.uri, languageId: 'python', version: doc.version, text: doc.text },
+    });
+
+    // The extension's status bar asks ditto.status once the client runs; its
+    // answer comes when the model is loaded (a completion sent before that
+    // spends its time budget waiting for the load and comes back empty).
+    const first = await request(ExecuteCommandRequest.type, { command: 'ditto.status', arguments: [] }, 'ditto.status', 120_000);
+    check(first?.model?.name, `ditto.status has no model name: ${JSON.stringify(first)}`);
+
+    // ---- inline completion (ghost text) ----
+    // At the end of the first line that opens a block: the model has to write the body.
+    const lines = doc.text.split('\n');
+    const blockLine = lines.findIndex((l) => /:\s*$/.test(l));
+    check(blockLine >= 0, 'the test file needs a line ending with ":"');
+    // Type a newline and the indentation, as a user would (incremental change).
+    const indent = (lines[blockLine].match(/^\s*/)[0] || '') + '    ';
+    const at = { line: blockLine, character: lines[blockLine].length };
+    const typed = '\n' + indent;
+    doc.text = doc.text.slice(0, doc.offsetAt(at)) + typed + doc.text.slice(doc.offsetAt(at));
+    doc.version += 1;
+    conn.sendNotification(DidChangeTextDocumentNotification.type, {
+        textDocument: { uri: doc.uri, version: doc.version },
+        contentChanges: [{ range: { start: at, end: at }, rangeLength: 0, text: typed }],
+    });
+    const cursor = { line: blockLine + 1, character: indent.length };
+    const t0 = Date.now();
+    const inline = await request(InlineCompletionRequest.type, {
+        textDocument: { uri: doc.uri },
+        position: cursor,
+        context: { triggerKind: InlineCompletionTriggerKind.Automatic, selectedCompletionInfo: undefined },
+    }, 'textDocument/inlineCompletion', 180_000);
+    const inlineMs = Date.now() - t0;
+    const items = Array.isArray(inline) ? inline : inline?.items;
+    check(Array.isArray(items), `inlineCompletion answered ${JSON.stringify(inline)}`);
+    check(items.length >= 1 && typeof items[0].insertText === 'string' && items[0].insertText.trim() !== '',
+        `no inline suggestion: ${JSON.stringify(inline)}`);
+    if (items[0].range) {
+        check(items[0].range.start.line === cursor.line && items[0].range.start.character === cursor.character,
+            `inline item range ${JSON.stringify(items[0].range)} is not at the cursor`);
+    }
+    // Accepting it is an ordinary edit in VS Code; the server sees it as a change.
+    const suggestion = items[0].insertText;
+
+    // ---- the completion menu at the same place ----
+    const completion = await request(CompletionRequest.type, {
+        textDocument: { uri: doc.uri }, position: cursor, context: { triggerKind: 1 },
+    }, 'textDocument/completion', 120_000);
+    const citems = Array.isArray(completion) ? completion : completion?.items;
+    check(Array.isArray(citems), `completion answered ${JSON.stringify(completion)}`);
+
+    // Undo the typing, as VS Code would send it.
+    const end = { line: cursor.line, character: cursor.character };
+    doc.text = doc.text.slice(0, doc.offsetAt(at)) + doc.text.slice(doc.offsetAt(end));
+    doc.version += 1;
+    conn.sendNotification(DidChangeTextDocumentNotification.type, {
+        textDocument: { uri: doc.uri, version: doc.version },
+        contentChanges: [{ range: { start: at, end }, rangeLength: typed.length, text: '' }],
+    });
+    const original = doc.text;
+
+    // ---- a rewrite cancelled from the progress notification (window/workDoneProgress/cancel) ----
+    editsAllowed = false;
+    const createdBefore = log.created.length;
+    const cancelled = request(ExecuteCommandRequest.type, {
+        command: 'ditto.rewriteFile', arguments: [doc.uri, 'Add a docstring to every function.'],
+    }, 'ditto.rewriteFile (cancelled by progress)', 180_000);
+    await waitFor(() => log.created.length > createdBefore && log.progress[log.created[createdBefore]].length > 0,
+        'window/workDoneProgress/create and the begin report', 60_000);
+    const cancelToken = log.created[createdBefore];
+    const begin = log.progress[cancelToken][0];
+    check(begin.kind === 'begin' && begin.cancellable === true, `progress begin is ${JSON.stringify(begin)}`);
+    conn.sendNotification(WorkDoneProgressCancelNotification.type, { token: cancelToken });
+    const cancelledResult = await cancelled;
+    check(cancelledResult && cancelledResult.applied === false, `cancelled rewrite answered ${JSON.stringify(cancelledResult)}`);
+    check(log.applyEdits === 0, 'a cancelled rewrite sent workspace/applyEdit');
+    check(doc.text === original, 'a cancelled rewrite changed the document');
+    await waitFor(() => log.progress[cancelToken].some((v) => v.kind === 'end'), 'progress end after the cancel', 30_000);
+
+    // ---- a rewrite that runs to the end: one workspace/applyEdit, applied as VS Code would ----
+    editsAllowed = true;
+    const createdBeforeRun = log.created.length;
+    const versionBefore = doc.version;
+    const t1 = Date.now();
+    const result = await request(ExecuteCommandRequest.type, {
+        command: 'ditto.rewriteFile', arguments: [doc.uri, process.env.DITTO_REWRITE_INSTRUCTION || 'Rename the function add to plus.'],
+    }, 'ditto.rewriteFile', 240_000);
+    const rewriteMs = Date.now() - t1;
+    check(result && typeof result === 'object', `rewriteFile answered ${JSON.stringify(result)}`);
+    check(log.created.length > createdBeforeRun, 'the rewrite created no progress token');
+    const runProgress = log.progress[log.created[createdBeforeRun]];
+    check(runProgress[0]?.kind === 'begin' && runProgress[runProgress.length - 1]?.kind === 'end',
+        `progress of the rewrite: ${JSON.stringify(runProgress)}`);
+    check(result.applied === true, `the rewrite was not applied: ${JSON.stringify(result)}; ${log.messages.filter((m) => m.startsWith('show')).join(' | ')}`);
+    check(log.applyEdits === 1, `expected one workspace/applyEdit, got ${log.applyEdits}`);
+    const dc = log.lastEdit.edit.documentChanges;
+    check(Array.isArray(dc) && dc[0].textDocument.version === versionBefore,
+        'VS Code advertises documentChanges: the edit must be a versioned TextDocumentEdit');
+    check(doc.version === versionBefore + 1, 'the edit was not applied');
+
+    // ---- ditto.status (what the status bar shows) ----
+    const status = await request(ExecuteCommandRequest.type, { command: 'ditto.status', arguments: [] }, 'ditto.status', 60_000);
+    check(status?.model?.name, `ditto.status has no model name: ${JSON.stringify(status)}`);
+    check(typeof status?.stats?.drafted === 'number' && typeof status?.stats?.accepted === 'number',
+        'ditto.status has no drafted/accepted counts');
+
+    // ---- $/cancelRequest on a rewrite (what a generic LSP client sends): reported, not asserted here ----
+    // The extension does not rely on it (see runCommandWithProgress); the
+    // Python test reports whether the server honours it.
+    const applyBefore = log.applyEdits;
+    const textBefore = doc.text;
+    const shownBefore = log.messages.length;
+    editsAllowed = true;
+    const cts = new CancellationTokenSource();
+    const viaRequest = conn.sendRequest(ExecuteCommandRequest.type, {
+        command: 'ditto.rewriteFile', arguments: [doc.uri, 'Add a docstring to every function.'],
+    }, cts.token);
+    setTimeout(() => cts.cancel(), 50);
+    let requestOutcome;
+    try {
+        requestOutcome = await withTimeout(viaRequest, 'ditto.rewriteFile (cancelled by $/cancelRequest)', 120_000);
+    } catch (e) {
+        requestOutcome = { error: e.code ?? e.message };
+    }
+    // The rewrite itself is over when the server logs its outcome.
+    const outcomeSeen = () => log.messages.slice(shownBefore).some((m) => /rewrite .*(applied|cancelled|not applied)/.test(m));
+    const startWait = Date.now();
+    while (!outcomeSeen() && Date.now() - startWait < 60_000) await new Promise((r) => setTimeout(r, 50));
+    const cancelRequest = {
+        answer: requestOutcome,
+        honoured: log.applyEdits === applyBefore && doc.text === textBefore,
+        applyEdits: log.applyEdits - applyBefore,
+        serverMessages: log.messages.slice(shownBefore).filter((m) => /rewrite/.test(m)),
+    };
+
+    await request(ShutdownRequest.type, undefined, 'shutdown', 30_000);
+    conn.sendNotification(ExitNotification.type);
+    await withTimeout(new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r))), 'server exit', 15_000);
+
+    console.log(JSON.stringify({
+        ok: true,
+        command: [cmd.command, ...cmd.args],
+        inline: { text: suggestion, ms: inlineMs },
+        completionItems: citems.length,
+        cancelledByProgress: cancelledResult,
+        cancelRequest,
+        rewrite: { result, ms: rewriteMs, progressReports: runProgress.length },
+        newText: doc.text,
+        status: { model: status.model.name, drafted: status.stats.drafted, accepted: status.stats.accepted },
+        serverExit: proc.exitCode,
+    }));
+    if (process.env.DITTO_DEBUG) console.error(stderr, log.messages.join('\n'));
+}
+
+main().then(
+    () => process.exit(process.exitCode ?? 0),
+    (e) => {
+        if (!process.exitCode) console.error(`protocol test FAILED: ${e.stack || e}`);
+        process.exit(1);
+    },
+);
