@@ -83,7 +83,7 @@ def register(server: DittoServer) -> None:
         settings = ls.settings
         loop = asyncio.get_running_loop()
         cancel = CancelToken()
-        progress = await _begin_progress(ls, cancel)
+        progress = await begin_progress(ls, cancel)
         name = uri_name(uri)
         started = time.perf_counter()
         last_report = [0.0]
@@ -93,37 +93,18 @@ def register(server: DittoServer) -> None:
                 ls.work_done_progress.report(progress, types.WorkDoneProgressReport(
                     message=message, percentage=percentage, cancellable=True))
 
+        def on_text(rj: RewriteJob, tokens: list[int]) -> None:
+            now = time.perf_counter()
+            if now - last_report[0] < PROGRESS_INTERVAL:
+                return
+            last_report[0] = now
+            req = rj.request
+            rate = req.stats.generated / max(1e-9, req.stats.decode_seconds + req.stats.prefill_seconds)
+            pct = min(99, int(100 * len(rj.text) / max(1, len(source))))
+            loop.call_soon_threadsafe(report, f"{name}: {req.stats.generated} tokens, {rate:.1f} tok/s", pct)
+
         def run(engine, job):
-            key = ("rewrite", uri)
-            slot = engine.slots.acquire(key, pin=True)
-            try:
-                rjob = RewriteJob(source=source, instruction=instruction, language=language_for(name), path=name)
-
-                def on_text(rj: RewriteJob, tokens: list[int]) -> None:
-                    now = time.perf_counter()
-                    if now - last_report[0] < PROGRESS_INTERVAL:
-                        return
-                    last_report[0] = now
-                    req = rj.request
-                    rate = req.stats.generated / max(1e-9, req.stats.decode_seconds + req.stats.prefill_seconds)
-                    pct = min(99, int(100 * len(rj.text) / max(1, len(source))))
-                    loop.call_soon_threadsafe(report, f"{name}: {req.stats.generated} tokens, {rate:.1f} tok/s", pct)
-
-                drafter = settings.rewrite_drafter
-                req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != "none",
-                                   drafter_name=drafter if drafter != "none" else "auto",
-                                   max_tokens=settings.rewrite_max_tokens, on_text=on_text)
-                if len(req.prompt) + 1 >= engine.llm.ctx.n_ctx:
-                    raise RewriteError(f"the prompt ({len(req.prompt)} tokens) does not fit the context "
-                                       f"({engine.llm.ctx.n_ctx})")
-                engine.stats.rewrites += 1
-                run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
-                finish(rjob)
-                engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
-                return rjob
-            finally:
-                engine.slots.unpin(slot)
-                engine.slots.forget(key)
+            return rewrite_on_engine(engine, job, ("rewrite", uri), source, instruction, name, settings, on_text)
 
         outcome: dict[str, Any] = {"applied": False}
         try:
@@ -139,7 +120,7 @@ def register(server: DittoServer) -> None:
             current = ls.workspace.text_documents.get(uri)
             if current is None or current.version != version or current.source != text:
                 raise RewriteError("the document changed during the rewrite; the edit was not applied")
-            edit = _edit(ls, uri, version, rng, new)
+            edit = text_edit(ls, uri, version, rng, new)
             applied = await ls.workspace_apply_edit_async(
                 types.ApplyWorkspaceEditParams(edit=edit, label=f"ditto: {instruction[:60]}"))
             outcome["applied"] = bool(applied.applied)
@@ -163,7 +144,31 @@ def register(server: DittoServer) -> None:
                     message="applied" if outcome.get("applied") else "not applied"))
 
 
-async def _begin_progress(ls: DittoServer, cancel: CancelToken):
+def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str, settings,
+                      on_text) -> RewriteJob:
+    """On the model thread: one rewrite in a pinned slot, yielding to waiting
+    completions between forward passes."""
+    slot = engine.slots.acquire(key, pin=True)
+    try:
+        rjob = RewriteJob(source=source, instruction=instruction, language=language_for(name), path=name)
+        drafter = settings.rewrite_drafter
+        req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != "none",
+                           drafter_name=drafter if drafter != "none" else "auto",
+                           max_tokens=settings.rewrite_max_tokens, on_text=on_text)
+        if len(req.prompt) + 1 >= engine.llm.ctx.n_ctx:
+            raise RewriteError(f"the prompt ({len(req.prompt)} tokens) does not fit the context "
+                               f"({engine.llm.ctx.n_ctx})")
+        engine.stats.rewrites += 1
+        run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
+        finish(rjob)
+        engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
+        return rjob
+    finally:
+        engine.slots.unpin(slot)
+        engine.slots.forget(key)
+
+
+async def begin_progress(ls: DittoServer, cancel: CancelToken, title: str = "ditto: rewrite"):
     caps = ls.client_capabilities
     if not (caps and caps.window and caps.window.work_done_progress):
         return None
@@ -173,7 +178,7 @@ async def _begin_progress(ls: DittoServer, cancel: CancelToken):
     except Exception:
         return None
     ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-        title="ditto: rewrite", cancellable=True, percentage=0, message="starting"))
+        title=title, cancellable=True, percentage=0, message="starting"))
     ls.rewrites[token] = cancel
     fut = ls.work_done_progress.tokens.get(token)
     if fut is not None:
@@ -181,12 +186,20 @@ async def _begin_progress(ls: DittoServer, cancel: CancelToken):
     return token
 
 
-def _edit(ls: DittoServer, uri: str, version: int | None, rng: types.Range, new: str) -> types.WorkspaceEdit:
+def text_edit(ls: DittoServer, uri: str, version: int | None, rng: types.Range, new: str,
+              annotation: str | None = None) -> types.WorkspaceEdit:
+    """One replacement as a WorkspaceEdit in the richest form the client takes;
+    with `annotation`, a change the client asks the user to confirm first
+    (a preview) where it supports change annotations."""
     caps = ls.client_capabilities
     we = caps.workspace.workspace_edit if caps and caps.workspace else None
-    text_edit = types.TextEdit(range=rng, new_text=new)
-    if we is not None and we.document_changes and version is not None:
+    annotated = annotation is not None and we is not None and we.change_annotation_support is not None
+    edit = (types.AnnotatedTextEdit(range=rng, new_text=new, annotation_id="ditto")
+            if annotated else types.TextEdit(range=rng, new_text=new))
+    annotations = ({"ditto": types.ChangeAnnotation(label=annotation, needs_confirmation=True)}
+                   if annotated else None)
+    if we is not None and we.document_changes:
         return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
             text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-            edits=[text_edit])])
-    return types.WorkspaceEdit(changes={uri: [text_edit]})
+            edits=[edit])], change_annotations=annotations)
+    return types.WorkspaceEdit(changes={uri: [edit]}, change_annotations=annotations)

@@ -217,12 +217,13 @@ def offset_of(text: str, position: types.Position, encoding: str = "utf-16") -> 
 
 
 def create_server() -> DittoServer:
-    from . import completion, documents, inline_completion, rewrite_command, status
+    from . import completion, documents, inline_completion, rewrite_command, rewrite_workspace, status
 
     server = DittoServer()
     documents.register(server)
     completion.register(server)
     inline_completion.register(server)
     rewrite_command.register(server)
+    rewrite_workspace.register(server)
     status.register(server)
     return server

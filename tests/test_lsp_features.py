@@ -40,7 +40,8 @@ async def test_capabilities(client: LanguageClient):
     assert caps.completion_provider is not None
     sync = caps.text_document_sync
     assert getattr(sync, "change", sync) == types.TextDocumentSyncKind.Incremental
-    assert {"ditto.rewriteFile", "ditto.status"} <= set(caps.execute_command_provider.commands)
+    assert {"ditto.rewriteFile", "ditto.rewriteWorkspace", "ditto.status"} <= set(
+        caps.execute_command_provider.commands)
 
 
 async def test_completion_and_inline(client: LanguageClient):
@@ -120,6 +121,31 @@ async def test_rewrite_file(client: LanguageClient):
         assert client.applied_edits == []
         assert out["reason"]
         assert any("not applied" in m.message for m in client.messages)
+
+
+async def test_rewrite_workspace(client: LanguageClient):
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="ditto-ws-", dir="/tmp"))
+    sources = {"one.py": "def add(a, b):\n    return a + b\n",
+               "two.py": "def sub(a, b):\n    return a - b\n",
+               "notes.txt": "not python\n"}
+    for name, text in sources.items():
+        (folder / name).write_text(text)
+    client.applied_edits.clear()
+    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteWorkspace", arguments=[f"{folder.name}/*.py", "Rename the parameter a to x."]))
+    assert out["files"] == 2
+    statuses = {r["uri"]: r["status"] for r in out["results"]}
+    assert set(statuses) == {(folder / "one.py").as_uri(), (folder / "two.py").as_uri()}
+    assert set(statuses.values()) <= {"applied", "unchanged", "failed"}
+    assert len(client.applied_edits) == out["applied"] == sum(v == "applied" for v in statuses.values())
+    for name, text in sources.items():   # only the client applies edits; the server never writes
+        assert (folder / name).read_text() == text
+    with pytest.raises(Exception):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="ditto.rewriteWorkspace", arguments=["../*.py", "x"]))
 
 
 async def test_rewrite_not_applied_when_document_changes(client: LanguageClient):
