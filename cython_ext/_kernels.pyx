@@ -9,39 +9,8 @@ from libc.stdlib cimport malloc, free
 
 import numpy as np
 
-cdef extern from "ditto.h" nogil:
-    enum:
-        DT_OK
-        DT_ISA_SCALAR
-        DT_ISA_AVX2
-        DT_ISA_AVX512
-    ctypedef struct dt_tensor:
-        const void *data
-        int type
-        int64_t rows
-        int64_t cols
-    int dt_type_layout(int type, int *block_size, int *type_size)
-    int64_t dt_row_bytes(int type, int64_t n)
-    int dt_isa_best()
-    int dt_isa_get()
-    int dt_isa_set(int isa)
-    int dt_dequantize_row(int type, const void *src, float *dst, int64_t n)
-    int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
-                       float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
-                       float *scratch)
-    int64_t dt_matmul_scratch_floats(int64_t cols)
-    float dt_dot_f32(const float *a, const float *b, int64_t n)
-    enum:
-        DT_PRECISION_EXACT
-        DT_PRECISION_FAST
-    int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
-                         float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch)
-    ctypedef struct dt_pool:
-        pass
-    int dt_pool_new(int n_threads, dt_pool **out)
-    void dt_pool_free(dt_pool *pool)
-    int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
-                    int64_t n_tok, float *y, int64_t ldy)
+from ditto_c cimport *
+
 
 ISA_SCALAR = DT_ISA_SCALAR
 ISA_AVX2 = DT_ISA_AVX2

@@ -9,6 +9,11 @@ cdef extern from "ditto.h" nogil:
         DT_ERR_UNSUPPORTED
         DT_ERR_CAPACITY
         DT_ERR_STATE
+        DT_ISA_SCALAR
+        DT_ISA_AVX2
+        DT_ISA_AVX512
+        DT_PRECISION_EXACT
+        DT_PRECISION_FAST
 
     int dt_type_layout(int type, int *block_size, int *type_size)
     int64_t dt_row_bytes(int type, int64_t n)
@@ -28,8 +33,17 @@ cdef extern from "ditto.h" nogil:
     int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
                        float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
                        float *scratch)
+    int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
+                         float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch)
     int64_t dt_matmul_scratch_floats(int64_t cols)
     float dt_dot_f32(const float *a, const float *b, int64_t n)
+
+    ctypedef struct dt_pool:
+        pass
+    int dt_pool_new(int n_threads, dt_pool **out)
+    void dt_pool_free(dt_pool *pool)
+    int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
+                    int64_t n_tok, float *y, int64_t ldy)
 
     ctypedef struct dt_layer:
         const float *attn_norm
