@@ -111,6 +111,11 @@ int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
 int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
                 int64_t n_tok, float *y, int64_t ldy);
 
+/* Several matrices with the same input in one dispatch (q/k/v, gate/up):
+ * y[i] = w[i] x for i < n (n <= 4). Results equal n separate dt_matmul_p. */
+int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
+                    int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy);
+
 /* ---- model -------------------------------------------------------------- */
 enum dt_arch { DT_ARCH_LLAMA = 0, DT_ARCH_QWEN2 = 1 };
 

@@ -210,3 +210,58 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
     free(buf);
     return DT_OK;
 }
+
+/* ---- several matrices over the same input in one dispatch ------------------- */
+
+enum { GROUP_MAX = 4 };
+
+struct group_job {
+    dt_pool *pool;
+    int n;
+    const dt_tensor *w[GROUP_MAX];
+    float *y[GROUP_MAX];
+    int64_t ldy[GROUP_MAX];
+    int64_t first_panel[GROUP_MAX + 1];   /* panels of matrices before i */
+    const float *x;
+    int64_t ldx, n_tok;
+};
+
+static void group_task(void *arg, int64_t task, int thread) {
+    struct group_job *job = arg;
+    int i = 0;
+    while (task >= job->first_panel[i + 1]) i++;
+    int64_t begin = (task - job->first_panel[i]) * MATMUL_PANEL_ROWS;
+    int64_t end = begin + MATMUL_PANEL_ROWS;
+    if (end > job->w[i]->rows) end = job->w[i]->rows;
+    dt_matmul_rows_p(DT_PRECISION_EXACT, job->w[i], job->x, job->ldx, job->n_tok, job->y[i], job->ldy[i],
+                     begin, end, job->pool->scratch[thread]);
+}
+
+int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
+                    int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy) {
+    if (!pool || n < 1 || n > GROUP_MAX || !w || !y || !ldy) return DT_ERR_INVALID;
+    if (precision != DT_PRECISION_EXACT) {
+        /* the fast path quantizes activations per matrix type: one dispatch each */
+        for (int i = 0; i < n; i++) {
+            int rc = dt_matmul_p(pool, precision, w[i], x, ldx, n_tok, y[i], ldy[i]);
+            if (rc != DT_OK) return rc;
+        }
+        return DT_OK;
+    }
+    struct group_job job = {.pool = pool, .n = n, .x = x, .ldx = ldx, .n_tok = n_tok};
+    int64_t max_cols = 0;
+    for (int i = 0; i < n; i++) {
+        if (!w[i] || !y[i] || !x || n_tok < 0 || ldx < w[i]->cols || ldy[i] < w[i]->rows)
+            return DT_ERR_INVALID;
+        job.w[i] = w[i];
+        job.y[i] = y[i];
+        job.ldy[i] = ldy[i];
+        job.first_panel[i + 1] = job.first_panel[i] + (w[i]->rows + MATMUL_PANEL_ROWS - 1) / MATMUL_PANEL_ROWS;
+        if (w[i]->cols > max_cols) max_cols = w[i]->cols;
+    }
+    int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
+    if (rc != DT_OK) return rc;
+    if (n_tok == 0) return DT_OK;
+    dt_pool_run(pool, group_task, &job, job.first_panel[n]);
+    return DT_OK;
+}

@@ -361,16 +361,19 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
         const dt_layer *L = &m->layers[l];
         b.layer = l;
         dt_pool_run(pool, attn_norm_task, &b, chunks);
-        if ((rc = dt_matmul_p(pool, ctx->precision, &L->wq, ctx->xn, E, n_tok, ctx->q, qd)) ||
-            (rc = dt_matmul_p(pool, ctx->precision, &L->wk, ctx->xn, E, n_tok, ctx->kb, kvd)) ||
-            (rc = dt_matmul_p(pool, ctx->precision, &L->wv, ctx->xn, E, n_tok, ctx->vb, kvd)))
+        const dt_tensor *qkv_w[3] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_y[3] = {ctx->q, ctx->kb, ctx->vb};
+        const int64_t qkv_ld[3] = {qd, kvd, kvd};
+        if ((rc = dt_matmul_group(pool, ctx->precision, 3, qkv_w, ctx->xn, E, n_tok, qkv_y, qkv_ld)))
             break;
         dt_pool_run(pool, qkv_post_task, &b, chunks);
         dt_pool_run(pool, attention_task, &b, (int64_t)n_tiles * m->n_head_kv);
         if ((rc = dt_matmul_p(pool, ctx->precision, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
         dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
-        if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_gate, ctx->xn, E, n_tok, ctx->gate, F)) ||
-            (rc = dt_matmul_p(pool, ctx->precision, &L->w_up, ctx->xn, E, n_tok, ctx->up, F)))
+        const dt_tensor *ffn_w[2] = {&L->w_gate, &L->w_up};
+        float *ffn_y[2] = {ctx->gate, ctx->up};
+        const int64_t ffn_ld[2] = {F, F};
+        if ((rc = dt_matmul_group(pool, ctx->precision, 2, ffn_w, ctx->xn, E, n_tok, ffn_y, ffn_ld)))
             break;
         dt_pool_run(pool, swiglu_task, &b, chunks);
         if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;

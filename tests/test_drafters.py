@@ -283,7 +283,7 @@ def test_combined_first_and_longest():
     longest.feedback(2, 2)
     assert (b.stats.accepted, longest.stats.accepted) == (3, 2)
     with pytest.raises(ValueError):
-        CombinedDrafter([a], mode="best")
+        CombinedDrafter([a], mode="most")
 
 
 def test_adaptive_length_bounds_and_hedged_drafts():
@@ -386,3 +386,27 @@ def test_history_mirror_follows_appends_and_rollbacks(ops):
         start = mirror.sync(history)
         assert mirror.tokens == history
         assert start <= len(history)
+
+
+class _Const(DrafterBase):
+    """Drafts a fixed token list (a scripted drafter for combination tests)."""
+
+    def __init__(self, name, tokens):
+        super().__init__()
+        self.name, self.tokens = name, tokens
+
+    def _propose(self, history, max_len):
+        return list(self.tokens[:max_len])
+
+
+def test_combined_best_prefers_the_drafter_being_accepted():
+    long_wrong = _Const("long", [1] * 8)
+    short_right = _Const("short", [2] * 4)
+    c = CombinedDrafter([long_wrong, short_right], mode="best")
+    for _ in range(2):                          # equal priors: the longer draft, which misses ...
+        assert c.draft([0], 8) == [1] * 8
+        c.feedback(8, 0)
+    assert c.draft([0], 8) == [2] * 4           # ... until the other one is worth more
+    c.feedback(4, 4)
+    assert c.draft([0], 8) == [2] * 4
+    assert long_wrong.stats.drafted == 16 and long_wrong.stats.accepted == 0

@@ -8,14 +8,20 @@ from .base import Drafter, DrafterBase
 
 
 class CombinedDrafter(DrafterBase):
-    """mode="first": the first non-empty draft in order; "longest": the longest (ties: earlier).
+    """mode="first": the first non-empty draft in order; "longest": the longest
+    (ties: earlier); "best": the draft with the most expected accepted tokens,
+    its length times its drafter's recent acceptance rate (so a drafter that
+    keeps missing, e.g. the edit drafter after the model left the original,
+    gives way to one that is being accepted).
 
     Feedback goes to whichever drafter's draft was used, so each keeps honest
     counters. Drafters skipped in "first" mode catch up on the history at
     their next call (their indexes are incremental).
     """
 
-    MODES = ("first", "longest")
+    MODES = ("first", "longest", "best")
+    DECAY = 0.7          # weight of the past in the acceptance estimate
+    PRIOR = 0.5          # acceptance assumed before any feedback
 
     def __init__(self, drafters: Sequence[Drafter], mode: str = "first") -> None:
         super().__init__()
@@ -27,8 +33,11 @@ class CombinedDrafter(DrafterBase):
         self.mode = mode
         self.name = "+".join(d.name for d in self.drafters)
         self._chosen: Drafter | None = None
+        self._rate = {id(d): self.PRIOR for d in self.drafters}
 
     def _propose(self, history: Sequence[int], max_len: int) -> list[int]:
+        if self.mode == "best":
+            return self._propose_best(history, max_len)
         best: list[int] = []
         self._chosen = None
         for d in self.drafters:
@@ -39,8 +48,22 @@ class CombinedDrafter(DrafterBase):
                     break
         return best
 
+    def _propose_best(self, history: Sequence[int], max_len: int) -> list[int]:
+        best: list[int] = []
+        best_value = 0.0
+        self._chosen = None
+        for d in self.drafters:
+            out = d.draft(history, max_len)
+            value = len(out) * self._rate[id(d)]
+            if out and value > best_value:
+                best, best_value, self._chosen = out, value, d
+        return best
+
     def feedback(self, n_drafted: int, n_accepted: int) -> None:
         super().feedback(n_drafted, n_accepted)
+        if self._chosen is not None and n_drafted:
+            key = id(self._chosen)
+            self._rate[key] = self.DECAY * self._rate[key] + (1 - self.DECAY) * n_accepted / n_drafted
         if self._chosen is not None:
             self._chosen.feedback(n_drafted, n_accepted)
             self._chosen = None

@@ -15,7 +15,7 @@ DRAFTER_NAMES = ("edit", "doc", "ngram-mod", "auto")
 
 def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
                  pool: NgramModPool | None = None) -> Drafter:
-    """"auto" is edit + doc + ngram-mod, longest draft wins (edit only with a source)."""
+    """"auto" is edit + doc + ngram-mod; the draft with the most expected accepted tokens wins (edit only with a source)."""
     if name not in DRAFTER_NAMES:
         raise ValueError(f"unknown drafter {name!r}; valid: {', '.join(DRAFTER_NAMES)}")
     if name == "edit":
@@ -30,4 +30,4 @@ def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
     if source_tokens is not None:
         parts.append(EditAwareDrafter(source_tokens))
     parts += [DocumentIndex(source_tokens), NgramModDrafter(pool)]
-    return CombinedDrafter(parts, mode="longest")
+    return CombinedDrafter(parts, mode="best")
