@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from editor_clients import ditto_command
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editor-configs" / "nvim"
 FIXTURE = ROOT / "editor-configs" / "vscode" / "test" / "fixtures" / "calc.py"
@@ -48,22 +50,6 @@ def find_nvim() -> str | None:
         except Exception:
             return None
     return None
-
-
-def ditto_command(tmp_path: Path) -> str:
-    """An executable that behaves as `ditto` (with the `serve` command): the
-    console script if it has `serve`, else a wrapper running this Python's
-    ditto.lsp.cli."""
-    exe = shutil.which("ditto")
-    if exe:
-        r = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60)
-        if r.returncode == 0:
-            return exe
-    wrapper = tmp_path / "bin" / "ditto"
-    wrapper.parent.mkdir(parents=True, exist_ok=True)
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ditto.lsp.cli "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
 
 
 DRIVER = r"""
