@@ -547,7 +547,18 @@ function M.rewrite_workspace(glob, instruction, opts)
     if err then
       notify("workspace rewrite failed: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
     else
-      notify("workspace rewrite of " .. glob .. " done: " .. vim.inspect(result, { newline = " ", indent = "" }))
+      local r = type(result) == "table" and result or {}
+      local counts = {}
+      for _, f in ipairs(r.results or {}) do
+        counts[f.status] = (counts[f.status] or 0) + 1
+      end
+      local parts = {}
+      for status, n in pairs(counts) do
+        table.insert(parts, n .. " " .. status)
+      end
+      notify(string.format("workspace rewrite of %s: %s file(s)%s%s", glob, tostring(r.files or "?"),
+        #parts > 0 and ", " .. table.concat(parts, ", ") or "",
+        r.skipped and #r.skipped > 0 and (", " .. #r.skipped .. " skipped") or ""))
     end
     if opts.on_done then
       opts.on_done(err, result)
