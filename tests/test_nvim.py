@@ -281,6 +281,22 @@ co = coroutine.create(function()
   local health = text(0)
   check(health:find("server executable", 1, true) and health:find("inline completion yes", 1, true), "checkhealth: " .. health)
   step("status", { rewrites = ditto.last_status.stats.rewrites })
+
+  -- ---- :DittoRewriteWorkspace over one file (saved, open in a buffer) ----
+  vim.cmd.buffer(small)
+  vim.cmd("silent write")
+  R.edits = {}
+  vim.cmd("DittoRewriteWorkspace calc.py Rename the function total to sum_all.")
+  wait(function() return ditto.last_rewrite and not ditto.last_rewrite.running end, 120000, "the workspace rewrite")
+  local w = ditto.last_rewrite
+  check(not w.err, "workspace rewrite error " .. vim.inspect(w.err))
+  check(w.result.files == 1 and #w.result.results == 1, "workspace result " .. vim.inspect(w.result))
+  local status = w.result.results[1].status
+  check(status ~= "failed" and status ~= "refused", "workspace rewrite: " .. vim.inspect(w.result.results[1]))
+  if status == "applied" then
+    check(#R.edits == 1, #R.edits .. " edits for one file")
+  end
+  step("workspace", { status = status, buffer = text(small) })
 end)
 
 vim.defer_fn(function()
@@ -318,5 +334,6 @@ def test_neovim_plugin_end_to_end(nvim, tmp_path, default_model_path):
     assert result["ok"], f"{result.get('error')}\nsteps: {result.get('steps')}\nmessages: {result.get('notes')}"
     steps = result["steps"]
     print(json.dumps(steps, indent=1))
-    assert set(steps) == {"attached", "completion", "inline", "dismiss", "rewrite", "cancel", "status"}
+    assert set(steps) == {"attached", "completion", "inline", "dismiss", "rewrite", "cancel", "status",
+                          "workspace"}
     assert steps["rewrite"]["after"] != steps["rewrite"]["before"] or steps["rewrite"]["changed"] is False

@@ -150,6 +150,22 @@ local function lsp_config()
   return cfg
 end
 
+-- The project root: a root marker above the file, else the working directory
+-- if the file is under it, else the file's directory (ditto.rewriteWorkspace
+-- needs a workspace folder).
+local function root_of(bufnr)
+  local root = vim.fs.root(bufnr, M.config.root_markers)
+  if root then
+    return root
+  end
+  local fname = vim.api.nvim_buf_get_name(bufnr)
+  local cwd = vim.uv.cwd()
+  if fname == "" or vim.startswith(vim.fs.normalize(fname), vim.fs.normalize(cwd) .. "/") then
+    return cwd
+  end
+  return vim.fs.dirname(fname)
+end
+
 local function start_010(bufnr)
   if vim.bo[bufnr].buftype ~= "" then
     return
@@ -159,8 +175,7 @@ local function start_010(bufnr)
     return
   end
   local cfg = lsp_config()
-  local fname = vim.api.nvim_buf_get_name(bufnr)
-  cfg.root_dir = vim.fs.root(bufnr, M.config.root_markers) or vim.fs.dirname(fname) or vim.uv.cwd()
+  cfg.root_dir = root_of(bufnr)
   vim.lsp.start(cfg, { bufnr = bufnr })
 end
 
@@ -189,7 +204,9 @@ function M.setup(opts)
 
   if has_011 and vim.lsp.config and vim.lsp.enable then
     local cfg = lsp_config()
-    cfg.root_markers = M.config.root_markers
+    cfg.root_dir = function(bufnr, on_dir)
+      on_dir(root_of(bufnr))
+    end
     vim.lsp.config(NAME, cfg)
     vim.lsp.enable(NAME)
   else
