@@ -36,10 +36,21 @@ def invalid(message: str) -> JsonRpcInvalidParams:
 
 
 class DittoProtocol(LanguageServerProtocol):
-    """A second `initialize` would replace the workspace (and lose every open
-    document): refuse it."""
+    """pygls's protocol with two fixes: a second `initialize` (which would
+    replace the workspace and lose every open document) is refused, and a
+    $/cancelRequest for workspace/executeCommand reaches the command."""
 
     _initialized_once = False
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        """pygls runs a command's coroutine as a nested handler under a fresh
+        id, so cancelling the request only cancels the outer future; tie the
+        nested one to it so the command itself sees the cancellation."""
+        outer = getattr(callback, "keywords", {}).get("result_future")
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        inner = self._request_futures.get(msg_id)
+        if outer is not None and inner is not None and inner is not outer:
+            outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
