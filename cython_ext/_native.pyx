@@ -8,6 +8,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free
 
+import hashlib
 import os
 
 import numpy as np
@@ -57,6 +58,21 @@ def physical_cores():
     return max(1, min(n or avail, avail))
 
 
+def model_identity(model_file):
+    """64 bits naming the model file: its header hash plus samples of the
+    weights (the header alone is the same for same-shaped models), so a
+    saved state is refused by any other model, even one with the same
+    dimensions."""
+    h = hashlib.sha256(model_file.sha256_prefix.encode())
+    h.update(np.ascontiguousarray(model_file.output_norm).tobytes())
+    # (this module is compiled without wraparound: no negative indices)
+    last_layer = model_file.layers[len(model_file.layers) - 1]
+    for w in (model_file.tok_embd, model_file.output, model_file.layers[0].wq, last_layer.w_down):
+        h.update(np.asarray(w.data[0]).tobytes())
+        h.update(np.asarray(w.data[w.rows - 1]).tobytes())
+    return int.from_bytes(h.digest()[:8], "little")
+
+
 cdef dt_tensor as_tensor(w) except *:
     cdef const uint8_t[:, ::1] data = w.data
     cdef dt_tensor t
@@ -90,6 +106,7 @@ cdef class Model:
         self.layers = <dt_layer *>calloc(hp.n_layer, sizeof(dt_layer))
         if self.layers == NULL:
             raise MemoryError()
+        self.m.id = model_identity(model_file)
         self.m.arch = ARCH_IDS[hp.arch]
         self.m.n_vocab = hp.n_vocab
         self.m.n_embd = hp.n_embd
@@ -234,7 +251,7 @@ cdef class Context:
         if want is None:
             wnt = np.zeros(n, dtype=np.uint8)
             if n:
-                wnt[-1] = 1
+                wnt[n - 1] = 1
         else:
             wnt = np.ascontiguousarray(want, dtype=np.uint8).reshape(-1)
         if pos.shape[0] != n or seq.shape[0] != n or wnt.shape[0] != n:

@@ -1,5 +1,5 @@
 # Declarations of native/ditto.h for Cython (nogil externs, numpy.random style).
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "ditto.h" nogil:
     enum:
@@ -55,6 +55,7 @@ cdef extern from "ditto.h" nogil:
         dt_tensor w_gate, w_up, w_down
 
     ctypedef struct dt_model:
+        uint64_t id
         int arch
         int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff
         int n_ctx_train

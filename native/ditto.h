@@ -128,6 +128,7 @@ typedef struct {
 } dt_layer;
 
 typedef struct {
+    uint64_t id;          /* identity of the model file (saved states name it) */
     int arch;
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_ctx_train;

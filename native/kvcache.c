@@ -81,12 +81,13 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
 
 /* ---- save / load ---------------------------------------------------------------- */
 
-enum { STATE_MAGIC = 0x564b5444 /* "DTKV" */, STATE_VERSION = 1 };
+enum { STATE_MAGIC = 0x564b5444 /* "DTKV" */, STATE_VERSION = 2 };
 
 /* Fixed-size header in front of the payload (K then V of each layer and kv
  * head, positions [0, n_pos)). The checksum covers the payload. */
 struct state_header {
     uint32_t magic, version;
+    uint64_t model_id;      /* dt_model.id: which model file wrote it */
     uint32_t n_layer, n_head_kv, head_dim, n_embd, n_vocab;
     uint32_t n_pos;
     uint64_t checksum;
@@ -135,6 +136,7 @@ static void fill_header(const dt_context *ctx, int n_pos, struct state_header *h
     memset(h, 0, sizeof *h);
     h->magic = STATE_MAGIC;
     h->version = STATE_VERSION;
+    h->model_id = m->id;
     h->n_layer = (uint32_t)m->n_layer;
     h->n_head_kv = (uint32_t)m->n_head_kv;
     h->head_dim = (uint32_t)m->head_dim;

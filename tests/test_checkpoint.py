@@ -92,6 +92,15 @@ def test_foreign_state_is_refused(model, tiny_model_path):
         b.load(0, a.save(0))
 
 
+def test_state_of_a_same_shaped_model_is_refused(model, tiny_model_path):
+    twin = Model(load_model_file(tiny_model_path("llama", Q.Q4_1, seed=7)))  # same shapes, other weights
+    a = Context(twin, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    feed(a, 0, [1, 2, 3])
+    b = Context(model, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    with pytest.raises(ValueError, match="saved state"):
+        b.load(0, a.save(0))
+
+
 def test_state_longer_than_context_is_refused(model):
     big = Context(model, n_seq=1, n_ctx=64, max_batch=64, n_threads=1)
     feed(big, 0, list(range(1, 40)))
