@@ -26,6 +26,7 @@ _ERRORS = {
     DT_ERR_UNSUPPORTED: (NotImplementedError, "unsupported tensor type or shape"),
     DT_ERR_CAPACITY: (OverflowError, "context or batch capacity exceeded"),
     DT_ERR_STATE: (ValueError, "saved state does not match this model or is corrupted"),
+    DT_ERR_EVICTED: (ValueError, "the ring KV cache no longer holds positions this needs"),
 }
 
 
@@ -159,14 +160,22 @@ cdef class Model:
 
 
 cdef class Context:
-    """KV cache for `n_seq` sequences of up to `n_ctx` positions each."""
+    """KV cache for `n_seq` sequences of up to `n_ctx` positions each.
+
+    kv_ring (sliding-window models only): True, or a number of slots (at
+    least the window; rounded up to 16), keeps only the last ring_slots
+    positions of each sequence: True means the window plus DT_RING_SLACK - 1.
+    A ring sequence cannot always be truncated (can_truncate); checkpoint()
+    before a pass and restore() after it undo the pass instead.
+    """
     cdef dt_context *ctx
     cdef readonly Model model
     cdef readonly int n_seq, n_ctx, max_batch, n_threads
     cdef readonly str precision
+    cdef readonly bint kv_ring
 
     def __cinit__(self, Model model, int n_seq=1, int n_ctx=4096, int max_batch=512, n_threads=None,
-                  str precision="exact"):
+                  str precision="exact", kv_ring=False):
         if n_seq < 1 or n_ctx < 1 or max_batch < 1:
             raise ValueError("n_seq, n_ctx and max_batch must be positive")
         if precision not in PRECISIONS:
@@ -176,10 +185,21 @@ cdef class Context:
             raise ValueError("n_threads must be positive")
         self.model = model
         self.n_seq, self.n_ctx, self.max_batch, self.n_threads = n_seq, n_ctx, max_batch, threads
+        cdef int window = model.m.sliding_window
+        cdef int slots = 0
+        if kv_ring is True:
+            slots = window + DT_RING_SLACK - 1
+        elif kv_ring is not False and kv_ring is not None:
+            slots = int(kv_ring)
+            if slots < 1:
+                raise ValueError("kv_ring must be True, False or a positive number of slots")
+        if slots and window <= 0:
+            raise ValueError("kv_ring needs a sliding-window model")
+        self.kv_ring = slots > 0
         cdef int rc
         cdef int nt = threads
         with nogil:
-            rc = dt_context_new(&model.m, n_seq, n_ctx, max_batch, nt, &self.ctx)
+            rc = dt_context_new_ex(&model.m, n_seq, n_ctx, max_batch, nt, slots, &self.ctx)
         check(rc, "context")
         check(dt_context_set_precision(self.ctx, PRECISIONS[precision]), "precision")
         self.precision = precision
@@ -196,12 +216,59 @@ cdef class Context:
         self._check_seq(seq)
         return dt_seq_len(self.ctx, seq)
 
+    @property
+    def ring_slots(self):
+        """Positions a ring sequence keeps (0: full cache)."""
+        return dt_context_ring_slots(self.ctx)
+
+    def held_from(self, int seq):
+        """First position whose keys and values the sequence still holds."""
+        self._check_seq(seq)
+        return dt_seq_held_from(self.ctx, seq)
+
+    def can_truncate(self, int seq, int n_keep):
+        """Whether truncate(seq, n_keep) is possible (always, without a ring)."""
+        self._check_seq(seq)
+        if n_keep < 0:
+            raise ValueError("n_keep must be >= 0")
+        return dt_seq_can_truncate(self.ctx, seq, n_keep) == 1
+
     def truncate(self, int seq, int n_keep):
-        """Drops positions >= n_keep: restores the sequence to a checkpoint."""
+        """Drops positions >= n_keep: restores the sequence to a checkpoint.
+        A ring refuses (ValueError) when it no longer holds what n_keep needs."""
         self._check_seq(seq)
         if n_keep < 0:
             raise ValueError("n_keep must be >= 0")
         check(dt_seq_truncate(self.ctx, seq, n_keep), "truncate")
+
+    def checkpoint(self, int seq, int n_next):
+        """An opaque checkpoint of the sequence, good for undoing up to
+        n_next more positions with restore(): its length and, in a ring,
+        the slots those positions overwrite."""
+        self._check_seq(seq)
+        if n_next < 0:
+            raise ValueError("n_next must be >= 0")
+        cdef int64_t size = dt_seq_checkpoint_size(self.ctx, seq, n_next)
+        check(<int>size if size < 0 else 0, "checkpoint")
+        out = PyBytes_FromStringAndSize(NULL, size)
+        cdef char *buf = PyBytes_AS_STRING(out)
+        cdef int64_t written = 0
+        cdef int rc
+        with nogil:
+            rc = dt_seq_checkpoint(self.ctx, seq, n_next, buf, size, &written)
+        check(rc, "checkpoint")
+        return out
+
+    def restore(self, int seq, checkpoint):
+        """Puts the sequence back exactly as it was at checkpoint()."""
+        self._check_seq(seq)
+        cdef const uint8_t[::1] view = memoryview(checkpoint).cast("B")
+        if view.shape[0] == 0:
+            raise ValueError("restore: empty checkpoint")
+        cdef int rc
+        with nogil:
+            rc = dt_seq_restore(self.ctx, seq, &view[0], view.shape[0])
+        check(rc, "restore")
 
     def copy(self, int src, int dst, n=None):
         self._check_seq(src)

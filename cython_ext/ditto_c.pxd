@@ -9,6 +9,8 @@ cdef extern from "ditto.h" nogil:
         DT_ERR_UNSUPPORTED
         DT_ERR_CAPACITY
         DT_ERR_STATE
+        DT_ERR_EVICTED
+        DT_RING_SLACK
         DT_ISA_SCALAR
         DT_ISA_AVX2
         DT_ISA_AVX512
@@ -74,12 +76,20 @@ cdef extern from "ditto.h" nogil:
 
     int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
                        int n_threads, dt_context **out)
+    int dt_context_new_ex(const dt_model *model, int n_seq, int n_ctx, int max_batch,
+                          int n_threads, int ring_slots, dt_context **out)
+    int dt_context_ring_slots(const dt_context *ctx)
     void dt_context_free(dt_context *ctx)
     int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
                   const int32_t *seq, const uint8_t *want, float *logits)
     int dt_context_set_precision(dt_context *ctx, int precision)
     int dt_seq_len(const dt_context *ctx, int seq)
+    int dt_seq_held_from(const dt_context *ctx, int seq)
+    int dt_seq_can_truncate(const dt_context *ctx, int seq, int n_keep)
     int dt_seq_truncate(dt_context *ctx, int seq, int n_keep)
+    int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next)
+    int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int64_t cap, int64_t *written)
+    int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len)
     int dt_seq_copy(dt_context *ctx, int src, int dst, int n)
     int64_t dt_seq_state_size(const dt_context *ctx, int seq)
     int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written)

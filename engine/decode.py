@@ -5,9 +5,14 @@ one slice from every active request: a prompt chunk, or the request's
 pending token followed by a draft. The model's logits at each drafted
 position decide how much of the draft stands (greedy: the longest prefix
 equal to the argmax; sampling: the rejection rule in Sampler.verify_draft);
-the rest is rolled back by truncating the sequence. Because the native
-forward pass is batch-invariant, the emitted tokens are exactly those of
-plain one-token-at-a-time decoding.
+the rest is rolled back by truncating the sequence. A ring KV cache
+(Context(kv_ring=...)) overwrites old positions as it goes, so it cannot
+always be truncated: there the pass is preceded by a checkpoint, and when
+truncation would need overwritten positions the sequence is restored to
+the checkpoint and the accepted tokens are replayed in one more pass.
+Because the native forward pass is batch-invariant, the emitted tokens
+(and the replayed keys and values) are exactly those of plain
+one-token-at-a-time decoding.
 """
 from __future__ import annotations
 
@@ -142,6 +147,8 @@ class Decoder:
         limit = min(len(held), len(req.prompt) - 1)  # the last prompt token is always evaluated
         while n < limit and held[n] == req.prompt[n]:
             n += 1
+        if not self.ctx.can_truncate(req.seq, n):
+            n = 0  # a ring cache no longer holds the window before n: start over
         self.ctx.truncate(req.seq, n)
         self.cached[req.seq] = req.prompt[:n]
         req._prefill_from = n
@@ -154,9 +161,11 @@ class Decoder:
                 f"prompt of {len(req.prompt)} tokens does not fit the context of {self.ctx.n_ctx}")
 
     # ---- forward pass ---------------------------------------------------------
-    def _forward(self, slices: list[tuple[Request, list[int], bool]]) -> list[np.ndarray]:
+    def _forward(self, slices: list[tuple[Request, list[int], bool]],
+                 want_logits: bool = True) -> list[np.ndarray]:
         """Evaluates each request's tokens in one batch. Returns per slice the
-        logits of every token (all_logits) or of its last token only."""
+        logits of every token (all_logits) or of its last token only (none
+        without want_logits)."""
         tokens: list[int] = []
         positions: list[int] = []
         seqs: list[int] = []
@@ -166,11 +175,11 @@ class Decoder:
             tokens += toks
             positions += range(start, start + len(toks))
             seqs += [req.seq] * len(toks)
-            want += [all_logits] * (len(toks) - 1) + [True]
+            want += [all_logits and want_logits] * (len(toks) - 1) + [want_logits]
         logits = self.ctx.decode(tokens, positions, seqs, want)
         out, row = [], 0
         for req, toks, all_logits in slices:
-            n = len(toks) if all_logits else 1
+            n = (len(toks) if all_logits else 1) if want_logits else 0
             out.append(logits[row:row + n])
             row += n
             self.cached[req.seq] = self.cached.get(req.seq, []) + toks
@@ -223,17 +232,29 @@ class Decoder:
                 draft = req.drafter.draft(req.history, min(budget, req.draft_length.current))[:budget]
             slices.append((req, [req._pending] + draft, True))
             drafts.append(draft)
-        if slices:
-            results = self._forward(slices)
-        else:
-            results = []
-        elapsed = time.perf_counter() - t0
-        for (req, fed, _), draft, logits in zip(slices, drafts, results):
+        # A ring cache may be unable to drop the rejected part: checkpoint.
+        ring = getattr(self.ctx, "kv_ring", False)
+        checkpoints = [self.ctx.checkpoint(req.seq, len(fed)) if ring else None for req, fed, _ in slices]
+        results = self._forward(slices) if slices else []
+        replay, emits = [], []
+        for (req, fed, _), draft, logits, ck in zip(slices, drafts, results, checkpoints):
             emitted = self._verify(req, draft, logits)
             # Keep the pending token and the accepted drafts; drop the rest.
-            keep = self.ctx.seq_len(req.seq) - len(fed) + 1 + (len(emitted) - 1)
-            self.ctx.truncate(req.seq, keep)
-            self.cached[req.seq] = self.cached[req.seq][:keep]
+            start = self.ctx.seq_len(req.seq) - len(fed)
+            keep = start + len(emitted)
+            if ck is None or self.ctx.can_truncate(req.seq, keep):
+                self.ctx.truncate(req.seq, keep)
+                self.cached[req.seq] = self.cached[req.seq][:keep]
+            else:
+                self.ctx.restore(req.seq, ck)
+                self.cached[req.seq] = self.cached[req.seq][:start]
+                replay.append((req, fed[:len(emitted)], False))
+            emits.append((req, emitted))
+        if replay:
+            # Same tokens at the same positions: bit-identical keys and values.
+            self._forward(replay, want_logits=False)
+        elapsed = time.perf_counter() - t0
+        for req, emitted in emits:
             req.stats.decode_seconds += elapsed
             req._pending = emitted[-1]
             req._emit(emitted)

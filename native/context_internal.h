@@ -21,12 +21,19 @@ struct dt_context {
      * kv head) order. Inside it, keys are blocked and transposed,
      * [pos / 16][head_dim][16] (dt_k_index), so attention accumulates 16
      * scores in one vector; values stay [pos][head_dim] (dt_v_index).
-     * Reserved, not committed: the OS backs pages only as sequences grow. */
+     * Reserved, not committed: the OS backs pages only as sequences grow.
+     * With a ring (dt_context_new_ex) a region has `ring` slots instead of
+     * n_ctx_pad positions and position p lives in slot p % ring. */
     float *k, *v;
     size_t kv_floats;   /* floats in each of k and v */
     int n_ctx_pad;      /* n_ctx rounded up to whole key blocks */
+    int ring;           /* ring slots R (a multiple of 16), or 0: full cache */
+    int n_slots;        /* slots per region: ring ? ring : n_ctx_pad */
     int att_rows;       /* query rows (tokens x group) per attention task */
-    int *seq_len;       /* (n_seq) positions held */
+    int64_t gather_off, gather_floats; /* ring: where in each thread's scratch a
+                                        * wrapped window's K, then V, are gathered */
+    int *seq_len;       /* (n_seq) sequence lengths */
+    int *seq_lo;        /* (n_seq) positions [seq_lo, seq_len) are held (0 without a ring) */
 
     /* batch buffers, max_batch rows each */
     float *x;           /* (max_batch, n_embd) residual stream */
@@ -46,13 +53,16 @@ struct dt_context {
 /* Offset (in floats) of the (layer, seq, kv head) region in ctx->k / ctx->v. */
 static inline size_t dt_kv_head_offset(const struct dt_context *ctx, int layer, int seq, int kvh) {
     const dt_model *m = ctx->model;
-    return (((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_ctx_pad * m->head_dim;
+    return (((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_slots * m->head_dim;
 }
-/* Index of key element (pos, d) inside a region. */
+/* Slot of a position inside a region. */
+static inline int dt_kv_slot(const struct dt_context *ctx, int pos) { return ctx->ring ? pos % ctx->ring : pos; }
+/* Index of key element (slot, d) inside a region (the position itself
+ * without a ring). */
 static inline size_t dt_k_index(int head_dim, int pos, int d) {
     return ((size_t)(pos / DT_KV_BLOCK) * head_dim + d) * DT_KV_BLOCK + pos % DT_KV_BLOCK;
 }
-/* Index of value element (pos, d) inside a region. */
+/* Index of value element (slot, d) inside a region. */
 static inline size_t dt_v_index(int head_dim, int pos, int d) { return (size_t)pos * head_dim + d; }
 
 /* Reserve / release the KV mappings (kvcache.c). */

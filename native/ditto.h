@@ -23,6 +23,7 @@ enum {
     DT_ERR_UNSUPPORTED = -3, /* tensor type / ISA not supported */
     DT_ERR_CAPACITY = -4,    /* sequence or batch longer than the context */
     DT_ERR_STATE = -5,       /* saved state does not match this context */
+    DT_ERR_EVICTED = -6,     /* ring KV: positions the request needs were overwritten */
 };
 
 /* ---- tensor types (GGML numbering, as in GGUF) ------------------------- */
@@ -154,6 +155,24 @@ int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
                    int n_threads, dt_context **out);
 void dt_context_free(dt_context *ctx);
 
+/* dt_context_new with a ring KV cache for sliding-window models when
+ * ring_slots > 0 (0: the full cache). Each (layer, sequence, kv head)
+ * keeps R slots, R = max(ring_slots, window) rounded up to a multiple of
+ * 16; position p lives in slot p % R. dt_decode splits a batch so that no
+ * token overwrites a slot a token of the same pass still reads (at most
+ * R - window + 1 tokens of a sequence per pass); results are bit-identical
+ * to the full cache's. A ring sequence holds positions [lo, len)
+ * (dt_seq_held_from): it cannot be truncated to a length whose window
+ * reaches below lo (up to R - window + 1 positions of the last pass can
+ * always be dropped); dt_seq_checkpoint / dt_seq_restore undo a pass
+ * whatever its length. DT_RING_SLACK: slots beyond the window for a
+ * default ring (window + DT_RING_SLACK - 1). */
+enum { DT_RING_SLACK = 64 };
+int dt_context_new_ex(const dt_model *model, int n_seq, int n_ctx, int max_batch,
+                      int n_threads, int ring_slots, dt_context **out);
+/* Slots per ring (R), or 0 for a full cache. */
+int dt_context_ring_slots(const dt_context *ctx);
+
 /* Evaluates n_tok tokens. Token i belongs to sequence seq[i] at position
  * pos[i]; within a sequence the tokens of a batch must be consecutive
  * positions starting at the sequence's current length. For each i with
@@ -167,12 +186,34 @@ int dt_context_set_precision(dt_context *ctx, int precision);
 
 /* Number of positions a sequence holds. */
 int dt_seq_len(const dt_context *ctx, int seq);
-/* Drops positions >= n_keep (restore to a checkpoint). */
+/* Lowest position whose keys and values the sequence still holds (0 for a
+ * full cache; a ring holds at most R positions). */
+int dt_seq_held_from(const dt_context *ctx, int seq);
+/* 1 if the sequence can be truncated to n_keep (n_keep == 0, or every
+ * position the window of position n_keep reads is held), else 0. */
+int dt_seq_can_truncate(const dt_context *ctx, int seq, int n_keep);
+/* Drops positions >= n_keep (restore to a checkpoint). DT_ERR_EVICTED if
+ * !dt_seq_can_truncate (nothing changes). */
 int dt_seq_truncate(dt_context *ctx, int seq, int n_keep);
-/* Copies the first n positions of src into dst (dst's old state is dropped). */
+/* Copies the first n positions of src into dst (dst's old state is dropped).
+ * DT_ERR_EVICTED as for truncating src to n. */
 int dt_seq_copy(dt_context *ctx, int src, int dst, int n);
 
-/* Bytes needed to save a sequence's state (header + KV). */
+/* Checkpoints: what a restore needs after at most n_next more tokens of the
+ * sequence are decoded: its length and, in a ring, the held positions whose
+ * slots those tokens overwrite (at most n_next slots; none for a full
+ * cache, where a restore is a truncation). dt_seq_restore puts the slots
+ * back and sets the length: the sequence is then exactly as it was. The
+ * buffer is a transient handle for this context (no model identity). */
+int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next);
+int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int64_t cap, int64_t *written);
+/* DT_ERR_STATE if buf is not a checkpoint of seq or the sequence moved more
+ * than n_next positions past it (or below it) since. */
+int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len);
+
+/* Bytes needed to save a sequence's state (header + KV of the held
+ * positions). A state loads into a ring or a full context alike, except
+ * that a full context refuses a state that lacks early positions. */
 int64_t dt_seq_state_size(const dt_context *ctx, int seq);
 /* Writes the state to buf (cap bytes). */
 int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written);

@@ -1,12 +1,16 @@
 /* KV cache storage and sequence state: length, truncate (restore to a
- * checkpoint), copy, and save / load to bytes.
+ * checkpoint), copy, checkpoints, and save / load to bytes.
  *
  * Keys and values are kept in f32, so a restored or loaded sequence
- * continues bit-exactly. Truncation is all a restore needs: positions past
- * a sequence's length never reach a result (attention masks them).
- * Keys live in blocks of 16 positions (context_internal.h); the saved
- * state holds them row by row, [pos][head_dim], like the values, so its
- * bytes depend only on the sequence's contents, not on the block layout.
+ * continues bit-exactly. With a full cache, truncation is all a restore
+ * needs: positions past a sequence's length never reach a result
+ * (attention masks them). A ring (dt_context_new_ex) overwrites the slot
+ * of position p - R when it stores p, so a sequence holds only [lo, len):
+ * truncation is refused when the kept length's window reaches below lo,
+ * and a checkpoint copies the slots the next pass will overwrite.
+ * Keys live in blocks of 16 slots (context_internal.h); saved states and
+ * checkpoints hold them row by row, [pos][head_dim], like the values, so
+ * their bytes depend only on the sequence's contents, not on the layout.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +30,8 @@ static float *reserve_floats(size_t n) {
 int dt_kv_reserve(struct dt_context *ctx) {
     const dt_model *m = ctx->model;
     ctx->n_ctx_pad = (ctx->n_ctx + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
-    ctx->kv_floats = (size_t)m->n_layer * ctx->n_seq * m->n_head_kv * ctx->n_ctx_pad * m->head_dim;
+    ctx->n_slots = ctx->ring ? ctx->ring : ctx->n_ctx_pad;
+    ctx->kv_floats = (size_t)m->n_layer * ctx->n_seq * m->n_head_kv * ctx->n_slots * m->head_dim;
     ctx->k = reserve_floats(ctx->kv_floats);
     ctx->v = reserve_floats(ctx->kv_floats);
     return ctx->k && ctx->v ? DT_OK : DT_ERR_NOMEM;
@@ -46,29 +51,58 @@ int dt_context_set_precision(dt_context *ctx, int precision) {
 
 /* ---- sequence operations ---------------------------------------------------- */
 
+int dt_context_ring_slots(const dt_context *ctx) { return ctx ? ctx->ring : DT_ERR_INVALID; }
+
 int dt_seq_len(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
     return ctx->seq_len[seq];
 }
 
-int dt_seq_truncate(dt_context *ctx, int seq, int n_keep) {
+int dt_seq_held_from(const dt_context *ctx, int seq) {
+    if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
+    return ctx->seq_lo[seq];
+}
+
+/* Whether positions [lo, n) serve a sequence of length n: the window of its
+ * next position, [n - window + 1, n), is all held. */
+static int window_held(const dt_context *ctx, int lo, int n) {
+    int w = ctx->model->sliding_window;
+    int need = (w > 0 && n >= w) ? n - w + 1 : 0;
+    return n == 0 || lo <= need;
+}
+
+int dt_seq_can_truncate(const dt_context *ctx, int seq, int n_keep) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq || n_keep < 0) return DT_ERR_INVALID;
+    if (n_keep >= ctx->seq_len[seq]) return 1;
+    return window_held(ctx, ctx->seq_lo[seq], n_keep);
+}
+
+int dt_seq_truncate(dt_context *ctx, int seq, int n_keep) {
+    int ok = dt_seq_can_truncate(ctx, seq, n_keep);
+    if (ok < 0) return ok;
+    if (!ok) return DT_ERR_EVICTED;
     if (n_keep < ctx->seq_len[seq]) ctx->seq_len[seq] = n_keep;
+    if (n_keep == 0) ctx->seq_lo[seq] = 0;
     return DT_OK;
 }
 
 int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
     if (!ctx || src < 0 || src >= ctx->n_seq || dst < 0 || dst >= ctx->n_seq) return DT_ERR_INVALID;
     if (n < 0 || n > ctx->seq_len[src]) return DT_ERR_INVALID;
+    if (!window_held(ctx, ctx->seq_lo[src], n)) return DT_ERR_EVICTED;
+    int lo = n == 0 ? 0 : ctx->seq_lo[src];
     if (src == dst) {
         ctx->seq_len[dst] = n;
+        ctx->seq_lo[dst] = lo;
         return DT_OK;
     }
     const dt_model *m = ctx->model;
     /* Whole key blocks: the last one may hold stale positions >= n, which
-     * are never used. */
-    size_t k_span = (size_t)((n + DT_KV_BLOCK - 1) / DT_KV_BLOCK) * DT_KV_BLOCK * m->head_dim * sizeof(float);
-    size_t v_span = (size_t)n * m->head_dim * sizeof(float);
+     * are never used. A ring is copied whole. */
+    int n_k = ctx->ring ? ctx->ring : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
+    int n_v = ctx->ring ? ctx->ring : n;
+    size_t k_span = (size_t)n_k * m->head_dim * sizeof(float);
+    size_t v_span = (size_t)n_v * m->head_dim * sizeof(float);
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t d = dt_kv_head_offset(ctx, l, dst, h), s = dt_kv_head_offset(ctx, l, src, h);
@@ -76,20 +110,124 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
             memcpy(ctx->v + d, ctx->v + s, v_span);
         }
     ctx->seq_len[dst] = n;
+    ctx->seq_lo[dst] = lo;
+    return DT_OK;
+}
+
+/* ---- rows <-> cache ---------------------------------------------------------------- */
+
+/* Positions [p0, p1) of every (layer, kv head) of seq to bytes: per (layer,
+ * kv head) the keys [pos][head_dim], then the values. `out` may be
+ * unaligned (it points into a caller's buffer): memcpy. Returns the end. */
+static uint8_t *rows_out(const dt_context *ctx, int seq, int p0, int p1, uint8_t *out) {
+    const dt_model *m = ctx->model;
+    const int hd = m->head_dim;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int h = 0; h < m->n_head_kv; h++) {
+            size_t off = dt_kv_head_offset(ctx, l, seq, h);
+            for (int p = p0; p < p1; p++)
+                for (int d = 0; d < hd; d++, out += sizeof(float))
+                    memcpy(out, ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), sizeof(float));
+            for (int p = p0; p < p1; p++, out += (size_t)hd * sizeof(float))
+                memcpy(out, ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), (size_t)hd * sizeof(float));
+        }
+    return out;
+}
+
+/* The inverse of rows_out for bytes of positions [p0, p1); positions below
+ * `from` are skipped (a ring loading a longer state keeps the last ones). */
+static void rows_in(dt_context *ctx, int seq, int p0, int p1, int from, const uint8_t *in) {
+    const dt_model *m = ctx->model;
+    const int hd = m->head_dim;
+    const size_t row = (size_t)hd * sizeof(float);
+    for (int l = 0; l < m->n_layer; l++)
+        for (int h = 0; h < m->n_head_kv; h++) {
+            size_t off = dt_kv_head_offset(ctx, l, seq, h);
+            for (int p = p0; p < p1; p++, in += row)
+                for (int d = 0; p >= from && d < hd; d++)
+                    memcpy(ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), in + d * sizeof(float),
+                           sizeof(float));
+            for (int p = p0; p < p1; p++, in += row)
+                if (p >= from) memcpy(ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), in, row);
+        }
+}
+
+/* Bytes of rows_out for n positions. */
+static int64_t rows_bytes(const dt_context *ctx, int n) {
+    const dt_model *m = ctx->model;
+    return 2 * (int64_t)m->n_layer * m->n_head_kv * n * m->head_dim * (int64_t)sizeof(float);
+}
+
+/* ---- checkpoints ----------------------------------------------------------------- */
+
+enum { CHECKPOINT_MAGIC = 0x4b435444 /* "DTCK" */ };
+
+struct checkpoint_header {
+    uint32_t magic;
+    int32_t seq, len, lo, n_next;
+    int32_t p0, p1;          /* saved positions [p0, p1) */
+    int32_t reserved;
+};
+
+/* Held positions whose slots the next n_next positions overwrite. */
+static void checkpoint_range(const dt_context *ctx, int seq, int n_next, int *p0, int *p1) {
+    int len = ctx->seq_len[seq], lo = ctx->seq_lo[seq];
+    *p0 = *p1 = len;
+    if (!ctx->ring || n_next <= 0) return;
+    int a = len - ctx->ring, b = len - ctx->ring + n_next;
+    *p0 = a > lo ? a : lo;
+    *p1 = b < len ? b : len;
+    if (*p1 < *p0) *p1 = *p0;
+}
+
+int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next) {
+    if (!ctx || seq < 0 || seq >= ctx->n_seq || n_next < 0) return DT_ERR_INVALID;
+    int p0, p1;
+    checkpoint_range(ctx, seq, n_next, &p0, &p1);
+    return (int64_t)sizeof(struct checkpoint_header) + rows_bytes(ctx, p1 - p0);
+}
+
+int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int64_t cap, int64_t *written) {
+    int64_t size = dt_seq_checkpoint_size(ctx, seq, n_next);
+    if (size < 0 || !buf || !written) return size < 0 ? (int)size : DT_ERR_INVALID;
+    if (cap < size) return DT_ERR_CAPACITY;
+    struct checkpoint_header h = {CHECKPOINT_MAGIC, seq, ctx->seq_len[seq], ctx->seq_lo[seq], n_next, 0, 0, 0};
+    checkpoint_range(ctx, seq, n_next, &h.p0, &h.p1);
+    memcpy(buf, &h, sizeof h);
+    rows_out(ctx, seq, h.p0, h.p1, (uint8_t *)buf + sizeof h);
+    *written = size;
+    return DT_OK;
+}
+
+int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len) {
+    if (!ctx || seq < 0 || seq >= ctx->n_seq || !buf) return DT_ERR_INVALID;
+    struct checkpoint_header h;
+    if (len < (int64_t)sizeof h) return DT_ERR_STATE;
+    memcpy(&h, buf, sizeof h);
+    if (h.magic != CHECKPOINT_MAGIC || h.seq != seq || h.p0 < 0 || h.p1 < h.p0 || h.n_next < 0 ||
+        len != (int64_t)sizeof h + rows_bytes(ctx, h.p1 - h.p0))
+        return DT_ERR_STATE;
+    int cur = ctx->seq_len[seq];
+    if (cur < h.len || cur > h.len + h.n_next) return DT_ERR_STATE;
+    rows_in(ctx, seq, h.p0, h.p1, h.p0, (const uint8_t *)buf + sizeof h);
+    ctx->seq_len[seq] = h.len;
+    ctx->seq_lo[seq] = h.lo;
     return DT_OK;
 }
 
 /* ---- save / load ---------------------------------------------------------------- */
 
-enum { STATE_MAGIC = 0x564b5444 /* "DTKV" */, STATE_VERSION = 2 };
+enum { STATE_MAGIC = 0x564b5444 /* "DTKV" */, STATE_VERSION = 3 };
 
-/* Fixed-size header in front of the payload (K then V of each layer and kv
- * head, positions [0, n_pos)). The checksum covers the payload. */
+/* Fixed-size header in front of the payload (rows_out of the held
+ * positions [first, n_pos)). The checksum covers the payload. */
 struct state_header {
     uint32_t magic, version;
     uint64_t model_id;      /* dt_model.id: which model file wrote it */
     uint32_t n_layer, n_head_kv, head_dim, n_embd, n_vocab;
     uint32_t n_pos;
+    uint32_t first;         /* first position held (> 0 only from a ring) */
+    uint32_t reserved;
     uint64_t checksum;
 };
 
@@ -108,30 +246,12 @@ static uint64_t checksum(const void *data, size_t len) {
     return h;
 }
 
-/* Blocked keys of one region -> rows [pos][head_dim] for pos < n, and back.
- * `rows` may be unaligned (it points into a caller's buffer): memcpy. */
-static void keys_to_rows(const float *k, int hd, int n, float *rows) {
-    uint8_t *out = (uint8_t *)rows;
-    for (int j = 0; j < n; j++)
-        for (int d = 0; d < hd; d++)
-            memcpy(out + ((size_t)j * hd + d) * sizeof(float), k + dt_k_index(hd, j, d), sizeof(float));
-}
-
-static void rows_to_keys(const float *rows, int hd, int n, float *k) {
-    const uint8_t *in = (const uint8_t *)rows;
-    for (int j = 0; j < n; j++)
-        for (int d = 0; d < hd; d++)
-            memcpy(k + dt_k_index(hd, j, d), in + ((size_t)j * hd + d) * sizeof(float), sizeof(float));
-}
-
 int64_t dt_seq_state_size(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
-    const dt_model *m = ctx->model;
-    return (int64_t)sizeof(struct state_header) +
-           2 * (int64_t)m->n_layer * m->n_head_kv * ctx->seq_len[seq] * m->head_dim * (int64_t)sizeof(float);
+    return (int64_t)sizeof(struct state_header) + rows_bytes(ctx, ctx->seq_len[seq] - ctx->seq_lo[seq]);
 }
 
-static void fill_header(const dt_context *ctx, int n_pos, struct state_header *h) {
+static void fill_header(const dt_context *ctx, int first, int n_pos, struct state_header *h) {
     const dt_model *m = ctx->model;
     memset(h, 0, sizeof *h);
     h->magic = STATE_MAGIC;
@@ -143,27 +263,19 @@ static void fill_header(const dt_context *ctx, int n_pos, struct state_header *h
     h->n_embd = (uint32_t)m->n_embd;
     h->n_vocab = (uint32_t)m->n_vocab;
     h->n_pos = (uint32_t)n_pos;
+    h->first = (uint32_t)first;
 }
 
 int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written) {
     int64_t size = dt_seq_state_size(ctx, seq);
     if (size < 0 || !buf || !written) return DT_ERR_INVALID;
     if (cap < size) return DT_ERR_CAPACITY;
-    const dt_model *m = ctx->model;
-    int n = ctx->seq_len[seq];
-    size_t span = (size_t)n * m->head_dim * sizeof(float);
-    uint8_t *payload = (uint8_t *)buf + sizeof(struct state_header), *p = payload;
-    for (int l = 0; l < m->n_layer; l++)
-        for (int h = 0; h < m->n_head_kv; h++) {
-            size_t off = dt_kv_head_offset(ctx, l, seq, h);
-            keys_to_rows(ctx->k + off, m->head_dim, n, (float *)p);
-            p += span;
-            memcpy(p, ctx->v + off, span);
-            p += span;
-        }
+    int first = ctx->seq_lo[seq], n = ctx->seq_len[seq];
+    uint8_t *payload = (uint8_t *)buf + sizeof(struct state_header);
+    uint8_t *end = rows_out(ctx, seq, first, n, payload);
     struct state_header hdr;
-    fill_header(ctx, n, &hdr);
-    hdr.checksum = checksum(payload, (size_t)(p - payload));
+    fill_header(ctx, first, n, &hdr);
+    hdr.checksum = checksum(payload, (size_t)(end - payload));
     memcpy(buf, &hdr, sizeof hdr);
     *written = size;
     return DT_OK;
@@ -175,23 +287,20 @@ int dt_seq_state_load(dt_context *ctx, int seq, const void *buf, int64_t len) {
     if (len < (int64_t)sizeof hdr) return DT_ERR_STATE;
     memcpy(&hdr, buf, sizeof hdr);
     if (hdr.n_pos > (uint32_t)ctx->n_ctx) return DT_ERR_CAPACITY;
-    fill_header(ctx, (int)hdr.n_pos, &want);
+    if (hdr.first > hdr.n_pos) return DT_ERR_STATE;
+    fill_header(ctx, (int)hdr.first, (int)hdr.n_pos, &want);
     want.checksum = hdr.checksum;
     if (memcmp(&hdr, &want, sizeof hdr) != 0) return DT_ERR_STATE;
-    const dt_model *m = ctx->model;
-    size_t span = (size_t)hdr.n_pos * m->head_dim * sizeof(float);
-    size_t payload_len = 2 * span * m->n_layer * m->n_head_kv;
-    if ((uint64_t)len != sizeof hdr + payload_len) return DT_ERR_STATE;
-    const uint8_t *payload = (const uint8_t *)buf + sizeof hdr, *p = payload;
-    if (checksum(payload, payload_len) != hdr.checksum) return DT_ERR_STATE;
-    for (int l = 0; l < m->n_layer; l++)
-        for (int h = 0; h < m->n_head_kv; h++) {
-            size_t off = dt_kv_head_offset(ctx, l, seq, h);
-            rows_to_keys((const float *)p, m->head_dim, (int)hdr.n_pos, ctx->k + off);
-            p += span;
-            memcpy(ctx->v + off, p, span);
-            p += span;
-        }
-    ctx->seq_len[seq] = (int)hdr.n_pos;
+    int first = (int)hdr.first, n = (int)hdr.n_pos;
+    int64_t payload_len = rows_bytes(ctx, n - first);
+    if ((uint64_t)len != sizeof hdr + (uint64_t)payload_len) return DT_ERR_STATE;
+    const uint8_t *payload = (const uint8_t *)buf + sizeof hdr;
+    if (checksum(payload, (size_t)payload_len) != hdr.checksum) return DT_ERR_STATE;
+    /* A full cache needs every position; a ring keeps at most its last R. */
+    if (!window_held(ctx, first, n) || (!ctx->ring && first > 0)) return DT_ERR_EVICTED;
+    int from = ctx->ring && n - ctx->ring > first ? n - ctx->ring : first;
+    rows_in(ctx, seq, first, n, from, payload);
+    ctx->seq_len[seq] = n;
+    ctx->seq_lo[seq] = n == 0 ? 0 : from;
     return DT_OK;
 }

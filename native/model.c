@@ -67,6 +67,7 @@ void dt_context_free(dt_context *ctx) {
     dt_kv_release(ctx);
     dt_pool_free(ctx->pool);
     free(ctx->seq_len);
+    free(ctx->seq_lo);
     free(ctx->x); free(ctx->xn); free(ctx->q); free(ctx->kb); free(ctx->vb);
     free(ctx->att); free(ctx->gate); free(ctx->up); free(ctx->proj);
     free(ctx->rope_cos); free(ctx->rope_sin); free(ctx->inv_freq);
@@ -75,21 +76,32 @@ void dt_context_free(dt_context *ctx) {
 
 int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n_threads,
                    dt_context **out) {
+    return dt_context_new_ex(m, n_seq, n_ctx, max_batch, n_threads, 0, out);
+}
+
+int dt_context_new_ex(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, int ring_slots,
+                      dt_context **out) {
     int rc = dt_model_validate(m);
     if (rc != DT_OK) return rc;
     if (!out || n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || max_batch < 1 ||
-        max_batch > (1 << 16) || n_threads < 1)
+        max_batch > (1 << 16) || n_threads < 1 || ring_slots < 0 || ring_slots > (1 << 24))
         return DT_ERR_INVALID;
+    if (ring_slots > 0 && (m->sliding_window <= 0 || m->sliding_window > (1 << 24))) return DT_ERR_INVALID;
     dt_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return DT_ERR_NOMEM;
     ctx->model = m;
     ctx->n_seq = n_seq;
     ctx->n_ctx = n_ctx;
     ctx->max_batch = max_batch;
+    if (ring_slots > 0) {
+        int r = ring_slots > m->sliding_window ? ring_slots : m->sliding_window;
+        ctx->ring = (r + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
+    }
     int64_t B = max_batch, E = m->n_embd, F = m->n_ff;
     int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
     int64_t half = m->head_dim / 2;
     ctx->seq_len = calloc((size_t)n_seq, sizeof(int));
+    ctx->seq_lo = calloc((size_t)n_seq, sizeof(int));
     ctx->x = alloc_floats(B * E);
     ctx->xn = alloc_floats(B * (E > F ? E : F));
     ctx->q = alloc_floats(B * qd);
@@ -102,7 +114,7 @@ int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n
     ctx->rope_cos = alloc_floats(B * half);
     ctx->rope_sin = alloc_floats(B * half);
     ctx->inv_freq = malloc((size_t)half * sizeof(double));
-    if (!ctx->seq_len || !ctx->x || !ctx->xn || !ctx->q || !ctx->kb || !ctx->vb || !ctx->att ||
+    if (!ctx->seq_len || !ctx->seq_lo || !ctx->x || !ctx->xn || !ctx->q || !ctx->kb || !ctx->vb || !ctx->att ||
         !ctx->gate || !ctx->up || !ctx->proj || !ctx->rope_cos || !ctx->rope_sin || !ctx->inv_freq) {
         dt_context_free(ctx);
         return DT_ERR_NOMEM;
@@ -114,12 +126,18 @@ int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n
         return rc;
     }
     /* Attention tiles: up to ATT_ROWS query rows (tokens x group), fewer
-     * when the scores of a long context would not fit in ATT_SCRATCH. */
+     * when the scores of a long context would not fit in ATT_SCRATCH. A
+     * ring tile sees positions shifted to its first key block, at most
+     * ring + 16 of them (attention_task), which it may gather into scratch. */
     int group = m->n_head / m->n_head_kv;
+    int span = ctx->ring ? ctx->ring + DT_KV_BLOCK : ctx->n_ctx_pad;
     int rows = (ATT_ROWS / group > 1 ? ATT_ROWS / group : 1) * group;
-    while (rows > group && (int64_t)rows * ctx->n_ctx_pad > ATT_SCRATCH) rows -= group;
+    while (rows > group && (int64_t)rows * span > ATT_SCRATCH) rows -= group;
     ctx->att_rows = rows;
-    if ((rc = dt_pool_reserve_scratch(ctx->pool, dt_attention_scratch_floats(rows, n_ctx, m->head_dim))) != DT_OK) {
+    int64_t att_floats = (dt_attention_scratch_floats(rows, span, m->head_dim) + 15) & ~(int64_t)15;
+    ctx->gather_off = att_floats;
+    ctx->gather_floats = ctx->ring ? (int64_t)span * m->head_dim : 0;
+    if ((rc = dt_pool_reserve_scratch(ctx->pool, att_floats + 2 * ctx->gather_floats)) != DT_OK) {
         dt_context_free(ctx);
         return rc;
     }
@@ -225,9 +243,10 @@ static void qkv_post_task(void *arg, int64_t task, int thread) {
         rope(k, m->n_head_kv, hd, m->rope_neox, c, s);
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[t], h);
+            const int slot = dt_kv_slot(ctx, b->pos[t]);
             float *kc = ctx->k + off;
-            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, b->pos[t], d)] = k[(int64_t)h * hd + d];
-            memcpy(ctx->v + off + dt_v_index(hd, b->pos[t], 0), v + (int64_t)h * hd, (size_t)hd * sizeof(float));
+            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, slot, d)] = k[(int64_t)h * hd + d];
+            memcpy(ctx->v + off + dt_v_index(hd, slot, 0), v + (int64_t)h * hd, (size_t)hd * sizeof(float));
         }
     }
 }
@@ -245,9 +264,38 @@ static void attention_task(void *arg, int64_t task, int thread) {
     int hd = m->head_dim, group = m->n_head / m->n_head_kv;
     int64_t qd = (int64_t)m->n_head * hd;
     size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[tl->t0], kvh);
+    const float *k = ctx->k + off, *v = ctx->v + off;
+    int pos0 = b->pos[tl->t0];
+    if (ctx->ring) {
+        /* The tile reads positions [lo, hi]; seen from their first key block
+         * `base` they are positions lo - base .. hi - base of slots starting
+         * at base % R (a multiple of 16): used in place, or gathered into
+         * scratch when they wrap around the ring's end. Shifting by whole
+         * blocks changes no operation of the kernel, so results equal the
+         * full cache's. Slots before lo (in the first block) may hold other
+         * positions: the kernel masks them. */
+        const int R = ctx->ring, W = m->sliding_window;
+        const int lo = pos0 >= W ? pos0 - W + 1 : 0;
+        const int base = lo / DT_KV_BLOCK * DT_KV_BLOCK, span = pos0 + tl->n_tok - base;
+        const int s0 = base % R, n1 = R - s0;
+        if (span <= n1) {
+            k += (size_t)s0 * hd;
+            v += (size_t)s0 * hd;
+        } else {
+            float *gk = ctx->pool->scratch[thread] + ctx->gather_off, *gv = gk + ctx->gather_floats;
+            const int nk = (span + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
+            memcpy(gk, k + (size_t)s0 * hd, (size_t)n1 * hd * sizeof(float));
+            memcpy(gk + (size_t)n1 * hd, k, (size_t)(nk - n1) * hd * sizeof(float));
+            memcpy(gv, v + (size_t)s0 * hd, (size_t)n1 * hd * sizeof(float));
+            memcpy(gv + (size_t)n1 * hd, v, (size_t)(span - n1) * hd * sizeof(float));
+            k = gk;
+            v = gv;
+        }
+        pos0 -= base;
+    }
     dt_attn_tile a = {
-        .k = ctx->k + off,
-        .v = ctx->v + off,
+        .k = k,
+        .v = v,
         .q = ctx->q + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,
         .ldq = qd,
         .out = ctx->att + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,
@@ -255,7 +303,7 @@ static void attention_task(void *arg, int64_t task, int thread) {
         .head_dim = hd,
         .group = group,
         .n_tok = tl->n_tok,
-        .pos0 = b->pos[tl->t0],
+        .pos0 = pos0,
         .window = m->sliding_window,
         .scale = (float)(1.0 / sqrt((double)hd)),
     };
@@ -324,31 +372,20 @@ static int check_batch(const dt_context *ctx, int n_tok, const int32_t *tokens, 
         if (seq[i] < 0 || seq[i] >= ctx->n_seq) return DT_ERR_INVALID;
         if (pos[i] != new_len[seq[i]]) return DT_ERR_INVALID;
         if (pos[i] >= ctx->n_ctx) return DT_ERR_CAPACITY;
+        int w = ctx->model->sliding_window, need = w > 0 && pos[i] >= w ? pos[i] - w + 1 : 0;
+        if (ctx->seq_lo[seq[i]] > need) return DT_ERR_EVICTED; /* the window lost positions */
         new_len[seq[i]]++;
     }
     return DT_OK;
 }
 
-int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
-              const int32_t *seq, const uint8_t *want, float *logits) {
-    if (!ctx || !tokens || !pos || !seq || n_tok < 0) return DT_ERR_INVALID;
-    if (n_tok == 0) return DT_OK;
-    if (n_tok > ctx->max_batch) return DT_ERR_CAPACITY;
+/* The forward pass over tokens [0, n_tok) of a checked batch; `tiles`
+ * has room for n_tok tiles. */
+static int forward(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos, const int32_t *seq,
+                   const uint8_t *want, float *logits, struct tile *tiles) {
     const dt_model *m = ctx->model;
-    int *new_len = malloc((size_t)ctx->n_seq * sizeof(int));
-    struct tile *tiles = malloc((size_t)n_tok * sizeof *tiles);
-    if (!new_len || !tiles) {
-        free(new_len);
-        free(tiles);
-        return DT_ERR_NOMEM;
-    }
-    int rc = check_batch(ctx, n_tok, tokens, pos, seq, new_len);
-    if (rc != DT_OK) {
-        free(new_len);
-        free(tiles);
-        return rc;
-    }
     dt_pool *pool = ctx->pool;
+    int rc = DT_OK;
     int group = m->n_head / m->n_head_kv;
     int n_tiles = make_tiles(pos, seq, n_tok, ctx->att_rows / group, tiles);
     struct batch b = {ctx, 0, n_tok, tokens, pos, seq, tiles, n_tiles};
@@ -390,8 +427,46 @@ int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *
         }
         rc = dt_matmul_p(pool, ctx->precision, &m->output, ctx->xn, E, n_want, logits, m->n_vocab);
     }
-    if (rc == DT_OK) memcpy(ctx->seq_len, new_len, (size_t)ctx->n_seq * sizeof(int));
+    return rc;
+}
+
+int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
+              const int32_t *seq, const uint8_t *want, float *logits) {
+    if (!ctx || !tokens || !pos || !seq || n_tok < 0) return DT_ERR_INVALID;
+    if (n_tok == 0) return DT_OK;
+    if (n_tok > ctx->max_batch) return DT_ERR_CAPACITY;
+    int *new_len = malloc((size_t)ctx->n_seq * sizeof(int));
+    int *count = calloc((size_t)ctx->n_seq, sizeof(int));
+    struct tile *tiles = malloc((size_t)n_tok * sizeof *tiles);
+    int rc = new_len && count && tiles ? check_batch(ctx, n_tok, tokens, pos, seq, new_len) : DT_ERR_NOMEM;
+    /* A ring pass takes at most R - window + 1 tokens of a sequence: its
+     * last token then overwrites the slot of a position just below the
+     * window of its first (and of every earlier token of the batch, which
+     * a previous pass has already evaluated). Batch invariance makes the
+     * split invisible in the results. */
+    const int per_seq = ctx->ring ? ctx->ring - ctx->model->sliding_window + 1 : n_tok;
+    int start = 0, rows = 0;
+    while (rc == DT_OK && start < n_tok) {
+        int end = start;
+        while (end < n_tok && count[seq[end]] < per_seq) count[seq[end++]]++;
+        int n_want = 0;
+        for (int t = start; t < end; t++) {
+            count[seq[t]] = 0;
+            n_want += want && want[t] ? 1 : 0;
+        }
+        rc = forward(ctx, end - start, tokens + start, pos + start, seq + start, want ? want + start : NULL,
+                     logits ? logits + (int64_t)rows * ctx->model->n_vocab : NULL, tiles);
+        rows += n_want;
+        start = end;
+    }
+    if (rc == DT_OK) {
+        for (int s = 0; s < ctx->n_seq; s++) {
+            ctx->seq_len[s] = new_len[s];
+            if (ctx->ring && new_len[s] - ctx->ring > ctx->seq_lo[s]) ctx->seq_lo[s] = new_len[s] - ctx->ring;
+        }
+    }
     free(new_len);
+    free(count);
     free(tiles);
     return rc;
 }
