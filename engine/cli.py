@@ -174,6 +174,8 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
         print(f"{r.path}: {r.status}", file=sys.stderr)
     elif r.output is not None and r.output != r.source:
         name = os.path.relpath(r.path)
+        if name.startswith(".."):
+            name = str(r.path)
         sys.stdout.writelines(difflib.unified_diff(
             r.source.splitlines(keepends=True), r.output.splitlines(keepends=True),
             fromfile=f"a/{name}", tofile=f"b/{name}"))
