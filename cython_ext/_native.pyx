@@ -74,6 +74,9 @@ def model_identity(model_file):
     return int.from_bytes(h.digest()[:8], "little")
 
 
+ctypedef int (*state_reader)(dt_context *ctx, int seq, const void *buf, int64_t len) noexcept nogil
+
+
 cdef dt_tensor as_tensor(w) except *:
     cdef const uint8_t[:, ::1] data = w.data
     cdef dt_tensor t
@@ -261,14 +264,7 @@ cdef class Context:
 
     def restore(self, int seq, checkpoint):
         """Puts the sequence back exactly as it was at checkpoint()."""
-        self._check_seq(seq)
-        cdef const uint8_t[::1] view = memoryview(checkpoint).cast("B")
-        if view.shape[0] == 0:
-            raise ValueError("restore: empty checkpoint")
-        cdef int rc
-        with nogil:
-            rc = dt_seq_restore(self.ctx, seq, &view[0], view.shape[0])
-        check(rc, "restore")
+        self._read_state(seq, checkpoint, dt_seq_restore, "restore")
 
     def copy(self, int src, int dst, n=None):
         self._check_seq(src)
@@ -295,14 +291,18 @@ cdef class Context:
 
     def load(self, int seq, data):
         """Restores a state written by save(); a foreign or corrupted state is refused."""
+        self._read_state(seq, data, dt_seq_state_load, "load")
+
+    cdef _read_state(self, int seq, data, state_reader reader, str what):
+        """Hands bytes from save() or checkpoint() to the native reader."""
         self._check_seq(seq)
         cdef const uint8_t[::1] view = memoryview(data).cast("B")
         if view.shape[0] == 0:
-            raise ValueError("load: empty state")
+            raise ValueError(f"{what}: empty state")
         cdef int rc
         with nogil:
-            rc = dt_seq_state_load(self.ctx, seq, &view[0], view.shape[0])
-        check(rc, "load")
+            rc = reader(self.ctx, seq, &view[0], view.shape[0])
+        check(rc, what)
 
     def decode(self, tokens, positions, seq_ids, want=None):
         """Evaluates a batch; returns float32 logits (count(want), n_vocab).

@@ -58,3 +58,19 @@ def default_model_path() -> str:
             pytest.skip(f"default model not present at {path}")
         path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr))
     return str(path)
+
+
+@pytest.fixture
+def isa():
+    """isa(i) runs the rest of the test on instruction set i (skipped if the
+    CPU lacks it); the previous choice is restored afterwards."""
+    kernels = pytest.importorskip("ditto._kernels", exc_type=ModuleNotFoundError)
+    before = kernels.isa_get()
+
+    def use(i):
+        if i > kernels.isa_best():
+            pytest.skip(f"CPU lacks {kernels.ISA_NAMES[i]}")
+        kernels.isa_set(i)
+
+    yield use
+    kernels.isa_set(before)

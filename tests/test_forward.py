@@ -270,18 +270,6 @@ def test_sliding_window(tiny_model_path, arch, wtype, window):
 # every instruction-set path (scalar fallback included) against the reference
 # ---------------------------------------------------------------------------
 
-@pytest.fixture
-def isa():
-    kernels = pytest.importorskip("ditto._kernels", exc_type=ModuleNotFoundError)
-    before = kernels.isa_get()
-
-    def use(i):
-        if i > kernels.isa_best():
-            pytest.skip(f"CPU lacks {kernels.ISA_NAMES[i]}")
-        kernels.isa_set(i)
-
-    yield use
-    kernels.isa_set(before)
 
 
 @pytest.mark.parametrize("isa_id", [0, 1, 2], ids=["scalar", "avx2", "avx512"])

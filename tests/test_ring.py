@@ -44,18 +44,6 @@ def model_of(tiny_model_path):
     return get
 
 
-@pytest.fixture
-def isa():
-    kernels = pytest.importorskip("ditto._kernels", exc_type=ModuleNotFoundError)
-    before = kernels.isa_get()
-
-    def use(i):
-        if i > kernels.isa_best():
-            pytest.skip(f"CPU lacks {kernels.ISA_NAMES[i]}")
-        kernels.isa_set(i)
-
-    yield use
-    kernels.isa_set(before)
 
 
 def feed(ctx, seq, toks, want_all=True):
