@@ -175,7 +175,7 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
     elif r.output is not None and r.output != r.source:
         name = os.path.relpath(r.path)
         if name.startswith(".."):
-            name = str(r.path)
+            name = str(r.path).lstrip("/")  # outside the working directory: "a/abs/path"
         sys.stdout.writelines(difflib.unified_diff(
             r.source.splitlines(keepends=True), r.output.splitlines(keepends=True),
             fromfile=f"a/{name}", tofile=f"b/{name}"))
