@@ -247,7 +247,6 @@ def main(argv=None) -> int:
     result = {"benchmark": "typing", "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
               "llama_server": args.llama_server if use_llama else None, "files": {}}
-    all_ditto, all_llama = [], []
     for n, path in enumerate(args.files):
         text = Path(path).read_text(encoding="utf-8")
         cursor = pick_cursor(tokenizer, text, args.prefix_tokens)

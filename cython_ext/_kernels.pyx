@@ -96,6 +96,16 @@ def dot_f32(const float[::1] a not None, const float[::1] b not None):
     return r
 
 
+cdef dt_tensor tensor_of(const uint8_t[:, ::1] raw, int type, int64_t cols):
+    """A dt_tensor over validated raw rows (one row of blocks per output)."""
+    cdef dt_tensor w
+    w.data = &raw[0, 0]
+    w.type = type
+    w.rows = raw.shape[0]
+    w.cols = cols
+    return w
+
+
 def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
                 const float[:, ::1] x not None, row_begin=0, row_end=None, precision=0):
     """Y = X W^T for rows [row_begin, row_end) of W.
@@ -132,11 +142,7 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
     if n_tok == 0 or rows == 0 or r0 == r1:
         return out
     cdef float[:, ::1] y = out
-    cdef dt_tensor w
-    w.data = &weight_raw[0, 0]
-    w.type = t
-    w.rows = rows
-    w.cols = c
+    cdef dt_tensor w = tensor_of(weight_raw, t, c)
     cdef float *scratch = <float *> malloc(dt_matmul_scratch_floats(c) * sizeof(float))
     if scratch == NULL:
         raise MemoryError()
@@ -240,11 +246,7 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     if n_tok == 0 or rows == 0:
         return out
     cdef float[:, ::1] y = out
-    cdef dt_tensor w
-    w.data = &weight_raw[0, 0]
-    w.type = t
-    w.rows = rows
-    w.cols = c
+    cdef dt_tensor w = tensor_of(weight_raw, t, c)
     cdef dt_pool *pool = NULL
     cdef int prec = precision, nt = n_threads, rc
     if dt_pool_new(nt, &pool) != DT_OK:

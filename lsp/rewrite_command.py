@@ -21,7 +21,7 @@ from ..engine.rewrite import RewriteError, RewriteJob, finish, language_for, mak
 from .completer import REWRITE_CHUNK, run_request
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
-from .server import DittoServer, offset_of
+from .server import DittoServer
 
 COMMAND = "ditto.rewriteFile"
 PROGRESS_INTERVAL = 0.2   # seconds between $/progress reports

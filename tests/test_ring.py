@@ -20,7 +20,7 @@ from ditto._native import Context, Model
 from ditto.engine.decode import Decoder, Request
 from ditto.engine.drafters import AdaptiveLength
 from ditto.engine.gguf_model import load_model_file
-from test_speculative import NoisyOracle
+from speculation import NoisyOracle, draw_noisy_requests, plain
 
 _models: dict[str, Model] = {}
 
@@ -216,33 +216,15 @@ class CountingContext:
         return self._ctx.restore(seq, ck)
 
 
-def plain_greedy(model, prompt, n):
-    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1)   # full cache
-    req = Request(prompt=prompt, max_tokens=n)
-    Decoder(ctx).run([req])
-    return req.output
-
-
 @pytest.mark.parametrize("name", ["llama-w20", "qwen2-w5-gqa4"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_speculative_greedy_on_a_ring_equals_plain(model_of, name, data):
     model = model_of(name)
-    n_vocab = model.n_vocab
-    n_req = data.draw(st.integers(1, 3), label="requests sharing passes")
-    prompts = [data.draw(st.lists(st.integers(0, n_vocab - 1), min_size=1, max_size=80), label="prompt")
-               for _ in range(n_req)]
-    n_new = data.draw(st.integers(1, 60), label="new tokens")
-    truths = [plain_greedy(model, p, n_new) for p in prompts]
+    reqs, truths = draw_noisy_requests(data, model, max_prompt=80, max_new=60, max_draft=40)
     ring = data.draw(st.sampled_from(RINGS), label="ring")
-    ctx = CountingContext(Context(model, n_seq=n_req, n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])),
+    ctx = CountingContext(Context(model, n_seq=len(reqs), n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])),
                                   n_threads=2, kv_ring=ring))
-    reqs = []
-    for i, (p, truth) in enumerate(zip(prompts, truths)):
-        drafter = NoisyOracle(truth, len(p), n_vocab, data.draw(st.sampled_from([0.0, 0.05, 0.3, 1.0])), seed=i)
-        max_len = data.draw(st.integers(1, 40), label="max draft")
-        reqs.append(Request(prompt=p, max_tokens=n_new, seq=i, drafter=drafter,
-                            draft_length=AdaptiveLength(initial=max_len, min_len=1, max_len=max_len)))
     Decoder(ctx).run(reqs)
     for req, truth in zip(reqs, truths):
         assert req.output == truth
@@ -254,7 +236,7 @@ def test_decoder_restores_and_replays_on_a_ring(model_of):
     the prefix's window."""
     model = model_of("llama-w20")
     prompt = tokens(model, 90, seed=5)
-    truth = plain_greedy(model, prompt, 50)
+    truth = plain(model, prompt, 50)
     ctx = CountingContext(Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=2, kv_ring=1))
     decoder = Decoder(ctx)
     req = Request(prompt=prompt, max_tokens=50, drafter=NoisyOracle(truth, len(prompt), model.n_vocab, 0.1, seed=0),
@@ -267,13 +249,13 @@ def test_decoder_restores_and_replays_on_a_ring(model_of):
     req2 = Request(prompt=more, max_tokens=5)
     decoder.run([req2])
     assert req2.stats.reused_tokens == len(more) - 1
-    assert req2.output == plain_greedy(model, more, 5)
+    assert req2.output == plain(model, more, 5)
     # but the held prefix's window is gone for a prompt that branches early
     other = prompt[:40] + tokens(model, 10, seed=6)
     req3 = Request(prompt=other, max_tokens=10)
     decoder.run([req3])
     assert req3.stats.reused_tokens == 0
-    assert req3.output == plain_greedy(model, other, 10)
+    assert req3.output == plain(model, other, 10)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from ditto._native import Context, Model
 from ditto.engine.decode import Decoder, Request
-from ditto.engine.drafters import AdaptiveLength, DrafterBase, make_drafter
+from ditto.engine.drafters import make_drafter
 from ditto.engine.gguf_model import load_model_file
 from ditto.engine.sampling import Sampler, SamplingParams
+from speculation import draw_noisy_requests, plain
 
 _models: dict[str, Model] = {}
 
@@ -29,34 +30,6 @@ def model_for(path: str) -> Model:
     return _models[path]
 
 
-class NoisyOracle(DrafterBase):
-    """Drafts the known greedy continuation, corrupted at random places, so
-    drafts are accepted whole, in part or not at all."""
-
-    name = "noisy-oracle"
-
-    def __init__(self, truth: list[int], prompt_len: int, n_vocab: int, error_rate: float, seed: int):
-        super().__init__()
-        self.truth, self.prompt_len, self.n_vocab = truth, prompt_len, n_vocab
-        self.error_rate = error_rate
-        self.rng = np.random.default_rng(seed)
-
-    def _propose(self, history, max_len):
-        done = len(history) - self.prompt_len
-        draft = list(self.truth[done:done + max_len])
-        for i in range(len(draft)):
-            if self.rng.random() < self.error_rate:
-                draft[i] = int(self.rng.integers(0, self.n_vocab))
-        return draft
-
-
-def plain(model: Model, prompt: list[int], n: int) -> list[int]:
-    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1)
-    req = Request(prompt=prompt, max_tokens=n)
-    Decoder(ctx).run([req])
-    return req.output
-
-
 ARCH_TYPES = [("llama", Q.Q4_1), ("qwen2", Q.Q8_0), ("llama", Q.Q6_K)]
 
 
@@ -65,20 +38,8 @@ ARCH_TYPES = [("llama", Q.Q4_1), ("qwen2", Q.Q8_0), ("llama", Q.Q6_K)]
 @given(data=st.data())
 def test_speculative_greedy_equals_plain(tiny_model_path, arch, wtype, data):
     model = model_for(tiny_model_path(arch, wtype))
-    n_vocab = model.n_vocab
-    n_req = data.draw(st.integers(1, 3), label="requests sharing passes")
-    prompts = [data.draw(st.lists(st.integers(0, n_vocab - 1), min_size=1, max_size=40), label="prompt")
-               for _ in range(n_req)]
-    n_new = data.draw(st.integers(1, 40), label="new tokens")
-    truths = [plain(model, p, n_new) for p in prompts]
-
-    ctx = Context(model, n_seq=n_req, n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])), n_threads=2)
-    reqs = []
-    for i, (p, truth) in enumerate(zip(prompts, truths)):
-        drafter = NoisyOracle(truth, len(p), n_vocab, data.draw(st.sampled_from([0.0, 0.05, 0.3, 1.0])), seed=i)
-        max_len = data.draw(st.integers(1, 24), label="max draft")
-        reqs.append(Request(prompt=p, max_tokens=n_new, seq=i, drafter=drafter,
-                            draft_length=AdaptiveLength(initial=max_len, min_len=1, max_len=max_len)))
+    reqs, truths = draw_noisy_requests(data, model, max_prompt=40, max_new=40, max_draft=24)
+    ctx = Context(model, n_seq=len(reqs), n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])), n_threads=2)
     Decoder(ctx).run(reqs)
     for req, truth in zip(reqs, truths):
         assert req.output == truth

@@ -395,24 +395,26 @@ function inline.accept(bufnr)
   return s ~= nil and take(bufnr, s.text)
 end
 
-function inline.accept_line(bufnr)
+-- Accepts the part of the shown suggestion that `pick(text)` returns.
+local function accept_part(bufnr, pick)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
   local s = state[bufnr]
   if not s then
     return false
   end
-  local part = s.text:match("^\n[^\n]*") or s.text:match("^[^\n]*")
-  return take(bufnr, part)
+  return take(bufnr, pick(s.text) or s.text)
+end
+
+function inline.accept_line(bufnr)
+  return accept_part(bufnr, function(text)
+    return text:match("^\n[^\n]*") or text:match("^[^\n]*")
+  end)
 end
 
 function inline.accept_word(bufnr)
-  bufnr = bufnr or vim.api.nvim_get_current_buf()
-  local s = state[bufnr]
-  if not s then
-    return false
-  end
-  local part = s.text:match("^%s*[%w_]+") or s.text:match("^%s*[^%w_%s]+") or s.text:match("^%s+")
-  return take(bufnr, part or s.text)
+  return accept_part(bufnr, function(text)
+    return text:match("^%s*[%w_]+") or text:match("^%s*[^%w_%s]+") or text:match("^%s+")
+  end)
 end
 
 function inline.dismiss(bufnr)
