@@ -100,13 +100,15 @@ class Request:
         if self.drafter is not None and self.draft_length is None:
             self.draft_length = AdaptiveLength()
         self._pending: int | None = None   # emitted, not yet in the KV cache
+        self._history = list(self.prompt)
         self._prefill_from = 0
         if self.max_tokens == 0:
             self._finish("length")
 
     @property
     def history(self) -> list[int]:
-        return self.prompt + self.output
+        """Prompt + output, kept as one list (drafters read it every pass)."""
+        return self._history
 
     def _finish(self, reason: str) -> None:
         self.done, self.finish_reason = True, reason
@@ -126,6 +128,7 @@ class Request:
                 self._finish("length")
                 break
         self.output.extend(kept)
+        self._history.extend(kept)
         self.stats.generated += len(kept)
         if kept and self.on_tokens:
             self.on_tokens(kept)
@@ -182,7 +185,7 @@ class Decoder:
             n = (len(toks) if all_logits else 1) if want_logits else 0
             out.append(logits[row:row + n])
             row += n
-            self.cached[req.seq] = self.cached.get(req.seq, []) + toks
+            self.cached.setdefault(req.seq, []).extend(toks)
             req.stats.forward_passes += 1
         return out
 
@@ -244,10 +247,10 @@ class Decoder:
             keep = start + len(emitted)
             if ck is None or self.ctx.can_truncate(req.seq, keep):
                 self.ctx.truncate(req.seq, keep)
-                self.cached[req.seq] = self.cached[req.seq][:keep]
+                del self.cached[req.seq][keep:]
             else:
                 self.ctx.restore(req.seq, ck)
-                self.cached[req.seq] = self.cached[req.seq][:start]
+                del self.cached[req.seq][start:]
                 replay.append((req, fed[:len(emitted)], False))
             emits.append((req, emitted))
         if replay:
