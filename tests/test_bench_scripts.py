@@ -26,3 +26,8 @@ def test_bench_script_starts(script):
                          timeout=120, cwd=BENCH.parent)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage:" in res.stdout
+
+
+def test_no_bench_module_shadows_the_standard_library():
+    shadowing = sorted(p.stem for p in BENCH.glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not shadowing, f"bench/ modules named like standard-library modules: {shadowing}"
