@@ -49,6 +49,11 @@ class SourceText:
 
     @classmethod
     def from_str(cls, text: str) -> SourceText:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:   # from bad UTF-16 in an editor's JSON
+            raise UnsafeText(f"line {line_of(text, e.start)} holds an unpaired surrogate "
+                             f"(U+{ord(text[e.start]):04X}), which is not valid Unicode text") from None
         bom = BOM if text.startswith(BOM) else ""
         body = text[len(bom):]
         lone = _LONE_CR.search(body)
@@ -100,20 +105,18 @@ class SourceText:
         return "".join(pieces)
 
 
-def check_encodable(tokenizer, text: str, what: str = "the text") -> None:
+def check_encodable(tokenizer, text: str, what: str = "the text", first_line: int = 1) -> None:
     """UnsafeText naming the first byte of `text` the model's vocabulary has no
-    token for (byte-level BPE drops such bytes silently), and its line."""
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise UnsafeText(f"{what} holds an unpaired surrogate (U+{ord(text[e.start]):04X}) on line "
-                         f"{line_of(text, e.start)}, which is not valid Unicode text") from None
+    token for (byte-level BPE drops such bytes silently), and its line
+    (counted from `first_line`, for a piece of a longer text)."""
     if tokenizer.can_round_trip(text):
         return
+    data = text.encode("utf-8", "surrogatepass")
     index = min(i for i in (data.find(bytes([b])) for b in tokenizer.missing_bytes) if i >= 0)
     start = index
     while start > 0 and data[start] & 0xC0 == 0x80:
         start -= 1
     char = data[start:start + 4].decode("utf-8", errors="ignore")[:1]
-    raise UnsafeText(f"{what} holds byte 0x{data[index]:02X} ({char!r}) on line {line_of(data, index)}, which "
-                     f"the model's vocabulary cannot encode: it would be dropped, so the text is refused")
+    line = first_line - 1 + line_of(data, index)
+    raise UnsafeText(f"{what} holds byte 0x{data[index]:02X} ({char!r}) on line {line}, which the model's "
+                     f"vocabulary cannot encode: it would be dropped, so the text is refused")

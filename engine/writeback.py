@@ -116,7 +116,7 @@ class Committer:
         return FileResult(path, Status.FAILED, refusal, text) if refusal else text
 
     def _read_only_refusal(self, path: Path) -> str:
-        if not self.write or self.allow_read_only or not read_only(path.stat()):
+        if not self.write or self.allow_read_only or not read_only(os.stat(path)):
             return ""
         return "read-only: its mode does not let you write it; pass --allow-read-only to replace it anyway"
 
@@ -143,10 +143,15 @@ class Committer:
 
     def _why_not_replace(self, path: Path, source: bytes) -> tuple[Status, str] | None:
         """The conflict check (the bytes the run read, exactly) and the read-only rule."""
-        try:
-            if path.read_bytes() != source:
-                return Status.CONFLICT, "changed on disk during the run; not overwritten"
-            refusal = self._read_only_refusal(path)
-        except OSError as e:
-            return Status.CONFLICT, f"cannot be read back ({e.strerror or e}); not overwritten"
+        if not holds(path, source):
+            return Status.CONFLICT, "changed on disk during the run (or unreadable now); not overwritten"
+        refusal = self._read_only_refusal(path)
         return (Status.FAILED, refusal) if refusal else None
+
+
+def holds(path: Path, data: bytes) -> bool:
+    """The conflict check: the file still holds exactly `data`."""
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
