@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pathspec
 
+from .source_text import UnsafeText, decode
+
 DEFAULT_MAX_BYTES = 64 * 1024
 TEMP_SUFFIX = ".ditto-tmp"   # write_atomic's temporary files, never rewritten
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".ditto", ".venv", "venv"}
@@ -78,9 +80,9 @@ def _is_text(path: Path, max_bytes: int) -> str | None:
     if b"\0" in data[:8192]:
         return "binary"
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
+        decode(data)
+    except UnsafeText as e:
+        return str(e)
     return None
 
 
