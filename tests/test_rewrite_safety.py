@@ -213,9 +213,9 @@ def test_bytes_the_model_cannot_encode_are_refused(llm, tmp_path):
 def test_completion_prompt_with_unencodable_bytes_is_refused(llm):
     from ditto.lsp.prompt import build_prompt
 
-    text = "a = 1\nsep = '|\x04|'\nb = "
-    with pytest.raises(ValueError, match=r"0x04.*line 2"):
-        build_prompt(llm.tokenizer, text, len(text), prompt_tokens=256, suffix_tokens=16, style="auto")
+    for text, byte in [("a = 1\nsep = '|\x04|'\nb = ", "0x04"), ("a = 1\nc = '\U00050000'\nb = ", "0xF1")]:
+        with pytest.raises(ValueError, match=f"{byte}.*line 2"):   # a control byte, a UTF-8 lead byte
+            build_prompt(llm.tokenizer, text, len(text), prompt_tokens=256, suffix_tokens=16, style="auto")
 
 
 # ---- 4. read-only files ----------------------------------------------------------------
