@@ -27,6 +27,7 @@ from .drafters.base import Drafter
 from .source_text import SourceText, UnsafeText, check_encodable
 
 MIN_FENCE = 3
+ASK = "Answer with the complete updated file in a single code block."
 # The answer must have room for at least the whole file and its closing fence.
 ANSWER_SLACK = 8
 # An answer shorter than 1/4 of the original is taken for a fragment (small
@@ -127,6 +128,9 @@ class RewriteJob:
         source = self.original.text
         if not body.strip():
             raise RewriteError("the model returned an empty file; nothing was written")
+        if ASK in body and ASK not in source:
+            raise RewriteError("the answer runs on past the file into the words of the prompt (the model did "
+                               "not close its code block); nothing was written")
         if len(body) * MIN_KEPT_FRACTION < len(source):
             raise RewriteError(f"the answer ({len(body)} characters) is less than 1/{MIN_KEPT_FRACTION} of the "
                                f"file ({len(source)}): it looks like a fragment, not the whole file; "
@@ -158,7 +162,7 @@ def build_prompt(llm, job: RewriteJob) -> None:
     check_encodable(llm.tokenizer, source, "the file")
     content = (f"{job.fence}{job.language}\n{source.rstrip(chr(10))}\n{job.fence}\n\n"
                f"{job.instruction.strip()}\n"
-               f"Answer with the complete updated file in a single code block.")
+               f"{ASK}")
     opening = f"{job.fence}{job.language}\n"
     job.prompt = llm.encode_chat([{"role": "user", "content": content}]) + llm.tokenizer.encode(opening)
     job.source_tokens = llm.tokenizer.encode(source)

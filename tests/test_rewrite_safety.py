@@ -175,6 +175,18 @@ def test_a_file_with_code_fences_comes_back_whole(llm, tmp_path):
     assert f.read_text() == fixed
 
 
+@pytest.mark.slow
+def test_an_answer_that_runs_on_into_the_prompt_is_refused(llm, tmp_path):
+    """A small model that does not close the longer fence echoes the prompt's
+    last words, then ends its turn: that is not the file."""
+    f = tmp_path / "README.md"
+    f.write_text(MARKDOWN)
+    echo = MARKDOWN + "\n" + INSTRUCTION + "\nAnswer with the complete updated file in a single code block.\n"
+    results = run_scripted(llm, [f], lambda shown: echo)
+    assert str(results[0].status) == "failed" and "prompt" in results[0].message
+    assert f.read_text() == MARKDOWN
+
+
 def test_only_the_answers_own_fence_closes_it():
     """The rule: the fence is longer than every backtick run of the file, and
     the answer ends only at a line that is exactly that fence."""
