@@ -65,12 +65,16 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 # ---- ditto generate -----------------------------------------------------------
 
 def read_text_arg(text: str | None, path: str | None) -> str:
-    if path is not None:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    return text or ""
+    """The text of --prompt, or of a file ('-': stdin) exactly as its bytes
+    are: no newline translation, so a CRLF file keeps its carriage returns."""
+    from .source_text import decode
+
+    if path is None:
+        return text or ""
+    if path == "-":
+        return decode(sys.stdin.buffer.read())
+    with open(path, "rb") as f:
+        return decode(f.read())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -115,11 +119,12 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 # ---- ditto rewrite -----------------------------------------------------------------
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    from .batch import BatchRewrite, Committer
+    from .batch import BatchRewrite
     from .drafters import DRAFTER_NAMES
     from .files import remove_stale_temporaries, select_files
     from .journal import Journal
     from .progress import BatchProgress
+    from .writeback import Committer
 
     if args.drafter not in DRAFTER_NAMES:
         raise ValueError(f"unknown drafter {args.drafter!r}; valid: {', '.join(DRAFTER_NAMES)}")
@@ -131,13 +136,14 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     if not selection.files:
         print("ditto rewrite: no files to rewrite", file=sys.stderr)
         return 1
+    if args.resume and not args.write:
+        raise ValueError("--resume only makes sense with --write")
     if args.write:
-        for stale in remove_stale_temporaries(selection.roots):
+        for stale in remove_stale_temporaries(selection.files):
             print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     journal = Journal(selection.roots[0], args.instruction) if args.write else None
-    if args.resume and journal is None:
-        raise ValueError("--resume only makes sense with --write")
-    committer = Committer(args.write, journal)
+    committer = Committer(args.write, journal, allow_read_only=args.allow_read_only)
+    committer.begin(args.resume)
     options = dict(speculate=not args.no_speculate, drafter=args.drafter, max_tokens=args.max_tokens)
     with BatchProgress(len(selection.files), enabled=not args.quiet) as progress:
         on_result = lambda r: report_result(args, r, progress)  # noqa: E731
@@ -160,7 +166,7 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     print(f"{len(results)} files in {t.seconds:.1f}s: generated {t.generated} tokens "
           f"({t.tokens_per_second:.1f} tok/s), drafted {t.drafted}, accepted {t.accepted} "
           f"({100 * t.acceptance_rate:.0f}%)", file=sys.stderr)
-    return 0 if all(r.status not in ("failed", "conflict", "cancelled") for r in results) else 1
+    return 0 if all(r.status.ok for r in results) else 1
 
 
 def summarize(results, seconds: float):
@@ -181,11 +187,11 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
 
     progress.file_done(r)
     if args.json:
-        out = {"file": str(r.path), "status": r.status, "stats": r.stats}
+        out = {"file": str(r.path), "status": str(r.status), "stats": r.stats}
         out.update({"output": r.output} if r.output is not None else {"error": r.message})
         print(json.dumps(out), flush=True)
         return
-    if r.status in ("failed", "conflict", "cancelled"):
+    if not r.status.ok:
         print(f"{r.path}: {r.status}: {r.message}", file=sys.stderr)
     elif args.write:
         print(f"{r.path}: {r.status}", file=sys.stderr)
@@ -193,10 +199,15 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
         name = os.path.relpath(r.path)
         if name.startswith(".."):
             name = str(r.path).lstrip("/")  # outside the working directory: "a/abs/path"
+        # Lines cut at LF only, endings kept: the diff shows every byte the write would change.
         sys.stdout.writelines(difflib.unified_diff(
-            r.source.splitlines(keepends=True), r.output.splitlines(keepends=True),
-            fromfile=f"a/{name}", tofile=f"b/{name}"))
+            lf_lines(r.source), lf_lines(r.output), fromfile=f"a/{name}", tofile=f"b/{name}"))
         sys.stdout.flush()
+
+
+def lf_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 # ---- parser ---------------------------------------------------------------------
@@ -250,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--include", action="append", metavar="GLOB", help="only files matching (repeatable)")
     rw.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     rw.add_argument("--resume", action="store_true", help="skip files an interrupted --write run finished")
+    rw.add_argument("--allow-read-only", action="store_true",
+                    help="with --write, also replace files whose mode makes them read-only (keeping that mode)")
     rw.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' starts one here)")
     rw.add_argument("--actors", type=int, default=2, help="Ray actors, each with its own model (default 2)")
     rw.add_argument("--no-speculate", action="store_true", help="plain greedy decoding (same output, slower)")

@@ -17,7 +17,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from ..engine.rewrite import RewriteError, RewriteJob, finish, language_for, make_request
+from ..engine.rewrite import RewriteError, RewriteJob, Status, language_for, make_request
+from ..engine.source_text import UnsafeText
 from .completer import REWRITE_CHUNK, run_request
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
@@ -114,9 +115,12 @@ def register(server: DittoServer) -> None:
                 raise RewriteError(f"cancelled ({e})") from None
             req = rjob.request
             outcome["stats"] = req.stats.as_dict()
-            if req.finish_reason == "cancelled" or cancel.cancelled:
+            result = rjob.outcome()
+            if result.status is Status.CANCELLED or cancel.cancelled:
                 raise RewriteError("cancelled; nothing was changed")
-            new = rjob.result()
+            if result.status is Status.FAILED:
+                raise RewriteError(result.message)
+            new = result.output
             current = ls.workspace.text_documents.get(uri)
             if current is None or current.version != version or current.source != text:
                 raise RewriteError("the document changed during the rewrite; the edit was not applied")
@@ -130,7 +134,7 @@ def register(server: DittoServer) -> None:
             ls.log(f"rewrite {name}: applied in {time.perf_counter() - started:.1f}s, {req.stats.as_dict()}",
                    types.MessageType.Info)
             return outcome
-        except (RewriteError, OverflowError) as e:
+        except (RewriteError, UnsafeText, OverflowError) as e:
             outcome["reason"] = str(e)
             ls.show(f"ditto: rewrite of {name} not applied: {e}", types.MessageType.Warning)
             return outcome
@@ -147,7 +151,9 @@ def register(server: DittoServer) -> None:
 def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str, settings,
                       on_text) -> RewriteJob:
     """On the model thread: one rewrite in a pinned slot, yielding to waiting
-    completions between forward passes."""
+    completions between forward passes. RewriteError or UnsafeText when the
+    text cannot be rewritten safely (the message says why); the finished
+    job's outcome() tells the rest."""
     slot = engine.slots.acquire(key, pin=True)
     try:
         rjob = RewriteJob(source=source, instruction=instruction, language=language_for(name), path=name)
@@ -155,12 +161,8 @@ def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str
         req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != "none",
                            drafter_name=drafter if drafter != "none" else "auto",
                            max_tokens=settings.rewrite_max_tokens, on_text=on_text)
-        if len(req.prompt) + 1 >= engine.llm.ctx.n_ctx:
-            raise RewriteError(f"the prompt ({len(req.prompt)} tokens) does not fit the context "
-                               f"({engine.llm.ctx.n_ctx})")
         engine.stats.rewrites += 1
         run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
-        finish(rjob)
         engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
         return rjob
     finally:

@@ -204,3 +204,39 @@ async def test_settings_invalid_reported(client: LanguageClient):
         settings={"ditto": {"maxTokens": "lots", "completionStyle": "single"}}))
     await client.wait_for_notification(types.WINDOW_SHOW_MESSAGE)
     assert any("maxTokens" in m.message for m in client.messages)
+
+
+def edit_texts(edit: types.WorkspaceEdit) -> list[str]:
+    if edit.changes:
+        return [e.new_text for edits in edit.changes.values() for e in edits]
+    return [e.new_text for change in edit.document_changes for e in change.edits]
+
+
+def only_crlf(text: str) -> bool:
+    return "\n" in text and text.count("\n") == text.count("\r\n")
+
+
+async def test_rewrite_file_keeps_crlf_line_endings(client: LanguageClient):
+    """The model sees LF text; the edit gives the answer back in the document's CRLF."""
+    uri = "file:///tmp/crlf.py"
+    client.applied_edits.clear()
+    open_doc(client, uri, "value = 10\r\nprint(value)\r\n")
+    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteFile", arguments=[uri, "Rename value to amount."]))
+    assert out["applied"] and out["changed"], out
+    [new_text] = edit_texts(client.applied_edits[0])
+    assert only_crlf(new_text), repr(new_text)
+
+
+async def test_rewrite_workspace_keeps_crlf_line_endings(client: LanguageClient):
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="ditto-crlf-", dir="/tmp"))
+    (folder / "crlf.py").write_bytes(b"value = 10\r\nprint(value)\r\n")
+    client.applied_edits.clear()
+    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteWorkspace", arguments=[f"{folder.name}/*.py", "Rename value to amount."]))
+    assert [r["status"] for r in out["results"]] == ["applied"], out
+    [new_text] = edit_texts(client.applied_edits[0])
+    assert only_crlf(new_text), repr(new_text)
