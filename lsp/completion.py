@@ -14,6 +14,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError
 
 from .completer import CompletionResult
+from .positions import position_of
 from .scheduler import PREFETCH, URGENT, CancelToken, Cancelled
 from .server import DittoServer
 
@@ -102,7 +103,7 @@ def register(server: DittoServer) -> None:
         if result is None or not result.text.strip():
             return types.CompletionList(is_incomplete=True, items=[])
         word = word_before(text, offset)
-        start = types.Position(params.position.line, params.position.character - len(word.encode("utf-16-le")) // 2)
+        start = position_of(text, offset - len(word), ls.position_codec)
         first = result.text.strip().split("\n", 1)[0]
         label = (word + result.text).strip().split("\n", 1)[0] if word else first
         item = types.CompletionItem(

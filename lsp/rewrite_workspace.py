@@ -22,7 +22,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.files import select_files
 from ..engine.rewrite import RewriteError
-from .rewrite_command import begin_progress, end_position, rewrite_on_engine, text_edit
+from .positions import end_position
+from .rewrite_command import begin_progress, rewrite_on_engine, text_edit
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
 
@@ -100,6 +101,8 @@ def register(server: DittoServer) -> None:
 async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> dict:
     uri = path.as_uri()
     open_doc = ls.workspace.text_documents.get(uri)
+    if uri in ls.out_of_sync:
+        return {"uri": uri, "status": "failed", "reason": f"out of sync with the editor ({ls.out_of_sync[uri]})"}
     try:
         text = open_doc.source if open_doc is not None else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -128,7 +131,7 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
         now = None
     if now != text or (current is not None and current.version != version):
         return {"uri": uri, "status": "conflict", "reason": "changed during the rewrite; not applied"}
-    rng = types.Range(types.Position(0, 0), end_position(text))
+    rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
     edit = text_edit(ls, uri, version, rng, new, annotation=f"ditto: {instruction[:60]}")
     applied = await ls.workspace_apply_edit_async(
         types.ApplyWorkspaceEditParams(edit=edit, label=f"ditto: {instruction[:60]} ({path.name})"))

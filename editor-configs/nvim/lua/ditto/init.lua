@@ -73,7 +73,9 @@ function M.client(bufnr)
 end
 
 local function server_settings()
-  return vim.deepcopy(M.config.settings)
+  local settings = vim.deepcopy(M.config.settings)
+  -- An empty Lua table encodes as a JSON array; the server wants an object.
+  return next(settings) == nil and vim.empty_dict() or settings
 end
 
 -- ---- setup and the client ------------------------------------------------------------------
