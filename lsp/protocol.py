@@ -58,6 +58,8 @@ def strict_converter() -> cattrs.Converter:
     converter.register_structure_hook(
         float, _exactly("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
     converter.register_structure_hook(str, _exactly("a string", lambda v: isinstance(v, str)))
+    # Methods without params (shutdown, exit): null, or an empty object or array.
+    converter.register_structure_hook(type(None), _exactly("no params", lambda v: v in (None, {}, [])))
 
     def strict_list(kind):
         items = list_structure_factory(kind, converter)
