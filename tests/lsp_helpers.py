@@ -7,6 +7,7 @@ import sys
 import tempfile
 import threading
 
+import pytest
 from lsprotocol import types
 
 PRESETS = ["neovim@v0.11.0", "visual_studio_code"]
@@ -42,6 +43,26 @@ def position_at(text: str, offset: int) -> types.Position:
     line = text.count("\n", 0, offset)
     col = offset - (text.rfind("\n", 0, offset) + 1)
     return types.Position(line, len(text[offset - col:offset].encode("utf-16-le")) // 2)
+
+
+@pytest.fixture(scope="module")
+def cold_llm():
+    """The real default model alone, for cold evaluations (import it into a test module)."""
+    from ditto.engine.llm import LLM
+
+    return LLM(None, n_ctx=2048, n_seq=1, n_threads=2)
+
+
+def cold_completion_text(llm, text: str, offset: int, options: dict) -> str:
+    """What the model answers for a completion at `offset` from scratch (no cache,
+    no speculation): the reference every server answer must equal. `options`
+    are the server's settings (camelCase) with extraChunks 0."""
+    from ditto.lsp.completer import cold_completion
+    from ditto.lsp.prompt import build_prompt
+
+    prompt, _below = build_prompt(llm.tokenizer, text, offset, prompt_tokens=options["promptTokens"],
+                                  suffix_tokens=256, style="auto")
+    return cold_completion(llm, prompt, options["maxTokens"])
 
 
 MISSING = object()   # a request or notification without params
