@@ -35,8 +35,8 @@ async def suggest(ls: DittoServer, uri, position: types.Position) -> tuple[Compl
     ls.prefetching.clear()
     chunks: tuple[str, ...] = ()
     if settings.extra_chunks > 0:
-        if ls.last_uri not in (None, uri) and ls.last_uri in ls.workspace.text_documents:
-            other = ls.workspace.text_documents[ls.last_uri]
+        other = ls.open_document(ls.last_uri) if ls.last_uri not in (None, uri) else None
+        if other is not None:
             ls.chunks.add(ls.last_uri, other.source, ls.edit_line.get(ls.last_uri, 0), settings.chunk_lines)
         line = position.line
         around = "\n".join(text.split("\n")[max(0, line - settings.chunk_lines // 2): line + settings.chunk_lines // 2])

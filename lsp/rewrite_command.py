@@ -110,7 +110,7 @@ def register(server: DittoServer) -> None:
             if req.finish_reason == "cancelled" or cancel.cancelled:
                 raise RewriteError("cancelled; nothing was changed")
             new = rjob.result()
-            current = ls.workspace.text_documents.get(uri)
+            current = ls.open_document(uri)
             if current is None or current.version != version or current.source != text:
                 raise RewriteError("the document changed during the rewrite; the edit was not applied")
             edit = text_edit(ls, uri, version, rng, new)

@@ -100,9 +100,9 @@ def register(server: DittoServer) -> None:
 
 async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> dict:
     uri = path.as_uri()
-    open_doc = ls.workspace.text_documents.get(uri)
-    if uri in ls.out_of_sync:
-        return {"uri": uri, "status": "failed", "reason": f"out of sync with the editor ({ls.out_of_sync[uri]})"}
+    open_doc = ls.open_document(uri)
+    if (problem := ls.sync_problem(uri)) is not None:
+        return {"uri": uri, "status": "failed", "reason": f"out of sync with the editor ({problem})"}
     try:
         text = open_doc.source if open_doc is not None else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -124,7 +124,7 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
         return {"uri": uri, "status": "failed", "reason": str(e)}
     if new == text:
         return {"uri": uri, "status": "unchanged"}
-    current = ls.workspace.text_documents.get(uri)
+    current = ls.open_document(uri)
     try:
         now = current.source if current is not None else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

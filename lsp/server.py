@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -26,10 +27,6 @@ log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 MAX_DOCUMENT_CHARS = 4 << 20     # larger documents are refused
-
-
-class ServerError(Exception):
-    """Turned into an LSP error response (InvalidParams) by the handlers."""
 
 
 def invalid(message: str) -> JsonRpcInvalidParams:
@@ -150,23 +147,39 @@ class DittoServer(LanguageServer):
         """The open document to compute an answer from; an error if there is none to trust."""
         if not isinstance(uri, str):
             raise invalid("textDocument.uri must be a string")
-        doc = self.workspace.text_documents.get(uri)
+        doc = self.open_document(uri)
         if doc is None:
             raise invalid(f"unknown document {uri!r}: open it with textDocument/didOpen first")
-        if uri in self.out_of_sync:
-            raise invalid(f"document {uri!r} is out of sync with the editor ({self.out_of_sync[uri]}); "
+        if (problem := self.sync_problem(uri)) is not None:
+            raise invalid(f"document {uri!r} is out of sync with the editor ({problem}); "
                           f"send its full text (a full didChange, or reopen it) first")
         if len(doc.source) > MAX_DOCUMENT_CHARS:
             raise invalid(f"document {uri!r} is too large ({len(doc.source)} characters)")
         return doc
 
+    def open_document(self, uri: str):
+        """The open document with this uri, or None. pygls keys documents by the
+        unquoted uri, so "a%20b.py" and "a b.py" name the same document."""
+        try:
+            documents = self.workspace.text_documents
+        except RuntimeError:        # not initialized yet
+            return None
+        return documents.get(unquote(uri))
+
+    def sync_problem(self, uri: str) -> str | None:
+        """Why the server's copy of a document is not the editor's, or None."""
+        return self.out_of_sync.get(unquote(uri))
+
     def lose_sync(self, uri: str, reason: str) -> None:
         """The editor's copy changed in a way the server could not follow: say so and
         refuse answers from this document until its full text comes again."""
-        if uri not in self.out_of_sync:
+        if self.sync_problem(uri) is None:
             self.show(f"ditto: lost track of {uri} ({reason}); suggestions and rewrites for it are off "
                       f"until it is reopened or its full text is sent")
-        self.out_of_sync[uri] = reason
+        self.out_of_sync[unquote(uri)] = reason
+
+    def regain_sync(self, uri: str) -> None:
+        self.out_of_sync.pop(unquote(uri), None)
 
     def refused_message(self, data: Any, reason: str) -> None:
         """A notification or response that did not fit the protocol: no answer is possible
@@ -177,7 +190,7 @@ class DittoServer(LanguageServer):
             params = data.get("params")
             doc = params.get("textDocument") if isinstance(params, dict) else None
             uri = doc.get("uri") if isinstance(doc, dict) else None
-            if isinstance(uri, str) and uri in self.workspace.text_documents:
+            if isinstance(uri, str) and self.open_document(uri) is not None:
                 self.lose_sync(uri, f"a didChange did not fit the protocol: {reason}")
 
     @property

@@ -135,7 +135,9 @@ class RawServer:
                 if "method" in message:
                     self.notifications.append(message)
                 else:
-                    self.responses.setdefault(message.get("id"), []).append(message)
+                    msg_id = message.get("id")
+                    key = msg_id if msg_id is None or isinstance(msg_id, (int, str)) else json.dumps(msg_id)
+                    self.responses.setdefault(key, []).append(message)
                 self.changed.notify_all()
 
     def wait_for(self, predicate, timeout: float = 120, what: str = "a message"):

@@ -123,12 +123,12 @@ def test_rewrite_range_ends_at_the_end_of_the_file_in_the_negotiated_encoding(en
             return {"applied": True}
         return None
 
-    text = 'x = "😋größe"\ny = x'          # the last line has no newline
+    text = 'x = 1\ny = "😋größe"'          # the last line has no newline and is not ASCII
     server = start(encoding, on_request)
     try:
         server.open("file:///tmp/end.py", text)
         result = server.call("workspace/executeCommand", {
-            "command": "ditto.rewriteFile", "arguments": ["file:///tmp/end.py", "Rename y to z."]})
+            "command": "ditto.rewriteFile", "arguments": ["file:///tmp/end.py", "Rename x to z."]})
         assert result["applied"], result
         (edit,) = edits
         (change,) = edit["changes"]["file:///tmp/end.py"]
@@ -210,5 +210,22 @@ def test_incremental_changes_keep_the_editors_text_in_every_encoding(encoding):
         assert edited["result"]["items"] == [] or edited["result"]["items"][0]["data"]["text"] == \
             fresh["result"]["items"][0]["data"]["text"]
         assert len(edited["result"]["items"]) == len(fresh["result"]["items"])
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_a_document_whose_uri_has_percent_escapes_is_found():
+    """Editors escape spaces and colons in URIs; pygls stores documents by the unescaped URI."""
+    uri = "file:///tmp/with%20a%20space.py"
+    text = "def add(a, b):\n    return a + b\n"
+    server = start()
+    try:
+        server.open(uri, text)
+        server.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                                 "contentChanges": [{"range": edit_range(text, 0, 0, "utf-16"),
+                                                                     "text": "# math\n"}]})
+        reply = server.complete(uri, 2, 4)
+        assert "result" in reply, reply
     finally:
         server.close()
