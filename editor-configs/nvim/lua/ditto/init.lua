@@ -80,7 +80,8 @@ end
 
 -- ---- setup and the client ------------------------------------------------------------------
 
-local own_keys = {}
+-- Options whose default is nil are no keys of `defaults`: name them too.
+local own_keys = { cmd_env = true, filetypes = true }
 for k in pairs(defaults) do
   own_keys[k] = true
 end
