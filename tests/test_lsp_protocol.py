@@ -63,25 +63,28 @@ def test_every_request_with_schema_invalid_params_gets_one_invalid_params_error(
     methods = registered_requests()
     assert {"initialize", "shutdown", "textDocument/completion", "textDocument/inlineCompletion",
             "workspace/executeCommand"} <= set(methods)
-    sent: dict[str, str] = {}
+    sent: dict[str, tuple[str, str]] = {}       # id -> (what was sent, what the error must name)
     for method in methods:
         for params in SCHEMA_INVALID_FOR_ALL:
-            sent[server.request(method, params)] = f"{method} with params {params!r}"
+            sent[server.request(method, params)] = (f"{method} with params {params!r}", "params")
     for method in ("textDocument/completion", "textDocument/inlineCompletion"):
         for case, params in SCHEMA_INVALID_POSITIONS.items():
             if method.endswith("inlineCompletion") and isinstance(params, dict):
                 params = {**params, "context": {"triggerKind": 1}}
-            sent[server.request(method, params)] = f"{method} with {case}"
-    sent[server.request("textDocument/inlineCompletion", position(0, 0))] = "inlineCompletion without context"
+            sent[server.request(method, params)] = (f"{method} with {case}", "params")
+    sent[server.request("textDocument/inlineCompletion", position(0, 0))] = ("inline without context", "context")
     for command in registered_commands():
         for arguments in ("abc", {"a": 1}, 5):
             sent[server.request("workspace/executeCommand", {"command": command, "arguments": arguments})] = \
-                f"{command} with arguments {arguments!r}"
-    sent[server.request("workspace/executeCommand", {"command": 5})] = "a numeric command"
-    for msg_id, what in sent.items():
+                (f"{command} with arguments {arguments!r}", "arguments")
+        # an array no command takes: each command checks its own arguments
+        sent[server.request("workspace/executeCommand", {"command": command, "arguments": [[1], None, True, 1.5]})] = \
+            (f"{command} with four odd arguments", command)
+    sent[server.request("workspace/executeCommand", {"command": 5})] = ("a numeric command", "command")
+    for msg_id, (what, named) in sent.items():
         reply = server.response(msg_id, timeout=60)
         assert reply.get("error", {}).get("code") == INVALID_PARAMS, f"{what}: {reply}"
-        assert "params" in reply["error"]["message"], f"{what}: {reply['error']['message']}"
+        assert named in reply["error"]["message"], f"{what}: {reply['error']['message']}"
     # A request sent after all of them is answered after them: no response is left to come.
     assert server.call("workspace/executeCommand", {"command": "ditto.status"})["model"]["name"]
     duplicates = {msg_id: server.responses[msg_id] for msg_id in sent if len(server.responses[msg_id]) != 1}
