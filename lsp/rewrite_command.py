@@ -20,6 +20,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from ..engine.rewrite import RewriteError, RewriteJob, Status, language_for, make_request
 from ..engine.source_text import UnsafeText
 from .completer import REWRITE_CHUNK, run_request
+from .positions import end_position
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
@@ -59,12 +60,6 @@ def _pos(p) -> dict:
     return {"line": line, "character": ch}
 
 
-def end_position(text: str) -> types.Position:
-    line = text.count("\n")
-    last = text[text.rfind("\n") + 1:]
-    return types.Position(line, len(last.encode("utf-16-le")) // 2)
-
-
 def register(server: DittoServer) -> None:
     @server.command(COMMAND)
     async def rewrite_file(ls: DittoServer, *args):
@@ -72,12 +67,10 @@ def register(server: DittoServer) -> None:
         doc = ls.document(uri)
         text, version = doc.source, doc.version
         if rng is not None:
-            start, end = ls.offset(doc, rng.start), ls.offset(doc, rng.end)
-            if end < start:
-                raise JsonRpcInvalidParams(f"{COMMAND}: the range ends before it starts")
+            start, end = ls.range_offsets(doc, rng)
         else:
             start, end = 0, len(text)
-            rng = types.Range(types.Position(0, 0), end_position(text))
+            rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
         source = text[start:end]
         if not source.strip():
             raise JsonRpcInvalidParams(f"{COMMAND}: nothing to rewrite (the text is empty)")
@@ -121,7 +114,7 @@ def register(server: DittoServer) -> None:
             if result.status is Status.FAILED:
                 raise RewriteError(result.message)
             new = result.output
-            current = ls.workspace.text_documents.get(uri)
+            current = ls.open_document(uri)
             if current is None or current.version != version or current.source != text:
                 raise RewriteError("the document changed during the rewrite; the edit was not applied")
             edit = text_edit(ls, uri, version, rng, new)

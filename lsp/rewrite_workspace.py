@@ -24,7 +24,8 @@ from ..engine.files import select_files
 from ..engine.rewrite import RewriteError, Status
 from ..engine.source_text import UnsafeText, decode
 from ..engine.writeback import holds
-from .rewrite_command import begin_progress, end_position, rewrite_on_engine, text_edit
+from .positions import end_position
+from .rewrite_command import begin_progress, rewrite_on_engine, text_edit
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
 
@@ -101,7 +102,9 @@ def register(server: DittoServer) -> None:
 
 async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> dict:
     uri = path.as_uri()
-    open_doc = ls.workspace.text_documents.get(uri)
+    open_doc = ls.open_document(uri)
+    if (problem := ls.sync_problem(uri)) is not None:
+        return {"uri": uri, "status": str(Status.FAILED), "reason": f"out of sync with the editor ({problem})"}
     version = open_doc.version if open_doc is not None else None
     try:
         text = open_doc.source if open_doc is not None else decode(path.read_bytes())
@@ -127,7 +130,7 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
         return {"uri": uri, "status": str(result.status), **({"reason": result.message} if result.message else {})}
     if not _still_holds(ls, uri, path, text, version):
         return {"uri": uri, "status": str(Status.CONFLICT), "reason": "changed during the rewrite; not applied"}
-    rng = types.Range(types.Position(0, 0), end_position(text))
+    rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
     edit = text_edit(ls, uri, version, rng, result.output, annotation=f"ditto: {instruction[:60]}")
     applied = await ls.workspace_apply_edit_async(
         types.ApplyWorkspaceEditParams(edit=edit, label=f"ditto: {instruction[:60]} ({path.name})"))
@@ -140,7 +143,7 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
 def _still_holds(ls: DittoServer, uri: str, path: Path, text: str, version: int | None) -> bool:
     """The conflict check: the open document at the same version and text,
     or (closed) the file on disk with exactly the bytes of `text`."""
-    current = ls.workspace.text_documents.get(uri)
+    current = ls.open_document(uri)
     if current is not None:
         return current.version == version and current.source == text
     return holds(path, text.encode("utf-8"))

@@ -73,12 +73,15 @@ function M.client(bufnr)
 end
 
 local function server_settings()
-  return vim.deepcopy(M.config.settings)
+  local settings = vim.deepcopy(M.config.settings)
+  -- An empty Lua table encodes as a JSON array; the server wants an object.
+  return next(settings) == nil and vim.empty_dict() or settings
 end
 
 -- ---- setup and the client ------------------------------------------------------------------
 
-local own_keys = {}
+-- Options whose default is nil are no keys of `defaults`: name them too.
+local own_keys = { cmd_env = true, filetypes = true }
 for k in pairs(defaults) do
   own_keys[k] = true
 end
