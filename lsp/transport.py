@@ -26,13 +26,14 @@ from typing import Any
 from pygls.io_ import StdoutWriter
 
 from .access import peer_is_owner
-from .framing import FrameReader, FramingError, Oversized, error_frame
+from .framing import MAX_MESSAGE_BYTES, FrameReader, FramingError, Oversized, error_frame
 from .server import DittoServer
 
 log = logging.getLogger(__name__)
 
 INVALID_REQUEST = -32600
 SERVER_NOT_INITIALIZED = -32002
+MAX_INITIALIZE_BYTES = 1 << 20
 
 
 async def next_body(frames: FrameReader, write: Callable[[bytes], Any], *, strict: bool) -> bytes | None:
@@ -154,7 +155,8 @@ class Listener:
         if self._check_peer and not peer_is_owner(writer.get_extra_info("socket")):
             log.warning("refused a connection from another user")
             return
-        frames = FrameReader(reader.read)
+        # Until the peer is admitted, it cannot make the server hold more than an initialize needs.
+        frames = FrameReader(reader.read, max_message=MAX_INITIALIZE_BYTES)
         body = await next_body(frames, writer.write, strict=True)
         if body is None:
             return
@@ -172,6 +174,7 @@ class Listener:
             if msg_id is not None:
                 writer.write(error_frame(msg_id, SERVER_NOT_INITIALIZED, reason))
             return
+        frames.max_message = MAX_MESSAGE_BYTES
         self._session = server = self._make_server()
         server.protocol.set_writer(writer)
         try:

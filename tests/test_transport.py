@@ -206,6 +206,17 @@ def test_tcp_needs_the_token_in_initialize(tcp_server, private_dir, attempt):
     assert "unknown ditto setting 'token'" not in tcp_server.log.read_text()
 
 
+def test_a_client_not_yet_admitted_cannot_make_the_server_hold_a_large_message(tcp_server):
+    """Before its initialize is accepted, a peer's message is capped far below
+    the limit for documents: refused from its header, without reading the body."""
+    peer = tcp_server.connect()
+    peer.send(b'Content-Length: 2000000\r\n\r\n{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {')
+    reply = peer.message()
+    assert reply["id"] == 1 and "larger than the limit of 1048576 bytes" in reply["error"]["message"]
+    assert peer.closed()
+    assert tcp_server.alive()
+
+
 def test_a_second_client_is_refused_and_the_first_keeps_its_session(listening):
     first = listening.connect()
     first.send(initialize(1, listening.options))
