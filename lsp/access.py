@@ -8,6 +8,7 @@ import secrets
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -33,25 +34,25 @@ def _check_private_parent(path: Path) -> None:
         raise AccessError(f"directory {parent} belongs to another user")
 
 
-def _ours(st: os.stat_result) -> bool:
-    return st.st_uid == os.getuid()
-
-
-def bind_unix_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at `path`, mode 0600. A stale socket of ours is
-    replaced; anything else at the path (another user's file, a live
-    server) is refused."""
+def _make_room(path: Path, kind: str, is_kind: Callable[[int], bool],
+               in_use: Callable[[Path], bool] = lambda path: False) -> None:
+    """Clears `path` for a new `kind`: a stale one of ours is removed; anything
+    else there (another user's file, one still in use) is refused."""
     _check_private_parent(path)
     try:
         st = path.lstat()
     except FileNotFoundError:
-        pass
-    else:
-        if not (stat.S_ISSOCK(st.st_mode) and _ours(st)):
-            raise AccessError(f"{path} exists and is not a socket of this user: refusing to replace it")
-        if _listening(path):
-            raise AccessError(f"another server is already listening on {path}")
-        path.unlink()
+        return
+    if not (is_kind(st.st_mode) and st.st_uid == os.getuid()):
+        raise AccessError(f"{path} exists and is not a {kind} of this user: refusing to replace it")
+    if in_use(path):
+        raise AccessError(f"another server is already listening on {path}")
+    path.unlink()
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at `path`, mode 0600."""
+    _make_room(path, "socket", stat.S_ISSOCK, in_use=_listening)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o077)      # no moment where the socket is open to others
     try:
@@ -117,15 +118,7 @@ def make_token() -> str:
 def write_token_file(path: Path, token: str) -> None:
     """Writes the token readable by its owner only, never through a symlink."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _check_private_parent(path)
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        pass
-    else:
-        if not (stat.S_ISREG(st.st_mode) and _ours(st)):
-            raise AccessError(f"{path} exists and is not a file of this user: refusing to replace it")
-        path.unlink()
+    _make_room(path, "file", stat.S_ISREG)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

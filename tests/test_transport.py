@@ -113,17 +113,31 @@ def test_unix_socket_is_private(unix_server, private_dir):
     assert stat.S_IMODE(st.st_mode) == 0o600
 
 
-def test_unix_socket_refuses_to_replace_other_files_or_use_a_shared_directory(private_dir):
+def test_listeners_refuse_to_replace_other_files_or_use_a_shared_directory(private_dir):
     target = private_dir / "not-a-socket"
     target.write_text("precious")
+    (private_dir / "link").symlink_to(target)
     shared = private_dir / "shared"
-    shared.mkdir(mode=0o777)
+    shared.mkdir()
     shared.chmod(0o777)
-    for path, reason in ((target, "not a socket"), (shared / "s", "writable by other users")):
-        done = subprocess.run(SERVE + ["--socket", str(path)], capture_output=True, text=True, timeout=TIMEOUT)
-        assert done.returncode == 2 and reason in done.stderr, done.stderr
+    for args, reason in ((["--socket", str(target)], "not a socket"),
+                         (["--socket", str(private_dir / "link")], "not a socket"),
+                         (["--socket", str(shared / "s")], "writable by other users"),
+                         (["--tcp", "0", "--token-file", str(private_dir / "link")], "not a file"),
+                         (["--tcp", "0", "--token-file", str(shared / "token")], "writable by other users")):
+        done = subprocess.run(SERVE + args, capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 2 and reason in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     assert target.read_text() == "precious"
+
+
+def test_a_second_server_on_a_live_socket_is_refused(unix_server, private_dir):
+    done = subprocess.run(SERVE + ["--socket", str(private_dir / "s")], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 2 and "already listening" in done.stderr, done.stderr
+    peer = unix_server.connect()
+    peer.send(initialize(1))
+    assert "result" in peer.response(1)
 
 
 def connect_as_nobody(path: Path) -> str:
