@@ -111,6 +111,8 @@ def test_unix_socket_is_private(unix_server, private_dir):
     st = (private_dir / "s").lstat()
     assert stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid()
     assert stat.S_IMODE(st.st_mode) == 0o600
+    unix_server.stop()
+    assert not (private_dir / "s").exists()     # removed when the server stops
 
 
 def test_listeners_refuse_to_replace_other_files_or_use_a_shared_directory(private_dir):
@@ -218,6 +220,20 @@ def test_tcp_needs_the_token_in_initialize(tcp_server, private_dir, attempt):
     user.send(initialize(2, {"token": tcp_server.token, "maxTokens": 8}))
     assert "result" in user.response(2)
     assert "unknown ditto setting 'token'" not in tcp_server.log.read_text()
+
+
+def test_tcp_token_can_be_the_users_own_and_its_file_goes_with_the_server(private_dir):
+    token_file = private_dir / "token"
+    server = Listening(["--tcp", "0", "--token-file", str(token_file)], private_dir / "log",
+                       env=dict(os.environ, DITTO_TOKEN="the-users-own-token"))
+    try:
+        assert token_file.read_text().strip() == "the-users-own-token"
+        peer = server.connect()
+        peer.send(initialize(1, {"token": "the-users-own-token"}))
+        assert "result" in peer.response(1)
+    finally:
+        server.stop()
+    assert not token_file.exists()
 
 
 def test_a_client_not_yet_admitted_cannot_make_the_server_hold_a_large_message(tcp_server):
