@@ -67,14 +67,18 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
-def remove_socket(path: Path, sock: socket.socket) -> None:
-    """Removes the socket file if it is still the one `sock` was bound to."""
+def identity(path: Path) -> tuple[int, int]:
+    st = path.lstat()
+    return st.st_dev, st.st_ino
+
+
+def remove_if_same(path: Path, was: tuple[int, int]) -> None:
+    """Removes `path` if it is still the file it was (not one put there since)."""
     try:
-        if path.lstat().st_ino == os.fstat(sock.fileno()).st_ino:
+        if identity(path) == was:
             path.unlink()
-    except (FileNotFoundError, OSError):
+    except OSError:
         pass
-    sock.close()
 
 
 def _listening(path: Path) -> bool:

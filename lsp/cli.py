@@ -52,12 +52,13 @@ def serve_unix(path: Path, make_server, announce) -> None:
     from . import access, transport
 
     sock = access.bind_unix_socket(path)
+    bound = access.identity(path)
     try:
         transport.serve_socket(transport.Listener(make_server, check_peer=True),
                                lambda handle: asyncio.start_unix_server(handle, sock=sock),
                                lambda sockets: announce(str(path)))
     finally:
-        access.remove_socket(path, sock)
+        access.remove_if_same(path, bound)
 
 
 def serve_tcp(args: argparse.Namespace, make_server, announce) -> None:
@@ -66,20 +67,20 @@ def serve_tcp(args: argparse.Namespace, make_server, announce) -> None:
 
     token = access.make_token()
     listener = transport.Listener(make_server, token=token)
-    token_file: list[Path] = []
+    written: list[tuple[Path, tuple[int, int]]] = []
 
     def ready(sockets) -> None:
         port = sockets[0].getsockname()[1]
         path = Path(args.token_file) if args.token_file else access.default_token_file(port)
         access.write_token_file(path, token)
-        token_file.append(path)
+        written.append((path, access.identity(path)))
         announce(f"127.0.0.1:{port} (token in {path})")
     try:
         transport.serve_socket(listener, lambda handle: asyncio.start_server(handle, "127.0.0.1", args.tcp),
                                ready)
     finally:
-        for path in token_file:
-            path.unlink(missing_ok=True)
+        for path, was in written:
+            access.remove_if_same(path, was)
 
 
 def build_parser() -> argparse.ArgumentParser:
