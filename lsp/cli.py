@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import sys
@@ -36,51 +35,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.socket is not None:
-            serve_unix(Path(args.socket).absolute(), make_server, announce)
+            transport.serve_unix(Path(args.socket).absolute(), make_server, announce)
         elif args.tcp is not None:
-            serve_tcp(args, make_server, announce)
+            token_file = Path(args.token_file) if args.token_file else None
+            transport.serve_tcp(args.tcp, token_file, make_server, announce)
         else:
             transport.serve_stdio(make_server())
-    except access.AccessError as e:
-        print(f"ditto serve: {e}", file=sys.stderr)
+    except (access.AccessError, OSError) as e:   # e.g. the port is taken, the socket path too long
+        print(f"ditto serve: cannot listen: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def serve_unix(path: Path, make_server, announce) -> None:
-    """A Unix socket only this user can open; removed again on exit."""
-    from . import access, transport
-
-    sock = access.bind_unix_socket(path)
-    bound = access.identity(path)
-    try:
-        transport.serve_socket(transport.Listener(make_server, check_peer=True),
-                               lambda handle: asyncio.start_unix_server(handle, sock=sock),
-                               lambda sockets: announce(str(path)))
-    finally:
-        access.remove_if_same(path, bound)
-
-
-def serve_tcp(args: argparse.Namespace, make_server, announce) -> None:
-    """TCP on 127.0.0.1 only, and only for clients that present the token."""
-    from . import access, transport
-
-    token = access.make_token()
-    listener = transport.Listener(make_server, token=token)
-    written: list[tuple[Path, tuple[int, int]]] = []
-
-    def ready(sockets) -> None:
-        port = sockets[0].getsockname()[1]
-        path = Path(args.token_file) if args.token_file else access.default_token_file(port)
-        access.write_token_file(path, token)
-        written.append((path, access.identity(path)))
-        announce(f"127.0.0.1:{port} (token in {path})")
-    try:
-        transport.serve_socket(listener, lambda handle: asyncio.start_server(handle, "127.0.0.1", args.tcp),
-                               ready)
-    finally:
-        for path, was in written:
-            access.remove_if_same(path, was)
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--stdio", action="store_true", help="use stdin/stdout (the default)")
     where.add_argument("--socket", metavar="PATH", default=None,
                        help="listen on a Unix socket only this user can open (mode 0600)")
-    where.add_argument("--tcp", type=int, metavar="PORT", default=None,
+    where.add_argument("--tcp", type=_port, metavar="PORT", default=None,
                        help="listen on 127.0.0.1:PORT (0: any free port); clients must send the token")
     serve.add_argument("--token-file", metavar="PATH", default=None,
                        help="with --tcp: where to write the token (default: the user's runtime or cache "

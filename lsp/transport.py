@@ -21,11 +21,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pygls.io_ import StdoutWriter
 
-from .access import peer_is_owner
+from . import access
 from .framing import MAX_MESSAGE_BYTES, FrameReader, FramingError, Oversized, error_frame
 from .server import DittoServer
 
@@ -152,7 +153,7 @@ class Listener:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._check_peer and not peer_is_owner(writer.get_extra_info("socket")):
+        if self._check_peer and not access.peer_is_owner(writer.get_extra_info("socket")):
             log.warning("refused a connection from another user")
             return
         # Until the peer is admitted, it cannot make the server hold more than an initialize needs.
@@ -208,3 +209,35 @@ def serve_socket(listener: Listener, start: Callable[[Callable], Any], announce:
             announce(server.sockets)
             await stop
     asyncio.run(main())
+
+
+def serve_unix(path: Path, make_server: Callable[[], DittoServer], announce: Callable[[str], None]) -> None:
+    """A Unix socket only this user can open; removed again on exit."""
+    sock = access.bind_unix_socket(path)
+    bound = access.identity(path)
+    try:
+        serve_socket(Listener(make_server, check_peer=True),
+                     lambda handle: asyncio.start_unix_server(handle, sock=sock),
+                     lambda sockets: announce(str(path)))
+    finally:
+        access.remove_if_same(path, bound)
+
+
+def serve_tcp(port: int, token_file: Path | None, make_server: Callable[[], DittoServer],
+              announce: Callable[[str], None]) -> None:
+    """TCP on 127.0.0.1 only, and only for clients that present the token."""
+    token = access.make_token()
+    listener = Listener(make_server, token=token)
+    written: list[tuple[Path, tuple[int, int]]] = []
+
+    def ready(sockets) -> None:
+        bound_port = sockets[0].getsockname()[1]
+        path = token_file or access.default_token_file(bound_port)
+        access.write_token_file(path, token)
+        written.append((path, access.identity(path)))
+        announce(f"127.0.0.1:{bound_port} (token in {path})")
+    try:
+        serve_socket(listener, lambda handle: asyncio.start_server(handle, "127.0.0.1", port), ready)
+    finally:
+        for path, was in written:
+            access.remove_if_same(path, was)

@@ -115,14 +115,17 @@ def test_unix_socket_is_private(unix_server, private_dir):
     assert not (private_dir / "s").exists()     # removed when the server stops
 
 
-def test_listeners_refuse_to_replace_other_files_or_use_a_shared_directory(private_dir):
+def test_listeners_refuse_clearly_what_they_cannot_do_safely(private_dir):
     target = private_dir / "not-a-socket"
     target.write_text("precious")
     (private_dir / "link").symlink_to(target)
     shared = private_dir / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    for args, reason in ((["--socket", str(target)], "not a socket"),
+    taken = socket.create_server(("127.0.0.1", 0))
+    for args, reason in ((["--tcp", str(taken.getsockname()[1])], "address already in use"),
+                         (["--socket", str(private_dir / ("x" * 120))], "path too long"),
+                         (["--socket", str(target)], "not a socket"),
                          (["--socket", str(private_dir / "link")], "not a socket"),
                          (["--socket", str(shared / "s")], "writable by other users"),
                          (["--tcp", "0", "--token-file", str(private_dir / "link")], "not a file"),
@@ -131,6 +134,7 @@ def test_listeners_refuse_to_replace_other_files_or_use_a_shared_directory(priva
         assert done.returncode == 2 and reason in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
     assert target.read_text() == "precious"
+    taken.close()
 
 
 def test_a_second_server_on_a_live_socket_is_refused(unix_server, private_dir):
