@@ -107,7 +107,7 @@ def serve_stdio(server: DittoServer, stdin=None, stdout=None) -> None:
     try:
         asyncio.run(pump())
     except BrokenPipeError:
-        log.error("ditto: the client closed its end of the pipe")
+        log.error("the client closed its end of the pipe")
     except (KeyboardInterrupt, SystemExit):   # `exit` ends the process, as in pygls
         pass
 
@@ -158,28 +158,14 @@ class Listener:
             return
         # Until the peer is admitted, it cannot make the server hold more than an initialize needs.
         frames = FrameReader(reader.read, max_message=MAX_INITIALIZE_BYTES)
-        body = await next_body(frames, writer.write, strict=True)
-        if body is None:
-            return
-        try:
-            first = json.loads(body)
-        except ValueError:
-            log.warning("refused a connection whose first message is not JSON")
-            return
-        msg_id = first.get("id") if isinstance(first, dict) else None
-        reason = self._gate.refusal(first)
-        if reason is None and self._session is not None:
-            reason = "ditto is serving another client: one editor per server (start another with its own socket)"
-        if reason is not None:
-            log.warning("refused a connection: %s", reason)
-            if msg_id is not None:
-                writer.write(error_frame(msg_id, SERVER_NOT_INITIALIZED, reason))
+        initialize = await self._admit(frames, writer)
+        if initialize is None:
             return
         frames.max_message = MAX_MESSAGE_BYTES
         self._session = server = self._make_server()
         server.protocol.set_writer(writer)
         try:
-            dispatch(server, json.dumps(first).encode())
+            dispatch(server, json.dumps(initialize).encode())
             while (body := await next_body(frames, writer.write, strict=True)) is not None:
                 dispatch(server, body)
         except SystemExit:   # `exit` ends this client's session, not the server
@@ -188,6 +174,28 @@ class Listener:
             end_session(server)
             self._session = None
             log.info("a client's session ended")
+
+    async def _admit(self, frames: FrameReader, writer: asyncio.StreamWriter) -> dict | None:
+        """The connection's first message if it may open a session; else None,
+        after telling the peer why when its message had an id."""
+        body = await next_body(frames, writer.write, strict=True)
+        if body is None:
+            return None
+        try:
+            first = json.loads(body)
+        except ValueError:
+            log.warning("refused a connection whose first message is not JSON")
+            return None
+        reason = self._gate.refusal(first)
+        if reason is None and self._session is not None:
+            reason = "ditto is serving another client: one editor per server (start another with its own socket)"
+        if reason is None:
+            return first
+        log.warning("refused a connection: %s", reason)
+        msg_id = first.get("id") if isinstance(first, dict) else None
+        if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool):
+            writer.write(error_frame(msg_id, SERVER_NOT_INITIALIZED, reason))
+        return None
 
 
 def end_session(server: DittoServer) -> None:
