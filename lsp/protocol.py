@@ -22,7 +22,7 @@ from typing import Any
 import cattrs
 from cattrs.cols import is_sequence, list_structure_factory
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcParseError
 from pygls.protocol import (JsonRPCNotification, JsonRPCRequestMessage, JsonRPCResponseMessage,
                             LanguageServerProtocol, default_converter)
 from pygls.protocol.language_server import lsp_method
@@ -98,6 +98,10 @@ def _is_request(data: Any) -> bool:
     return isinstance(data, dict) and "id" in data and "method" in data
 
 
+def _shapeless(data: Any) -> bool:
+    return not isinstance(data, dict) or ("id" not in data and "method" not in data)
+
+
 def _usable_id(data: Any) -> bool:
     msg_id = data.get("id") if isinstance(data, dict) else None
     return isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool)
@@ -130,11 +134,13 @@ class DittoProtocol(LanguageServerProtocol):
 
     def handle_message(self, data: Any) -> None:
         if isinstance(data, list):
-            for item in data:
-                self._refuse(item, JsonRpcInvalidRequest(
-                    "JSON-RPC batches are not part of the LSP: send one message at a time"))
+            batch = JsonRpcInvalidRequest("JSON-RPC batches are not part of the LSP: send one message at a time")
+            for item in data or [data]:   # an empty batch gets one answer too
+                self._refuse(item, batch)
             return
         problem = envelope_problem(data)
+        if problem is None and _shapeless(data):
+            problem = 'a message needs a "method" (request, notification) or an "id" (response)'
         if problem is None and self._shutdown and _is_request(data):
             problem = "the server is shut down: only `exit` is accepted"
         if problem is not None:
@@ -159,8 +165,18 @@ class DittoProtocol(LanguageServerProtocol):
         expected = self._result_types.pop(msg_id, None) if isinstance(msg_id, (int, str)) else None
         return expected or JsonRPCResponseMessage
 
+    def refuse_unparsable(self, reason: str) -> None:
+        """A body that is not JSON: JSON-RPC's parse error, with id null (there is none to read)."""
+        log.warning("refused a body that is not JSON: %s", reason)
+        self._send_response(None, error=JsonRpcParseError(f"the message is not JSON: {reason}").to_response_error())
+
     def _refuse(self, data: Any, error: JsonRpcException) -> None:
         """Answers a request that cannot be handled; reports anything else."""
+        if _shapeless(data):
+            # Neither request, notification nor response: JSON-RPC answers it with id null.
+            log.warning("refused a message that is none of request, notification, response: %s", error.message)
+            self._send_response(None, error=error.to_response_error())
+            return
         if not _is_request(data):
             # A reply of the client's that does not fit fails the request that waits for it.
             waiting = self._request_futures.pop(data.get("id"), None) if _usable_id(data) else None

@@ -60,7 +60,12 @@ def dispatch(server: DittoServer, body: bytes) -> None:
     """Hands one message to pygls, as its own reader does."""
     protocol = server.protocol
     try:
-        protocol.handle_message(json.loads(body, object_hook=protocol.structure_message))
+        data = json.loads(body, object_hook=protocol.structure_message)
+    except ValueError as e:   # not UTF-8, or not JSON
+        protocol.refuse_unparsable(str(e)[:200])
+        return
+    try:
+        protocol.handle_message(data)
     except Exception as e:
         log.warning("unable to handle a message: %r", e)
         server._report_server_error(e, type(e))

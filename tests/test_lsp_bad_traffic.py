@@ -128,6 +128,7 @@ def flood(server: RawServer, rng_: random.Random, count: int) -> tuple[list, int
             server.send([{"jsonrpc": "2.0", "id": f"batched-{i}", "method": "shutdown"}])
         else:
             server.send_bytes(rng_.choice(BODIES))
+            null_ids += 1
         i += 1
     return ids, null_ids
 
@@ -171,8 +172,10 @@ def test_bad_traffic_then_correct_completion(cold_llm):
         server.close()
 
 
-def test_bodies_that_are_not_messages_are_logged_not_answered():
-    """A body that is not JSON-RPC has no id to answer to: the server logs it and keeps serving."""
+def test_bodies_that_are_not_messages_get_an_id_null_error():
+    """A body that is not JSON (parse error) or not a JSON-RPC message (invalid
+    request) has no id to answer to: JSON-RPC answers it with id null, once,
+    and the server keeps serving."""
     server = RawServer()
     try:
         server.initialize(OPTIONS)
@@ -180,5 +183,8 @@ def test_bodies_that_are_not_messages_are_logged_not_answered():
             server.send_bytes(body)
         server.send_bytes(json.dumps({"jsonrpc": "2.0", "id": "after", "method": "shutdown"}).encode())
         assert "result" in server.response("after", timeout=60)
+        codes = [r["error"]["code"] for r in server.responses.get(None, [])]
+        assert len(codes) == len(BODIES)
+        assert codes.count(-32700) == 3 and set(codes) == {-32700, -32600}
     finally:
         server.close()

@@ -76,9 +76,10 @@ class Peer:
         return json.loads(rest[:length])
 
     def response(self, msg_id) -> dict | None:
-        """The response to `msg_id`, skipping notifications; None if the connection closed first."""
+        """The response to `msg_id`, skipping notifications and the id-null errors
+        that answer bodies which were not messages; None if the connection closed first."""
         while (msg := self.message()) is not None:
-            if "method" not in msg:
+            if "method" not in msg and msg.get("id") is not None:
                 assert msg.get("id") == msg_id, msg
                 return msg
         return None
