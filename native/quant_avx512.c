@@ -123,7 +123,6 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
  * dequantizers' floats bit for bit and feed the fma chains of gemm() in the
  * same order, so outputs equal dequant + gemm exactly. */
 #define FUSED_CHUNK 32 /* blocks whose scales are converted at once */
-#define FUSED_PF_GROUPS 4 /* prefetch the rows this many row groups ahead */
 
 /* One 32-value block (scales already converted) as two vectors of weights,
  * the same floats as dequant_*. */
@@ -160,7 +159,6 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     const int64_t nb = k / 32;
-    const int64_t pf = (int64_t)FUSED_PF_GROUPS * R * rb;
     for (int64_t c0 = 0; c0 < nb; c0 += FUSED_CHUNK) {
         const int64_t nc = nb - c0 < FUSED_CHUNK ? nb - c0 : FUSED_CHUNK;
 #pragma GCC unroll 4
@@ -174,7 +172,7 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = w + r * rb + ib * ts;
-                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                prefetch_ahead(p);
                 block32_fast(p, sc[r] + per * b, type, &w0[r], &w1[r]);
             }
 #pragma GCC unroll 4

@@ -9,11 +9,10 @@
  * loads, and vpdpbusd needs an unsigned operand, so the activations come
  * offset by 128 and 128 * sum(w) (per row, shared by all tokens) is
  * subtracted. Scales are converted per chunk of blocks (x86.h) as in the
- * exact fused kernels, and the next row groups are prefetched. */
+ * exact fused kernels, and the rows ahead are prefetched (x86.h). */
 #include "x86.h"
 
 #define CHUNK 32 /* blocks (16 pairs) whose scales are converted at once */
-#define PF_GROUPS 4
 
 static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, int64_t rb, const dt_xpair *xp,
                                                             int64_t ldxp, float *y, int64_t ldy, int64_t k,
@@ -34,7 +33,6 @@ static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, in
                                             : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i sel_m = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3);
     const int64_t nb = k / 32;
-    const int64_t pf = (int64_t)PF_GROUPS * R * rb;
     for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
         const int64_t nc = nb - c0 < CHUNK ? nb - c0 : CHUNK;
 #pragma GCC unroll 4
@@ -50,7 +48,7 @@ static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, in
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = w + r * rb + (c0 + b) * ts;
-                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                prefetch_ahead(p);
                 const __m512 s = _mm512_castps128_ps512(_mm_loadu_ps(sc[r] + per * b));
                 dw[r] = _mm512_permutexvar_ps(sel_d, s);
                 if (type == DT_Q4_1) mw[r] = _mm512_permutexvar_ps(sel_m, s);

@@ -83,6 +83,14 @@ DT_INLINE void scales_one(const uint8_t *p, int64_t ts, int64_t nb, float *d) {
 }
 #endif
 
+/* Decode streams each weight row from memory once: prefetch the bytes this
+ * far ahead into L2 (measured on the AMD EPYC host: a Q8_0 matrix-vector
+ * product from DRAM went from 4.5 to 8-9.5 GB/s on one thread, against
+ * T0 prefetches 4 row groups ahead; L1 has too few miss buffers to hold a
+ * stream's worth of lines in flight). */
+#define DT_PREFETCH_BYTES 16384
+DT_INLINE void prefetch_ahead(const void *p) { _mm_prefetch((const char *)p + DT_PREFETCH_BYTES, _MM_HINT_T1); }
+
 /* ---- dt_vf: the widest float vector of the file's ISA ---------------------- */
 #ifdef __AVX512F__
 #define DT_VW 16
