@@ -14,6 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from ditto.engine.gguf_model import GGUFError
 from ditto.engine.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 DATA = Path(__file__).parent / "data" / "tokens"
@@ -66,6 +67,20 @@ def test_unknown_pre_and_model_are_refused():
         Tokenizer(tiny_data(pre="klingon"))
     with pytest.raises(TokenizerError, match="'llama'"):
         Tokenizer(tiny_data(model="llama"))
+
+
+@pytest.mark.parametrize("merge, named", [
+    ("Ġ zz", "'zz'"),          # right side not a token (tokenizers: bare Exception)
+    ("qq e", "'qq'"),          # left side not a token
+    ("t h", "'th'"),           # both tokens, merged string is not (tokenizers: a Rust panic)
+    ("the", "malformed"),      # no separator
+    (" h", "malformed"),       # empty side
+])
+def test_merges_that_do_not_fit_the_vocabulary_are_a_gguf_error(merge, named):
+    data = tiny_data()
+    with pytest.raises(GGUFError, match=named) as err:
+        Tokenizer(tiny_data(merges=data.merges + [merge]))
+    assert "tokenizer.ggml.merges" in str(err.value) and repr(merge) in str(err.value)
 
 
 def test_specials_plain_vs_parsed(tiny):
