@@ -2,6 +2,8 @@
 bit-exact, and a corrupted or foreign saved state is refused."""
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -120,3 +122,74 @@ def test_decode_rejects_bad_positions_and_ids(model):
     with pytest.raises(OverflowError):
         ctx.decode(list(range(17)), range(17), [0] * 17)
     assert ctx.seq_len(0) == 0
+
+
+# ---------------------------------------------------------------- forged bytes
+# struct checkpoint_header (native/kvcache.c): magic, seq, len, lo, n_next, p0, p1, reserved.
+_CHECKPOINT_HEADER = struct.Struct("<I7i")
+_FIELDS = ("magic", "seq", "len", "lo", "n_next", "p0", "p1", "reserved")
+INT_MAX = 2**31 - 1
+
+
+def forge(checkpoint: bytes, payload: bytes | None = None, **fields) -> bytes:
+    """The checkpoint with some header fields overwritten (and its payload replaced)."""
+    header = dict(zip(_FIELDS, _CHECKPOINT_HEADER.unpack_from(checkpoint)))
+    header.update(fields)
+    rest = checkpoint[_CHECKPOINT_HEADER.size:] if payload is None else payload
+    return _CHECKPOINT_HEADER.pack(*(header[f] for f in _FIELDS)) + rest
+
+
+def _rows(model, n):
+    """Bytes of n saved positions (keys and values of every layer and kv head)."""
+    hp = model.hparams
+    return bytes(2 * hp.n_layer * hp.n_head_kv * n * hp.head_dim * 4)
+
+
+# Each forgery, from the honest checkpoint's bytes and header fields. None
+# of them could come from dt_seq_checkpoint for this sequence now.
+FORGERIES = {
+    "negative len": lambda m, ck, h: forge(ck, len=-5, n_next=100),
+    "len past the context": lambda m, ck, h: forge(ck, len=10**8),
+    "lo above len": lambda m, ck, h: forge(ck, lo=h["len"] + 1),
+    "negative lo": lambda m, ck, h: forge(ck, lo=-16),
+    "negative n_next": lambda m, ck, h: forge(ck, n_next=-1),
+    "p0 huge": lambda m, ck, h: forge(ck, p0=10**8, p1=10**8 + 1, payload=_rows(m, 1)),
+    "p0 in another sequence's range": lambda m, ck, h: forge(ck, p0=64, p1=80, payload=_rows(m, 16)),
+    "p1 before p0": lambda m, ck, h: forge(ck, p0=8, p1=4),
+    "rows that checkpoint() does not save": lambda m, ck, h: forge(ck, p0=0, p1=2, payload=_rows(m, 2)),
+    "reserved field set": lambda m, ck, h: forge(ck, reserved=1),
+    "another sequence's checkpoint": lambda m, ck, h: forge(ck, seq=1),
+    "bad magic": lambda m, ck, h: forge(ck, magic=0),
+    "payload cut short or grown": lambda m, ck, h: ck[:-4] if h["p1"] > h["p0"] else ck + bytes(4),
+    "header cut short": lambda m, ck, h: ck[:_CHECKPOINT_HEADER.size - 1],
+}
+
+
+@pytest.mark.parametrize("ring", [False, True], ids=["full", "ring"])
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_forged_checkpoints_are_refused_and_change_nothing(model, tiny_model_path, ring, forgery):
+    """C must not trust checkpoint bytes: a header that dt_seq_checkpoint
+    could not have written for this sequence is refused with a clear error,
+    and neither this sequence nor its neighbours change."""
+    if ring:  # 16 slots for a window of 16: a checkpoint carries the slots of positions 4..7
+        m = Model(load_model_file(tiny_model_path("llama", Q.Q8_0, sliding_window=16)))
+        ctx = Context(m, n_seq=3, n_ctx=64, max_batch=16, n_threads=1, kv_ring=16)
+    else:
+        m = model
+        ctx = Context(m, n_seq=3, n_ctx=64, max_batch=16, n_threads=1)
+    for s in range(3):
+        feed(ctx, s, [(7 * s + t) % 50 + 3 for t in range(20)])
+    honest = ctx.checkpoint(0, 4)
+    header = dict(zip(_FIELDS, _CHECKPOINT_HEADER.unpack_from(honest)))
+    assert header["p1"] - header["p0"] == (4 if ring else 0)
+    feed(ctx, 0, [5, 6])  # within the checkpoint's reach: an honest restore works
+    lens = [ctx.seq_len(s) for s in range(3)]
+    states = [ctx.save(s) for s in range(3)]
+
+    with pytest.raises(ValueError, match="restore: saved state does not match"):
+        ctx.restore(0, FORGERIES[forgery](m, honest, header))
+
+    assert [ctx.seq_len(s) for s in range(3)] == lens
+    assert [ctx.save(s) for s in range(3)] == states   # every KV byte as it was
+    ctx.restore(0, honest)
+    assert ctx.seq_len(0) == 20
