@@ -157,6 +157,7 @@ class Tokenizer:
         for i, t in enumerate(tokens):
             vocab[t] = i  # duplicates: the last id wins, as in llama.cpp's map
         pairs = [_merge_pair(m, vocab) for m in merges]
+        _check_plain_text_tokens(vocab, types, pairs)
         regexes, ignore_merges = _PRE[pre]
         try:
             bpe = models.BPE(vocab, pairs, ignore_merges=ignore_merges)
@@ -327,6 +328,19 @@ def _merge_pair(merge: str, vocab: dict[str, int]) -> tuple[str, str]:
             raise TokenizerError(
                 f"merge {merge!r} in tokenizer.ggml.merges: {part!r} is not in the vocabulary")
     return left, right
+
+
+def _check_plain_text_tokens(vocab: dict[str, int], types: list[int], pairs) -> None:
+    """Tokens BPE makes from plain text (the byte alphabet and every merge's
+    result) must decode back to that text, so they must be normal tokens: a
+    control or unused token there would turn text into other bytes or none."""
+    made = set(_BYTE_DECODER) | {left + right for left, right in pairs}
+    for text in sorted(made & vocab.keys()):
+        i = vocab[text]
+        if types[i] != TT_NORMAL:
+            raise TokenizerError(
+                f"token {i} ({text!r}) has type {types[i]} in tokenizer.ggml.token_type, but BPE "
+                "makes it from plain text: only a normal token (type 1) decodes back to that text")
 
 
 def _clean(text: str) -> str:

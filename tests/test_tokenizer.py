@@ -83,6 +83,18 @@ def test_merges_that_do_not_fit_the_vocabulary_are_a_gguf_error(merge, named):
     assert "tokenizer.ggml.merges" in str(err.value) and repr(merge) in str(err.value)
 
 
+@pytest.mark.parametrize("token, token_type", [("Ġ", 3), ("Ġt", 5), ("a", 6), ("he", 2)])
+def test_a_token_bpe_makes_from_text_must_be_normal(token, token_type):
+    """A byte or merged token typed control, unused, byte or unknown would
+    decode to other bytes than the text it was made from (found by the
+    fuzzer: encode / decode silently changed text): a GGUFError naming it."""
+    data = tiny_data()
+    types = list(data.token_types)
+    types[data.tokens.index(token)] = token_type
+    with pytest.raises(GGUFError, match=f"{token!r}.*type {token_type}"):
+        Tokenizer(tiny_data(token_types=types))
+
+
 def test_specials_plain_vs_parsed(tiny):
     text = "a<|im_end|>b"
     assert 2 not in tiny.encode(text)
