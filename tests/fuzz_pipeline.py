@@ -12,7 +12,8 @@ Each case then runs the stages a user's model goes through:
     template   the chat template renders a conversation (or refuses it)
     model      the native Model
     context    a native Context
-    decoded    greedy and sampled decoding through engine.decode.Decoder
+    decoded    speculative greedy and sampled decoding (engine.decode.Decoder),
+               exact or fast precision, a ring KV cache for sliding windows
     saved      save / load and checkpoint / restore of a sequence
 
 A stage may refuse only with the error meant for it (GGUFError up to the
@@ -106,13 +107,14 @@ def make_case(seed: int, seed_files, directory: str) -> tuple[str, str]:
     return "recipe", path
 
 
-def run_stages(path: str, reached: list[str]) -> str | None:
+def run_stages(path: str, reached: list[str], precision: str = "exact") -> str | None:
     """Runs every stage on one file, appending each stage passed to
     `reached`. Returns the template's refusal, if any; raises Refused when
     a stage refuses the file properly, anything else on a bug."""
     from ditto import _native
     from ditto.engine.chat import ChatTemplate, ChatTemplateError
     from ditto.engine.decode import Decoder, Request
+    from ditto.engine.drafters import make_drafter
     from ditto.engine.gguf_model import GGUFError, load_model_file
     from ditto.engine.gguf_reader import read_gguf
     from ditto.engine.sampling import SamplingParams
@@ -144,12 +146,14 @@ def run_stages(path: str, reached: list[str]) -> str | None:
     model = _native.Model(mf)
     reached.append("model")
     n_ctx = min(mf.hparams.n_ctx_train, 64)
-    ctx = _native.Context(model, n_seq=2, n_ctx=n_ctx, max_batch=16, n_threads=1,
+    ctx = _native.Context(model, n_seq=2, n_ctx=n_ctx, max_batch=16, n_threads=1, precision=precision,
                           kv_ring=mf.hparams.sliding_window > 0)  # the ring's paths too
     reached.append("context")
     prompt = (prompt or [0])[: max(1, n_ctx - 8)]
     decoder = Decoder(ctx)
-    greedy = Request(prompt=prompt, max_tokens=min(3, n_ctx - len(prompt)), seq=0, is_stop=tok.is_eog)
+    # greedy with speculation (drafts from the prompt: checkpoints and restores)
+    greedy = Request(prompt=prompt, max_tokens=min(6, n_ctx - len(prompt)), seq=0, is_stop=tok.is_eog,
+                     drafter=make_drafter("auto", source_tokens=prompt))
     sampled = Request(prompt=prompt, max_tokens=min(3, n_ctx - len(prompt)), seq=1, is_stop=tok.is_eog,
                       sampling=SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=1))
     decoder.run([greedy, sampled])
@@ -178,7 +182,7 @@ def run_case(seed: int, seed_files, directory: str) -> dict:
                                                # (a shape no block fits, a type it cannot quantize)
         return dict(result, kind="unbuilt", stage="none")
     try:
-        result["template_refused"] = run_stages(path, reached)
+        result["template_refused"] = run_stages(path, reached, ("exact", "fast")[seed % 2])
     except Refused as e:
         result["refused"] = str(e)
     except Exception as e:  # noqa: BLE001 - a bug, reported with its seed
