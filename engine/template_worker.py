@@ -36,6 +36,7 @@ class TemplateWorker:
         self.time_limit_s = time_limit_s
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self._owner = os.getpid()  # a forked copy of this object must not share the pipes
 
     def render(self, source: str, contexts: list[dict[str, Any]]) -> list[str]:
         """The template's output for each context (variables as JSON values)."""
@@ -62,7 +63,11 @@ class TemplateWorker:
             self._stop()
 
     def _process(self) -> subprocess.Popen:
-        if self._proc is None or self._proc.poll() is not None:
+        if self._owner != os.getpid():
+            self._proc, self._owner = None, os.getpid()
+        if self._proc is not None and self._proc.poll() is not None:
+            self._stop()  # it died between requests
+        if self._proc is None:
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-I", os.fspath(_SCRIPT)], stdin=subprocess.PIPE,
