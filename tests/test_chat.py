@@ -7,11 +7,15 @@ import sys
 
 import jinja2
 import pytest
+import pytest_lsp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from ditto.engine.chat import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError, render
 from ditto.engine.template_worker import RenderError, TemplateWorker
+from lsp_helpers import INIT_OPTIONS, SERVER_CMD, open_doc
 from ditto.engine.tokenizer import Tokenizer
 from test_tokenizer import MODEL, _real_tokenizer_data, tiny_data
 
@@ -247,3 +251,32 @@ def test_generate_chat_with_a_hostile_template_is_a_clear_error(tiny_model_path)
     assert run.returncode != 0
     assert NAMED in run.stderr and "steps" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+async def hostile_client(lsp_client: LanguageClient, tiny_model_path):
+    path = tiny_model_path("llama", metadata={"tokenizer.chat_template":
+                                              HOSTILE_TEMPLATES["nested range loops"][0]})
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual_studio_code"),
+        initialization_options=dict(INIT_OPTIONS, model=path), root_uri="file:///tmp"))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_server_rewrite_with_a_hostile_template_is_an_error_and_serving_goes_on(
+        hostile_client: LanguageClient):
+    """The server's model thread is never hung by the template: the rewrite
+    answers with an error naming the template, and the next request works."""
+    uri = "file:///tmp/hostile.py"
+    open_doc(hostile_client, uri, "x = 1\n")
+    params = types.ExecuteCommandParams(command="ditto.rewriteFile", arguments=[uri, "Rename x to y."])
+    try:
+        out = await hostile_client.workspace_execute_command_async(params)
+        message = out.get("reason", "")
+    except Exception as e:  # noqa: BLE001 - a JSON-RPC error response carries the message
+        message = str(e)
+    assert NAMED in message and "steps" in message
+    status = await hostile_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="ditto.status"))
+    assert status["model"]["name"].endswith(".gguf")
