@@ -9,7 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from ditto._native import Context, Model
-from ditto.engine.gguf_model import load_model_file
+from ditto.engine.gguf_model import HParams, LayerWeights, ModelFile, WeightMatrix, load_model_file
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +193,34 @@ def test_forged_checkpoints_are_refused_and_change_nothing(model, tiny_model_pat
     assert [ctx.save(s) for s in range(3)] == states   # every KV byte as it was
     ctx.restore(0, honest)
     assert ctx.seq_len(0) == 20
+
+
+def test_a_kv_cache_whose_size_overflows_64_bits_is_refused(tmp_path):
+    """dt_kv_reserve multiplies n_layer * n_seq * n_head_kv * slots *
+    head_dim * 4 bytes. These dimensions (each within the loader's limits)
+    make 2**64 + 37 * 2**19: unchecked, the size wrapped to 19 MB, far less
+    than the offsets reach. The weights are sparse files: nothing is read."""
+    n_layer, n_head, head_dim, n_ctx, n_embd = 739, 491, 618, 16 * 313809, 32
+    assert n_layer * 4096 * n_head * n_ctx * head_dim * 4 == 2**64 + 37 * 2**19
+
+    def matrix(rows, cols):
+        path = tmp_path / f"{rows}x{cols}"
+        if not path.exists():
+            with open(path, "wb") as f:
+                f.truncate(rows * cols * 4)
+        data = np.memmap(path, dtype=np.uint8, mode="r", shape=(rows, cols * 4))
+        return WeightMatrix(name=path.name, type=int(Q.F32), rows=rows, cols=cols, data=data)
+
+    qd, ones = n_head * head_dim, np.ones(n_embd, np.float32)
+    layer = LayerWeights(
+        attn_norm=ones, wq=matrix(qd, n_embd), wk=matrix(qd, n_embd), wv=matrix(qd, n_embd),
+        wo=matrix(n_embd, qd), bq=None, bk=None, bv=None, ffn_norm=ones,
+        w_gate=matrix(32, n_embd), w_up=matrix(32, n_embd), w_down=matrix(n_embd, 32))
+    hp = HParams(arch="llama", n_vocab=8, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head,
+                 head_dim=head_dim, n_ff=32, n_ctx_train=n_ctx, rms_eps=1e-5, rope_base=1e4,
+                 rope_neox=False, sliding_window=0)
+    embd = matrix(8, n_embd)
+    huge = Model(ModelFile(path="sparse", hparams=hp, metadata={}, tok_embd=embd, output_norm=ones,
+                           output=embd, layers=(layer,) * n_layer, tokenizer=None, sha256_prefix="sparse"))
+    with pytest.raises(MemoryError, match="context"):
+        Context(huge, n_seq=4096, n_ctx=n_ctx, max_batch=1, n_threads=1)
