@@ -147,6 +147,8 @@ def _check_syntax(source: str, name: str) -> None:
         _PARSER.parse(source)
     except TemplateSyntaxError as e:
         raise ChatTemplateError(f"{name} does not compile: {e}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ChatTemplateError(f"{name} does not compile: it is nested too deeply") from None
 
 
 def _render_all(source: str, name: str, contexts: list[dict[str, Any]]) -> list[str]:

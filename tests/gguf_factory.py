@@ -596,6 +596,7 @@ FUZZ_TEMPLATES = (
     "{{ messages[7]['content'] }}",
     "",
     "<|im_start|>{{ bos_token }}{{ eos_token }}<|im_end|>",
+    "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
 )
 _WEIRD_TOKENS = ("", " ", "<|im_end|>", "\x00", "\ud7ff" * 3, "Ġ" * 300, "a b", "\ufffd")
 

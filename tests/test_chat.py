@@ -210,6 +210,19 @@ def test_hostile_template_gives_an_error_naming_it_and_rendering_goes_on(tiny, c
         SMOLLM2_TEMPLATE, MESSAGES)
 
 
+@pytest.mark.parametrize("source", [
+    "{{ " + "(" * 100000 + "1" + ")" * 100000 + " }}",
+    "{% if 1 %}" * 5000 + "{% endif %}" * 5000,
+    "{{ " + "-" * 100000 + "1 }}",
+], ids=["parentheses", "blocks", "unary minus"])
+def test_a_template_nested_too_deeply_to_parse_is_a_clear_error(tiny, source):
+    """Jinja's parser recurses once per level: deep nesting raised a bare
+    RecursionError while the model loaded."""
+    with pytest.raises(ChatTemplateError, match="nested too deeply") as err:
+        ChatTemplate(tiny, source)
+    assert str(err.value).startswith(NAMED)
+
+
 @pytest.mark.parametrize("source, limit", [
     (_DAG + "{{ ns.a == ns.b }}", "longer than the limit of 1 s"),        # CPU only
     (_DAG + "{{ ns.a }}", "longer than the limit of 1 s|out of memory"),  # and memory, whichever ends first
