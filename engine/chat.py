@@ -48,6 +48,8 @@ _TRANSFORMS: tuple[Callable[[str], str], ...] = (
 
 # Parses only (a syntax check at load): templates run in the renderer process.
 _PARSER = BoundedEnvironment()
+# Parsing takes time in proportion (seconds for megabytes of blocks).
+MAX_TEMPLATE_CHARS = 1 << 18
 
 
 class ChatTemplateError(ValueError):
@@ -63,7 +65,7 @@ class ChatTemplate:
         self.tokenizer = tokenizer
         self.source = template if template else CHATML_TEMPLATE
         self.name = GGUF_TEMPLATE_NAME if template else CHATML_NAME
-        _check_syntax(self.source, self.name)
+        _check_source(self.source, self.name)
         tk = tokenizer
         self.bos_token = _token_str(tk, getattr(tk, "bos_id", None))
         self.eos_token = _token_str(tk, getattr(tk, "eos_id", None))
@@ -136,13 +138,17 @@ def render(template: str | None, messages: Sequence[Mapping[str, str]], *,
            **extra: Any) -> str:
     """Render a template to text without a tokenizer (tests, debugging)."""
     source, name = (template, GGUF_TEMPLATE_NAME) if template else (CHATML_TEMPLATE, CHATML_NAME)
-    _check_syntax(source, name)
+    _check_source(source, name)
     context = dict(extra, messages=list(messages), add_generation_prompt=add_generation_prompt,
                    bos_token=bos_token, eos_token=eos_token)
     return _render_all(source, name, [context])[0]
 
 
-def _check_syntax(source: str, name: str) -> None:
+def _check_source(source: str, name: str) -> None:
+    """Refuses a template that is too long or does not parse (at load)."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise ChatTemplateError(f"{name} is {len(source)} characters long, more than the limit of "
+                                f"{MAX_TEMPLATE_CHARS} (real templates have a few thousand)")
     try:
         _PARSER.parse(source)
     except TemplateSyntaxError as e:

@@ -223,6 +223,14 @@ def test_a_template_nested_too_deeply_to_parse_is_a_clear_error(tiny, source):
     assert str(err.value).startswith(NAMED)
 
 
+def test_a_template_too_long_to_parse_quickly_is_refused_at_load(tiny):
+    """16 MB of blocks (what a GGUF string may hold) took tens of seconds
+    to parse while the model loaded."""
+    with pytest.raises(ChatTemplateError, match="characters long") as err:
+        ChatTemplate(tiny, "{% if 1 %}x{% endif %}" * (1 << 16))
+    assert str(err.value).startswith(NAMED)
+
+
 @pytest.mark.parametrize("source, limit", [
     (_DAG + "{{ ns.a == ns.b }}", "longer than the limit of 1 s"),        # CPU only
     (_DAG + "{{ ns.a }}", "longer than the limit of 1 s|out of memory"),  # and memory, whichever ends first
