@@ -8,8 +8,9 @@ module runs, with two layers of limits:
 
 1. inside the environment, deterministic budgets with precise messages:
    every loop iteration, call and range() item costs a step, a macro call
-   MACRO_CALL_STEPS (MAX_STEPS per render); `*`, `+` and `**` refuse results beyond MAX_TEXT characters or
-   MAX_INT_BITS bits before computing them; the output stops at MAX_TEXT;
+   MACRO_CALL_STEPS (MAX_STEPS per render); `*`, `+` and `**` refuse
+   results beyond MAX_TEXT characters or MAX_INT_BITS bits before computing
+   them; the output stops at MAX_TEXT;
 2. around the process, hard limits for whatever one Python operation can
    still do (a single C call that runs for ever or allocates without end):
    an address-space limit here, a time limit in the parent, which kills the
