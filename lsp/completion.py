@@ -14,6 +14,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError
 
 from .completer import CompletionResult
+from .positions import position_of
 from .scheduler import PREFETCH, URGENT, CancelToken, Cancelled
 from .server import DittoServer
 
@@ -34,8 +35,8 @@ async def suggest(ls: DittoServer, uri, position: types.Position) -> tuple[Compl
     ls.prefetching.clear()
     chunks: tuple[str, ...] = ()
     if settings.extra_chunks > 0:
-        if ls.last_uri not in (None, uri) and ls.last_uri in ls.workspace.text_documents:
-            other = ls.workspace.text_documents[ls.last_uri]
+        other = ls.open_document(ls.last_uri) if ls.last_uri not in (None, uri) else None
+        if other is not None:
             ls.chunks.add(ls.last_uri, other.source, ls.edit_line.get(ls.last_uri, 0), settings.chunk_lines)
         line = position.line
         around = "\n".join(text.split("\n")[max(0, line - settings.chunk_lines // 2): line + settings.chunk_lines // 2])
@@ -102,7 +103,7 @@ def register(server: DittoServer) -> None:
         if result is None or not result.text.strip():
             return types.CompletionList(is_incomplete=True, items=[])
         word = word_before(text, offset)
-        start = types.Position(params.position.line, params.position.character - len(word.encode("utf-16-le")) // 2)
+        start = position_of(text, offset - len(word), ls.position_codec)
         first = result.text.strip().split("\n", 1)[0]
         label = (word + result.text).strip().split("\n", 1)[0] if word else first
         item = types.CompletionItem(

@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from ..engine.source_text import check_encodable
+
 BLOCK_LINES = 32      # the window's first line moves in steps of this many lines
 CHARS_PER_TOKEN = 3   # estimate for code, to place the window without tokenizing
 HARD_FACTOR = 2       # tokens beyond prompt_tokens * HARD_FACTOR are cut from the front
@@ -70,18 +72,23 @@ def completion_style(style: str, line_before: str) -> bool:
 def build_prompt(tokenizer, text: str, offset: int, *, prompt_tokens: int, suffix_tokens: int,
                  style: str, chunks: tuple[str, ...] = ()) -> tuple[Prompt, list[int]]:
     """The prompt for a completion at `offset`, and the tokens below the cursor
-    (for the drafter). Raw prefix for plain models; prefix/suffix/middle for FIM."""
+    (for the drafter). Raw prefix for plain models; prefix/suffix/middle for FIM.
+    UnsafeText if the document text in the prompt holds a byte the model
+    cannot encode."""
     start = window_start(text, offset, prompt_tokens)
     prefix = text[start:offset]
     line_start = text.rfind("\n", 0, offset) + 1
     line_before = text[line_start:offset]
     multiline = completion_style(style, line_before)
+    suffix_text = text[offset:offset + max(0, suffix_tokens) * 4]
+    # A byte the vocabulary lacks would vanish from the prompt unseen: refuse instead.
+    check_encodable(tokenizer, text[start:offset + len(suffix_text)], "the document",
+                    first_line=text.count("\n", 0, start) + 1)
     extra = "".join(chunks)
     prefix_tokens = tokenizer.encode(extra + prefix) if (extra or prefix) else []
     hard = prompt_tokens * HARD_FACTOR
     if len(prefix_tokens) > hard:
         prefix_tokens = prefix_tokens[-hard:]
-    suffix_text = text[offset:offset + max(0, suffix_tokens) * 4]
     below = tokenizer.encode(suffix_text)[:suffix_tokens] if suffix_text else []
     fim = (tokenizer.fim_prefix_id, tokenizer.fim_suffix_id, tokenizer.fim_middle_id)
     if all(t is not None for t in fim):

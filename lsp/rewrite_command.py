@@ -17,8 +17,10 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from ..engine.rewrite import RewriteError, RewriteJob, finish, language_for, make_request
+from ..engine.rewrite import RewriteError, RewriteJob, Status, language_for, make_request
+from ..engine.source_text import UnsafeText
 from .completer import REWRITE_CHUNK, run_request
+from .positions import end_position
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
@@ -58,12 +60,6 @@ def _pos(p) -> dict:
     return {"line": line, "character": ch}
 
 
-def end_position(text: str) -> types.Position:
-    line = text.count("\n")
-    last = text[text.rfind("\n") + 1:]
-    return types.Position(line, len(last.encode("utf-16-le")) // 2)
-
-
 def register(server: DittoServer) -> None:
     @server.command(COMMAND)
     async def rewrite_file(ls: DittoServer, *args):
@@ -71,12 +67,10 @@ def register(server: DittoServer) -> None:
         doc = ls.document(uri)
         text, version = doc.source, doc.version
         if rng is not None:
-            start, end = ls.offset(doc, rng.start), ls.offset(doc, rng.end)
-            if end < start:
-                raise JsonRpcInvalidParams(f"{COMMAND}: the range ends before it starts")
+            start, end = ls.range_offsets(doc, rng)
         else:
             start, end = 0, len(text)
-            rng = types.Range(types.Position(0, 0), end_position(text))
+            rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
         source = text[start:end]
         if not source.strip():
             raise JsonRpcInvalidParams(f"{COMMAND}: nothing to rewrite (the text is empty)")
@@ -114,10 +108,13 @@ def register(server: DittoServer) -> None:
                 raise RewriteError(f"cancelled ({e})") from None
             req = rjob.request
             outcome["stats"] = req.stats.as_dict()
-            if req.finish_reason == "cancelled" or cancel.cancelled:
+            result = rjob.outcome()
+            if result.status is Status.CANCELLED or cancel.cancelled:
                 raise RewriteError("cancelled; nothing was changed")
-            new = rjob.result()
-            current = ls.workspace.text_documents.get(uri)
+            if result.status is Status.FAILED:
+                raise RewriteError(result.message)
+            new = result.output
+            current = ls.open_document(uri)
             if current is None or current.version != version or current.source != text:
                 raise RewriteError("the document changed during the rewrite; the edit was not applied")
             edit = text_edit(ls, uri, version, rng, new)
@@ -130,7 +127,7 @@ def register(server: DittoServer) -> None:
             ls.log(f"rewrite {name}: applied in {time.perf_counter() - started:.1f}s, {req.stats.as_dict()}",
                    types.MessageType.Info)
             return outcome
-        except (RewriteError, OverflowError) as e:
+        except (RewriteError, UnsafeText, OverflowError) as e:
             outcome["reason"] = str(e)
             ls.show(f"ditto: rewrite of {name} not applied: {e}", types.MessageType.Warning)
             return outcome
@@ -147,7 +144,9 @@ def register(server: DittoServer) -> None:
 def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str, settings,
                       on_text) -> RewriteJob:
     """On the model thread: one rewrite in a pinned slot, yielding to waiting
-    completions between forward passes."""
+    completions between forward passes. RewriteError or UnsafeText when the
+    text cannot be rewritten safely (the message says why); the finished
+    job's outcome() tells the rest."""
     slot = engine.slots.acquire(key, pin=True)
     try:
         rjob = RewriteJob(source=source, instruction=instruction, language=language_for(name), path=name)
@@ -155,12 +154,8 @@ def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str
         req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != "none",
                            drafter_name=drafter if drafter != "none" else "auto",
                            max_tokens=settings.rewrite_max_tokens, on_text=on_text)
-        if len(req.prompt) + 1 >= engine.llm.ctx.n_ctx:
-            raise RewriteError(f"the prompt ({len(req.prompt)} tokens) does not fit the context "
-                               f"({engine.llm.ctx.n_ctx})")
         engine.stats.rewrites += 1
         run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
-        finish(rjob)
         engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
         return rjob
     finally:

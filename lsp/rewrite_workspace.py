@@ -21,8 +21,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.files import select_files
-from ..engine.rewrite import RewriteError
-from .rewrite_command import begin_progress, end_position, rewrite_on_engine, text_edit
+from ..engine.rewrite import RewriteError, Status
+from ..engine.source_text import UnsafeText, decode
+from ..engine.writeback import holds
+from .positions import end_position
+from .rewrite_command import begin_progress, rewrite_on_engine, text_edit
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
 
@@ -73,7 +76,7 @@ def register(server: DittoServer) -> None:
         try:
             for i, path in enumerate(files):
                 if cancel.cancelled:
-                    summary["results"].append({"uri": path.as_uri(), "status": "cancelled"})
+                    summary["results"].append({"uri": path.as_uri(), "status": str(Status.CANCELLED)})
                     continue
                 if progress is not None:
                     ls.work_done_progress.report(progress, types.WorkDoneProgressReport(
@@ -81,7 +84,7 @@ def register(server: DittoServer) -> None:
                         cancellable=True))
                 result = await _rewrite_one(ls, path, instruction, settings, cancel)
                 summary["results"].append(result)
-                summary["applied"] += result["status"] == "applied"
+                summary["applied"] += result["status"] == Status.APPLIED
         except asyncio.CancelledError:
             ls.show("ditto: workspace rewrite cancelled; finished files stay applied", types.MessageType.Info)
             raise
@@ -90,7 +93,7 @@ def register(server: DittoServer) -> None:
                 ls.rewrites.pop(str(progress), None)
                 ls.work_done_progress.end(progress, types.WorkDoneProgressEnd(
                     message=f"{summary['applied']} of {len(files)} files changed"))
-        failed = [r for r in summary["results"] if r["status"] not in ("applied", "unchanged")]
+        failed = [r for r in summary["results"] if not Status(r["status"]).ok]
         if failed:
             ls.show(f"ditto: {len(failed)} of {len(files)} files not rewritten (see ditto.rewriteWorkspace's result)",
                     types.MessageType.Warning)
@@ -99,12 +102,16 @@ def register(server: DittoServer) -> None:
 
 async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> dict:
     uri = path.as_uri()
-    open_doc = ls.workspace.text_documents.get(uri)
-    try:
-        text = open_doc.source if open_doc is not None else path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return {"uri": uri, "status": "failed", "reason": f"cannot read: {e}"}
+    open_doc = ls.open_document(uri)
+    if (problem := ls.sync_problem(uri)) is not None:
+        return {"uri": uri, "status": str(Status.FAILED), "reason": f"out of sync with the editor ({problem})"}
     version = open_doc.version if open_doc is not None else None
+    try:
+        text = open_doc.source if open_doc is not None else decode(path.read_bytes())
+    except UnsafeText as e:
+        return {"uri": uri, "status": str(Status.FAILED), "reason": str(e)}
+    except OSError as e:
+        return {"uri": uri, "status": str(Status.FAILED), "reason": f"cannot read: {e.strerror or e}"}
 
     def run(engine, job):
         return rewrite_on_engine(engine, job, ("rewrite", uri), text, instruction, path.name, settings,
@@ -112,26 +119,31 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
 
     try:
         rjob = await ls.run_job(run, priority=BACKGROUND, token=cancel, name=f"rewrite {path.name}")
-        if rjob.request.finish_reason == "cancelled" or cancel.cancelled:
-            return {"uri": uri, "status": "cancelled"}
-        new = rjob.result()
     except Cancelled:
-        return {"uri": uri, "status": "cancelled"}
-    except (RewriteError, OverflowError) as e:
-        return {"uri": uri, "status": "failed", "reason": str(e)}
-    if new == text:
-        return {"uri": uri, "status": "unchanged"}
-    current = ls.workspace.text_documents.get(uri)
-    try:
-        now = current.source if current is not None else path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        now = None
-    if now != text or (current is not None and current.version != version):
-        return {"uri": uri, "status": "conflict", "reason": "changed during the rewrite; not applied"}
-    rng = types.Range(types.Position(0, 0), end_position(text))
-    edit = text_edit(ls, uri, version, rng, new, annotation=f"ditto: {instruction[:60]}")
+        return {"uri": uri, "status": str(Status.CANCELLED)}
+    except (RewriteError, UnsafeText, OverflowError) as e:
+        return {"uri": uri, "status": str(Status.FAILED), "reason": str(e)}
+    result = rjob.outcome()
+    if cancel.cancelled:
+        return {"uri": uri, "status": str(Status.CANCELLED)}
+    if result.status is not Status.CHANGED:
+        return {"uri": uri, "status": str(result.status), **({"reason": result.message} if result.message else {})}
+    if not _still_holds(ls, uri, path, text, version):
+        return {"uri": uri, "status": str(Status.CONFLICT), "reason": "changed during the rewrite; not applied"}
+    rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
+    edit = text_edit(ls, uri, version, rng, result.output, annotation=f"ditto: {instruction[:60]}")
     applied = await ls.workspace_apply_edit_async(
         types.ApplyWorkspaceEditParams(edit=edit, label=f"ditto: {instruction[:60]} ({path.name})"))
     if not applied.applied:
-        return {"uri": uri, "status": "refused", "reason": applied.failure_reason or "the editor refused the edit"}
-    return {"uri": uri, "status": "applied", "stats": rjob.request.stats.as_dict()}
+        return {"uri": uri, "status": str(Status.REFUSED),
+                "reason": applied.failure_reason or "the editor refused the edit"}
+    return {"uri": uri, "status": str(Status.APPLIED), "stats": rjob.request.stats.as_dict()}
+
+
+def _still_holds(ls: DittoServer, uri: str, path: Path, text: str, version: int | None) -> bool:
+    """The conflict check: the open document at the same version and text,
+    or (closed) the file on disk with exactly the bytes of `text`."""
+    current = ls.open_document(uri)
+    if current is not None:
+        return current.version == version and current.source == text
+    return holds(path, text.encode("utf-8"))

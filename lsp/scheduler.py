@@ -6,7 +6,9 @@ cancellation token is set or its deadline has passed, and the decode loops
 check it between forward passes, so a cancelled or superseded request stops
 within one pass. A long background job (a rewrite) calls `yield_point()`
 between forward passes: jobs of a more urgent priority that are waiting run
-right there, on the same thread, then the background job goes on.
+right there, on the same thread, then the background job goes on. A job
+that must not run inside another (a model reload) waits for the background
+job to end, and the urgent jobs queued behind it do not wait with it.
 """
 from __future__ import annotations
 
@@ -137,17 +139,23 @@ class Scheduler:
         self._thread.join(timeout)
 
     # ---- worker side ------------------------------------------------------------------------
-    def _pop(self, than_priority: int | None = None) -> _Job | None:
+    def _pop_nestable(self, than_priority: int) -> _Job | None:
+        """The first job, in queue order, that is more urgent than `than_priority`
+        and may run inside another job. Jobs that may not (a model reload)
+        stay queued without holding back the ones behind them."""
         with self._cv:
-            if not self._heap:
+            eligible = [i for i, j in enumerate(self._heap) if j.priority < than_priority and j.nestable]
+            if not eligible:
                 return None
-            if than_priority is not None and (self._heap[0].priority >= than_priority
-                                              or not self._heap[0].nestable):
-                return None
-            return heapq.heappop(self._heap)
+            best = min(eligible, key=lambda i: self._heap[i])
+            job = self._heap[best]
+            self._heap[best] = self._heap[-1]
+            self._heap.pop()
+            heapq.heapify(self._heap)
+            return job
 
     def run_waiting(self, than_priority: int) -> None:
-        while (job := self._pop(than_priority)) is not None:
+        while (job := self._pop_nestable(than_priority)) is not None:
             self._run(job)
 
     def _main(self) -> None:

@@ -10,14 +10,16 @@ import asyncio
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
+from pygls.workspace.position_codec import PositionCodec
 
+from .positions import PositionError, offset_of, range_offsets
 from .prompt import ChunkRing
+from .protocol import DittoProtocol, json_type, strict_converter
 from .scheduler import URGENT, CancelToken, Cancelled, JobContext, Scheduler
 from .settings import Settings, parse_settings
 
@@ -27,43 +29,14 @@ VERSION = "0.1.0"
 MAX_DOCUMENT_CHARS = 4 << 20     # larger documents are refused
 
 
-class ServerError(Exception):
-    """Turned into an LSP error response (InvalidParams) by the handlers."""
-
-
 def invalid(message: str) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message)
-
-
-class DittoProtocol(LanguageServerProtocol):
-    """pygls's protocol with two fixes: a second `initialize` (which would
-    replace the workspace and lose every open document) is refused, and a
-    $/cancelRequest for workspace/executeCommand reaches the command."""
-
-    _initialized_once = False
-
-    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
-        """pygls runs a command's coroutine as a nested handler under a fresh
-        id, so cancelling the request only cancels the outer future; tie the
-        nested one to it so the command itself sees the cancellation."""
-        outer = getattr(callback, "keywords", {}).get("result_future")
-        super()._execute_handler(msg_id, handler, callback, args, kwargs)
-        inner = self._request_futures.get(msg_id)
-        if outer is not None and inner is not None and inner is not outer:
-            outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams):
-        if self._initialized_once:
-            raise JsonRpcInvalidRequest("the server is already initialized")
-        self._initialized_once = True
-        return (yield from super().lsp_initialize(params))
 
 
 class DittoServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("ditto", VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
-                         protocol_cls=DittoProtocol)
+                         protocol_cls=DittoProtocol, converter_factory=strict_converter)
         self.settings = Settings()
         self.scheduler = Scheduler()
         self.engine_error: str | None = None
@@ -74,6 +47,7 @@ class DittoServer(LanguageServer):
         self.chunks = ChunkRing()
         self.edit_line: dict[str, int] = {}             # uri -> line of its last edit
         self.last_uri: str | None = None                # document of the last completion
+        self.out_of_sync: dict[str, str] = {}           # uri -> why the server's copy is not the editor's
         self.started = time.monotonic()
 
     # ---- messages ----------------------------------------------------------------------------
@@ -170,61 +144,71 @@ class DittoServer(LanguageServer):
 
     # ---- documents ------------------------------------------------------------------------------------
     def document(self, uri: Any):
+        """The open document to compute an answer from; an error if there is none to trust."""
         if not isinstance(uri, str):
             raise invalid("textDocument.uri must be a string")
-        doc = self.workspace.text_documents.get(uri)
+        doc = self.open_document(uri)
         if doc is None:
             raise invalid(f"unknown document {uri!r}: open it with textDocument/didOpen first")
+        if (problem := self.sync_problem(uri)) is not None:
+            raise invalid(f"document {uri!r} is out of sync with the editor ({problem}); "
+                          f"send its full text (a full didChange, or reopen it) first")
         if len(doc.source) > MAX_DOCUMENT_CHARS:
             raise invalid(f"document {uri!r} is too large ({len(doc.source)} characters)")
         return doc
 
-    def offset(self, doc, position: types.Position) -> int:
-        """Character offset of an LSP position; invalid positions are errors (no clamping)."""
-        return offset_of(doc.source, position, self.position_encoding)
+    def open_document(self, uri: str):
+        """The open document with this uri, or None. pygls keys documents by the
+        unquoted uri, so "a%20b.py" and "a b.py" name the same document."""
+        try:
+            documents = self.workspace.text_documents
+        except RuntimeError:        # not initialized yet
+            return None
+        return documents.get(unquote(uri))
+
+    def sync_problem(self, uri: str) -> str | None:
+        """Why the server's copy of a document is not the editor's, or None."""
+        return self.out_of_sync.get(unquote(uri))
+
+    def lose_sync(self, uri: str, reason: str) -> None:
+        """The editor's copy changed in a way the server could not follow: say so and
+        refuse answers from this document until its full text comes again."""
+        if self.sync_problem(uri) is None:
+            self.show(f"ditto: lost track of {uri} ({reason}); suggestions and rewrites for it are off "
+                      f"until it is reopened or its full text is sent")
+        self.out_of_sync[unquote(uri)] = reason
+
+    def regain_sync(self, uri: str) -> None:
+        self.out_of_sync.pop(unquote(uri), None)
+
+    def refused_message(self, data: Any, reason: str) -> None:
+        """A notification or response that did not fit the protocol: no answer is possible
+        (JSON-RPC), so log it; a didChange the server could not read leaves its document stale."""
+        method = data.get("method") if isinstance(data, dict) else None
+        self.log(f"ignored {method or json_type(data)} message: {reason}", types.MessageType.Warning)
+        if method == types.TEXT_DOCUMENT_DID_CHANGE:
+            params = data.get("params")
+            doc = params.get("textDocument") if isinstance(params, dict) else None
+            uri = doc.get("uri") if isinstance(doc, dict) else None
+            if isinstance(uri, str) and self.open_document(uri) is not None:
+                self.lose_sync(uri, f"a didChange did not fit the protocol: {reason}")
 
     @property
-    def position_encoding(self) -> str:
+    def position_codec(self) -> PositionCodec:
+        return self.workspace.position_codec
+
+    def offset(self, doc, position: types.Position) -> int:
+        """Character offset of an LSP position in a document; invalid positions are errors."""
         try:
-            enc = self.server_capabilities.position_encoding
-        except Exception:
-            enc = None
-        return str(getattr(enc, "value", enc) or "utf-16")
+            return offset_of(doc.source, position, self.position_codec)
+        except PositionError as e:
+            raise invalid(str(e)) from None
 
-
-def offset_of(text: str, position: types.Position, encoding: str = "utf-16") -> int:
-    line, character = position.line, position.character
-    if line < 0 or character < 0:
-        raise invalid(f"negative position {line}:{character}")
-    start = 0
-    for _ in range(line):
-        i = text.find("\n", start)
-        if i < 0:
-            raise invalid(f"line {line} is past the end of the document")
-        start = i + 1
-    end = text.find("\n", start)
-    end = len(text) if end < 0 else end
-    content = text[start:end]
-    if content.endswith("\r"):
-        content = content[:-1]
-    units = 0
-    for i, ch in enumerate(content):
-        if units == character:
-            return start + i
-        if units > character:
-            raise invalid(f"character {character} on line {line} splits a character ({encoding} offsets)")
-        cp = ord(ch)
-        if encoding == "utf-8":
-            units += len(ch.encode("utf-8", "surrogatepass"))
-        elif encoding == "utf-32":
-            units += 1
-        else:
-            units += 2 if cp > 0xFFFF else 1
-    if units == character:
-        return start + len(content)
-    if units > character:
-        raise invalid(f"character {character} on line {line} splits a character ({encoding} offsets)")
-    raise invalid(f"character {character} is past the end of line {line} ({units} {encoding} units)")
+    def range_offsets(self, doc, rng: types.Range) -> tuple[int, int]:
+        try:
+            return range_offsets(doc.source, rng, self.position_codec)
+        except PositionError as e:
+            raise invalid(str(e)) from None
 
 
 def create_server() -> DittoServer:

@@ -3,8 +3,8 @@ workspace/didChangeConfiguration.
 
 Keys may be camelCase (`maxTokens`) or snake_case (`max_tokens`), at the top
 level or under a "ditto" section. A value of the wrong type or out of range
-is reported (the caller shows it with window/showMessage) and its default is
-used instead.
+is reported (the caller shows it with window/showMessage) and the setting
+keeps its current value; the other settings are applied.
 """
 from __future__ import annotations
 
@@ -115,6 +115,5 @@ def parse_settings(options: Any, base: Settings | None = None) -> tuple[Settings
         try:
             values[name] = _check(name, value, default)
         except ValueError as e:
-            errors.append(f"invalid ditto setting {key}={value!r}: {e}; using the default {default!r}")
-            values[name] = default
+            errors.append(f"invalid ditto setting {key}={value!r}: {e}; keeping {getattr(base, name)!r}")
     return dataclasses.replace(base, **values), errors

@@ -1,10 +1,10 @@
-/* ditto native layer: attention, the scalar reference and the ISA dispatch.
+/* ditto native layer: attention, the scalar reference (cpu.c picks the ISA).
  *
  * The reference takes one query row at a time: scores in position order
  * (each a plain multiply-add chain over head_dim, then * scale), the max,
  * p = expf(s - max) with the sum in double, then out = (sum_j p_j v_j) / sum
- * accumulated in ascending position order. The SIMD files (attention_avx2.c,
- * attention_avx512.c) load every key / value row once for all rows of the
+ * accumulated in ascending position order. The SIMD files (attention_x86.h
+ * for attention_avx2.c and attention_avx512.c) load every key / value row once for all rows of the
  * tile; their order of operations is fixed too (see attention.h).
  */
 #include <math.h>
@@ -54,13 +54,5 @@ void dt_attention_scalar(const dt_attn_tile *a, float *scratch) {
             const float fsum = (float)sum;
             for (int d = 0; d < hd; d++) out[d] = acc[d] / fsum;
         }
-    }
-}
-
-void dt_attention(const dt_attn_tile *a, float *scratch) {
-    switch (dt_isa_get()) {
-    case DT_ISA_AVX512: dt_attention_avx512(a, scratch); break;
-    case DT_ISA_AVX2: dt_attention_avx2(a, scratch); break;
-    default: dt_attention_scalar(a, scratch); break;
     }
 }

@@ -40,7 +40,7 @@ typedef struct {
  * n_pos - 1. */
 int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim);
 
-/* Runs the tile with the current ISA's kernel. */
+/* Runs the tile with the current ISA's kernel (picked in cpu.c). */
 void dt_attention(const dt_attn_tile *a, float *scratch);
 
 /* Per-ISA kernels (same contract). The scalar one is the reference and the

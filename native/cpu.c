@@ -1,11 +1,13 @@
-/* ditto native layer: instruction-set detection and the kernel table.
+/* ditto native layer: instruction-set detection and the one place that
+ * picks per-ISA kernels (quant kernels and attention).
  *
- * The scalar table always exists; the AVX2 and AVX-512 tables are compiled
+ * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
  * the OS (saved register state, via XGETBV) support them.
  */
 #include <stdatomic.h>
 
+#include "attention.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -40,10 +42,13 @@ static int detect(void) {
     return DT_ISA_SCALAR;
 }
 
-static const dt_kernels *const tables[] = {
-    [DT_ISA_SCALAR] = &dt_kernels_scalar,
-    [DT_ISA_AVX2] = &dt_kernels_avx2,
-    [DT_ISA_AVX512] = &dt_kernels_avx512,
+static const struct {
+    const dt_kernels *quant;
+    void (*attention)(const dt_attn_tile *a, float *scratch);
+} tables[] = {
+    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_scalar},
+    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_avx2},
+    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_avx512},
 };
 
 static atomic_int best_isa = -1;
@@ -74,4 +79,6 @@ int dt_isa_set(int isa) {
     return DT_OK;
 }
 
-const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()]; }
+const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()].quant; }
+
+void dt_attention(const dt_attn_tile *a, float *scratch) { tables[dt_isa_get()].attention(a, scratch); }

@@ -1,21 +1,14 @@
 /* ditto native layer: AVX-512 kernels (compiled with -mavx512f/bw/vl/dq,
  * -mfma, -mf16c; used only when cpu.c finds them).
  *
- * Dequantizers give the scalar reference's floats bit for bit: the same
- * exact products, then one separate add / subtract (no fma; the project
- * builds with -ffp-contract=off). The dot and the tile kernel give every
- * (row, token) output its own 16-lane accumulator over k, one fma per 16
- * values, a masked fma for the tail, then the fixed tree of hsum16(); so an
- * output never depends on the tile shape, the batch or the row range.
+ * Dequantizers give the scalar reference's floats bit for bit; the K-quant
+ * ones, the tile kernel and dot() are quant_x86.h's with 16-lane vectors.
+ * Every gemm output is one tile accumulator with exactly the operations of
+ * dot(), so it never depends on the tile shape, the batch or the row range.
  */
-#include <immintrin.h>
-
-#include "quant.h"
+#include "quant_x86.h"
 
 /* ---- dequantization ------------------------------------------------------ */
-/* F16C conversion: exact, quiets NaNs like dt_f16_to_f32. */
-static inline float h2f(dt_f16 h) { return _cvtsh_ss(h); }
-static inline __m512 u8x16_to_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
 
 static void dequant_f16(const void *src, float *dst, int64_t n) {
     const uint8_t *p = src;
@@ -73,139 +66,8 @@ static void dequant_q8_0(const void *src, float *dst, int64_t nb) {
     }
 }
 
-/* 32 values q (bytes 0..31 of v, each < 64) -> dst[0..31] = d*q - m */
-static inline void store32_dq_m(float *dst, __m256i v, float d, float m) {
-    const __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
-    const __m512 a = u8x16_to_ps(_mm256_castsi256_si128(v));
-    const __m512 b = u8x16_to_ps(_mm256_extracti128_si256(v, 1));
-    _mm512_storeu_ps(dst, _mm512_sub_ps(_mm512_mul_ps(vd, a), vm));
-    _mm512_storeu_ps(dst + 16, _mm512_sub_ps(_mm512_mul_ps(vd, b), vm));
-}
-
-static void dequant_q4_K(const void *src, float *dst, int64_t nb) {
-    const block_q4_K *b = src;
-    const __m256i lo4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < nb; i++) {
-        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-        for (int j = 0; j < QK_K / 64; j++, dst += 64) {
-            uint8_t sc1, m1, sc2, m2;
-            dt_scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
-            dt_scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
-            store32_dq_m(dst, _mm256_and_si256(q, lo4), d * sc1, dmin * m1);
-            store32_dq_m(dst + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4), d * sc2, dmin * m2);
-        }
-    }
-}
-
-static void dequant_q5_K(const void *src, float *dst, int64_t nb) {
-    const block_q5_K *b = src;
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < nb; i++) {
-        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
-        for (int j = 0; j < QK_K / 64; j++, dst += 64) {
-            uint8_t sc1, m1, sc2, m2;
-            dt_scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
-            dt_scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
-            /* bit 2j / 2j+1 of each qh byte; 16-bit shifts are fine after the byte mask */
-            const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j)), one);
-            const __m256i h2 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j + 1)), one);
-            const __m256i v1 = _mm256_or_si256(_mm256_and_si256(q, lo4), _mm256_slli_epi16(h1, 4));
-            const __m256i v2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), lo4),
-                                               _mm256_slli_epi16(h2, 4));
-            store32_dq_m(dst, v1, d * sc1, dmin * m1);
-            store32_dq_m(dst + 32, v2, d * sc2, dmin * m2);
-        }
-    }
-}
-
-static void dequant_q6_K(const void *src, float *dst, int64_t nb) {
-    const block_q6_K *b = src;
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
-    for (int64_t i = 0; i < nb; i++) {
-        const float d = h2f(b[i].d);
-        for (int h = 0; h < 2; h++, dst += 128) {
-            const uint8_t *ql = b[i].ql + 64 * h;
-            const int8_t *sc = b[i].scales + 8 * h;
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i q[4];
-            q[0] = _mm256_and_si256(l0, lo4);
-            q[1] = _mm256_and_si256(l1, lo4);
-            q[2] = _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4);
-            q[3] = _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4);
-            for (int g = 0; g < 4; g++) {
-                const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), three);
-                const __m256i v = _mm256_sub_epi8(_mm256_or_si256(q[g], _mm256_slli_epi16(hb, 4)), k32);
-                const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)));
-                const __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)));
-                _mm512_storeu_ps(dst + 32 * g, _mm512_mul_ps(_mm512_set1_ps(d * (float)sc[2 * g]), a));
-                _mm512_storeu_ps(dst + 32 * g + 16, _mm512_mul_ps(_mm512_set1_ps(d * (float)sc[2 * g + 1]), c));
-            }
-        }
-    }
-}
-
-/* ---- dot and tile kernel ------------------------------------------------- */
-/* The one reduction: lanes i + i+8, then + i+4, + i+2, + i+1. */
-static inline float hsum16(__m512 v) {
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
-
-/* R rows x T tokens, every pair with its own accumulator. R, T are
- * constants after inlining, so acc[][] lives in registers. */
-static inline __attribute__((always_inline)) void tile(const float *w, int64_t ldw, const float *x,
-                                                       int64_t ldx, float *y, int64_t ldy, int64_t k,
-                                                       const int R, const int T) {
-    __m512 acc[8][6];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 6
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m512 wv[8];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) wv[r] = _mm512_loadu_ps(w + r * ldw + i);
-#pragma GCC unroll 6
-        for (int t = 0; t < T; t++) {
-            const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-    if (i < k) {
-        const __mmask16 m = (__mmask16)((1u << (k - i)) - 1);
-        __m512 wv[8];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
-#pragma GCC unroll 6
-        for (int t = 0; t < T; t++) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 6
-        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum16(acc[r][t]);
-}
-
-typedef void (*tile_fn)(const float *, int64_t, const float *, int64_t, float *, int64_t, int64_t);
-#define TILE(R, T)                                                                                   \
-    static void tile_##R##x##T(const float *w, int64_t ldw, const float *x, int64_t ldx, float *y, \
-                               int64_t ldy, int64_t k) {                                           \
-        tile(w, ldw, x, ldx, y, ldy, k, R, T);                                                     \
-    }
-TILE(1, 1) TILE(1, 2) TILE(1, 3) TILE(1, 4) TILE(1, 5) TILE(1, 6)
+/* ---- gemm: tiles of the ISA's shapes ------------------------------------ */
+TILE(1, 2) TILE(1, 3) TILE(1, 4) TILE(1, 5) TILE(1, 6)
 TILE(2, 1) TILE(2, 2) TILE(2, 3) TILE(2, 4) TILE(2, 5) TILE(2, 6)
 TILE(3, 1) TILE(3, 2) TILE(3, 3) TILE(3, 4) TILE(3, 5) TILE(3, 6)
 TILE(4, 1) TILE(4, 2) TILE(4, 3) TILE(4, 4) TILE(4, 5) TILE(4, 6)
@@ -218,12 +80,6 @@ static const tile_fn tiles[4][6] = {
     {tile_4x1, tile_4x2, tile_4x3, tile_4x4, tile_4x5, tile_4x6},
 };
 static const tile_fn tiles8[3] = {tile_8x1, tile_8x2, tile_8x3};
-
-static float dot(const float *a, const float *b, int64_t n) {
-    float y;
-    tile_1x1(a, 0, b, 0, &y, 0, n);
-    return y;
-}
 
 /* Tokens in tiles of 6; few tokens use 8-row tiles so enough fma chains
  * are in flight. Short rows: token tile outer, its x rows stay in L1 across
@@ -267,32 +123,6 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
  * dequantizers' floats bit for bit and feed the fma chains of gemm() in the
  * same order, so outputs equal dequant + gemm exactly. */
 #define FUSED_CHUNK 32 /* blocks whose scales are converted at once */
-#define FUSED_PF_GROUPS 4 /* prefetch the rows this many row groups ahead */
-
-/* dm[2j], dm[2j+1] = d, m of block j (Q4_1: the f16 pair at offset 0). */
-static inline void scales_pair(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)ts));
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(dm + 2 * j, _mm512_cvtph_ps(_mm512_castsi512_si256(v)));
-        if (n > 8) _mm512_storeu_ps(dm + 2 * j + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
-    }
-}
-
-/* d[j] = scale of block j (Q4_0 / Q8_0: the f16 at offset 0). */
-static inline void scales_one(const uint8_t *p, int64_t ts, int64_t nb, float *d) {
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)ts));
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(d + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
-    }
-}
 
 /* One 32-value block (scales already converted) as two vectors of weights,
  * the same floats as dequant_*. */
@@ -329,7 +159,6 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     const int64_t nb = k / 32;
-    const int64_t pf = (int64_t)FUSED_PF_GROUPS * R * rb;
     for (int64_t c0 = 0; c0 < nb; c0 += FUSED_CHUNK) {
         const int64_t nc = nb - c0 < FUSED_CHUNK ? nb - c0 : FUSED_CHUNK;
 #pragma GCC unroll 4
@@ -343,7 +172,7 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = w + r * rb + ib * ts;
-                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                prefetch_ahead(p);
                 block32_fast(p, sc[r] + per * b, type, &w0[r], &w1[r]);
             }
 #pragma GCC unroll 4
@@ -398,17 +227,7 @@ FUSED(q8_0, DT_Q8_0, 34)
 
 const dt_kernels dt_kernels_avx512 = {
     .name = "avx512",
-    .dequant = {
-        [DT_F32] = dt_dequant_f32_ref,
-        [DT_F16] = dequant_f16,
-        [DT_BF16] = dequant_bf16,
-        [DT_Q4_0] = dequant_q4_0,
-        [DT_Q4_1] = dequant_q4_1,
-        [DT_Q8_0] = dequant_q8_0,
-        [DT_Q4_K] = dequant_q4_K,
-        [DT_Q5_K] = dequant_q5_K,
-        [DT_Q6_K] = dequant_q6_K,
-    },
+    .dequant = DT_X86_DEQUANT,
     .dot = dot,
     .gemm = gemm,
     .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0},

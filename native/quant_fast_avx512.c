@@ -8,43 +8,11 @@
  * loads, one 256-bit broadcast and a masked 16-bit shift; Q8_0 weights are two 32-byte
  * loads, and vpdpbusd needs an unsigned operand, so the activations come
  * offset by 128 and 128 * sum(w) (per row, shared by all tokens) is
- * subtracted. Scales are converted per chunk of blocks as in the exact
- * fused kernels, and the next row groups are prefetched. */
-#include <immintrin.h>
-
-#include "quant.h"
+ * subtracted. Scales are converted per chunk of blocks (x86.h) as in the
+ * exact fused kernels, and the rows ahead are prefetched (x86.h). */
+#include "x86.h"
 
 #define CHUNK 32 /* blocks (16 pairs) whose scales are converted at once */
-#define PF_GROUPS 4
-
-static inline __m512i iota_ts(int64_t ts) {
-    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                              _mm512_set1_epi32((int)ts));
-}
-
-/* dm[2j], dm[2j+1] = d, m of block j; zeros after the last block up to the
- * next multiple of 8. */
-static inline void scales_pair(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
-    const __m512i idx = iota_ts(ts);
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(dm + 2 * j, _mm512_cvtph_ps(_mm512_castsi512_si256(v)));
-        if (n > 8) _mm512_storeu_ps(dm + 2 * j + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
-    }
-}
-
-/* d[j] = scale of block j; zeros after the last block up to a multiple of 16. */
-static inline void scales_one(const uint8_t *p, int64_t ts, int64_t nb, float *d) {
-    const __m512i idx = iota_ts(ts);
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(d + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
-    }
-}
 
 static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, int64_t rb, const dt_xpair *xp,
                                                             int64_t ldxp, float *y, int64_t ldy, int64_t k,
@@ -65,7 +33,6 @@ static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, in
                                             : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i sel_m = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3);
     const int64_t nb = k / 32;
-    const int64_t pf = (int64_t)PF_GROUPS * R * rb;
     for (int64_t c0 = 0; c0 < nb; c0 += CHUNK) {
         const int64_t nc = nb - c0 < CHUNK ? nb - c0 : CHUNK;
 #pragma GCC unroll 4
@@ -81,7 +48,7 @@ static inline __attribute__((always_inline)) void fast_tile(const uint8_t *w, in
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = w + r * rb + (c0 + b) * ts;
-                _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                prefetch_ahead(p);
                 const __m512 s = _mm512_castps128_ps512(_mm_loadu_ps(sc[r] + per * b));
                 dw[r] = _mm512_permutexvar_ps(sel_d, s);
                 if (type == DT_Q4_1) mw[r] = _mm512_permutexvar_ps(sel_m, s);

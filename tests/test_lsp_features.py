@@ -24,6 +24,17 @@ async def client(request, lsp_client: LanguageClient):
         lsp_client.applied_edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
+    # Runs before the client answers the server's window/workDoneProgress/create,
+    # which the server awaits after its snapshot of the document and before any model work.
+    lsp_client.before_progress_create = None
+    create_progress = lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE]
+
+    def before_create(params: types.WorkDoneProgressCreateParams):
+        if lsp_client.before_progress_create is not None:
+            lsp_client.before_progress_create()
+        return create_progress(params)
+    lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE] = before_create
+
     caps = client_capabilities(request.param)
     lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options=INIT_OPTIONS, root_uri="file:///tmp"))
@@ -153,16 +164,29 @@ async def test_rewrite_not_applied_when_document_changes(client: LanguageClient)
     uri = "file:///tmp/xy.py"
     client.applied_edits.clear()
     open_doc(client, uri, text)
-    task = asyncio.ensure_future(client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Rename x to z."])))
-    await asyncio.sleep(0.05)
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
+    # The change reaches the server after its snapshot, before the model starts.
+    client.before_progress_create = lambda: client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 3\n")]))
-    out = await task
+    try:
+        out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="ditto.rewriteFile", arguments=[uri, "Rename x to z."]))
+    finally:
+        client.before_progress_create = None
     assert out["applied"] is False
     assert client.applied_edits == []
     assert any("changed" in m.message for m in client.messages)
+
+
+async def wait_until(predicate, what: str, timeout: float = 120) -> None:
+    """Waits for a condition on what the client received (no assumption on speed)."""
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 async def test_rewrite_cancelled(client: LanguageClient):
@@ -170,12 +194,18 @@ async def test_rewrite_cancelled(client: LanguageClient):
     uri = "file:///tmp/cancel.py"
     client.applied_edits.clear()
     open_doc(client, uri, text)
+    earlier = set(client.progress_reports)
     params = types.ExecuteCommandParams(command="ditto.rewriteFile", arguments=[uri, "Add type hints."])
     task = asyncio.ensure_future(client.protocol.send_request_async(
         types.WORKSPACE_EXECUTE_COMMAND, params, msg_id="rewrite-to-cancel"))
-    await asyncio.sleep(0.5)
+
+    def reporting() -> bool:   # the model is running: it reported its first tokens
+        return any(isinstance(r, types.WorkDoneProgressReport)
+                   for token, reports in client.progress_reports.items() if token not in earlier
+                   for r in reports)
+    await wait_until(reporting, "the rewrite's first progress report")
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="rewrite-to-cancel"))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="cancel"):
         await task
     # a completion waits behind nothing: the rewrite stopped
     result = await client.text_document_completion_async(types.CompletionParams(
@@ -204,3 +234,39 @@ async def test_settings_invalid_reported(client: LanguageClient):
         settings={"ditto": {"maxTokens": "lots", "completionStyle": "single"}}))
     await client.wait_for_notification(types.WINDOW_SHOW_MESSAGE)
     assert any("maxTokens" in m.message for m in client.messages)
+
+
+def edit_texts(edit: types.WorkspaceEdit) -> list[str]:
+    if edit.changes:
+        return [e.new_text for edits in edit.changes.values() for e in edits]
+    return [e.new_text for change in edit.document_changes for e in change.edits]
+
+
+def only_crlf(text: str) -> bool:
+    return "\n" in text and text.count("\n") == text.count("\r\n")
+
+
+async def test_rewrite_file_keeps_crlf_line_endings(client: LanguageClient):
+    """The model sees LF text; the edit gives the answer back in the document's CRLF."""
+    uri = "file:///tmp/crlf.py"
+    client.applied_edits.clear()
+    open_doc(client, uri, "value = 10\r\nprint(value)\r\n")
+    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteFile", arguments=[uri, "Rename value to amount."]))
+    assert out["applied"] and out["changed"], out
+    [new_text] = edit_texts(client.applied_edits[0])
+    assert only_crlf(new_text), repr(new_text)
+
+
+async def test_rewrite_workspace_keeps_crlf_line_endings(client: LanguageClient):
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="ditto-crlf-", dir="/tmp"))
+    (folder / "crlf.py").write_bytes(b"value = 10\r\nprint(value)\r\n")
+    client.applied_edits.clear()
+    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteWorkspace", arguments=[f"{folder.name}/*.py", "Rename value to amount."]))
+    assert [r["status"] for r in out["results"]] == ["applied"], out
+    [new_text] = edit_texts(client.applied_edits[0])
+    assert only_crlf(new_text), repr(new_text)

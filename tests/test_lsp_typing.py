@@ -12,7 +12,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from lsp_helpers import PRESETS, SERVER_CMD, open_doc, position_at
+from lsp_helpers import PRESETS, SERVER_CMD, cold_completion_text, cold_llm, open_doc, position_at  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +30,8 @@ def real_file() -> tuple[str, int]:
     return doc, cursor
 
 
-@pytest.fixture(scope="module")
-def cold_llm():
-    from ditto.engine.llm import LLM
-
-    return LLM(None, n_ctx=2048, n_seq=1, n_threads=2)
-
-
 def cold(llm, text: str, offset: int) -> str:
-    from ditto.lsp.completer import cold_completion
-    from ditto.lsp.prompt import build_prompt
-
-    prompt, _below = build_prompt(llm.tokenizer, text, offset, prompt_tokens=OPTIONS["promptTokens"],
-                                  suffix_tokens=256, style="auto")
-    return cold_completion(llm, prompt, OPTIONS["maxTokens"])
+    return cold_completion_text(llm, text, offset, OPTIONS)
 
 
 @pytest_lsp.fixture(params=PRESETS, config=ClientServerConfig(server_command=SERVER_CMD))

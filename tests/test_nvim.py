@@ -314,25 +314,81 @@ def nvim() -> str:
     return exe
 
 
+def run_driver(nvim: str, tmp_path: Path, driver_lua: str, args: list[str], out: Path) -> dict:
+    """Runs a Lua driver in a headless Neovim with the plugin; `args` reach it as
+    vim.g.ditto_test and it writes its result as JSON to `out` (one of them)."""
+    driver = tmp_path / "driver.lua"
+    driver.write_text(driver_lua)
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache-nvim"))
+    setup = "vim.g.ditto_test = " + json.dumps(args).replace("[", "{").replace("]", "}")
+    proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", "lua " + setup, "-c", f"luafile {driver}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert out.exists(), f"Neovim wrote no result (exit {proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    return json.loads(out.read_text())
+
+
 def test_neovim_plugin_end_to_end(nvim, tmp_path, default_model_path):
-    server = ditto_command(tmp_path)
     big = tmp_path / "colorsys.py"
     big.write_text((Path(os.__file__).parent / "colorsys.py").read_text())
     small = tmp_path / "calc.py"
     small.write_text(FIXTURE.read_text())
     out = tmp_path / "result.json"
-    driver = tmp_path / "driver.lua"
-    driver.write_text(DRIVER)
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
-               XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache-nvim"))
-    setup = "vim.g.ditto_test = " + json.dumps([str(PLUGIN), server, str(big), str(small), str(out), default_model_path]).replace("[", "{").replace("]", "}")
-    proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", "lua " + setup, "-c", f"luafile {driver}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
-    assert out.exists(), f"Neovim wrote no result (exit {proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
-    result = json.loads(out.read_text())
+    result = run_driver(nvim, tmp_path, DRIVER, [str(PLUGIN), ditto_command(tmp_path), str(big), str(small),
+                                                 str(out), default_model_path], out)
     assert result["ok"], f"{result.get('error')}\nsteps: {result.get('steps')}\nmessages: {result.get('notes')}"
     steps = result["steps"]
     print(json.dumps(steps, indent=1))
     assert set(steps) == {"attached", "completion", "inline", "dismiss", "rewrite", "cancel", "status",
                           "workspace"}
     assert steps["rewrite"]["after"] != steps["rewrite"]["before"] or steps["rewrite"]["changed"] is False
+
+
+DEFAULT_SETUP_DRIVER = r"""
+local PLUGIN, SERVER, FILE, OUT, MODEL_CACHE = unpack(vim.g.ditto_test)
+vim.opt.rtp:prepend(PLUGIN)
+vim.opt.swapfile = false
+vim.cmd("filetype on")
+local messages = {}
+for _, method in ipairs({ "window/showMessage", "window/logMessage" }) do
+  local handler = vim.lsp.handlers[method]
+  vim.lsp.handlers[method] = function(err, params, ctx, config)
+    table.insert(messages, { type = params.type, message = params.message })
+    return handler(err, params, ctx, config)
+  end
+end
+local function finish(ok, err)
+  local f = io.open(OUT, "w")
+  f:write(vim.json.encode({ ok = ok, error = err, messages = messages }))
+  f:close()
+  vim.cmd(ok and "qa!" or "cquit 1")
+end
+local ditto = require("ditto")
+-- No settings at all; the server finds the default model in the user's cache.
+ditto.setup({ cmd = { SERVER, "serve" }, cmd_env = { XDG_CACHE_HOME = MODEL_CACHE } })
+vim.cmd.edit(vim.fn.fnameescape(FILE))
+local buf = vim.api.nvim_get_current_buf()
+local attached = vim.wait(60000, function()
+  local c = vim.lsp.get_clients({ bufnr = buf, name = "ditto" })[1]
+  return c ~= nil and c.initialized
+end, 50)
+if not attached then return finish(false, "the ditto client did not attach") end
+-- The server answers ditto.status after the settings it was sent at start-up.
+ditto.status({ silent = true })
+if not vim.wait(120000, function() return ditto.last_status ~= nil end, 50) then
+  return finish(false, "no answer to ditto.status")
+end
+finish(true)
+"""
+
+
+def test_default_setup_sends_settings_without_warnings(nvim, tmp_path, default_model_path):
+    source = tmp_path / "calc.py"
+    source.write_text(FIXTURE.read_text())
+    out = tmp_path / "result.json"
+    model_cache = Path(default_model_path).parents[2]     # <cache>/ditto/models/<file>
+    result = run_driver(nvim, tmp_path, DEFAULT_SETUP_DRIVER, [str(PLUGIN), ditto_command(tmp_path), str(source),
+                                                               str(out), str(model_cache)], out)
+    assert result["ok"], result["error"]
+    warnings = [m["message"] for m in result["messages"] if m["type"] in (1, 2)]   # Error, Warning
+    assert warnings == []

@@ -3,6 +3,8 @@
 // This module does not import `vscode`, so test/protocol.mjs can load the
 // compiled out/config.js and start the server exactly as the extension does.
 
+import * as net from 'net';
+
 /** Reads a setting of the `ditto` section (VS Code's WorkspaceConfiguration.get). */
 export type Getter = (key: string) => unknown;
 
@@ -34,6 +36,21 @@ export function serverCommand(get: Getter): ServerCommand {
         args: ['serve', '--stdio', ...(Array.isArray(args) ? args.map(String) : [])],
         env: env && typeof env === 'object' ? Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])) : {},
     };
+}
+
+/** The Unix socket of a running `ditto serve --socket PATH` to connect to, if one is set. */
+export function serverSocket(get: Getter): string | undefined {
+    const socket = get('server.socket');
+    return typeof socket === 'string' && socket.trim() !== '' ? socket.trim() : undefined;
+}
+
+/** A connected stream to the server's Unix socket, as the language client takes it. */
+export function connectSocket(path: string): Promise<{ reader: net.Socket; writer: net.Socket }> {
+    return new Promise((resolve, reject) => {
+        const socket = net.connect(path);
+        socket.once('connect', () => resolve({ reader: socket, writer: socket }));
+        socket.once('error', reject);
+    });
 }
 
 /** The object sent as initializationOptions and in workspace/didChangeConfiguration ({ditto: ...}). */

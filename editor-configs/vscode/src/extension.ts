@@ -10,7 +10,9 @@
 // - a status bar item shows the model and the last acceptance rate of the
 //   speculative drafts (from ditto.status);
 // - settings changes reach the server at once (workspace/didChangeConfiguration);
-//   changing ditto.server.* restarts it.
+//   changing ditto.server.* restarts it;
+// - with ditto.server.socket set, it connects to a `ditto serve --socket PATH`
+//   the user runs instead of starting its own server over stdio.
 import * as vscode from 'vscode';
 import {
     CancellationTokenSource,
@@ -25,7 +27,7 @@ import {
     WorkDoneProgressCancelNotification,
     WorkDoneProgressCreateRequest,
 } from 'vscode-languageclient/node';
-import { acceptanceRate, serverCommand, serverSettingKeys, serverSettings } from './config';
+import { acceptanceRate, connectSocket, serverCommand, serverSettingKeys, serverSettings, serverSocket } from './config';
 
 const SECTION = 'ditto';
 
@@ -83,10 +85,18 @@ export async function deactivate(): Promise<void> {
 
 // ---- the language client ------------------------------------------------------------------
 
-function createClient(): LanguageClient {
+/** `ditto serve` over stdio, or the socket of a server the user already runs. */
+function serverOptions(): ServerOptions {
+    const socket = serverSocket((k) => config().get(k));
+    if (socket !== undefined) {
+        return () => connectSocket(socket);
+    }
     const cmd = serverCommand((k) => config().get(k));
     const executable = { command: cmd.command, args: cmd.args, options: { env: { ...process.env, ...cmd.env } } };
-    const serverOptions: ServerOptions = { run: executable, debug: executable };
+    return { run: executable, debug: executable };
+}
+
+function createClient(): LanguageClient {
     const clientOptions: LanguageClientOptions = {
         documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
         initializationOptions: settings(),
@@ -100,7 +110,7 @@ function createClient(): LanguageClient {
             },
         },
     };
-    const c = new LanguageClient('ditto', 'ditto', serverOptions, clientOptions);
+    const c = new LanguageClient('ditto', 'ditto', serverOptions(), clientOptions);
     c.onDidChangeState((e) => {
         if (e.newState === State.Running) {
             setStatus('$(sparkle) ditto', 'ditto: loading the model');
@@ -117,9 +127,12 @@ async function start(): Promise<void> {
         await client.start();
     } catch (e) {
         setStatus('$(error) ditto', `ditto: cannot start the server: ${errorText(e)}`, true);
+        const socket = serverSocket((k) => config().get(k));
         void vscode.window.showErrorMessage(
-            `ditto: cannot start \`${serverCommand((k) => config().get(k)).command} serve\`: ${errorText(e)}. ` +
-                'Install it (pip install ditto) or set "ditto.server.path".',
+            socket !== undefined
+                ? `ditto: cannot connect to ${socket}: ${errorText(e)}. Start \`ditto serve --socket ${socket}\` or clear "ditto.server.socket".`
+                : `ditto: cannot start \`${serverCommand((k) => config().get(k)).command} serve\`: ${errorText(e)}. ` +
+                      'Install it (pip install ditto) or set "ditto.server.path".',
         );
         return;
     }

@@ -2,6 +2,7 @@
 --
 --   require("ditto").setup {
 --     cmd = { "ditto", "serve" },            -- the server command
+--     -- socket = "$XDG_RUNTIME_DIR/ditto.sock", -- or connect to `ditto serve --socket PATH`
 --     settings = { maxTokens = 24 },          -- any server setting (camelCase or snake_case)
 --     inline = { keys = { accept = "<Tab>" } },
 --   }
@@ -20,6 +21,9 @@ local has_011 = vim.fn.has("nvim-0.11") == 1
 -- The plugin's own options; every other key given to setup() is a server setting.
 local defaults = {
   cmd = { "ditto", "serve" },
+  -- Connect to a running `ditto serve --socket PATH` instead of starting `cmd`
+  -- (false: start `cmd` over stdio). Only the user who started it can connect.
+  socket = false,
   cmd_env = nil,
   filetypes = nil, -- nil: every filetype
   root_markers = { ".git", "pyproject.toml", "package.json", "Cargo.toml", "go.mod", "Makefile" },
@@ -73,12 +77,15 @@ function M.client(bufnr)
 end
 
 local function server_settings()
-  return vim.deepcopy(M.config.settings)
+  local settings = vim.deepcopy(M.config.settings)
+  -- An empty Lua table encodes as a JSON array; the server wants an object.
+  return next(settings) == nil and vim.empty_dict() or settings
 end
 
 -- ---- setup and the client ------------------------------------------------------------------
 
-local own_keys = {}
+-- Options whose default is nil are no keys of `defaults`: name them too.
+local own_keys = { cmd_env = true, filetypes = true }
 for k in pairs(defaults) do
   own_keys[k] = true
 end
@@ -134,10 +141,19 @@ function M.complete_rest(bufnr, client_id)
   vim.api.nvim_win_set_cursor(0, { end_row + 1, end_col })
 end
 
+-- How Neovim reaches the server: a command over stdio, or the Unix socket.
+local function server_cmd()
+  if not M.config.socket then
+    return M.config.cmd
+  end
+  local connect = has_011 and vim.lsp.rpc.connect or vim.lsp.rpc.domain_socket_connect
+  return connect(vim.fs.normalize(M.config.socket))
+end
+
 local function lsp_config()
   local cfg = {
     name = NAME,
-    cmd = M.config.cmd,
+    cmd = server_cmd(),
     cmd_env = M.config.cmd_env,
     init_options = server_settings(),
     settings = { ditto = server_settings() },
