@@ -50,6 +50,8 @@ _TRANSFORMS: tuple[Callable[[str], str], ...] = (
 _PARSER = BoundedEnvironment()
 # Parsing takes time in proportion (seconds for megabytes of blocks).
 MAX_TEMPLATE_CHARS = 1 << 18
+# The template's own text in a prompt (tokenizing 13 MB of it took 17 s).
+MAX_TEMPLATE_TEXT = 1 << 18
 
 
 class ChatTemplateError(ValueError):
@@ -104,6 +106,10 @@ class ChatTemplate:
 
         split = re.split(f"\ue000{nonce}:(\\d+)\ue001", skeleton)
         texts, refs = split[0::2], [int(r) for r in split[1::2]]
+        own = sum(map(len, texts))
+        if own > MAX_TEMPLATE_TEXT:
+            raise ChatTemplateError(f"{self.name} wrote {own} characters of its own around the messages, "
+                                    f"more than the limit of {MAX_TEMPLATE_TEXT}")
         if any(nonce in t for t in texts):
             raise ChatTemplateError(f"{self.name} alters message content in a way "
                                     "that cannot be tokenized safely")

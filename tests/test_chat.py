@@ -231,6 +231,15 @@ def test_a_template_too_long_to_parse_quickly_is_refused_at_load(tiny):
     assert str(err.value).startswith(NAMED)
 
 
+def test_a_template_writing_megabytes_of_its_own_text_is_refused(tiny):
+    """Within the renderer's output limit, 13 MB of the template's own text
+    (control tokens in it) took 17 s to tokenize on the model thread."""
+    ct = ChatTemplate(tiny, "{{ 'ab <|im_end|> ' * 800000 }}{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(ChatTemplateError, match="of its own") as err:
+        ct.encode(MESSAGES)
+    assert str(err.value).startswith(NAMED)
+
+
 @pytest.mark.parametrize("source, limit", [
     (_DAG + "{{ ns.a == ns.b }}", "longer than the limit of 1 s"),        # CPU only
     (_DAG + "{{ ns.a }}", "longer than the limit of 1 s|out of memory"),  # and memory, whichever ends first
