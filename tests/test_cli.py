@@ -79,13 +79,18 @@ def test_model_options_default_to_the_server_settings(command):
         defaults.model, defaults.threads, defaults.ctx, defaults.precision)
 
 
+def test_serve_has_an_option_for_every_model_setting():
+    args, defaults = parse(["serve"]), Settings()
+    for key in Settings.MODEL_KEYS:
+        assert getattr(args, key) == getattr(defaults, key), key
+
+
 def test_the_engine_defaults_are_the_settings_defaults():
     defaults = Settings()
     llm = inspect.signature(LLM).parameters
     ray = inspect.signature(batch_ray.run_on_ray).parameters
     assert llm["n_ctx"].default == ray["n_ctx"].default == defaults.ctx
     assert llm["precision"].default == ray["precision"].default == defaults.precision
-    assert parse(["serve"]).n_seq == defaults.n_seq
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)
