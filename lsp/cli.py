@@ -25,7 +25,7 @@ DEFAULTS = Settings()
 
 # ---- argument types ---------------------------------------------------------------
 
-def setting(name: str):
+def int_setting(name: str):
     """An argparse type for an integer setting: the limits of the server's setting `name`."""
     def parse(text: str) -> int:
         try:
@@ -61,9 +61,9 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options of every command that loads a model, with the server settings' defaults."""
     add_model_option(p)
-    p.add_argument("--threads", type=setting("threads"), default=DEFAULTS.threads, metavar="N",
+    p.add_argument("--threads", type=int_setting("threads"), default=DEFAULTS.threads, metavar="N",
                    help="threads (default: one per physical core)")
-    p.add_argument("--ctx", type=setting("ctx"), default=DEFAULTS.ctx, metavar="TOKENS",
+    p.add_argument("--ctx", type=int_setting("ctx"), default=DEFAULTS.ctx, metavar="TOKENS",
                    help=f"context size in tokens per sequence (default: {DEFAULTS.ctx})")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
                    help="; ".join(f"{name} = {about}" for name, about in PRECISION_HELP.items())
@@ -187,7 +187,7 @@ def add_serve_command(sub) -> None:
                        help="with --tcp: where to write the token (default: the user's runtime or cache "
                             "directory, tcp-PORT.token); $DITTO_TOKEN sets the token itself")
     add_model_options(serve)
-    serve.add_argument("--n-seq", type=setting("n_seq"), default=DEFAULTS.n_seq, metavar="N",
+    serve.add_argument("--n-seq", type=int_setting("n_seq"), default=DEFAULTS.n_seq, metavar="N",
                        help=f"sequence slots: documents kept hot in the KV cache (default: {DEFAULTS.n_seq})")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
