@@ -102,12 +102,17 @@ def applied_text(client: LanguageClient, uri: str) -> str:
     return change.new_text
 
 
+async def rewrite_file(client: LanguageClient, uri: str, text: str, instruction: str) -> dict:
+    """Opens `text` as `uri`, runs ditto.rewriteFile on it, and returns the command's result."""
+    client.applied_edits.clear()
+    open_doc(client, uri, text)
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteFile", arguments=[uri, instruction]))
+
+
 async def test_rewrite_file_applies_the_answer(scripted: LanguageClient):
     uri = "file:///tmp/add.py"
-    scripted.applied_edits.clear()
-    open_doc(scripted, uri, "def add(a, b):\n    return a + b\n")
-    out = await scripted.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Rename the function add to plus."]))
+    out = await rewrite_file(scripted, uri, "def add(a, b):\n    return a + b\n", "Rename the function add to plus.")
     assert out["applied"] is True and out["changed"] is True, out
     assert "reason" not in out and out["stats"]["generated"] > 0
     assert applied_text(scripted, uri) == "def plus(a, b):\n    return a + b\n"
@@ -115,10 +120,7 @@ async def test_rewrite_file_applies_the_answer(scripted: LanguageClient):
 
 async def test_rewrite_file_already_as_asked_is_applied_unchanged(scripted: LanguageClient):
     uri = "file:///tmp/same.py"
-    scripted.applied_edits.clear()
-    open_doc(scripted, uri, "total = 1\n")
-    out = await scripted.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Keep it as it is."]))
+    out = await rewrite_file(scripted, uri, "total = 1\n", "Keep it as it is.")
     assert out["applied"] is True and out["changed"] is False, out
     assert applied_text(scripted, uri) == "total = 1\n"
 
@@ -237,11 +239,8 @@ def only_crlf(text: str) -> bool:
 
 async def test_rewrite_file_keeps_crlf_line_endings(client: LanguageClient):
     """The model sees LF text; the edit gives the answer back in the document's CRLF."""
-    uri = "file:///tmp/crlf.py"
-    client.applied_edits.clear()
-    open_doc(client, uri, "value = 10\r\nprint(value)\r\n")
-    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Rename value to amount."]))
+    out = await rewrite_file(client, "file:///tmp/crlf.py", "value = 10\r\nprint(value)\r\n",
+                             "Rename value to amount.")
     assert out["applied"] and out["changed"], out
     [new_text] = edit_texts(client.applied_edits[0])
     assert only_crlf(new_text), repr(new_text)
