@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -23,9 +23,6 @@ from .prompt import uri_name
 from .results import RewriteFileResult, to_json
 from .rewriting import RewriteFeature, rewrite_on_engine
 from .scheduler import BACKGROUND, CancelToken, Cancelled
-
-if TYPE_CHECKING:
-    from .server import DittoServer
 
 COMMAND = "ditto.rewriteFile"
 PROGRESS_INTERVAL = 0.2   # seconds between $/progress reports

@@ -25,9 +25,9 @@ from .feature import LanguageFeature
 from .inline_completion import InlineCompletion
 from .positions import PositionError, offset_of, range_offsets
 from .protocol import DittoProtocol, json_type, strict_converter
-from .scheduler import URGENT, CancelToken, Cancelled, JobContext, Scheduler
 from .rewrite_command import RewriteFile
 from .rewrite_workspace import RewriteWorkspace
+from .scheduler import URGENT, CancelToken, Cancelled, JobContext, Scheduler
 from .settings import Settings, parse_settings
 from .status import StatusCommand
 from .suggestions import Suggestions
