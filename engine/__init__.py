@@ -1,1 +1,2 @@
-"""ditto.engine: GGUF loading, tokenizer, sessions, drafters, scheduler."""
+"""ditto.engine: GGUF loading, tokenizer, decode loop, drafters, rewrites (sessions and the
+scheduler belong to the language server, in ditto.lsp)."""

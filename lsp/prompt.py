@@ -128,7 +128,7 @@ class StopRule:
         if cut is not None:
             self.text, self.stopped = self.raw[:cut], True
         else:
-            # Without a stop yet, everything up to the last newline is final.
+            # Without a stop yet, the suggestion is all the text so far.
             self.text = self.raw
         return self.stopped
 

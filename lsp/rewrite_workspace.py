@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
@@ -24,10 +24,13 @@ from ..engine.files import select_files
 from ..engine.rewrite import RewriteError, Status
 from ..engine.source_text import UnsafeText, decode
 from ..engine.writeback import holds
-from .positions import end_position
-from .rewrite_command import begin_progress, rewrite_on_engine, text_edit
+from .edits import begin_progress, end_progress, report_progress, text_edit, whole_document
+from .results import FileResult, RewriteWorkspaceResult, SkippedFile, to_json
+from .rewriting import RewriteFeature, rewrite_on_engine
 from .scheduler import BACKGROUND, CancelToken, Cancelled
-from .server import DittoServer
+
+if TYPE_CHECKING:
+    from .server import DittoServer
 
 COMMAND = "ditto.rewriteWorkspace"
 
@@ -58,60 +61,63 @@ def workspace_roots(ls: DittoServer) -> list[Path]:
     return roots
 
 
-def register(server: DittoServer) -> None:
-    @server.command(COMMAND)
-    async def rewrite_workspace(ls: DittoServer, *args):
-        pattern, instruction = parse_args(args)
+class RewriteWorkspace(RewriteFeature):
+    def register(self) -> None:
+        @self.server.command(COMMAND)
+        async def rewrite_workspace(*args):   # pygls passes a command's arguments positionally
+            pattern, instruction = parse_args(args)
+            cancel = CancelToken()
+            self.running.add(cancel)
+            try:
+                return to_json(await self.rewrite(pattern, instruction, cancel))
+            finally:
+                self.running.discard(cancel)
+
+    async def rewrite(self, pattern: str, instruction: str, cancel: CancelToken) -> RewriteWorkspaceResult:
+        ls = self.server
         roots = workspace_roots(ls)
         selection = select_files([str(root / pattern) for root in roots])
         files = selection.files
-        summary: dict[str, Any] = {"files": len(files), "applied": 0, "results": [],
-                                   "skipped": [{"path": p, "reason": r} for p, r in selection.skipped]}
+        summary = RewriteWorkspaceResult(files=len(files),
+                                         skipped=[SkippedFile(str(p), r) for p, r in selection.skipped])
         if not files:
             ls.show(f"ditto: no files match {pattern!r}", types.MessageType.Info)
             return summary
-        cancel = CancelToken()
         progress = await begin_progress(ls, cancel, title="ditto: rewrite workspace")
         settings = ls.settings
         try:
             for i, path in enumerate(files):
                 if cancel.cancelled:
-                    summary["results"].append({"uri": path.as_uri(), "status": str(Status.CANCELLED)})
+                    summary.results.append(FileResult(path.as_uri(), Status.CANCELLED))
                     continue
-                if progress is not None:
-                    ls.work_done_progress.report(progress, types.WorkDoneProgressReport(
-                        message=f"{i + 1}/{len(files)} {path.name}", percentage=100 * i // len(files),
-                        cancellable=True))
+                report_progress(ls, progress, f"{i + 1}/{len(files)} {path.name}", 100 * i // len(files))
                 result = await _rewrite_one(ls, path, instruction, settings, cancel)
-                summary["results"].append(result)
-                summary["applied"] += result["status"] == Status.APPLIED
+                summary.results.append(result)
+                summary.applied += result.status is Status.APPLIED
         except asyncio.CancelledError:
             ls.show("ditto: workspace rewrite cancelled; finished files stay applied", types.MessageType.Info)
             raise
         finally:
-            if progress is not None:
-                ls.rewrites.pop(str(progress), None)
-                ls.work_done_progress.end(progress, types.WorkDoneProgressEnd(
-                    message=f"{summary['applied']} of {len(files)} files changed"))
-        failed = [r for r in summary["results"] if not Status(r["status"]).ok]
+            end_progress(ls, progress, f"{summary.applied} of {len(files)} files changed")
+        failed = [r for r in summary.results if not r.status.ok]
         if failed:
             ls.show(f"ditto: {len(failed)} of {len(files)} files not rewritten (see ditto.rewriteWorkspace's result)",
                     types.MessageType.Warning)
         return summary
 
 
-async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> dict:
+async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, cancel: CancelToken) -> FileResult:
     uri = path.as_uri()
     open_doc = ls.open_document(uri)
     if (problem := ls.sync_problem(uri)) is not None:
-        return {"uri": uri, "status": str(Status.FAILED), "reason": f"out of sync with the editor ({problem})"}
+        return FileResult(uri, Status.FAILED, f"out of sync with the editor ({problem})")
     version = open_doc.version if open_doc is not None else None
     try:
         text = open_doc.source if open_doc is not None else decode(path.read_bytes())
     except UnsafeText as e:
-        return {"uri": uri, "status": str(Status.FAILED), "reason": str(e)}
+        return FileResult(uri, Status.FAILED, str(e))
     except OSError as e:
-        return {"uri": uri, "status": str(Status.FAILED), "reason": f"cannot read: {e.strerror or e}"}
+        return FileResult(uri, Status.FAILED, f"cannot read: {e.strerror or e}")
 
     def run(engine, job):
         return rewrite_on_engine(engine, job, ("rewrite", uri), text, instruction, path.name, settings,
@@ -120,24 +126,23 @@ async def _rewrite_one(ls: DittoServer, path: Path, instruction: str, settings, 
     try:
         rjob = await ls.run_job(run, priority=BACKGROUND, token=cancel, name=f"rewrite {path.name}")
     except Cancelled:
-        return {"uri": uri, "status": str(Status.CANCELLED)}
+        return FileResult(uri, Status.CANCELLED)
     except (RewriteError, UnsafeText, OverflowError) as e:
-        return {"uri": uri, "status": str(Status.FAILED), "reason": str(e)}
+        return FileResult(uri, Status.FAILED, str(e))
     result = rjob.outcome()
     if cancel.cancelled:
-        return {"uri": uri, "status": str(Status.CANCELLED)}
+        return FileResult(uri, Status.CANCELLED)
     if result.status is not Status.CHANGED:
-        return {"uri": uri, "status": str(result.status), **({"reason": result.message} if result.message else {})}
+        return FileResult(uri, result.status, result.message or None)
     if not _still_holds(ls, uri, path, text, version):
-        return {"uri": uri, "status": str(Status.CONFLICT), "reason": "changed during the rewrite; not applied"}
-    rng = types.Range(types.Position(0, 0), end_position(text, ls.position_codec))
-    edit = text_edit(ls, uri, version, rng, result.output, annotation=f"ditto: {instruction[:60]}")
+        return FileResult(uri, Status.CONFLICT, "changed during the rewrite; not applied")
+    edit = text_edit(ls, uri, version, whole_document(text, ls), result.output,
+                     annotation=f"ditto: {instruction[:60]}")
     applied = await ls.workspace_apply_edit_async(
         types.ApplyWorkspaceEditParams(edit=edit, label=f"ditto: {instruction[:60]} ({path.name})"))
     if not applied.applied:
-        return {"uri": uri, "status": str(Status.REFUSED),
-                "reason": applied.failure_reason or "the editor refused the edit"}
-    return {"uri": uri, "status": str(Status.APPLIED), "stats": rjob.request.stats.as_dict()}
+        return FileResult(uri, Status.REFUSED, applied.failure_reason or "the editor refused the edit")
+    return FileResult(uri, Status.APPLIED, stats=rjob.request.stats.as_dict())
 
 
 def _still_holds(ls: DittoServer, uri: str, path: Path, text: str, version: int | None) -> bool:

@@ -1,14 +1,16 @@
-"""The pygls server: lifecycle, settings, document sync, and the features.
+"""The pygls server: settings, the model thread, the documents, and the list of features.
 
-Handlers run on the event loop and never block it: they validate the
-request, take a snapshot of the document, and hand the model work to the
-scheduler thread (scheduler.py), awaiting an asyncio future.
+Each feature (feature.LanguageFeature) registers its own handlers and keeps
+its own state; the server tells every feature about document events and
+the end of the session. Handlers run on the event loop and never block it:
+they validate the request, take a snapshot of the document, and hand the
+model work to the scheduler thread (scheduler.py), awaiting an asyncio future.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -18,11 +20,18 @@ from pygls.lsp.server import LanguageServer
 from pygls.workspace.position_codec import PositionCodec
 
 from ..engine.options import VERSION
+from .completion import Completion
+from .documents import DocumentSync
+from .feature import LanguageFeature
+from .inline_completion import InlineCompletion
 from .positions import PositionError, offset_of, range_offsets
-from .prompt import ChunkRing
 from .protocol import DittoProtocol, json_type, strict_converter
+from .rewrite_command import RewriteFile
+from .rewrite_workspace import RewriteWorkspace
 from .scheduler import URGENT, CancelToken, Cancelled, JobContext, Scheduler
 from .settings import Settings, parse_settings
+from .status import StatusCommand
+from .suggestions import Suggestions
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +50,23 @@ class DittoServer(LanguageServer):
         self.scheduler = Scheduler()
         self.engine_error: str | None = None
         self._engine_future: asyncio.Future | None = None
-        self.inflight: dict[str, CancelToken] = {}      # uri -> the completion in flight
-        self.prefetching: dict[str, CancelToken] = {}
-        self.rewrites: dict[str, CancelToken] = {}      # progress token -> cancel
-        self.chunks = ChunkRing()
-        self.edit_line: dict[str, int] = {}             # uri -> line of its last edit
-        self.last_uri: str | None = None                # document of the last completion
         self.out_of_sync: dict[str, str] = {}           # uri -> why the server's copy is not the editor's
-        self.started = time.monotonic()
+        self.language_features: list[LanguageFeature] = []
+
+    # ---- features ----------------------------------------------------------------------------
+    def add_feature(self, feature: LanguageFeature) -> None:
+        feature.register()
+        self.language_features.append(feature)
+
+    def tell_features(self, event: Callable[[LanguageFeature], None]) -> None:
+        """Calls event(feature) for every feature, in the order they were added."""
+        for feature in self.language_features:
+            event(feature)
+
+    def stop_all(self, reason: str) -> None:
+        """The session ends: every feature stops its work, then the model thread stops."""
+        self.tell_features(lambda f: f.stop(reason))
+        self.scheduler.stop()
 
     # ---- messages ----------------------------------------------------------------------------
     def log(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -127,7 +145,7 @@ class DittoServer(LanguageServer):
         if self._engine_future is None:
             self.load_engine()
         token = token or CancelToken()
-        fut = self.scheduler.submit(self._with_engine(fn), priority=priority, token=token,
+        fut = self.scheduler.submit(self.with_engine(fn), priority=priority, token=token,
                                     deadline=deadline, name=name)
         try:
             return await asyncio.shield(fut)
@@ -135,7 +153,8 @@ class DittoServer(LanguageServer):
             token.cancel("$/cancelRequest")
             raise
 
-    def _with_engine(self, fn):
+    def with_engine(self, fn):
+        """fn(engine, job) as a scheduler job; Cancelled while no model is loaded."""
         def run(job: JobContext):
             if job.state is None:
                 raise Cancelled(self.engine_error or "the model is not loaded")
@@ -212,13 +231,10 @@ class DittoServer(LanguageServer):
 
 
 def create_server() -> DittoServer:
-    from . import completion, documents, inline_completion, rewrite_command, rewrite_workspace, status
-
     server = DittoServer()
-    documents.register(server)
-    completion.register(server)
-    inline_completion.register(server)
-    rewrite_command.register(server)
-    rewrite_workspace.register(server)
-    status.register(server)
+    suggestions = Suggestions(server)
+    for feature in (DocumentSync(server), suggestions, Completion(server, suggestions),
+                    InlineCompletion(server, suggestions), RewriteFile(server), RewriteWorkspace(server),
+                    StatusCommand(server)):
+        server.add_feature(feature)
     return server

@@ -205,10 +205,7 @@ class Listener:
 
 def end_session(server: DittoServer) -> None:
     """Stops what a departed client's session was still doing."""
-    for table in (server.inflight, server.prefetching, server.rewrites):
-        for token in table.values():
-            token.cancel("the client disconnected")
-    server.scheduler.stop()
+    server.stop_all("the client disconnected")
 
 
 def serve_socket(listener: Listener, start: Callable[[Callable], Any], announce: Callable[[list], None]) -> None:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-# tests/ on sys.path so tests can `from gguf_factory import write_tiny_gguf`
-# (pyproject has no pythonpath setting for it).
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-from gguf_factory import write_tiny_gguf  # noqa: E402
+from gguf_factory import write_tiny_gguf
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +54,23 @@ def default_model_path() -> str:
 
 
 @pytest.fixture
-def isa():
-    """isa(i) runs the rest of the test on instruction set i (skipped if the
-    CPU lacks it); the previous choice is restored afterwards."""
+def restore_isa():
+    """Gives back the instruction set in use before the test, whatever the test chose."""
     kernels = pytest.importorskip("ditto._kernels", exc_type=ModuleNotFoundError)
     before = kernels.isa_get()
+    yield kernels
+    kernels.isa_set(before)
+
+
+@pytest.fixture
+def isa(restore_isa):
+    """isa(i) runs the rest of the test on instruction set i (skipped if the
+    CPU lacks it); the previous choice is restored afterwards."""
+    kernels = restore_isa
 
     def use(i):
         if i > kernels.isa_best():
             pytest.skip(f"CPU lacks {kernels.ISA_NAMES[i]}")
         kernels.isa_set(i)
 
-    yield use
-    kernels.isa_set(before)
+    return use

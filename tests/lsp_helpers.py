@@ -6,12 +6,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import pytest
+import pytest_lsp
 from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 PRESETS = ["neovim@v0.11.0", "visual_studio_code"]
 SERVER_CMD = [sys.executable, "-m", "ditto.lsp.cli", "serve", "--threads", "2", "--ctx", "2048"]
+# The same server whose rewrites answer from a script (scripted_model.py): the edit is known.
+SCRIPTED_CMD = [sys.executable, str(Path(__file__).with_name("scripted_ditto.py")), *SERVER_CMD[3:]]
 # Small budgets: the suite runs on 2 shared cores.
 INIT_OPTIONS = {"maxTokens": 8, "timeBudgetMs": 60000, "promptTokens": 512, "nSeq": 3, "prefetch": False}
 
@@ -32,6 +37,39 @@ def main():
     for name in os.listdir("."):
         print(name, count_lines(name))
 '''
+
+
+def lsp_session(server_command: list[str], options: dict, **fixture_kwargs):
+    """A pytest-lsp client fixture, once per client preset, connected to
+    `server_command` and initialized with `options`. The client applies every
+    workspace/applyEdit and keeps it in `applied_edits`; `before_progress_create`
+    (if set) runs before it answers the server's window/workDoneProgress/create,
+    which the server awaits after its snapshot of the document and before any
+    model work."""
+    @pytest_lsp.fixture(params=PRESETS, config=ClientServerConfig(server_command=server_command), **fixture_kwargs)
+    async def client(request, lsp_client: LanguageClient):
+        lsp_client.applied_edits = []
+
+        @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+        def apply_edit(params: types.ApplyWorkspaceEditParams):
+            lsp_client.applied_edits.append(params.edit)
+            return types.ApplyWorkspaceEditResult(applied=True)
+
+        lsp_client.before_progress_create = None
+        create_progress = lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE]
+
+        def before_create(params: types.WorkDoneProgressCreateParams):
+            if lsp_client.before_progress_create is not None:
+                lsp_client.before_progress_create()
+            return create_progress(params)
+        lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE] = before_create
+
+        lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
+            capabilities=client_capabilities(request.param), initialization_options=options,
+            root_uri="file:///tmp"))
+        yield
+        await lsp_client.shutdown_session()
+    return client
 
 
 def open_doc(client, uri: str, text: str, version: int = 1, language: str = "python") -> None:

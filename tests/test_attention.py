@@ -33,11 +33,8 @@ TOL = 1e-5
 TOL_SHARP = 5e-5
 
 
-@pytest.fixture(autouse=True)
-def restore_isa():
-    before = K.isa_get()
-    yield
-    K.isa_set(before)
+# Every test here may switch the instruction set: conftest's fixture restores it.
+pytestmark = pytest.mark.usefixtures("restore_isa")
 
 
 def reference(q, k, v, pos0, window=0, scale=None):

@@ -28,11 +28,8 @@ F16_FIELDS = {
 ISAS = [k.ISA_SCALAR, k.ISA_AVX2, k.ISA_AVX512]
 
 
-@pytest.fixture(autouse=True)
-def restore_isa():
-    before = k.isa_get()
-    yield
-    k.isa_set(before)
+# Every test here may switch the instruction set: conftest's fixture restores it.
+pytestmark = pytest.mark.usefixtures("restore_isa")
 
 
 def use_isa(isa):

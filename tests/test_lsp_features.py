@@ -5,41 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient
 
-from lsp_helpers import INIT_OPTIONS, PRESETS, SAMPLE, SERVER_CMD, open_doc, position_at
+from lsp_helpers import INIT_OPTIONS, SAMPLE, SCRIPTED_CMD, SERVER_CMD, lsp_session, open_doc, position_at
 
 # One server per client preset for the whole module: the model loads once per preset.
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-
-@pytest_lsp.fixture(scope="module", params=PRESETS, config=ClientServerConfig(server_command=SERVER_CMD))
-async def client(request, lsp_client: LanguageClient):
-    lsp_client.applied_edits = []
-
-    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: types.ApplyWorkspaceEditParams):
-        lsp_client.applied_edits.append(params.edit)
-        return types.ApplyWorkspaceEditResult(applied=True)
-
-    # Runs before the client answers the server's window/workDoneProgress/create,
-    # which the server awaits after its snapshot of the document and before any model work.
-    lsp_client.before_progress_create = None
-    create_progress = lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE]
-
-    def before_create(params: types.WorkDoneProgressCreateParams):
-        if lsp_client.before_progress_create is not None:
-            lsp_client.before_progress_create()
-        return create_progress(params)
-    lsp_client.protocol.fm.features[types.WINDOW_WORK_DONE_PROGRESS_CREATE] = before_create
-
-    caps = client_capabilities(request.param)
-    lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=caps, initialization_options=INIT_OPTIONS, root_uri="file:///tmp"))
-    yield
-    await lsp_client.shutdown_session()
+client = lsp_session(SERVER_CMD, INIT_OPTIONS, scope="module")
+# Rewrites whose answer is known (scripted_model.py: it follows "Rename old to new."), so
+# that the edit must be applied and be exactly the expected text.
+scripted = lsp_session(SCRIPTED_CMD, INIT_OPTIONS, scope="module")
 
 
 URI = "file:///tmp/sample.py"
@@ -115,26 +92,40 @@ async def test_status(client: LanguageClient):
     assert "doc" in status["stats"]["drafters"]
 
 
-async def test_rewrite_file(client: LanguageClient):
-    text = "def add(a, b):\n    return a + b\n"
-    uri = "file:///tmp/add.py"
+def applied_text(client: LanguageClient, uri: str) -> str:
+    """The new text of the one edit the client applied, which must replace the whole document."""
+    [edit] = client.applied_edits
+    [(target, [change])] = (edit.changes.items() if edit.changes else
+                            [(c.text_document.uri, c.edits) for c in edit.document_changes])
+    assert target == uri
+    assert change.range.start == types.Position(0, 0)
+    return change.new_text
+
+
+async def rewrite_file(client: LanguageClient, uri: str, text: str, instruction: str) -> dict:
+    """Opens `text` as `uri`, runs ditto.rewriteFile on it, and returns the command's result."""
     client.applied_edits.clear()
     open_doc(client, uri, text)
-    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Rename the function add to plus."]))
-    if out["applied"]:
-        assert len(client.applied_edits) == 1
-        edit = client.applied_edits[0]
-        edits = edit.changes[uri] if edit.changes else edit.document_changes[0].edits
-        assert edits[0].new_text.strip()
-    else:
-        # the small model may fail the completeness check: then nothing is applied and the user is told
-        assert client.applied_edits == []
-        assert out["reason"]
-        assert any("not applied" in m.message for m in client.messages)
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="ditto.rewriteFile", arguments=[uri, instruction]))
 
 
-async def test_rewrite_workspace(client: LanguageClient):
+async def test_rewrite_file_applies_the_answer(scripted: LanguageClient):
+    uri = "file:///tmp/add.py"
+    out = await rewrite_file(scripted, uri, "def add(a, b):\n    return a + b\n", "Rename the function add to plus.")
+    assert out["applied"] is True and out["changed"] is True, out
+    assert "reason" not in out and out["stats"]["generated"] > 0
+    assert applied_text(scripted, uri) == "def plus(a, b):\n    return a + b\n"
+
+
+async def test_rewrite_file_already_as_asked_is_applied_unchanged(scripted: LanguageClient):
+    uri = "file:///tmp/same.py"
+    out = await rewrite_file(scripted, uri, "total = 1\n", "Keep it as it is.")
+    assert out["applied"] is True and out["changed"] is False, out
+    assert applied_text(scripted, uri) == "total = 1\n"
+
+
+async def test_rewrite_workspace_applies_each_file_and_writes_none(scripted: LanguageClient):
     import tempfile
     from pathlib import Path
 
@@ -144,38 +135,38 @@ async def test_rewrite_workspace(client: LanguageClient):
                "notes.txt": "not python\n"}
     for name, text in sources.items():
         (folder / name).write_text(text)
-    client.applied_edits.clear()
-    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+    scripted.applied_edits.clear()
+    out = await scripted.workspace_execute_command_async(types.ExecuteCommandParams(
         command="ditto.rewriteWorkspace", arguments=[f"{folder.name}/*.py", "Rename the parameter a to x."]))
-    assert out["files"] == 2
-    statuses = {r["uri"]: r["status"] for r in out["results"]}
-    assert set(statuses) == {(folder / "one.py").as_uri(), (folder / "two.py").as_uri()}
-    assert set(statuses.values()) <= {"applied", "unchanged", "failed"}
-    assert len(client.applied_edits) == out["applied"] == sum(v == "applied" for v in statuses.values())
+    assert out["files"] == 2 and out["applied"] == 2, out
+    assert {r["uri"]: r["status"] for r in out["results"]} == {
+        (folder / "one.py").as_uri(): "applied", (folder / "two.py").as_uri(): "applied"}
+    assert sorted(edit_texts(e)[0] for e in scripted.applied_edits) == [
+        "def add(x, b):\n    return x + b\n", "def sub(x, b):\n    return x - b\n"]
     for name, text in sources.items():   # only the client applies edits; the server never writes
         assert (folder / name).read_text() == text
     with pytest.raises(Exception):
-        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        await scripted.workspace_execute_command_async(types.ExecuteCommandParams(
             command="ditto.rewriteWorkspace", arguments=["../*.py", "x"]))
 
 
-async def test_rewrite_not_applied_when_document_changes(client: LanguageClient):
+async def test_rewrite_not_applied_when_document_changes(scripted: LanguageClient):
     text = "x = 1\ny = 2\n"
     uri = "file:///tmp/xy.py"
-    client.applied_edits.clear()
-    open_doc(client, uri, text)
+    scripted.applied_edits.clear()
+    open_doc(scripted, uri, text)
     # The change reaches the server after its snapshot, before the model starts.
-    client.before_progress_create = lambda: client.text_document_did_change(types.DidChangeTextDocumentParams(
+    scripted.before_progress_create = lambda: scripted.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 3\n")]))
     try:
-        out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        out = await scripted.workspace_execute_command_async(types.ExecuteCommandParams(
             command="ditto.rewriteFile", arguments=[uri, "Rename x to z."]))
     finally:
-        client.before_progress_create = None
-    assert out["applied"] is False
-    assert client.applied_edits == []
-    assert any("changed" in m.message for m in client.messages)
+        scripted.before_progress_create = None
+    assert out["applied"] is False and "changed during the rewrite" in out["reason"], out
+    assert scripted.applied_edits == []
+    assert any("changed during the rewrite" in m.message for m in scripted.messages)
 
 
 async def wait_until(predicate, what: str, timeout: float = 120) -> None:
@@ -248,11 +239,8 @@ def only_crlf(text: str) -> bool:
 
 async def test_rewrite_file_keeps_crlf_line_endings(client: LanguageClient):
     """The model sees LF text; the edit gives the answer back in the document's CRLF."""
-    uri = "file:///tmp/crlf.py"
-    client.applied_edits.clear()
-    open_doc(client, uri, "value = 10\r\nprint(value)\r\n")
-    out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-        command="ditto.rewriteFile", arguments=[uri, "Rename value to amount."]))
+    out = await rewrite_file(client, "file:///tmp/crlf.py", "value = 10\r\nprint(value)\r\n",
+                             "Rename value to amount.")
     assert out["applied"] and out["changed"], out
     [new_text] = edit_texts(client.applied_edits[0])
     assert only_crlf(new_text), repr(new_text)

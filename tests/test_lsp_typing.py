@@ -8,11 +8,10 @@ import asyncio
 import os
 
 import pytest
-import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient
 
-from lsp_helpers import PRESETS, SERVER_CMD, cold_completion_text, cold_llm, open_doc, position_at  # noqa: F401
+from lsp_helpers import SERVER_CMD, cold_completion_text, cold_llm, lsp_session, open_doc, position_at  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +33,7 @@ def cold(llm, text: str, offset: int) -> str:
     return cold_completion_text(llm, text, offset, OPTIONS)
 
 
-@pytest_lsp.fixture(params=PRESETS, config=ClientServerConfig(server_command=SERVER_CMD))
-async def client(request, lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities(request.param), initialization_options=OPTIONS))
-    yield
-    await lsp_client.shutdown_session()
+client = lsp_session(SERVER_CMD, OPTIONS)
 
 
 def completion(client: LanguageClient, uri: str, text: str, offset: int, msg_id: str | None = None):

@@ -28,6 +28,7 @@ import {
     WorkDoneProgressCreateRequest,
 } from 'vscode-languageclient/node';
 import { acceptanceRate, connectSocket, serverCommand, serverSettingKeys, serverSettings, serverSocket } from './config';
+import { FileStatus, RewriteFileResult, RewriteWorkspaceResult } from './lsp_ext';
 
 const SECTION = 'ditto';
 
@@ -230,9 +231,10 @@ async function rewriteFile(): Promise<void> {
     const name = vscode.workspace.asRelativePath(doc.uri);
     const result = await runCommandWithProgress(c, 'ditto.rewriteFile', args, `ditto: rewriting ${name}`);
     if (result && typeof result === 'object') {
-        const r = result as { applied?: boolean; changed?: boolean; stats?: { drafted?: number; accepted?: number } };
-        if (r.stats && typeof r.stats.drafted === 'number' && r.stats.drafted > 0) {
-            lastRate = (r.stats.accepted ?? 0) / r.stats.drafted;
+        const r = result as RewriteFileResult;
+        const drafted = r.stats?.drafted ?? 0;
+        if (drafted > 0) {
+            lastRate = (r.stats?.accepted ?? 0) / drafted;
             renderStatus();
         }
         if (r.applied) {
@@ -286,19 +288,16 @@ async function rewriteWorkspace(): Promise<void> {
 
 function summarize(result: unknown): string {
     if (result && typeof result === 'object') {
-        const r = result as Record<string, unknown>;
-        const parts: string[] = [];
-        for (const key of ['files', 'changed', 'applied', 'unchanged', 'failed', 'skipped']) {
-            const v = r[key];
-            if (typeof v === 'number') {
-                parts.push(`${v} ${key}`);
-            } else if (Array.isArray(v)) {
-                parts.push(`${v.length} ${key}`);
-            }
+        const r = result as RewriteWorkspaceResult;
+        const counts = new Map<FileStatus, number>();
+        for (const f of r.results ?? []) {
+            counts.set(f.status, (counts.get(f.status) ?? 0) + 1);
         }
-        if (parts.length > 0) {
-            return `workspace rewrite done: ${parts.join(', ')}.`;
+        const parts = [`${r.files} files`, ...[...counts].map(([status, n]) => `${n} ${status}`)];
+        if ((r.skipped ?? []).length > 0) {
+            parts.push(`${r.skipped.length} skipped`);
         }
+        return `workspace rewrite done: ${parts.join(', ')}.`;
     }
     return 'workspace rewrite done.';
 }
@@ -308,9 +307,8 @@ function summarize(result: unknown): string {
  * notification. Cancel sends window/workDoneProgress/cancel for the server's
  * token: the server stops within one forward pass and applies nothing.
  *
- * Not $/cancelRequest: pygls runs a command inside its executeCommand
- * handler, so cancelling the request answers RequestCancelled at once while
- * the command itself runs on and may still send its workspace/applyEdit.
+ * ($/cancelRequest for the executeCommand request stops a rewrite the same
+ * way; the progress token is the one the notification already follows.)
  * If Cancel is pressed before the server has begun its progress, the cancel
  * is sent as soon as the begin report arrives (the server registers the
  * token only then).

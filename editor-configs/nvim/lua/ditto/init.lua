@@ -602,8 +602,8 @@ function M.rewrite_workspace(glob, instruction, opts)
   return true
 end
 
---- Cancels the running rewrites (window/workDoneProgress/cancel: the server stops and applies nothing).
---- Not $/cancelRequest: the server's command would run on and still apply its edit.
+--- Cancels the running rewrites (window/workDoneProgress/cancel: the server stops and applies nothing;
+--- $/cancelRequest would stop them too, but the progress token is what this plugin already follows).
 function M.cancel()
   local n = 0
   for token, r in pairs(M.rewrites) do
