@@ -86,8 +86,7 @@ def pick_files(n: int, min_bytes: int, max_bytes: int, explicit: list[str]) -> l
 def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> dict:
     from ditto.engine.rewrite import RewriteError, RewriteJob, make_request
 
-    llm.decoder.cached.clear()          # every run prefills the whole prompt
-    llm.ctx.truncate(0, 0)
+    llm.decoder.forget(0)          # every run prefills the whole prompt
     job = RewriteJob(source=base.source, instruction=base.instruction, language=base.language,
                      path=base.path, prompt=list(base.prompt), source_tokens=list(base.source_tokens))
     req = make_request(llm, job, speculate=speculate, drafter_name=drafter, max_tokens=max_tokens)

@@ -19,7 +19,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.rewrite import RewriteError, RewriteJob, Status, language_for, make_request
 from ..engine.source_text import UnsafeText
-from .completer import REWRITE_CHUNK, run_request
+from .completer import REWRITE_CHUNK
 from .positions import end_position
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
@@ -155,7 +155,7 @@ def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str
                            drafter_name=drafter if drafter != "none" else "auto",
                            max_tokens=settings.rewrite_max_tokens, on_text=on_text)
         engine.stats.rewrites += 1
-        run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
+        engine.llm.decoder.run([req], job.should_stop, prefill_chunk=REWRITE_CHUNK, between=job.yield_point)
         engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
         return rjob
     finally:
