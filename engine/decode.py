@@ -1,5 +1,11 @@
 """The decode loop: prompt-cache reuse, prefill, and speculative verification.
 
+The one decode API every caller uses: `Decoder.run` runs a set of requests
+(with should-stop, prefill-chunk and between-passes hooks; requests returned
+by the between hook join the run), `Decoder.prefill` evaluates tokens into
+a sequence without computing any logits, and `forget` / `adopt` /
+`cached_tokens` manage the tokens a sequence's cache holds.
+
 Every request owns one sequence of a native Context. A forward pass takes
 one slice from every active request: a prompt chunk, or the request's
 pending token followed by a draft. The model's logits at each drafted
