@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..engine.decode import Request
 from ..engine.drafters import AdaptiveLength, DocumentIndex
 from ..engine.llm import LLM
-from .prompt import Prompt, StopRule, build_prompt
+from .prompt import CHARS_PER_TOKEN, Prompt, StopRule, build_prompt
 from .scheduler import JobContext
 from .sessions import Session, SlotManager, Suggestion
 from .settings import Settings
@@ -187,6 +187,31 @@ class Engine:
         s.prefetched = Suggestion(prompt.prefix, result.text, prompt.multiline)
         return result.text
 
+    # ---- prefill on open ----------------------------------------------------------------
+    def first_window(self, text: str) -> list[int]:
+        """The tokens every completion prompt in the document's first window
+        starts with (no chunks of other files): the window's text up to the
+        last line end within its budget, without FIM's suffix part."""
+        st = self.settings
+        end = min(len(text), st.prompt_tokens * CHARS_PER_TOKEN)
+        end = text.rfind("\n", 0, end) + 1 or end
+        prompt, _below = build_prompt(self.llm.tokenizer, text, end, prompt_tokens=st.prompt_tokens,
+                                      suffix_tokens=0, style=st.completion_style)
+        tokens = prompt.tokens[:-2] if self.has_fim else prompt.tokens   # drop <fim_suffix><fim_middle>
+        return tokens[:max(0, self.llm.ctx.n_ctx - st.max_tokens - 2)]   # what a completion has room for
+
+    def prefill_document(self, job: JobContext, uri: str, text: str) -> int | None:
+        """Evaluates the first window of a just-opened document into its slot,
+        without logits, so the first completion there is served from the
+        cache. The number of tokens the slot then holds, or None when it gave
+        way to more urgent work first (what it evaluated stays cached)."""
+        tokens = self.first_window(text)
+        slot = self.slots.acquire(uri)
+        if not self.llm.decoder.prefill(slot, tokens, chunk=PREFETCH_CHUNK, should_stop=job.should_stop):
+            return None
+        self.session(uri).prefilled_tokens = len(tokens)
+        return len(tokens)
+
     # ---- status ----------------------------------------------------------------------------
     def describe(self) -> dict:
         llm = self.llm
@@ -201,6 +226,7 @@ class Engine:
                           "saved": s.uri in self.slots.saved, "completions": s.completions,
                           "cache_hits": s.cache_hits, "cancelled": s.cancelled,
                           "reused_tokens": s.reused_tokens, "evaluated_tokens": s.evaluated_tokens,
+                          "prefilled_tokens": s.prefilled_tokens,
                           "drafter": s.drafter.stats.as_dict()}
                          for s in self.sessions.values()],
             "slots": self.slots.describe(),

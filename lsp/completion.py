@@ -44,8 +44,9 @@ async def suggest(ls: DittoServer, uri, position: types.Position) -> tuple[Compl
     ls.last_uri = uri
     token = CancelToken()
     ls.inflight[uri] = token
-    deadline = time.monotonic() + settings.time_budget_ms / 1000
     try:
+        await ls.model_loaded()     # the time budget starts once the model is there
+        deadline = time.monotonic() + settings.time_budget_ms / 1000
         result: CompletionResult = await ls.run_job(
             lambda engine, job: engine.complete(job, uri, text, offset, chunks),
             priority=URGENT, token=token, deadline=deadline, name="completion")

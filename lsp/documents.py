@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from . import open_prefill
 from .positions import PositionError, apply_change
 from .server import DittoServer
 
@@ -50,6 +51,7 @@ def register(server: DittoServer) -> None:
         doc = params.text_document
         ls.regain_sync(doc.uri)
         ls.chunks.add(doc.uri, doc.text, 0, ls.settings.chunk_lines)
+        open_prefill.start(ls, doc.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: DittoServer, params: types.DidChangeTextDocumentParams) -> None:
