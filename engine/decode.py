@@ -113,9 +113,9 @@ class Request:
         self.sampler = Sampler(self.sampling)
         if self.drafter is not None and self.draft_length is None:
             self.draft_length = AdaptiveLength()
-        self._pending: int | None = None   # emitted, not yet in the KV cache
+        self._pending: int | None = None   # emitted, not yet in the KV cache (None while prefilling)
         self._history = list(self.prompt)
-        self._prefill_from = 0
+        self._prefill_from = 0             # next prompt token to evaluate (set when a run admits it)
         if self.max_tokens == 0:
             self._finish("length")
 
