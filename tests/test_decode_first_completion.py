@@ -82,3 +82,50 @@ async def test_first_completion_right_after_open_is_real(client: LanguageClient,
     data = await complete(client, uri, doc, cursor)
     assert data["source"] == "model" and data["finish_reason"] != "cancelled"
     assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
+
+
+class FakeEngine:
+    """Stands in for the loaded model: a completion's `seconds` carry its job's deadline."""
+
+    def complete(self, job, uri, text, offset, chunks):
+        from ditto.lsp.completer import CompletionResult
+
+        return CompletionResult(text=" x", multiline=False, source="model", seconds=job.deadline)
+
+
+async def test_time_budget_starts_when_the_model_is_loaded():
+    """A completion that arrives while the model loads gets its whole budget
+    after the load (plumbing: a scripted load and engine, no model)."""
+    import dataclasses
+    import threading
+    import time
+
+    from pygls.workspace import Workspace
+
+    from ditto.lsp.completion import suggest
+    from ditto.lsp.scheduler import URGENT
+    from ditto.lsp.server import create_server
+
+    ls = create_server()
+    ls.protocol._workspace = Workspace(None)
+    ls.workspace.put_text_document(types.TextDocumentItem(uri="file:///a.py", language_id="python",
+                                                          version=1, text="import os\n"))
+    budget_ms = 2000
+    ls.settings = dataclasses.replace(ls.settings, time_budget_ms=budget_ms, prefetch=False, extra_chunks=0)
+    loaded = threading.Event()
+
+    def load(job):
+        loaded.wait(WAIT)
+        ls.scheduler.state = FakeEngine()
+
+    ls._engine_future = ls.scheduler.submit(load, priority=URGENT, name="load", nestable=False)
+    try:
+        asked = asyncio.ensure_future(suggest(ls, "file:///a.py", types.Position(1, 0)))
+        for _ in range(20):        # the request is in, waiting on the load
+            await asyncio.sleep(0)
+        load_end = time.monotonic()
+        loaded.set()
+        result, _offset, _text = await asyncio.wait_for(asked, WAIT)
+        assert result.seconds >= load_end + budget_ms / 1000    # the deadline, counted from the load's end
+    finally:
+        ls.scheduler.stop()
