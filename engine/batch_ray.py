@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .batch import BatchRewrite
+from .options import DEFAULT_CTX, DEFAULT_PRECISION
 from .writeback import Committer, FileResult
 
 
@@ -20,10 +21,10 @@ class RewriteWorker:
     """Lives in a Ray actor process: one model, many files."""
 
     def __init__(self, model_path: str | None, instruction: str, *, speculate: bool, drafter: str,
-                 max_tokens: int | None, n_ctx: int, n_threads: int | None) -> None:
+                 max_tokens: int | None, n_ctx: int, n_threads: int | None, precision: str) -> None:
         from .llm import LLM
 
-        self.llm = LLM(model_path, n_ctx=n_ctx, n_seq=1, n_threads=n_threads)
+        self.llm = LLM(model_path, n_ctx=n_ctx, n_seq=1, n_threads=n_threads, precision=precision)
         self.options = dict(speculate=speculate, drafter=drafter, max_tokens=max_tokens)
         self.instruction = instruction
 
@@ -35,7 +36,8 @@ class RewriteWorker:
 
 def run_on_ray(address: str, files: list[Path], instruction: str, *, actors: int, committer: Committer,
                model_path: str | None, speculate: bool = True, drafter: str = "auto",
-               max_tokens: int | None = None, n_ctx: int = 4096, threads_per_actor: int = 1,
+               max_tokens: int | None = None, n_ctx: int = DEFAULT_CTX,
+               precision: str = DEFAULT_PRECISION, threads_per_actor: int = 1,
                resume: bool = False, on_result: Callable[[FileResult], None] = lambda r: None
                ) -> list[FileResult]:
     try:
@@ -52,7 +54,7 @@ def run_on_ray(address: str, files: list[Path], instruction: str, *, actors: int
     worker = ray.remote(num_cpus=1)(RewriteWorker)
     pool = ActorPool([
         worker.remote(model_path, instruction, speculate=speculate, drafter=drafter, max_tokens=max_tokens,
-                      n_ctx=n_ctx, n_threads=threads_per_actor)
+                      n_ctx=n_ctx, n_threads=threads_per_actor, precision=precision)
         for _ in range(actors)])
 
     committer.begin(resume)

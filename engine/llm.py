@@ -15,16 +15,15 @@ from .decode import Decoder, Request
 from .drafters.base import Drafter
 from .gguf_model import load_model_file
 from .model_store import resolve_model
+from .options import DEFAULT_CTX, DEFAULT_PRECISION
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
-
-DEFAULT_CTX = 4096
 
 
 class LLM:
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = DEFAULT_CTX,
                  n_seq: int = 1, n_threads: int | None = None, max_batch: int = 512,
-                 precision: str = "exact") -> None:
+                 precision: str = DEFAULT_PRECISION) -> None:
         from .. import _native  # the compiled extension, installed beside this package
 
         self.path = Path(resolve_model(model_path))

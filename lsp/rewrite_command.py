@@ -24,6 +24,7 @@ from .positions import end_position
 from .prompt import uri_name
 from .scheduler import BACKGROUND, CancelToken, Cancelled
 from .server import DittoServer
+from .settings import NO_DRAFTER
 
 COMMAND = "ditto.rewriteFile"
 PROGRESS_INTERVAL = 0.2   # seconds between $/progress reports
@@ -151,8 +152,8 @@ def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str
     try:
         rjob = RewriteJob(source=source, instruction=instruction, language=language_for(name), path=name)
         drafter = settings.rewrite_drafter
-        req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != "none",
-                           drafter_name=drafter if drafter != "none" else "auto",
+        req = make_request(engine.llm, rjob, seq=slot, speculate=drafter != NO_DRAFTER,
+                           drafter_name=drafter if drafter != NO_DRAFTER else "auto",
                            max_tokens=settings.rewrite_max_tokens, on_text=on_text)
         engine.stats.rewrites += 1
         engine.llm.decoder.run([req], job.should_stop, prefill_chunk=REWRITE_CHUNK, between=job.yield_point)

@@ -17,6 +17,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.workspace.position_codec import PositionCodec
 
+from ..engine.options import VERSION
 from .positions import PositionError, offset_of, range_offsets
 from .prompt import ChunkRing
 from .protocol import DittoProtocol, json_type, strict_converter
@@ -25,7 +26,6 @@ from .settings import Settings, parse_settings
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 MAX_DOCUMENT_CHARS = 4 << 20     # larger documents are refused
 
 

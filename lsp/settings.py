@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.options import DEFAULT_CTX, DEFAULT_PRECISION, DRAFTER_NAMES, PRECISIONS
+
+NO_DRAFTER = "none"                                 # speculation off
 STYLES = ("auto", "single", "multi")
-DRAFTERS = ("doc", "none")
+DRAFTERS = ("doc", NO_DRAFTER)                      # completions draft from the document's index only
+REWRITE_DRAFTERS = (*DRAFTER_NAMES, NO_DRAFTER)
 
 
 @dataclass(frozen=True)
@@ -22,9 +27,9 @@ class Settings:
     # model (changing these reloads the model)
     model: str | None = None            # GGUF path; None = the embedded default
     threads: int | None = None          # None = one per physical core
-    ctx: int = 4096                     # context size per sequence
+    ctx: int = DEFAULT_CTX              # context size per sequence
     n_seq: int = 4                      # sequence slots (documents kept hot in the KV cache)
-    precision: str = "exact"            # exact | fast (the engine's kernels)
+    precision: str = DEFAULT_PRECISION  # one of the kernels' PRECISIONS
     # completion
     max_tokens: int = 16                # tokens per completion
     time_budget_ms: int = 2000          # after this, return what exists
@@ -40,7 +45,7 @@ class Settings:
     draft_max: int = 16
     # rewrite
     rewrite_max_tokens: int | None = None   # None: 1.5x the file + 64
-    rewrite_drafter: str = "auto"
+    rewrite_drafter: str = "auto"       # one of REWRITE_DRAFTERS
     # memory
     saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
 
@@ -57,22 +62,25 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
     "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
 }
-_CHOICES = {"completion_style": STYLES, "precision": ("exact", "fast"), "drafter": DRAFTERS,
-            "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none")}
+_CHOICES = {"completion_style": STYLES, "precision": PRECISIONS, "drafter": DRAFTERS,
+            "rewrite_drafter": REWRITE_DRAFTERS}
 
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _check(name: str, value: Any, default: Any) -> Any:
-    """The value if valid for the field, else raises ValueError."""
-    optional = default is None or name in ("model", "threads", "rewrite_max_tokens")
+_TYPES = typing.get_type_hints(Settings)   # name -> the annotation, e.g. int | None
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """The value if it is valid for the setting `name`, else raises ValueError saying why."""
+    kinds = typing.get_args(_TYPES[name]) or (_TYPES[name],)
     if value is None:
-        if optional:
+        if type(None) in kinds:
             return None
         raise ValueError("must not be null")
-    kind = type(default) if default is not None else (str if name == "model" else int)
+    kind = next(k for k in kinds if k is not type(None))
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
@@ -84,12 +92,10 @@ def _check(name: str, value: Any, default: Any) -> Any:
         if lo is not None and not lo <= value <= hi:
             raise ValueError(f"must be in [{lo}, {hi}]")
         return value
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        if name in _CHOICES and value not in _CHOICES[name]:
-            raise ValueError(f"must be one of {', '.join(_CHOICES[name])}")
-        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(f"must be one of {', '.join(_CHOICES[name])}")
     return value
 
 
@@ -104,16 +110,14 @@ def parse_settings(options: Any, base: Settings | None = None) -> tuple[Settings
     if isinstance(options.get("ditto"), dict):
         options = options["ditto"]
     names = set(Settings.field_names())
-    defaults = Settings()
     values: dict[str, Any] = {}
     for key, value in options.items():
         name = _snake(str(key))
         if name not in names:
             errors.append(f"unknown ditto setting {key!r} (ignored)")
             continue
-        default = getattr(defaults, name)
         try:
-            values[name] = _check(name, value, default)
+            values[name] = check_setting(name, value)
         except ValueError as e:
             errors.append(f"invalid ditto setting {key}={value!r}: {e}; keeping {getattr(base, name)!r}")
     return dataclasses.replace(base, **values), errors

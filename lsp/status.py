@@ -6,8 +6,9 @@ import time
 
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
+from ..engine.options import VERSION
 from .scheduler import URGENT, Cancelled
-from .server import VERSION, DittoServer
+from .server import DittoServer
 
 COMMAND = "ditto.status"
 

@@ -39,7 +39,7 @@ def codebase(tmp_path):
 
 
 def ditto(*args, model, **kw):
-    cmd = [sys.executable, "-m", "ditto.engine.cli", *args, "--model", model]
+    cmd = [sys.executable, "-m", "ditto.lsp.cli", *args, "--model", model]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
 
 
@@ -129,7 +129,7 @@ def test_batched_output_equals_single_file_output(codebase, default_model_path):
 @pytest.mark.slow
 def test_sigkill_leaves_files_old_or_new_and_resume_finishes(codebase, default_model_path):
     before = snapshot(codebase)
-    cmd = [sys.executable, "-m", "ditto.engine.cli", "rewrite", str(codebase), "-i", INSTRUCTION,
+    cmd = [sys.executable, "-m", "ditto.lsp.cli", "rewrite", str(codebase), "-i", INSTRUCTION,
            "--write", "--json", "-j", "1", "--max-tokens", MAX_TOKENS, "--model", default_model_path]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     first = json.loads(proc.stdout.readline())      # one file finished

@@ -26,9 +26,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ditto.engine import cli
+from ditto.engine import commands
 from ditto.engine.batch import BatchRewrite, Committer
 from ditto.engine.journal import Journal
+from ditto.lsp import cli
 
 INSTRUCTION = "Make the change."
 
@@ -115,7 +116,7 @@ def test_tokenize_and_prompt_file_keep_carriage_returns(default_model_path, tmp_
 
     f = tmp_path / "crlf.txt"
     f.write_bytes(b"x = 1\r\ny = 2\r\n")
-    assert cli.read_text_arg(None, str(f)) == "x = 1\r\ny = 2\r\n"
+    assert commands.read_text_arg(None, str(f)) == "x = 1\r\ny = 2\r\n"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(["tokenize", "--ids", str(f), "--model", default_model_path]) == 0
@@ -391,7 +392,7 @@ def test_write_is_byte_exact_or_the_answer_over_a_hostile_tree(default_model_pat
     (tree / "vendor").mkdir()
     (tree / "vendor" / ".ditto").symlink_to(home, target_is_directory=True)
     (tree / "vendor" / "lib.py").write_bytes(b"value = 10\r\nprint(value)\r\n")
-    command = [sys.executable, "-m", "ditto.engine.cli", "rewrite", str(tree), "-i",
+    command = [sys.executable, "-m", "ditto.lsp.cli", "rewrite", str(tree), "-i",
                "Rename the variable value to amount and fix any typos.", "--write", "--json", "-q",
                "--model", default_model_path, "--max-tokens", "200"]
 

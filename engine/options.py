@@ -1,0 +1,23 @@
+"""Names and defaults that every front end shares (the command line, the
+language server's settings, the editor clients' configuration): declared
+once here, or taken from the code that owns them, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from .. import _native  # the compiled extension, installed beside this package
+from .drafters import DRAFTER_NAMES
+
+VERSION = version("ditto")          # pyproject.toml's version, as installed
+
+DEFAULT_CTX = 4096                  # context size in tokens per sequence
+PRECISIONS = tuple(_native.PRECISIONS)   # the kernels' own names: exact, fast
+DEFAULT_PRECISION = "exact"
+PRECISION_HELP = {
+    "exact": "f32 activations: greedy output equals a float64 reference",
+    "fast": "int8 activations per block with VNNI dot products (Q4_0, Q4_1, Q8_0): faster single-token steps, "
+            "not bit-exact",
+}
+
+__all__ = ["DEFAULT_CTX", "DEFAULT_PRECISION", "DRAFTER_NAMES", "PRECISIONS", "PRECISION_HELP", "VERSION"]

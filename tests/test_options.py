@@ -1,0 +1,65 @@
+"""Names and defaults shared by the CLI, the server's settings and the editor
+clients (engine/options.py) agree with the code that owns them."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ditto import _native
+from ditto.engine.options import DEFAULT_CTX, DEFAULT_PRECISION, DRAFTER_NAMES, PRECISION_HELP, PRECISIONS, VERSION
+from ditto.lsp.settings import Settings, check_setting, parse_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def package_json() -> dict:
+    return json.loads((ROOT / "editor-configs" / "vscode" / "package.json").read_text())
+
+
+def test_one_version_everywhere():
+    tomllib = pytest.importorskip("tomllib")
+    from ditto.lsp.server import create_server
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == VERSION
+    meson = re.search(r"project\([^)]*?\bversion:\s*'([^']+)'", (ROOT / "meson.build").read_text())
+    assert meson and meson.group(1) == VERSION
+    assert package_json()["version"] == VERSION
+    assert create_server().version == VERSION
+
+
+def test_precisions_are_the_kernels_names():
+    assert PRECISIONS == tuple(_native.PRECISIONS)
+    assert DEFAULT_PRECISION in PRECISIONS
+    assert tuple(PRECISION_HELP) == PRECISIONS
+
+
+def test_settings_accept_exactly_the_engines_names():
+    for name in PRECISIONS:
+        assert check_setting("precision", name) == name
+    for name in DRAFTER_NAMES:
+        assert check_setting("rewrite_drafter", name) == name
+    for setting in ("precision", "rewrite_drafter", "drafter"):
+        with pytest.raises(ValueError, match="must be one of"):
+            check_setting(setting, "guess")
+    defaults = Settings()
+    assert (defaults.ctx, defaults.precision) == (DEFAULT_CTX, DEFAULT_PRECISION)
+
+
+def test_settings_types_come_from_the_annotations():
+    # Optional settings take null; the others refuse it, whatever their default.
+    new, errors = parse_settings({"model": None, "threads": None, "rewriteMaxTokens": None})
+    assert not errors and (new.model, new.threads, new.rewrite_max_tokens) == (None, None, None)
+    for name in ("ctx", "precision", "prefetch", "drafter"):
+        with pytest.raises(ValueError, match="must not be null"):
+            check_setting(name, None)
+    with pytest.raises(ValueError, match="must be a string"):
+        check_setting("model", 3)
+
+
+def test_vscode_describes_each_precision_as_the_engine_does():
+    spec = package_json()["contributes"]["configuration"]["properties"]["ditto.precision"]
+    assert spec["enum"] == list(PRECISIONS)
+    assert spec["enumDescriptions"] == [PRECISION_HELP[p] for p in PRECISIONS]
