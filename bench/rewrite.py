@@ -1,7 +1,7 @@
 """Whole-file rewrites: ditto plain and speculative against llama-server, in one run.
 
     python bench/rewrite.py [--files 8] [--quick] [--max-tokens N] [--threads 2]
-                            [--llama-bin-dir DIR] [--model GGUF] [--out bench/results/]
+                            [--llama-bin-dir DIR | --no-llama] [--model GGUF] [--out bench/results/]
 
 Files: real Python files of 2-8 KB from this interpreter's standard library,
 spread over its sorted list (or --file PATH ...), each with a rename-style
@@ -86,8 +86,7 @@ def pick_files(n: int, min_bytes: int, max_bytes: int, explicit: list[str]) -> l
 def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> dict:
     from ditto.engine.rewrite import RewriteError, RewriteJob, make_request
 
-    llm.decoder.cached.clear()          # every run prefills the whole prompt
-    llm.ctx.truncate(0, 0)
+    llm.decoder.forget(0)          # every run prefills the whole prompt
     job = RewriteJob(source=base.source, instruction=base.instruction, language=base.language,
                      path=base.path, prompt=list(base.prompt), source_tokens=list(base.source_tokens))
     req = make_request(llm, job, speculate=speculate, drafter_name=drafter, max_tokens=max_tokens)
@@ -244,6 +243,12 @@ def summarize(files: list[dict]) -> dict:
     }
 
 
+def no_run(reason: str) -> dict:
+    """A run that produced nothing (failed, or skipped), shaped like the others."""
+    return {"error": reason, "wall_seconds": None, "decode_seconds": None, "generated": None, "tps": None,
+            "drafted": 0, "accepted": 0, "complete": False, "_tokens": [], "_text": ""}
+
+
 # ---- main -------------------------------------------------------------------------------
 
 def main() -> None:
@@ -261,12 +266,14 @@ def main() -> None:
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra llama-server argument (repeatable), e.g. --server-arg=--spec-ngram-mod-n-min=8")
     ap.add_argument("--keep-text", action="store_true", help="include every run's output text in the JSON")
+    ap.add_argument("--no-llama", action="store_true", help="run ditto alone (the llama runs are marked skipped)")
     args = ap.parse_args()
     common.exit_on_sigterm()
     if args.quick:
         args.files, args.max_bytes = 2, min(args.max_bytes, 5000)
     model = common.resolve_model(args.model)
-    common.llama_binary(args.llama_bin_dir, "llama-server")
+    if not args.no_llama:
+        common.llama_binary(args.llama_bin_dir, "llama-server")
 
     files = pick_files(args.files, args.min_bytes, args.max_bytes, args.file)
     log(f"{len(files)} files: " + ", ".join(f"{Path(f['path']).name} ({f['bytes']} B, {f['function']})"
@@ -296,13 +303,13 @@ def main() -> None:
                 if config.startswith("ditto"):
                     run = ditto_run(llm, base, speculate=config == "ditto_spec", drafter=args.drafter,
                                     max_tokens=max_tokens)
+                elif args.no_llama:
+                    run = no_run("skipped (--no-llama)")
                 else:
                     run = llama_run(args, model, config, base.prompt, max_tokens)
             except Exception as e:  # one failed run must not lose the others
                 log(f"  {config} failed: {e}")
-                run = {"error": f"{type(e).__name__}: {e}", "wall_seconds": None, "decode_seconds": None,
-                       "generated": None, "tps": None, "drafted": 0, "accepted": 0, "complete": False,
-                       "_tokens": [], "_text": ""}
+                run = no_run(f"{type(e).__name__}: {e}")
             run["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
             entry["runs"][config] = run
             log(f"  {run.get('generated')} tokens, {run.get('tps')} tok/s, wall {run.get('wall_seconds')}s, "
@@ -334,7 +341,7 @@ def main() -> None:
         "model": str(model),
         "config": {"threads": args.threads, "ctx": args.ctx, "drafter": args.drafter,
                    "max_tokens": args.max_tokens or "1.5x source tokens + 64",
-                   "llama_bin_dir": args.llama_bin_dir, "llama_version": common.llama_version(args.llama_bin_dir),
+                   "llama_bin_dir": args.llama_bin_dir, "llama_version": None if args.no_llama else common.llama_version(args.llama_bin_dir),
                    "llama_server_flags": "-fa on -np 1 --cache-ram 0 " + " ".join(args.server_arg),
                    "llama_modes": {k: " ".join(v) or "(none)" for k, v in LLAMA_MODES.items()}},
         "machine": common.machine_info(args.threads),

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decode import Request
 from .rewrite import RewriteError, RewriteJob, Status, language_for, make_request
 from .source_text import UnsafeText
 from .writeback import Committer, FileResult
@@ -101,37 +102,35 @@ class BatchRewrite:
     def run(self, files: list[Path], should_stop: Callable[[], bool] = lambda: False) -> list[FileResult]:
         self.committer.begin(self.resume)
         self.totals = BatchTotals(files=len(files))
-        queue = deque(files)
-        active: dict[int, _Slot] = {}
-        results: list[FileResult] = []
+        self._queue = deque(files)
+        self._active: dict[int, _Slot] = {}
+        self._results: list[FileResult] = []
+        if not should_stop():
+            # Between forward passes, finished files are reported and their slots refilled.
+            self.llm.decoder.run(self._refill(), should_stop, between=self._refill)
+        for s in self._active.values():
+            self._report(FileResult(s.path, Status.CANCELLED, "cancelled before completion", s.source))
+        for p in self._queue:
+            self._report(FileResult(p, Status.CANCELLED, "not started"))
+        return self._results
 
-        def report(r: FileResult) -> None:
-            results.append(r)
-            self.totals.done += 1
-            self.on_result(r)
+    def _refill(self) -> list[Request]:
+        """Reports the files whose decode ended and starts queued files in the
+        freed slots; returns the new requests."""
+        for slot in [k for k, s in self._active.items() if s.job.request.done]:
+            self._report(self._complete(self._active.pop(slot)))
+        fresh = []
+        for slot in range(self.llm.ctx.n_seq):
+            while slot not in self._active and self._queue:
+                started = self._start(self._queue.popleft(), slot)
+                if isinstance(started, FileResult):
+                    self._report(started)
+                else:
+                    self._active[slot] = started
+                    fresh.append(started.job.request)
+        return fresh
 
-        decoder = self.llm.decoder
-        while queue or active:
-            if should_stop():
-                for s in active.values():
-                    report(FileResult(s.path, Status.CANCELLED, "cancelled before completion", s.source))
-                for p in queue:
-                    report(FileResult(p, Status.CANCELLED, "not started"))
-                break
-            fresh = []
-            for slot in range(self.llm.ctx.n_seq):
-                while slot not in active and queue:
-                    started = self._start(queue.popleft(), slot)
-                    if isinstance(started, FileResult):
-                        report(started)
-                    else:
-                        active[slot] = started
-                        fresh.append(started.job.request)
-            if fresh:
-                decoder.prefill(fresh)
-            live = [s.job.request for s in active.values() if not s.job.request.done]
-            if live:
-                decoder.step(live)
-            for slot in [k for k, s in active.items() if s.job.request.done]:
-                report(self._complete(active.pop(slot)))
-        return results
+    def _report(self, result: FileResult) -> None:
+        self._results.append(result)
+        self.totals.done += 1
+        self.on_result(result)

@@ -1,5 +1,11 @@
 """The decode loop: prompt-cache reuse, prefill, and speculative verification.
 
+The one decode API every caller uses: `Decoder.run` runs a set of requests
+(with should-stop, prefill-chunk and between-passes hooks; requests returned
+by the between hook join the run), `Decoder.prefill` evaluates tokens into
+a sequence without computing any logits, and `forget` / `adopt` /
+`cached_tokens` manage the tokens a sequence's cache holds.
+
 Every request owns one sequence of a native Context. A forward pass takes
 one slice from every active request: a prompt chunk, or the request's
 pending token followed by a draft. The model's logits at each drafted
@@ -17,7 +23,7 @@ one-token-at-a-time decoding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +31,14 @@ import numpy as np
 from .drafters.base import Drafter
 from .drafters.length import AdaptiveLength
 from .sampling import Sampler, SamplingParams
+
+
+def _never() -> bool:
+    return False
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -99,9 +113,9 @@ class Request:
         self.sampler = Sampler(self.sampling)
         if self.drafter is not None and self.draft_length is None:
             self.draft_length = AdaptiveLength()
-        self._pending: int | None = None   # emitted, not yet in the KV cache
+        self._pending: int | None = None   # emitted, not yet in the KV cache (None while prefilling)
         self._history = list(self.prompt)
-        self._prefill_from = 0
+        self._prefill_from = 0             # next prompt token to evaluate (set when a run admits it)
         if self.max_tokens == 0:
             self._finish("length")
 
@@ -135,128 +149,220 @@ class Request:
 
 
 class Decoder:
-    """Runs requests on a native Context, sharing forward passes between them."""
+    """The one decode driver: runs requests on a native Context, sharing
+    forward passes between them, and keeps each sequence's cached tokens."""
 
     def __init__(self, ctx) -> None:
         self.ctx = ctx
-        # Tokens each sequence's KV cache holds, for prompt-cache reuse.
-        self.cached: dict[int, list[int]] = {}
+        self._cached: dict[int, list[int]] = {}   # tokens each sequence's KV cache holds
 
-    # ---- prompt cache -------------------------------------------------------
-    def _reuse_prefix(self, req: Request) -> None:
-        held = self.cached.get(req.seq, [])
-        held = held[: self.ctx.seq_len(req.seq)]
-        n = 0
-        limit = min(len(held), len(req.prompt) - 1)  # the last prompt token is always evaluated
-        while n < limit and held[n] == req.prompt[n]:
+    # ---- a sequence's cached tokens ------------------------------------------------
+    def cached_tokens(self, seq: int) -> list[int]:
+        """The tokens sequence `seq` holds, in order (a copy)."""
+        return self._cached.get(seq, [])[: self.ctx.seq_len(seq)]
+
+    def forget(self, seq: int) -> None:
+        """Empties sequence `seq`: the next request evaluates its whole prompt."""
+        self.ctx.truncate(seq, 0)
+        self._cached[seq] = []
+
+    def adopt(self, seq: int, tokens: Sequence[int]) -> None:
+        """Sequence `seq` now holds `tokens` (its state was loaded from a save of them)."""
+        if len(tokens) != self.ctx.seq_len(seq):
+            raise ValueError(f"sequence {seq} holds {self.ctx.seq_len(seq)} positions, "
+                             f"not the {len(tokens)} tokens given")
+        self._cached[seq] = list(tokens)
+
+    def _reuse_prefix(self, seq: int, tokens: Sequence[int], limit: int) -> int:
+        """Keeps the longest cached prefix of `tokens` (at most `limit` tokens)
+        in sequence `seq`, drops the rest, and returns its length."""
+        held = self.cached_tokens(seq)
+        n, limit = 0, min(len(held), limit)
+        while n < limit and held[n] == tokens[n]:
             n += 1
-        if not self.ctx.can_truncate(req.seq, n):
+        if not self.ctx.can_truncate(seq, n):
             n = 0  # a ring cache no longer holds the window before n: start over
-        self.ctx.truncate(req.seq, n)
-        self.cached[req.seq] = req.prompt[:n]
-        req._prefill_from = n
-        req.stats.prompt_tokens = len(req.prompt)
-        req.stats.reused_tokens = n
+        self.ctx.truncate(seq, n)
+        self._cached[seq] = list(tokens[:n])
+        return n
 
-    def _check_capacity(self, req: Request) -> None:
-        if len(req.prompt) >= self.ctx.n_ctx:
-            raise OverflowError(
-                f"prompt of {len(req.prompt)} tokens does not fit the context of {self.ctx.n_ctx}")
+    def _check_capacity(self, n_tokens: int) -> None:
+        if n_tokens >= self.ctx.n_ctx:
+            raise OverflowError(f"prompt of {n_tokens} tokens does not fit the context of {self.ctx.n_ctx}")
 
-    # ---- forward pass ---------------------------------------------------------
-    def _forward(self, slices: list[tuple[Request, list[int], bool]],
-                 want_logits: bool = True) -> list[np.ndarray]:
-        """Evaluates each request's tokens in one batch. Returns per slice the
-        logits of every token (all_logits) or of its last token only (none
-        without want_logits)."""
+    # ---- prefill without logits ----------------------------------------------------------
+    def prefill(self, seq: int, tokens: Sequence[int], *, chunk: int | None = None,
+                should_stop: Callable[[], bool] = _never, between: Callable[[], object] = _nothing) -> bool:
+        """Evaluates `tokens` into sequence `seq` (reusing its cached prefix),
+        `chunk` tokens per forward pass, without computing any logits: a
+        later request whose prompt starts with them evaluates only the rest.
+        should_stop is checked before each pass and between() runs after it.
+        False if stopped first (what was evaluated stays cached)."""
+        self._check_capacity(len(tokens))
+        done = self._reuse_prefix(seq, tokens, len(tokens))
+        step = chunk or self.ctx.max_batch
+        while done < len(tokens):
+            if should_stop():
+                return False
+            part = list(tokens[done:done + step])
+            self._forward([(seq, part, 0)])
+            done += len(part)
+            between()
+        return True
+
+    # ---- running requests -------------------------------------------------------------
+    def run(self, requests: Iterable[Request], should_stop: Callable[[], bool] = _never, *,
+            prefill_chunk: int | None = None,
+            between: Callable[[], Iterable[Request] | None] = _nothing) -> None:
+        """Runs the requests to completion, all sharing forward passes: each
+        pass carries the next prompt chunk of every request still prefilling
+        (`prefill_chunk` tokens in all, by default the context's max batch)
+        and the pending token plus a draft of every decoding one.
+
+        should_stop is checked before each pass; once true, every unfinished
+        request ends "cancelled". between() runs after each pass, and once
+        more when nothing is left to run; the requests it returns join the
+        run (continuous batching: a caller refills freed sequences there)."""
+        for _ in self._passes(requests, should_stop, prefill_chunk, between):
+            pass
+
+    def stream(self, req: Request, should_stop: Callable[[], bool] = _never) -> Iterator[int]:
+        """Runs one request, yielding its tokens as they are decided."""
+        emitted: list[int] = []
+        previous = req.on_tokens
+
+        def collect(tokens: list[int]) -> None:
+            emitted.extend(tokens)
+            if previous:
+                previous(tokens)
+
+        req.on_tokens = collect
+        try:
+            for _ in self._passes([req], should_stop, None, _nothing):
+                yield from emitted
+                emitted.clear()
+            yield from emitted
+        finally:
+            req.on_tokens = previous
+
+    def _passes(self, requests: Iterable[Request], should_stop: Callable[[], bool],
+                prefill_chunk: int | None, between: Callable[[], Iterable[Request] | None]) -> Iterator[None]:
+        """The driver behind run and stream: yields after every forward pass."""
+        active = self._admit(requests)
+        budget = prefill_chunk or self.ctx.max_batch
+        while True:
+            live = [r for r in active if not r.done]
+            if live:
+                if should_stop():
+                    for r in live:
+                        r._finish("cancelled")
+                    return
+                self._pass(live, budget)
+                yield
+            added = self._admit(between() or ())
+            if not live and not added:
+                return
+            active = live + added
+
+    def _admit(self, requests: Iterable[Request]) -> list[Request]:
+        """Checks each new request's prompt and reuses its sequence's cached prefix."""
+        admitted = list(requests)
+        for req in admitted:
+            if req.done:
+                continue
+            self._check_capacity(len(req.prompt))
+            # The last prompt token is always evaluated: its logits pick the first token.
+            req._prefill_from = self._reuse_prefix(req.seq, req.prompt, len(req.prompt) - 1)
+            req.stats.prompt_tokens = len(req.prompt)
+            req.stats.reused_tokens = req._prefill_from
+        return admitted
+
+    # ---- one forward pass ------------------------------------------------------------------
+    def _forward(self, slices: list[tuple[int, list[int], int]]) -> list[np.ndarray]:
+        """Evaluates (seq, tokens, n_logits) slices in one batch and returns,
+        per slice, the logits of its last n_logits tokens. A batch that wants
+        no logits computes no output-head row at all."""
         tokens: list[int] = []
         positions: list[int] = []
         seqs: list[int] = []
         want: list[bool] = []
-        for req, toks, all_logits in slices:
-            start = self.ctx.seq_len(req.seq)
+        for seq, toks, n_logits in slices:
+            start = self.ctx.seq_len(seq)
             tokens += toks
             positions += range(start, start + len(toks))
-            seqs += [req.seq] * len(toks)
-            want += [all_logits and want_logits] * (len(toks) - 1) + [want_logits]
+            seqs += [seq] * len(toks)
+            want += [False] * (len(toks) - n_logits) + [True] * n_logits
         logits = self.ctx.decode(tokens, positions, seqs, want)
         out, row = [], 0
-        for req, toks, all_logits in slices:
-            n = (len(toks) if all_logits else 1) if want_logits else 0
-            out.append(logits[row:row + n])
-            row += n
-            self.cached.setdefault(req.seq, []).extend(toks)
-            req.stats.forward_passes += 1
+        for seq, toks, n_logits in slices:
+            out.append(logits[row:row + n_logits])
+            row += n_logits
+            self._cached.setdefault(seq, []).extend(toks)
         return out
 
-    # ---- phases ---------------------------------------------------------------------
-    def prefill(self, requests: Sequence[Request]) -> None:
-        """Evaluates the prompts not already cached and picks each first token."""
-        live = [r for r in requests if not r.done]
-        for req in live:
-            self._check_capacity(req)
-            self._reuse_prefix(req)
+    def _pass(self, live: list[Request], prefill_budget: int) -> None:
+        """One forward pass: the next prompt chunk of each prefilling request
+        (`prefill_budget` tokens in all) and the pending token plus a draft of
+        each decoding one; then the drafts are verified."""
         t0 = time.perf_counter()
-        todo = {id(r): r.prompt[r._prefill_from:] for r in live}
-        budget = self.ctx.max_batch
-        while any(todo.values()):
-            slices, room = [], budget
-            for req in live:
-                rest = todo[id(req)]
-                if not rest or room == 0:
-                    continue
-                chunk = rest[:room]
-                room -= len(chunk)
-                todo[id(req)] = rest[len(chunk):]
-                slices.append((req, chunk, False))
-            for (req, _chunk, _), logits in zip(slices, self._forward(slices)):
-                if not todo[id(req)]:
-                    req._pending = req.sampler.sample(logits[-1])
-        elapsed = time.perf_counter() - t0
+        prefills: list[tuple[Request, list[int]]] = []
+        decodes: list[tuple[Request, list[int], list[int]]] = []    # (req, fed, draft)
+        room = prefill_budget
         for req in live:
-            req.stats.prefill_seconds += elapsed
-            req._emit([req._pending])
-
-    def step(self, requests: Sequence[Request]) -> None:
-        """One forward pass: each active request's pending token plus a draft."""
-        live = [r for r in requests if not r.done]
-        if not live:
-            return
-        t0 = time.perf_counter()
-        slices, drafts = [], []
-        for req in live:
-            room = self.ctx.n_ctx - self.ctx.seq_len(req.seq) - 1
-            if room < 0:
+            if req._pending is None:
+                part = req.prompt[req._prefill_from:req._prefill_from + room]
+                if part:
+                    room -= len(part)
+                    req._prefill_from += len(part)
+                    prefills.append((req, part))
+                continue
+            space = self.ctx.n_ctx - self.ctx.seq_len(req.seq) - 1
+            if space < 0:
                 req._finish("context")
                 continue
-            budget = min(room, req.max_tokens - len(req.output) - 1)
+            budget = min(space, req.max_tokens - len(req.output) - 1)
             draft: list[int] = []
             if req.drafter is not None and budget > 0:
                 draft = req.drafter.draft(req.history, min(budget, req.draft_length.current))[:budget]
-            slices.append((req, [req._pending] + draft, True))
-            drafts.append(draft)
+            decodes.append((req, [req._pending] + draft, draft))
+        if not prefills and not decodes:
+            return
         # A ring cache may be unable to drop the rejected part: checkpoint.
         ring = getattr(self.ctx, "kv_ring", False)
-        checkpoints = [self.ctx.checkpoint(req.seq, len(fed)) if ring else None for req, fed, _ in slices]
-        results = self._forward(slices) if slices else []
+        checkpoints = [self.ctx.checkpoint(req.seq, len(fed)) if ring else None for req, fed, _ in decodes]
+        slices = [(req.seq, part, int(req._prefill_from == len(req.prompt))) for req, part in prefills]
+        slices += [(req.seq, fed, len(fed)) for req, fed, _ in decodes]
+        results = self._forward(slices)
+        started = []
+        for (req, _part), logits in zip(prefills, results):
+            req.stats.forward_passes += 1
+            if len(logits):
+                req._pending = req.sampler.sample(logits[-1])
+                started.append(req)
         replay, emits = [], []
-        for (req, fed, _), draft, logits, ck in zip(slices, drafts, results, checkpoints):
+        for (req, fed, draft), logits, ck in zip(decodes, results[len(prefills):], checkpoints):
+            req.stats.forward_passes += 1
             emitted = self._verify(req, draft, logits)
             # Keep the pending token and the accepted drafts; drop the rest.
             start = self.ctx.seq_len(req.seq) - len(fed)
             keep = start + len(emitted)
             if ck is None or self.ctx.can_truncate(req.seq, keep):
                 self.ctx.truncate(req.seq, keep)
-                del self.cached[req.seq][keep:]
+                del self._cached[req.seq][keep:]
             else:
                 self.ctx.restore(req.seq, ck)
-                del self.cached[req.seq][start:]
-                replay.append((req, fed[:len(emitted)], False))
+                del self._cached[req.seq][start:]
+                replay.append((req.seq, fed[:len(emitted)], 0))
+                req.stats.forward_passes += 1
             emits.append((req, emitted))
         if replay:
             # Same tokens at the same positions: bit-identical keys and values.
-            self._forward(replay, want_logits=False)
+            self._forward(replay)
         elapsed = time.perf_counter() - t0
+        for req, _part in prefills:
+            req.stats.prefill_seconds += elapsed
+        for req in started:
+            req._emit([req._pending])
         for req, emitted in emits:
             req.stats.decode_seconds += elapsed
             req._pending = emitted[-1]
@@ -279,40 +385,3 @@ class Decoder:
             req.stats.drafted += len(draft)
             req.stats.accepted += n_accepted
         return emitted
-
-    # ---- drivers ---------------------------------------------------------------------
-    def run(self, requests: Sequence[Request], should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Runs every request to completion (or until should_stop)."""
-        self.prefill(requests)
-        while any(not r.done for r in requests):
-            if should_stop():
-                for r in requests:
-                    if not r.done:
-                        r._finish("cancelled")
-                return
-            self.step(requests)
-
-    def stream(self, req: Request, should_stop: Callable[[], bool] = lambda: False) -> Iterator[int]:
-        """Yields one request's tokens as they are decided."""
-        emitted: list[int] = []
-        previous = req.on_tokens
-
-        def collect(tokens: list[int]) -> None:
-            emitted.extend(tokens)
-            if previous:
-                previous(tokens)
-
-        req.on_tokens = collect
-        try:
-            self.prefill([req])
-            while True:
-                yield from emitted
-                emitted.clear()
-                if req.done:
-                    return
-                if should_stop():
-                    req._finish("cancelled")
-                    return
-                self.step([req])
-        finally:
-            req.on_tokens = previous

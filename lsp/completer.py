@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..engine.decode import Request
 from ..engine.drafters import AdaptiveLength, DocumentIndex
 from ..engine.llm import LLM
-from .prompt import Prompt, StopRule, build_prompt
+from .prompt import CHARS_PER_TOKEN, Prompt, StopRule, build_prompt
 from .scheduler import JobContext
 from .sessions import Session, SlotManager, Suggestion
 from .settings import Settings
@@ -61,49 +60,6 @@ class EngineStats:
         self.accepted += accepted
 
 
-def lcp(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def warm(llm: LLM, seq: int, prompt: list[int], chunk: int, should_stop: Callable[[], bool],
-         between: Callable[[], None] = lambda: None) -> bool:
-    """Evaluates all but the last `chunk` tokens of the prompt, one chunk per
-    forward pass, checking should_stop between passes. False if stopped."""
-    dec, ctx = llm.decoder, llm.ctx
-    held = dec.cached.get(seq, [])[: ctx.seq_len(seq)]
-    done = lcp(held, prompt)
-    while len(prompt) - done > chunk:
-        if should_stop():
-            return False
-        done += chunk
-        r = Request(prompt=prompt[:done], max_tokens=1, seq=seq)
-        dec.prefill([r])
-        between()
-    return True
-
-
-def run_request(llm: LLM, req: Request, should_stop: Callable[[], bool], chunk: int,
-                between: Callable[[], None] = lambda: None) -> None:
-    """Chunked prefill, then decode steps, stopping between forward passes."""
-    if not warm(llm, req.seq, req.prompt, chunk, should_stop, between):
-        req._finish("cancelled")
-        return
-    if should_stop():
-        req._finish("cancelled")
-        return
-    llm.decoder.prefill([req])
-    while not req.done:
-        between()
-        if should_stop():
-            req._finish("cancelled")
-            return
-        llm.decoder.step([req])
-
-
 def completion_request(llm: LLM, prompt: Prompt, max_tokens: int, *, seq: int = 0,
                        drafter=None, draft_max: int = 16) -> tuple[Request, StopRule]:
     rule = StopRule(llm.tokenizer, prompt.multiline, prompt.indent)
@@ -116,8 +72,7 @@ def completion_request(llm: LLM, prompt: Prompt, max_tokens: int, *, seq: int = 
 
 def cold_completion(llm: LLM, prompt: Prompt, max_tokens: int, seq: int = 0) -> str:
     """A fresh evaluation: empty cache, no drafter. The oracle for the tests."""
-    llm.ctx.truncate(seq, 0)
-    llm.decoder.cached[seq] = []
+    llm.decoder.forget(seq)
     req, rule = completion_request(llm, prompt, max_tokens, seq=seq)
     llm.decoder.run([req])
     return rule.finish()
@@ -195,7 +150,7 @@ class Engine:
         req, rule = completion_request(self.llm, prompt, max_tokens, seq=slot, drafter=drafter,
                                        draft_max=st.draft_max)
         self.stats.model_calls += 1
-        run_request(self.llm, req, job.should_stop, chunk)
+        self.llm.decoder.run([req], job.should_stop, prefill_chunk=chunk)
         if drafter is not None:
             self.stats.add_drafter("doc", drafter.stats.drafted - before[0], drafter.stats.accepted - before[1])
         text = rule.finish()
@@ -232,6 +187,31 @@ class Engine:
         s.prefetched = Suggestion(prompt.prefix, result.text, prompt.multiline)
         return result.text
 
+    # ---- prefill on open ----------------------------------------------------------------
+    def first_window(self, text: str) -> list[int]:
+        """The tokens every completion prompt in the document's first window
+        starts with (no chunks of other files): the window's text up to the
+        last line end within its budget, without FIM's suffix part."""
+        st = self.settings
+        end = min(len(text), st.prompt_tokens * CHARS_PER_TOKEN)
+        end = text.rfind("\n", 0, end) + 1 or end
+        prompt, _below = build_prompt(self.llm.tokenizer, text, end, prompt_tokens=st.prompt_tokens,
+                                      suffix_tokens=0, style=st.completion_style)
+        tokens = prompt.tokens[:-2] if self.has_fim else prompt.tokens   # drop <fim_suffix><fim_middle>
+        return tokens[:max(0, self.llm.ctx.n_ctx - st.max_tokens - 2)]   # what a completion has room for
+
+    def prefill_document(self, job: JobContext, uri: str, text: str) -> int | None:
+        """Evaluates the first window of a just-opened document into its slot,
+        without logits, so the first completion there is served from the
+        cache. The number of tokens the slot then holds, or None when it gave
+        way to more urgent work first (what it evaluated stays cached)."""
+        tokens = self.first_window(text)
+        slot = self.slots.acquire(uri)
+        if not self.llm.decoder.prefill(slot, tokens, chunk=PREFETCH_CHUNK, should_stop=job.should_stop):
+            return None
+        self.session(uri).prefilled_tokens = len(tokens)
+        return len(tokens)
+
     # ---- status ----------------------------------------------------------------------------
     def describe(self) -> dict:
         llm = self.llm
@@ -246,6 +226,7 @@ class Engine:
                           "saved": s.uri in self.slots.saved, "completions": s.completions,
                           "cache_hits": s.cache_hits, "cancelled": s.cancelled,
                           "reused_tokens": s.reused_tokens, "evaluated_tokens": s.evaluated_tokens,
+                          "prefilled_tokens": s.prefilled_tokens,
                           "drafter": s.drafter.stats.as_dict()}
                          for s in self.sessions.values()],
             "slots": self.slots.describe(),

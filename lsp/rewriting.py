@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..engine.rewrite import RewriteJob, language_for, make_request
-from .completer import REWRITE_CHUNK, run_request
+from .completer import REWRITE_CHUNK
 from .feature import LanguageFeature
 from .scheduler import CancelToken
 from .settings import NO_DRAFTER
@@ -40,7 +40,7 @@ def rewrite_on_engine(engine, job, key, source: str, instruction: str, name: str
                            drafter_name=drafter if drafter != NO_DRAFTER else "auto",
                            max_tokens=settings.rewrite_max_tokens, on_text=on_text)
         engine.stats.rewrites += 1
-        run_request(engine.llm, req, job.should_stop, REWRITE_CHUNK, between=job.yield_point)
+        engine.llm.decoder.run([req], job.should_stop, prefill_chunk=REWRITE_CHUNK, between=job.yield_point)
         engine.stats.add_drafter(f"rewrite:{drafter}", req.stats.drafted, req.stats.accepted)
         return rjob
     finally:

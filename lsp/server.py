@@ -139,6 +139,12 @@ class DittoServer(LanguageServer):
                 job.state.settings = settings
         self.scheduler.submit(update, priority=URGENT, name="settings")
 
+    async def model_loaded(self) -> None:
+        """Returns once the model is loaded, or its load failed (run_job then says why)."""
+        if self._engine_future is None:
+            self.load_engine()
+        await asyncio.wait([self._engine_future])
+
     async def run_job(self, fn, *, priority: int = URGENT, token: CancelToken | None = None,
                       deadline: float | None = None, name: str = "") -> Any:
         """Runs fn(job) on the model thread; a cancelled request cancels the job."""

@@ -7,9 +7,9 @@ start, its n-gram drafter, and the last suggestion (the completion cache).
 The context has `n_seq` slots. A session that needs a slot when all are
 taken evicts the least recently used unpinned one: that slot's state is
 saved with `ctx.save` into RAM together with the tokens it holds, and loaded
-back with `ctx.load` when its document is used again; `Decoder.cached` is
-set to exactly the tokens the loaded state holds, so prompt-prefix reuse
-stays correct. Saved states over the RAM budget are dropped, oldest first
+back with `ctx.load` when its document is used again; the decoder adopts
+exactly the tokens the loaded state holds, so prompt-prefix reuse stays
+correct. Saved states over the RAM budget are dropped, oldest first
 (the document is then evaluated again from scratch when it comes back).
 """
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Session:
     cancelled: int = 0
     reused_tokens: int = 0
     evaluated_tokens: int = 0
+    prefilled_tokens: int = 0            # the first window, evaluated when the document opened
     chunk_snapshot: tuple[str, ...] | None = None
 
 
@@ -80,7 +81,7 @@ class SlotManager:
             if saved is not None:
                 tokens, data = saved
                 self.llm.ctx.load(slot, data)
-                self.llm.decoder.cached[slot] = list(tokens)
+                self.llm.decoder.adopt(slot, tokens)
                 self.loads += 1
             # Otherwise the slot keeps what it holds: KV entries depend only on
             # the tokens, so prefix reuse against them is still correct.
@@ -111,7 +112,7 @@ class SlotManager:
         n = ctx.seq_len(slot)
         if n == 0 or self.budget <= 0:
             return
-        tokens = self.llm.decoder.cached.get(slot, [])[:n]
+        tokens = self.llm.decoder.cached_tokens(slot)
         if len(tokens) != n:  # should not happen; never save what we cannot describe
             return
         self.saved[key] = (list(tokens), ctx.save(slot))

@@ -7,6 +7,14 @@ as deadline, then queues a prefetch of the next suggestion. The feature
 keeps what suggestions need between requests: the request and prefetch in
 flight per document, chunks of recently edited files, and each document's
 last edited line.
+
+On didOpen the document's first prompt window is prefilled in the
+background (no logits), so the first completion there is served from the
+cache. That job runs at PREFETCH priority: a completion never waits behind
+it (it gives way between forward passes as soon as more urgent work waits,
+and is submitted again afterwards, going on from what is cached). Its
+cancel token sits in `prefetching` with the document's other speculative
+work, so a change, a close or a completion cancels it.
 """
 from __future__ import annotations
 
@@ -37,6 +45,10 @@ class Suggestions(LanguageFeature):
     # ---- document events -------------------------------------------------------------------
     def did_open(self, uri: str, text: str) -> None:
         self.chunks.add(uri, text, 0, self.server.settings.chunk_lines)
+        self._cancel(self.prefetching, uri, "the document was opened again")
+        if self.server.sync_problem(uri) is None:
+            token = self.prefetching[uri] = CancelToken()
+            self._prefill_open(uri, text, token)
 
     def did_change(self, uri: str, text: str, edited_line: int | None) -> None:
         if edited_line is not None:
@@ -83,8 +95,9 @@ class Suggestions(LanguageFeature):
         self.last_uri = uri
         token = CancelToken()
         self.inflight[uri] = token
-        deadline = time.monotonic() + settings.time_budget_ms / 1000
         try:
+            await ls.model_loaded()     # the time budget starts once the model is there
+            deadline = time.monotonic() + settings.time_budget_ms / 1000
             result: CompletionResult = await ls.run_job(
                 lambda engine, job: engine.complete(job, uri, text, offset, chunks),
                 priority=URGENT, token=token, deadline=deadline, name="completion")
@@ -132,4 +145,23 @@ class Suggestions(LanguageFeature):
                 del self.prefetching[uri]
             if not f.cancelled():
                 f.exception()  # consumed: a failed prefetch only costs the cache
+        fut.add_done_callback(done)
+
+    def _prefill_open(self, uri: str, text: str, token: CancelToken) -> None:
+        ls = self.server
+
+        def run(engine, job):
+            return engine.prefill_document(job, uri, text)
+
+        def done(f) -> None:
+            finished = not f.cancelled() and f.exception() is None and not token.cancelled
+            if finished and f.result() is None:     # gave way to more urgent work: go on after it
+                self._prefill_open(uri, text, token)
+                return
+            if self.prefetching.get(uri) is token:
+                del self.prefetching[uri]
+            if finished:    # otherwise cancelled, or no model: only the head start is lost
+                ls.log(f"ditto: prefilled {f.result()} prompt tokens of {uri}")
+
+        fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="open prefill")
         fut.add_done_callback(done)

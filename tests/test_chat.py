@@ -298,7 +298,7 @@ async def test_server_rewrite_with_a_hostile_template_is_an_error_and_serving_go
         hostile_client: LanguageClient):
     """The server's model thread is never hung by the template: the rewrite
     answers with an error naming the template, and the next request works."""
-    uri = "file:///tmp/hostile.py"
+    uri = "file:///workspace/hostile.py"
     open_doc(hostile_client, uri, "x = 1\n")
     params = types.ExecuteCommandParams(command="ditto.rewriteFile", arguments=[uri, "Rename x to y."])
     try:

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 OPTIONS = {"maxTokens": 8, "timeBudgetMs": 60000, "promptTokens": 512, "nSeq": 2, "completionCache": False,
            "prefetch": False, "extraChunks": 0}
-URI = "file:///tmp/flood.py"
-VICTIM = "file:///tmp/victim.py"        # fed changes that cannot be applied
-EMOJI = "file:///tmp/emoji.py"
+URI = "file:///workspace/flood.py"
+VICTIM = "file:///workspace/victim.py"        # fed changes that cannot be applied
+EMOJI = "file:///workspace/emoji.py"
 EMOJI_TEXT = 'x = "😋"\nλ = x'
 
 
@@ -159,8 +159,8 @@ def test_bad_traffic_then_correct_completion(cold_llm):
                                                  "contentChanges": [{"text": "x = 1\n"}]})
         assert "result" in server.complete(VICTIM, 1, 0)
         # A huge document is refused, not evaluated.
-        server.open("file:///tmp/huge.py", "x = 1\n" * 800_000)
-        assert "too large" in server.complete("file:///tmp/huge.py", 0, 0)["error"]["message"]
+        server.open("file:///workspace/huge.py", "x = 1\n" * 800_000)
+        assert "too large" in server.complete("file:///workspace/huge.py", 0, 0)["error"]["message"]
         # The server is alive and its answer is the model's cold answer.
         offset = SAMPLE.index("    return len(") + len("    return len(")
         line, character = SAMPLE.count("\n", 0, offset), len("    return len(")

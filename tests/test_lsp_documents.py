@@ -100,9 +100,9 @@ def test_completion_range_starts_at_the_word_in_the_negotiated_encoding(encoding
     text = 'def größe_berechnen(breite, höhe):\n    return breite * höhe\n\n\nx = "😋"; größe_be'
     server = start(encoding)
     try:
-        server.open("file:///tmp/units.py", text)
+        server.open("file:///workspace/units.py", text)
         line, column = text.count("\n"), units(text[text.rindex("\n") + 1:], encoding)
-        reply = server.complete("file:///tmp/units.py", line, column)
+        reply = server.complete("file:///workspace/units.py", line, column)
         item = reply["result"]["items"][0]
         word_start = text.rindex("größe_be")
         expected_start = edit_range(text, word_start, word_start, encoding)["start"]
@@ -126,12 +126,12 @@ def test_rewrite_range_ends_at_the_end_of_the_file_in_the_negotiated_encoding(en
     text = 'x = 1\ny = "😋größe"'          # the last line has no newline and is not ASCII
     server = start(encoding, on_request)
     try:
-        server.open("file:///tmp/end.py", text)
+        server.open("file:///workspace/end.py", text)
         result = server.call("workspace/executeCommand", {
-            "command": "ditto.rewriteFile", "arguments": ["file:///tmp/end.py", "Rename x to z."]})
+            "command": "ditto.rewriteFile", "arguments": ["file:///workspace/end.py", "Rename x to z."]})
         assert result["applied"], result
         (edit,) = edits
-        (change,) = edit["changes"]["file:///tmp/end.py"]
+        (change,) = edit["changes"]["file:///workspace/end.py"]
         assert change["range"] == edit_range(text, 0, len(text), encoding)
     finally:
         server.close()
@@ -149,7 +149,7 @@ UNAPPLICABLE = {
 
 @pytest.mark.slow
 def test_change_that_cannot_be_applied_puts_the_document_out_of_sync_until_its_full_text_comes():
-    uri = "file:///tmp/sync.py"
+    uri = "file:///workspace/sync.py"
     text = 'x = "😋"\ndef add(a, b):\n    return a + b\n'
     edits = []
     server = start(on_request=lambda m: edits.append(m) or {"applied": True})
@@ -195,17 +195,17 @@ def test_incremental_changes_keep_the_editors_text_in_every_encoding(encoding):
     edits = [("😋", '"😋😋"'), ("naïve = ", "naïve_λ = "), ("return v", "return v * größe"), ("\r\n", "\n")]
     server = start(encoding, options={**INIT_OPTIONS, "extraChunks": 0})   # each prompt: its own document
     try:
-        server.open("file:///tmp/edited.py", text)
+        server.open("file:///workspace/edited.py", text)
         for version, (old, new) in enumerate(edits, 2):
             at = text.index(old)
             server.notify("textDocument/didChange", {
-                "textDocument": {"uri": "file:///tmp/edited.py", "version": version},
+                "textDocument": {"uri": "file:///workspace/edited.py", "version": version},
                 "contentChanges": [{"range": edit_range(text, at, at + len(old), encoding), "text": new}]})
             text = text[:at] + new + text[at + len(old):]
-        server.open("file:///tmp/fresh.py", text)
+        server.open("file:///workspace/fresh.py", text)
         end = edit_range(text, len(text), len(text), encoding)["end"]
-        edited = server.complete("file:///tmp/edited.py", end["line"], end["character"])
-        fresh = server.complete("file:///tmp/fresh.py", end["line"], end["character"])
+        edited = server.complete("file:///workspace/edited.py", end["line"], end["character"])
+        fresh = server.complete("file:///workspace/fresh.py", end["line"], end["character"])
         assert "result" in edited and "result" in fresh
         assert edited["result"]["items"] == [] or edited["result"]["items"][0]["data"]["text"] == \
             fresh["result"]["items"][0]["data"]["text"]
@@ -217,7 +217,7 @@ def test_incremental_changes_keep_the_editors_text_in_every_encoding(encoding):
 @pytest.mark.slow
 def test_a_document_whose_uri_has_percent_escapes_is_found():
     """Editors escape spaces and colons in URIs; pygls stores documents by the unescaped URI."""
-    uri = "file:///tmp/with%20a%20space.py"
+    uri = "file:///workspace/with%20a%20space.py"
     text = "def add(a, b):\n    return a + b\n"
     server = start()
     try:

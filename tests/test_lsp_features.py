@@ -19,7 +19,7 @@ client = lsp_session(SERVER_CMD, INIT_OPTIONS, scope="module")
 scripted = lsp_session(SCRIPTED_CMD, INIT_OPTIONS, scope="module")
 
 
-URI = "file:///tmp/sample.py"
+URI = "file:///workspace/sample.py"
 
 
 async def test_capabilities(client: LanguageClient):
@@ -111,7 +111,7 @@ async def rewrite_file(client: LanguageClient, uri: str, text: str, instruction:
 
 
 async def test_rewrite_file_applies_the_answer(scripted: LanguageClient):
-    uri = "file:///tmp/add.py"
+    uri = "file:///workspace/add.py"
     out = await rewrite_file(scripted, uri, "def add(a, b):\n    return a + b\n", "Rename the function add to plus.")
     assert out["applied"] is True and out["changed"] is True, out
     assert "reason" not in out and out["stats"]["generated"] > 0
@@ -119,7 +119,7 @@ async def test_rewrite_file_applies_the_answer(scripted: LanguageClient):
 
 
 async def test_rewrite_file_already_as_asked_is_applied_unchanged(scripted: LanguageClient):
-    uri = "file:///tmp/same.py"
+    uri = "file:///workspace/same.py"
     out = await rewrite_file(scripted, uri, "total = 1\n", "Keep it as it is.")
     assert out["applied"] is True and out["changed"] is False, out
     assert applied_text(scripted, uri) == "total = 1\n"
@@ -152,7 +152,7 @@ async def test_rewrite_workspace_applies_each_file_and_writes_none(scripted: Lan
 
 async def test_rewrite_not_applied_when_document_changes(scripted: LanguageClient):
     text = "x = 1\ny = 2\n"
-    uri = "file:///tmp/xy.py"
+    uri = "file:///workspace/xy.py"
     scripted.applied_edits.clear()
     open_doc(scripted, uri, text)
     # The change reaches the server after its snapshot, before the model starts.
@@ -182,7 +182,7 @@ async def wait_until(predicate, what: str, timeout: float = 120) -> None:
 
 async def test_rewrite_cancelled(client: LanguageClient):
     text = SAMPLE
-    uri = "file:///tmp/cancel.py"
+    uri = "file:///workspace/cancel.py"
     client.applied_edits.clear()
     open_doc(client, uri, text)
     earlier = set(client.progress_reports)
@@ -239,7 +239,7 @@ def only_crlf(text: str) -> bool:
 
 async def test_rewrite_file_keeps_crlf_line_endings(client: LanguageClient):
     """The model sees LF text; the edit gives the answer back in the document's CRLF."""
-    out = await rewrite_file(client, "file:///tmp/crlf.py", "value = 10\r\nprint(value)\r\n",
+    out = await rewrite_file(client, "file:///workspace/crlf.py", "value = 10\r\nprint(value)\r\n",
                              "Rename value to amount.")
     assert out["applied"] and out["changed"], out
     [new_text] = edit_texts(client.applied_edits[0])

@@ -12,7 +12,7 @@ from lsp_helpers import INIT_OPTIONS, MISSING, RawServer
 
 pytestmark = pytest.mark.slow
 
-URI = "file:///tmp/protocol.py"
+URI = "file:///workspace/protocol.py"
 TEXT = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 INVALID_PARAMS = -32602
 INVALID_REQUEST = -32600

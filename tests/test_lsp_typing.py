@@ -52,7 +52,7 @@ def answer(result) -> tuple[str, str] | None:
 
 async def test_typing_matches_cold_evaluation(client: LanguageClient, cold_llm):
     doc, cursor = real_file()
-    uri = "file:///tmp/abc_typing.py"
+    uri = "file:///workspace/abc_typing.py"
     target = doc[cursor:cursor + KEYSTROKES]          # the file's own next characters
     text = doc[:cursor] + doc[cursor + KEYSTROKES:]   # start with them removed
     open_doc(client, uri, text)
@@ -121,7 +121,7 @@ async def test_sessions_saved_and_restored(client: LanguageClient, cold_llm):
     """More documents than sequence slots: evicted sessions are saved and
     loaded back, and their answers still equal cold evaluations."""
     doc, cursor = real_file()
-    docs = {f"file:///tmp/s{i}.py": f"# file {i}\n" + doc[:cursor] for i in range(3)}  # nSeq = 2
+    docs = {f"file:///workspace/s{i}.py": f"# file {i}\n" + doc[:cursor] for i in range(3)}  # nSeq = 2
     for uri, text in docs.items():
         open_doc(client, uri, text)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(

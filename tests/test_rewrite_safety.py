@@ -48,15 +48,15 @@ class ScriptedDecoder:
     def __init__(self, llm, answer, during=lambda: None) -> None:
         self.llm, self.answer, self.during = llm, answer, during
 
-    def prefill(self, requests) -> None:
+    def run(self, requests, should_stop=lambda: False, *, prefill_chunk=None, between=lambda: None) -> None:
+        """Decoder.run's contract: every request ends, and between() may add more."""
         tok = self.llm.tokenizer
-        for req in requests:
-            shown = re.search(r"(`{3,})\w*\n(.*?)\n\1\n", tok.decode(req.prompt), re.S).group(2) + "\n"
-            self.during()
-            req._emit(tok.encode(self.answer(shown)) + [tok.eos_id])
-
-    def step(self, requests) -> None:
-        raise AssertionError("a scripted answer is complete after prefill")
+        while requests:
+            for req in requests:
+                shown = re.search(r"(`{3,})\w*\n(.*?)\n\1\n", tok.decode(req.prompt), re.S).group(2) + "\n"
+                self.during()
+                req._emit(tok.encode(self.answer(shown)) + [tok.eos_id])
+            requests = list(between() or ())
 
 
 def run_scripted(llm, files, answer, *, committer=None, resume=False, during=lambda: None):

@@ -1,0 +1,132 @@
+"""The first completion after opening a file is a real one: didOpen prefills
+the document's first prompt window in the background (no logits, PREFETCH
+priority), the completion is served from that cache, and a completion that
+arrives while the model still loads waits for it instead of spending its
+time budget on the load."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from lsp_helpers import SERVER_CMD, cold_completion_text, cold_llm, open_doc, position_at  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+# A generous budget: what is tested is where the time goes, not how fast it is.
+OPTIONS = {"maxTokens": 8, "timeBudgetMs": 120000, "promptTokens": 512, "nSeq": 2,
+           "prefetch": False, "extraChunks": 0}
+WAIT = 600      # seconds: a bound for a shared, loaded machine, not a speed claim
+
+
+def real_file() -> tuple[str, int]:
+    """The head of the standard library's abc.py and a cursor inside a call's
+    parentheses (where the model answers with something)."""
+    text = open(os.path.join(os.path.dirname(os.__file__), "abc.py"), encoding="utf-8").read()
+    doc = text[:text.index("\n", 1100) + 1]
+    return doc, doc.index("my_abstract_method(") + len("my_abstract_method(")
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual_studio_code"), initialization_options=OPTIONS))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def complete(client: LanguageClient, uri: str, text: str, offset: int):
+    result = await asyncio.wait_for(client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=position_at(text, offset))), WAIT)
+    assert result is not None and result.items, "the first completion came back empty"
+    return result.items[0].data
+
+
+async def prefilled(client: LanguageClient, uri: str) -> int:
+    """Waits for the server's word that the open-prefill of `uri` finished."""
+    async def said() -> int:
+        while True:
+            for m in client.log_messages:
+                if m.message.startswith("ditto: prefilled ") and m.message.endswith(f" of {uri}"):
+                    return int(m.message.split()[2])
+            await client.wait_for_notification(types.WINDOW_LOG_MESSAGE)
+    return await asyncio.wait_for(said(), WAIT)
+
+
+async def test_first_completion_is_served_from_the_open_prefill(client: LanguageClient, cold_llm):
+    doc, cursor = real_file()
+    uri = "file:///workspace/abc_open_prefill.py"
+    open_doc(client, uri, doc)
+    held = await prefilled(client, uri)
+    assert held > 100
+    data = await complete(client, uri, doc, cursor)
+    assert data["source"] == "model"
+    # Everything before the cursor came from the prefill (the last prompt token
+    # is always evaluated; the cursor splits a word at most once).
+    assert data["prompt_tokens"] - 3 <= data["reused_tokens"] < data["prompt_tokens"]
+    assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="ditto.status"))
+    session = next(s for s in status["sessions"] if s["uri"] == uri)
+    assert session["prefilled_tokens"] == held
+
+
+async def test_first_completion_right_after_open_is_real(client: LanguageClient, cold_llm):
+    """Sent at once after didOpen, while the model may still be loading."""
+    doc, cursor = real_file()
+    uri = "file:///workspace/abc_cold_start.py"
+    open_doc(client, uri, doc)
+    data = await complete(client, uri, doc, cursor)
+    assert data["source"] == "model" and data["finish_reason"] != "cancelled"
+    assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
+
+
+class FakeEngine:
+    """Stands in for the loaded model: a completion's `seconds` carry its job's deadline."""
+
+    def complete(self, job, uri, text, offset, chunks):
+        from ditto.lsp.completer import CompletionResult
+
+        return CompletionResult(text=" x", multiline=False, source="model", seconds=job.deadline)
+
+
+async def test_time_budget_starts_when_the_model_is_loaded():
+    """A completion that arrives while the model loads gets its whole budget
+    after the load (plumbing: a scripted load and engine, no model)."""
+    import dataclasses
+    import threading
+    import time
+
+    from pygls.workspace import Workspace
+
+    from ditto.lsp.scheduler import URGENT
+    from ditto.lsp.server import create_server
+    from ditto.lsp.suggestions import Suggestions
+
+    ls = create_server()
+    ls.protocol._workspace = Workspace(None)
+    ls.workspace.put_text_document(types.TextDocumentItem(uri="file:///a.py", language_id="python",
+                                                          version=1, text="import os\n"))
+    budget_ms = 2000
+    ls.settings = dataclasses.replace(ls.settings, time_budget_ms=budget_ms, prefetch=False, extra_chunks=0)
+    loaded = threading.Event()
+
+    def load(job):
+        loaded.wait(WAIT)
+        ls.scheduler.state = FakeEngine()
+
+    ls._engine_future = ls.scheduler.submit(load, priority=URGENT, name="load", nestable=False)
+    try:
+        suggestions = next(f for f in ls.language_features if isinstance(f, Suggestions))
+        asked = asyncio.ensure_future(suggestions.suggest("file:///a.py", types.Position(1, 0)))
+        for _ in range(20):        # the request is in, waiting on the load
+            await asyncio.sleep(0)
+        load_end = time.monotonic()
+        loaded.set()
+        result, _offset, _text = await asyncio.wait_for(asked, WAIT)
+        assert result.seconds >= load_end + budget_ms / 1000    # the deadline, counted from the load's end
+    finally:
+        ls.scheduler.stop()
