@@ -16,21 +16,21 @@ if TYPE_CHECKING:
 PROGRESS_CREATE_TIMEOUT = 10   # seconds the client may take to accept a progress token
 
 
-async def begin_progress(ls: DittoServer, cancel: CancelToken, title: str) -> str | None:
-    """A cancellable work-done progress, or None when the client has none;
-    cancelling it from the editor cancels `cancel`."""
+async def begin_progress(ls: DittoServer, cancel: CancelToken | None, title: str) -> str | None:
+    """A work-done progress, or None when the client has none; with `cancel`
+    it is cancellable, and cancelling it from the editor cancels `cancel`."""
     caps = ls.client_capabilities
     if not (caps and caps.window and caps.window.work_done_progress):
         return None
-    token = f"ditto-rewrite-{uuid.uuid4()}"
+    token = f"ditto-{uuid.uuid4()}"
     try:
         await asyncio.wait_for(ls.work_done_progress.create_async(token), PROGRESS_CREATE_TIMEOUT)
     except Exception:
         return None
     ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-        title=title, cancellable=True, percentage=0, message="starting"))
+        title=title, cancellable=cancel is not None, percentage=0, message="starting"))
     fut = ls.work_done_progress.tokens.get(token)
-    if fut is not None:
+    if fut is not None and cancel is not None:
         fut.add_done_callback(lambda f: cancel.cancel("cancelled from the editor") if f.cancelled() else None)
     return token
 

@@ -22,6 +22,7 @@ from pygls.workspace.position_codec import PositionCodec
 from ..engine.options import VERSION
 from .completion import Completion
 from .documents import DocumentSync
+from .edits import begin_progress, end_progress
 from .feature import LanguageFeature
 from .inline_completion import InlineCompletion
 from .positions import PositionError, offset_of, range_offsets
@@ -128,7 +129,18 @@ class DittoServer(LanguageServer):
                          f"(n_ctx {e.llm.ctx.n_ctx}, {e.llm.ctx.n_seq} sequences, fim: {e.has_fim})",
                          types.MessageType.Info)
         fut.add_done_callback(done)
+        try:
+            asyncio.get_running_loop().create_task(self._progress_while_loading(fut, settings.model))
+        except RuntimeError:
+            pass    # no event loop (a server built in a test): nobody to tell
         return fut
+
+    async def _progress_while_loading(self, load: asyncio.Future, model: str | None) -> None:
+        """$/progress from the start of a model load to its end."""
+        token = await begin_progress(self, None, f"ditto: loading {model or 'the default model'}")
+        await asyncio.wait([load])
+        failed = load.cancelled() or load.exception() is not None
+        end_progress(self, token, "the model could not be loaded" if failed else "loaded")
 
     def push_settings(self) -> None:
         """Settings that do not need a reload reach the engine on its thread."""
