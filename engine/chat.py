@@ -12,18 +12,22 @@ file that contains "<|im_end|>\\n<|im_start|>system" forge turns, so:
 3. control tokens are parsed only in the template's text; contents are plain
    text. Adjacent text runs (template text + content) are tokenized together,
    so token boundaries are the same as tokenizing the whole string.
+
+The template is code from the model file: it renders in a separate process
+under step, size, memory and time limits (template_sandbox.py,
+template_worker.py), and a template that fails or goes past a limit gives a
+ChatTemplateError naming it.
 """
 from __future__ import annotations
 
-import json
 import re
 import secrets
-from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from jinja2 import TemplateError
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateSyntaxError
+
+from .template_sandbox import BoundedEnvironment
+from .template_worker import RenderError, shared_worker
 
 __all__ = ["ChatTemplate", "ChatTemplateError", "CHATML_TEMPLATE", "render"]
 
@@ -34,38 +38,25 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+GGUF_TEMPLATE_NAME = "the model's chat template (tokenizer.chat_template)"
+CHATML_NAME = "the built-in ChatML template"
 
 # Content transforms templates commonly apply (Llama 3: `| trim`). The first
 # one that makes the placeholder render match the real render is used.
 _TRANSFORMS: tuple[Callable[[str], str], ...] = (
     lambda s: s, str.strip, str.lstrip, str.rstrip)
 
+# Parses only (a syntax check at load): templates run in the renderer process.
+_PARSER = BoundedEnvironment()
+# Parsing takes time in proportion (seconds for megabytes of blocks).
+MAX_TEMPLATE_CHARS = 1 << 18
+# The template's own text in a prompt (tokenizing 13 MB of it took 17 s).
+MAX_TEMPLATE_TEXT = 1 << 18
+
 
 class ChatTemplateError(ValueError):
-    """The template failed, or uses message content in a way we cannot map."""
-
-
-def _raise_exception(message: str) -> None:
-    raise ChatTemplateError(f"chat template: {message}")
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators=None, sort_keys: bool = False) -> str:
-    # HF's tojson: no HTML escaping, unicode kept (Jinja's own escapes '<').
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent,
-                      separators=separators, sort_keys=sort_keys)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env
-
-
-_ENV = _environment()
+    """The template failed, went past a limit, or uses message content in a
+    way we cannot map. The message names the template."""
 
 
 class ChatTemplate:
@@ -75,10 +66,8 @@ class ChatTemplate:
         """`template`: the GGUF's tokenizer.chat_template (None: ChatML)."""
         self.tokenizer = tokenizer
         self.source = template if template else CHATML_TEMPLATE
-        try:
-            self._template = _ENV.from_string(self.source)
-        except TemplateError as e:
-            raise ChatTemplateError(f"chat template does not compile: {e}") from e
+        self.name = GGUF_TEMPLATE_NAME if template else CHATML_NAME
+        _check_source(self.source, self.name)
         tk = tokenizer
         self.bos_token = _token_str(tk, getattr(tk, "bos_id", None))
         self.eos_token = _token_str(tk, getattr(tk, "eos_id", None))
@@ -90,7 +79,7 @@ class ChatTemplate:
     def render(self, messages: Sequence[Mapping[str, str]], *,
                add_generation_prompt: bool = True, **extra: Any) -> str:
         """The prompt as text, exactly what the template produces."""
-        return self._render(_check_messages(messages), add_generation_prompt, extra)
+        return self._render([_check_messages(messages)], add_generation_prompt, extra)[0]
 
     def encode(self, messages: Sequence[Mapping[str, str]], *,
                add_generation_prompt: bool = True, **extra: Any) -> list[int]:
@@ -113,21 +102,24 @@ class ChatTemplate:
             nonce = secrets.token_hex(8)
         marks = [f"\ue000{nonce}:{i}\ue001" for i in range(len(messages))]
         masked = [dict(m, content=mark) for m, mark in zip(messages, marks)]
-        skeleton = self._render(masked, add_generation_prompt, extra)
-        real = self._render(messages, add_generation_prompt, extra)
+        skeleton, real = self._render([masked, messages], add_generation_prompt, extra)
 
         split = re.split(f"\ue000{nonce}:(\\d+)\ue001", skeleton)
         texts, refs = split[0::2], [int(r) for r in split[1::2]]
+        own = sum(map(len, texts))
+        if own > MAX_TEMPLATE_TEXT:
+            raise ChatTemplateError(f"{self.name} wrote {own} characters of its own around the messages, "
+                                    f"more than the limit of {MAX_TEMPLATE_TEXT}")
         if any(nonce in t for t in texts):
-            raise ChatTemplateError("chat template alters message content in a way "
+            raise ChatTemplateError(f"{self.name} alters message content in a way "
                                     "that cannot be tokenized safely")
         for transform in _TRANSFORMS:
             filled = [transform(contents[r]) for r in refs]
             if _join(texts, filled) == real:
                 break
         else:
-            raise ChatTemplateError("chat template transforms message content in an "
-                                    "unsupported way (cannot keep it apart from control tokens)")
+            raise ChatTemplateError(f"{self.name} transforms message content in an unsupported "
+                                    "way (cannot keep it apart from control tokens)")
 
         # Template text: specials parsed. Content: plain. Adjacent strings join.
         out: list[str | int] = []
@@ -138,31 +130,44 @@ class ChatTemplate:
                 _append(out, filled[i])
         return out
 
-    def _render(self, messages, add_generation_prompt, extra) -> str:
-        ctx = dict(extra)
-        ctx.setdefault("bos_token", self.bos_token)
-        ctx.setdefault("eos_token", self.eos_token)
-        try:
-            return self._template.render(messages=messages,
-                                         add_generation_prompt=add_generation_prompt, **ctx)
-        except ChatTemplateError:
-            raise
-        except TemplateError as e:
-            raise ChatTemplateError(f"chat template failed: {e}") from e
+    def _render(self, conversations, add_generation_prompt, extra) -> list[str]:
+        """The template's output for each conversation, in the renderer process."""
+        context = dict(extra, add_generation_prompt=add_generation_prompt)
+        context.setdefault("bos_token", self.bos_token)
+        context.setdefault("eos_token", self.eos_token)
+        return _render_all(self.source, self.name,
+                           [dict(context, messages=msgs) for msgs in conversations])
 
 
 def render(template: str | None, messages: Sequence[Mapping[str, str]], *,
            add_generation_prompt: bool = True, bos_token: str = "", eos_token: str = "",
            **extra: Any) -> str:
     """Render a template to text without a tokenizer (tests, debugging)."""
-    tpl = _ENV.from_string(template or CHATML_TEMPLATE)
+    source, name = (template, GGUF_TEMPLATE_NAME) if template else (CHATML_TEMPLATE, CHATML_NAME)
+    _check_source(source, name)
+    context = dict(extra, messages=list(messages), add_generation_prompt=add_generation_prompt,
+                   bos_token=bos_token, eos_token=eos_token)
+    return _render_all(source, name, [context])[0]
+
+
+def _check_source(source: str, name: str) -> None:
+    """Refuses a template that is too long or does not parse (at load)."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise ChatTemplateError(f"{name} is {len(source)} characters long, more than the limit of "
+                                f"{MAX_TEMPLATE_CHARS} (real templates have a few thousand)")
     try:
-        return tpl.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                          bos_token=bos_token, eos_token=eos_token, **extra)
-    except ChatTemplateError:
-        raise
-    except TemplateError as e:
-        raise ChatTemplateError(f"chat template failed: {e}") from e
+        _PARSER.parse(source)
+    except TemplateSyntaxError as e:
+        raise ChatTemplateError(f"{name} does not compile: {e}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ChatTemplateError(f"{name} does not compile: it is nested too deeply") from None
+
+
+def _render_all(source: str, name: str, contexts: list[dict[str, Any]]) -> list[str]:
+    try:
+        return shared_worker().render(source, contexts)
+    except RenderError as e:
+        raise ChatTemplateError(f"{name} {e}") from None
 
 
 def _check_messages(messages) -> list[dict[str, str]]:

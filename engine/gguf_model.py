@@ -316,7 +316,8 @@ def _read_hparams(meta: _Meta, arch: str, n_vocab: int) -> HParams:
     n_head_kv = meta.int(f"{a}.attention.head_count_kv", 1, MAX_HEAD, default=n_head)
     n_ff = meta.int(f"{a}.feed_forward_length", 1, MAX_FF)
     n_ctx_train = meta.int(f"{a}.context_length", 1, MAX_CTX)
-    rms_eps = meta.float(f"{a}.attention.layer_norm_rms_epsilon", 1e-12, 0.1)
+    # the lower bound as float32, the type GGUF files store it in
+    rms_eps = meta.float(f"{a}.attention.layer_norm_rms_epsilon", float(np.float32(1e-12)), 0.1)
     rope_base = meta.float(f"{a}.rope.freq_base", 1.0, 1e12, default=10000.0)
     sliding_window = meta.int(f"{a}.attention.sliding_window", 0, MAX_CTX, default=0)
 

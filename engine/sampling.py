@@ -40,7 +40,7 @@ class Sampler:
     def probs(self, logits: np.ndarray) -> np.ndarray:
         """The distribution `sample` draws from (float64, sums to 1)."""
         p = self.params
-        z = logits.astype(np.float64) / p.temperature
+        z = _finite(logits.astype(np.float64) / p.temperature)
         if p.top_k and p.top_k < z.shape[0]:
             kth = np.partition(z, -p.top_k)[-p.top_k]
             z = np.where(z >= kth, z, -np.inf)
@@ -83,3 +83,16 @@ class Sampler:
         if total <= 0:  # p was a point mass on the draft: it is always accepted above
             return True, draft_token
         return False, int(self.rng.choice(residual.shape[0], p=residual / total))
+
+
+def _finite(z: np.ndarray) -> np.ndarray:
+    """Logits a distribution can be made of. A broken model (NaN or inf
+    weights) gives NaN or infinite logits: NaN never wins, +inf always does
+    (uniformly among them), and if nothing is left the choice is uniform."""
+    if np.isfinite(z).all():
+        return z
+    top = np.isposinf(z)
+    if top.any():
+        return np.where(top, 0.0, -np.inf)
+    z = np.where(np.isnan(z), -np.inf, z)
+    return z if np.isfinite(z).any() else np.zeros_like(z)

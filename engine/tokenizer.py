@@ -21,11 +21,14 @@ from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
+from .gguf_reader import GGUFError
+
 __all__ = ["Tokenizer", "TokenizerError", "StreamDecoder", "SUPPORTED_PRE"]
 
 
-class TokenizerError(ValueError):
-    """The GGUF's tokenizer cannot be reproduced (unknown model or pre type)."""
+class TokenizerError(GGUFError):
+    """The GGUF's tokenizer cannot be reproduced (unknown model or pre type,
+    merges that do not fit the vocabulary)."""
 
 
 # GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
@@ -153,14 +156,14 @@ class Tokenizer:
         vocab: dict[str, int] = {}
         for i, t in enumerate(tokens):
             vocab[t] = i  # duplicates: the last id wins, as in llama.cpp's map
-        pairs = []
-        for m in merges:
-            left, sep, right = m.partition(" ")
-            if not sep:
-                raise TokenizerError(f"malformed merge {m!r} in tokenizer.ggml.merges")
-            pairs.append((left, right))
+        pairs = [_merge_pair(m, vocab) for m in merges]
+        _check_plain_text_tokens(vocab, types, pairs)
         regexes, ignore_merges = _PRE[pre]
-        tk = _HFTokenizer(models.BPE(vocab, pairs, ignore_merges=ignore_merges))
+        try:
+            bpe = models.BPE(vocab, pairs, ignore_merges=ignore_merges)
+        except Exception as e:  # `tokenizers` raises a bare Exception
+            raise TokenizerError(f"cannot build the BPE tokenizer from the GGUF: {e}") from None
+        tk = _HFTokenizer(bpe)
         steps = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
         # ByteLevel only maps bytes to GPT-2's alphabet; all splitting is above.
         steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
@@ -312,6 +315,32 @@ class StreamDecoder:
         out = self._dec.decode(b"", final=True)
         self._dec.reset()
         return out
+
+
+def _merge_pair(merge: str, vocab: dict[str, int]) -> tuple[str, str]:
+    """(left, right) of one "left right" merge; both sides and their
+    concatenation must be tokens (`tokenizers` panics or raises otherwise)."""
+    left, sep, right = merge.partition(" ")
+    if not sep or not left or not right:
+        raise TokenizerError(f"malformed merge {merge!r} in tokenizer.ggml.merges")
+    for part in (left, right, left + right):
+        if part not in vocab:
+            raise TokenizerError(
+                f"merge {merge!r} in tokenizer.ggml.merges: {part!r} is not in the vocabulary")
+    return left, right
+
+
+def _check_plain_text_tokens(vocab: dict[str, int], types: list[int], pairs) -> None:
+    """Tokens BPE makes from plain text (the byte alphabet and every merge's
+    result) must decode back to that text, so they must be normal tokens: a
+    control or unused token there would turn text into other bytes or none."""
+    made = set(_BYTE_DECODER) | {left + right for left, right in pairs}
+    for text in sorted(made & vocab.keys()):
+        i = vocab[text]
+        if types[i] != TT_NORMAL:
+            raise TokenizerError(
+                f"token {i} ({text!r}) has type {types[i]} in tokenizer.ggml.token_type, but BPE "
+                "makes it from plain text: only a normal token (type 1) decodes back to that text")
 
 
 def _clean(text: str) -> str:

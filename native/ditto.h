@@ -207,8 +207,9 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n);
  * buffer is a transient handle for this context (no model identity). */
 int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next);
 int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int64_t cap, int64_t *written);
-/* DT_ERR_STATE if buf is not a checkpoint of seq or the sequence moved more
- * than n_next positions past it (or below it) since. */
+/* DT_ERR_STATE if buf is not a checkpoint dt_seq_checkpoint wrote for seq
+ * (every header field is checked against the context) or the sequence moved
+ * more than n_next positions past it (or below it) since; nothing changes. */
 int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len);
 
 /* Bytes needed to save a sequence's state (header + KV of the held

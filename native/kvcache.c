@@ -31,7 +31,13 @@ int dt_kv_reserve(struct dt_context *ctx) {
     const dt_model *m = ctx->model;
     ctx->n_ctx_pad = (ctx->n_ctx + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
     ctx->n_slots = ctx->ring ? ctx->ring : ctx->n_ctx_pad;
-    ctx->kv_floats = (size_t)m->n_layer * ctx->n_seq * m->n_head_kv * ctx->n_slots * m->head_dim;
+    /* Checked: the dimensions come from a model file, and a wrapped size
+     * would map less than the offsets (dt_kv_head_offset) reach. */
+    size_t n = 1;
+    const int64_t dims[] = {m->n_layer, ctx->n_seq, m->n_head_kv, ctx->n_slots, m->head_dim, sizeof(float)};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] <= 0 || __builtin_mul_overflow(n, (size_t)dims[i], &n)) return DT_ERR_NOMEM;
+    ctx->kv_floats = n / sizeof(float);
     ctx->k = reserve_floats(ctx->kv_floats);
     ctx->v = reserve_floats(ctx->kv_floats);
     return ctx->k && ctx->v ? DT_OK : DT_ERR_NOMEM;
@@ -169,21 +175,21 @@ struct checkpoint_header {
     int32_t reserved;
 };
 
-/* Held positions whose slots the next n_next positions overwrite. */
-static void checkpoint_range(const dt_context *ctx, int seq, int n_next, int *p0, int *p1) {
-    int len = ctx->seq_len[seq], lo = ctx->seq_lo[seq];
+/* Of the held positions [lo, len), those whose slots the next n_next
+ * positions overwrite. 64-bit: a forged header may hold any n_next. */
+static void checkpoint_range(const dt_context *ctx, int len, int lo, int n_next, int *p0, int *p1) {
     *p0 = *p1 = len;
     if (!ctx->ring || n_next <= 0) return;
-    int a = len - ctx->ring, b = len - ctx->ring + n_next;
-    *p0 = a > lo ? a : lo;
-    *p1 = b < len ? b : len;
+    int64_t a = (int64_t)len - ctx->ring, b = a + n_next;
+    *p0 = a > lo ? (int)a : lo;
+    *p1 = b < len ? (int)b : len;
     if (*p1 < *p0) *p1 = *p0;
 }
 
 int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq || n_next < 0) return DT_ERR_INVALID;
     int p0, p1;
-    checkpoint_range(ctx, seq, n_next, &p0, &p1);
+    checkpoint_range(ctx, ctx->seq_len[seq], ctx->seq_lo[seq], n_next, &p0, &p1);
     return (int64_t)sizeof(struct checkpoint_header) + rows_bytes(ctx, p1 - p0);
 }
 
@@ -192,11 +198,29 @@ int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int
     if (size < 0 || !buf || !written) return size < 0 ? (int)size : DT_ERR_INVALID;
     if (cap < size) return DT_ERR_CAPACITY;
     struct checkpoint_header h = {CHECKPOINT_MAGIC, seq, ctx->seq_len[seq], ctx->seq_lo[seq], n_next, 0, 0, 0};
-    checkpoint_range(ctx, seq, n_next, &h.p0, &h.p1);
+    checkpoint_range(ctx, h.len, h.lo, n_next, &h.p0, &h.p1);
     memcpy(buf, &h, sizeof h);
     rows_out(ctx, seq, h.p0, h.p1, (uint8_t *)buf + sizeof h);
     *written = size;
     return DT_OK;
+}
+
+/* Whether a checkpoint header could have been written by dt_seq_checkpoint
+ * for seq in this context, and still applies to the sequence as it is now.
+ * The bytes come from the caller: every field is checked before it is used
+ * as a position, a length or a slot. */
+static int checkpoint_fits(const dt_context *ctx, int seq, const struct checkpoint_header *h, int64_t len) {
+    if (h->magic != CHECKPOINT_MAGIC || h->seq != seq || h->reserved != 0 || h->n_next < 0) return 0;
+    /* What the sequence held: [lo, len) inside the context, at most a ring. */
+    if (h->len < 0 || h->len > ctx->n_ctx || h->lo < 0 || h->lo > h->len) return 0;
+    if (ctx->ring ? h->len - h->lo > ctx->ring : h->lo != 0) return 0;
+    /* The saved rows are exactly the ones dt_seq_checkpoint saves. */
+    int p0, p1;
+    checkpoint_range(ctx, h->len, h->lo, h->n_next, &p0, &p1);
+    if (h->p0 != p0 || h->p1 != p1 || len != (int64_t)sizeof *h + rows_bytes(ctx, p1 - p0)) return 0;
+    /* The sequence moved on by at most n_next positions since. */
+    int cur = ctx->seq_len[seq];
+    return cur >= h->len && cur <= (int64_t)h->len + h->n_next;
 }
 
 int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len) {
@@ -204,11 +228,7 @@ int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len) {
     struct checkpoint_header h;
     if (len < (int64_t)sizeof h) return DT_ERR_STATE;
     memcpy(&h, buf, sizeof h);
-    if (h.magic != CHECKPOINT_MAGIC || h.seq != seq || h.p0 < 0 || h.p1 < h.p0 || h.n_next < 0 ||
-        len != (int64_t)sizeof h + rows_bytes(ctx, h.p1 - h.p0))
-        return DT_ERR_STATE;
-    int cur = ctx->seq_len[seq];
-    if (cur < h.len || cur > h.len + h.n_next) return DT_ERR_STATE;
+    if (!checkpoint_fits(ctx, seq, &h, len)) return DT_ERR_STATE;
     rows_in(ctx, seq, h.p0, h.p1, h.p0, (const uint8_t *)buf + sizeof h);
     ctx->seq_len[seq] = h.len;
     ctx->seq_lo[seq] = h.lo;

@@ -564,6 +564,170 @@ def write_fuzz_seeds(directory: str | os.PathLike) -> list[FuzzSeed]:
     return seeds
 
 
+# ---------------------------------------------------------------------------
+# valid-structure mutants: write_tiny_gguf with mutated arguments
+# ---------------------------------------------------------------------------
+# Byte mutants mostly die in the header walk. These files are well formed,
+# with wrong values: hyperparameters, tokenizer arrays, templates, tensor
+# types and shapes, weights; so cases reach the tokenizer, the template,
+# the native model and the decoder.
+
+_HPARAM_KEYS = (
+    "context_length", "embedding_length", "block_count", "feed_forward_length",
+    "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
+    "rope.freq_base", "rope.dimension_count", "attention.key_length", "attention.value_length",
+    "attention.sliding_window", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
+)
+_ODD_VALUES = (
+    0, 1, 2, 3, 7, 64, 2**31 - 1, 2**32 - 1, Typed(-1, GGUFValueType.INT32),
+    Typed(2**40, GGUFValueType.UINT64), float("nan"), float("inf"), -1.0, 1e-30, 1e30, 0.5,
+    "linear", "", True, DROP, [1, 2],
+)
+# Templates that fail (quickly) in every way a chat template can; test_chat.py
+# covers the slow ones (time and memory limits).
+FUZZ_TEMPLATES = (
+    "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+    "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    "{{ 'x' * 3000000000 }}",
+    "{{ raise_exception('no') }}",
+    "{% for %}",
+    "{{ messages[0]['content'] | upper }}",
+    "{{ messages.__class__.__mro__ }}",
+    "{{ messages[7]['content'] }}",
+    "",
+    "<|im_start|>{{ bos_token }}{{ eos_token }}<|im_end|>",
+    "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+)
+_WEIRD_TOKENS = ("", " ", "<|im_end|>", "\x00", "\ud7ff" * 3, "Ġ" * 300, "a b", "\ufffd")
+
+
+def random_recipe(rng) -> dict[str, Any]:
+    """write_tiny_gguf arguments for a valid-structure mutant: a fuzz seed's
+    configuration with 1-2 mutations of values, arrays, types or shapes."""
+    name = rng.choice(sorted(FUZZ_SEED_CONFIGS))
+    recipe = dict(FUZZ_SEED_CONFIGS[name], metadata={}, tensor_types={}, tensor_shapes={})
+    mutations, weights = zip(*_RECIPE_MUTATIONS)
+    for mutation in rng.choices(mutations, weights, k=rng.randint(1, 2)):
+        mutation(recipe, rng)
+    return recipe
+
+
+def _vocab_of(recipe) -> TinyVocab:
+    return build_vocab(recipe["arch"], recipe.get("n_vocab"))
+
+
+def _mut_dims(recipe, rng):
+    """Consistent dimensions (tensors follow them), some of them odd."""
+    key, values = rng.choice((
+        ("n_head", (1, 2, 3, 4, 8, 16, 32, 64)), ("n_head_kv", (1, 2, 3, 4, 8)),
+        ("n_layer", (1, 2, 3)), ("n_ctx_train", (1, 2, 3, 16, 2**24)),
+        ("sliding_window", (1, 2, 15, 16, 4096)), ("rms_eps", (1e-12, 0.1)),
+        ("rope_base", (1.0, 1e12)), ("std", (1e-6, 1.0, 100.0, 60000.0)),
+        ("qkv_bias", (True, False)), ("tied_output", (True, False)),
+        ("n_vocab", (None, 400, 1000)), ("norm_type", (Q.F32, Q.F16, Q.BF16)),
+    ))
+    recipe[key] = rng.choice(values)
+
+
+def _mut_hparam(recipe, rng):
+    """A hyperparameter key the tensors do not follow, of any value or type."""
+    recipe["metadata"][f"{recipe['arch']}.{rng.choice(_HPARAM_KEYS)}"] = rng.choice(_ODD_VALUES)
+
+
+def _mut_tokens(recipe, rng):
+    tokens = list(_vocab_of(recipe).tokens)
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(tokens))
+        tokens[i] = rng.choice(_WEIRD_TOKENS + (tokens[rng.randrange(len(tokens))],))
+    recipe["metadata"]["tokenizer.ggml.tokens"] = tokens
+
+
+def _mut_token_types(recipe, rng):
+    types = list(_vocab_of(recipe).token_types)
+    for _ in range(rng.randint(1, 8)):
+        types[rng.randrange(len(types))] = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 255))
+    recipe["metadata"]["tokenizer.ggml.token_type"] = Typed(types, GGUFValueType.ARRAY, GGUFValueType.INT32)
+
+
+def _mut_merges(recipe, rng):
+    vocab = _vocab_of(recipe)
+    merges = list(vocab.merges)
+    kind = rng.randrange(5)
+    if kind == 0:
+        merges.append(f"{rng.choice(vocab.tokens)} {rng.choice(vocab.tokens)}")
+    elif kind == 1:
+        merges.append(rng.choice(("nosep", " x", "x ", "a  b", "zz qq")))
+    elif kind == 2:
+        merges = merges[::-1] + merges
+    elif kind == 3:
+        merges = []
+    else:
+        merges.insert(0, rng.choice(merges) if merges else "a b")
+    recipe["metadata"]["tokenizer.ggml.merges"] = merges
+
+
+def _mut_tokenizer_keys(recipe, rng):
+    n = len(_vocab_of(recipe).tokens)
+    key = rng.choice(("pre", "model", "bos_token_id", "eos_token_id", "eot_token_id",
+                      "padding_token_id", "add_bos_token", "fim_pre_token_id"))
+    value = {
+        "pre": ("qwen2", "llama3", "default", "gpt-2", "klingon", "", 7),
+        "model": ("gpt2", "llama", "bert", ""),
+        "add_bos_token": (True, False, 1, "yes"),
+    }.get(key, (0, 1, n - 1, n, 2**32 - 1, Typed(-1, GGUFValueType.INT32), "x"))
+    recipe["metadata"][f"tokenizer.ggml.{key}"] = rng.choice(value)
+
+
+def _mut_template(recipe, rng):
+    recipe["metadata"]["tokenizer.chat_template"] = rng.choice(FUZZ_TEMPLATES + (DROP, 42))
+
+
+def _tensor_names(recipe) -> list[str]:
+    names = ["token_embd.weight", "output_norm.weight", "output.weight"]
+    for i in range(recipe.get("n_layer", 2)):
+        names += [f"blk.{i}.{t}.weight" for t in ("attn_norm", "attn_q", "attn_k", "attn_v",
+                                                  "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+    return names
+
+
+def _mut_tensor_type(recipe, rng):
+    recipe["tensor_types"][rng.choice(_tensor_names(recipe))] = rng.choice(
+        (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q6_K, Q.Q2_K))
+
+
+def _mut_tensor_shape(recipe, rng):
+    n_embd, n_ff = default_dims(recipe["weight_type"], recipe.get("embd_type"))
+    d = rng.choice((1, 2, 32, 256, n_embd, n_ff, n_embd + 32, 2 * n_embd))
+    recipe["tensor_shapes"][rng.choice(_tensor_names(recipe))] = rng.choice(((d,), (d, n_embd), (n_embd, d)))
+
+
+def _mut_tensor_set(recipe, rng):
+    if rng.random() < 0.5:
+        recipe["drop_tensors"] = [rng.choice(_tensor_names(recipe))]
+    else:
+        recipe["extra_tensors"] = {rng.choice(("rope_freqs.weight", "output.bias", "blk.0.x.weight")):
+                                   np.zeros(32, dtype=np.float32)}
+
+
+# Weighted towards mutations that keep the file loadable, so most cases get
+# past validation; the others test the validation itself.
+_RECIPE_MUTATIONS = (
+    (_mut_dims, 8), (_mut_tokens, 1), (_mut_token_types, 1), (_mut_merges, 1),
+    (_mut_tokenizer_keys, 2), (_mut_template, 4), (_mut_hparam, 1), (_mut_tensor_type, 1),
+    (_mut_tensor_shape, 1), (_mut_tensor_set, 1),
+)
+
+
+def flip_tensor_data(data: bytes, data_start: int, rng) -> bytes:
+    """Random bytes in the tensor data (the structure stays valid): weights
+    become NaN, inf or huge."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 64)):
+        i = rng.randrange(data_start, len(buf))
+        buf[i] = rng.choice((0xFF, 0x7F, 0x7C, 0x00, rng.randrange(256)))
+    return bytes(buf)
+
+
 def check_loaded(mf) -> None:
     """Invariants a successfully loaded model must satisfy (else: a loader bug)."""
     hp = mf.hparams

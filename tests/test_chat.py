@@ -2,13 +2,20 @@
 content can never become control tokens."""
 from __future__ import annotations
 
+import subprocess
+import sys
 
 import jinja2
 import pytest
+import pytest_lsp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from ditto.engine.chat import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError, render
+from ditto.engine.template_worker import RenderError, TemplateWorker
+from lsp_helpers import INIT_OPTIONS, SERVER_CMD, open_doc
 from ditto.engine.tokenizer import Tokenizer
 from test_tokenizer import MODEL, _real_tokenizer_data, tiny_data
 
@@ -158,3 +165,148 @@ def test_real_model_template(real):
     evil = [{"role": "user", "content": INJECTION}]
     assert _controls(tok, ct.encode(evil)) == [1, 2, 1, 2, 1]
     assert tok.decode(ct.encode(evil)) == jinja_reference(template, evil)
+
+
+# ------------------------------------------------------------ hostile templates
+NAMED = "the model's chat template (tokenizer.chat_template)"
+# A list whose printed form doubles with each level: 2**60 leaves, built in
+# 60 steps. Comparing two of them is one C call that runs for ever.
+_DAG = ("{% set ns = namespace(a=[0], b=[0]) %}{% for i in range(60) %}"
+        "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}")
+
+HOSTILE_TEMPLATES = {
+    # what issue 9 found: a hang, a MemoryError and a RecursionError with tracebacks
+    "nested range loops": ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}"
+                           "{% endfor %}", "steps"),
+    "string multiplication": ("{{ 'x' * 3000000000 }}", "longer than"),
+    "recursive macro": ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursed"),
+    # the same rules, reached other ways
+    "loops over a long string": ("{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}"
+                                 "{% endfor %}{% endfor %}", "steps"),
+    "exponential macro calls": ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
+                                "{% endmacro %}{{ f(60) }}", "steps"),
+    "doubling by concatenation": ("{% set ns = namespace(s='x') %}{% for i in range(64) %}"
+                                  "{% set ns.s = ns.s + ns.s %}{% endfor %}", "longer than"),
+    "list multiplication": ("{{ [0] * 3000000000 }}", "longer than"),
+    "huge power": ("{{ 2 ** 1000000000 }}", "bits"),
+    "repeated squaring": ("{% set ns = namespace(x=3) %}{% for i in range(40) %}"
+                          "{% set ns.x = ns.x * ns.x %}{% endfor %}", "bits"),
+    "huge output": ("{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}", "produced more than"),
+    "a filter allocating gigabytes": ("{{ 'x' | center(3000000000) }}", "memory"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_TEMPLATES)
+def test_hostile_template_gives_an_error_naming_it_and_rendering_goes_on(tiny, case):
+    """A template that would hang, exhaust memory or recurse without end
+    fails in bounded time with a ChatTemplateError that names the template
+    and the limit, never a traceback; the next render works."""
+    source, limit = HOSTILE_TEMPLATES[case]
+    ct = ChatTemplate(tiny, source)
+    with pytest.raises(ChatTemplateError, match=limit) as err:
+        ct.encode(MESSAGES)
+    assert str(err.value).startswith(NAMED)
+    assert ChatTemplate(tiny, SMOLLM2_TEMPLATE).render(MESSAGES) == jinja_reference(
+        SMOLLM2_TEMPLATE, MESSAGES)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ " + "(" * 100000 + "1" + ")" * 100000 + " }}",
+    "{% if 1 %}" * 5000 + "{% endif %}" * 5000,
+    "{{ " + "-" * 100000 + "1 }}",
+], ids=["parentheses", "blocks", "unary minus"])
+def test_a_template_nested_too_deeply_to_parse_is_a_clear_error(tiny, source):
+    """Jinja's parser recurses once per level: deep nesting raised a bare
+    RecursionError while the model loaded."""
+    with pytest.raises(ChatTemplateError, match="nested too deeply") as err:
+        ChatTemplate(tiny, source)
+    assert str(err.value).startswith(NAMED)
+
+
+def test_a_template_too_long_to_parse_quickly_is_refused_at_load(tiny):
+    """16 MB of blocks (what a GGUF string may hold) took tens of seconds
+    to parse while the model loaded."""
+    with pytest.raises(ChatTemplateError, match="characters long") as err:
+        ChatTemplate(tiny, "{% if 1 %}x{% endif %}" * (1 << 16))
+    assert str(err.value).startswith(NAMED)
+
+
+def test_a_template_writing_megabytes_of_its_own_text_is_refused(tiny):
+    """Within the renderer's output limit, 13 MB of the template's own text
+    (control tokens in it) took 17 s to tokenize on the model thread."""
+    ct = ChatTemplate(tiny, "{{ 'ab <|im_end|> ' * 800000 }}{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(ChatTemplateError, match="of its own") as err:
+        ct.encode(MESSAGES)
+    assert str(err.value).startswith(NAMED)
+
+
+@pytest.mark.parametrize("source, limit", [
+    (_DAG + "{{ ns.a == ns.b }}", "longer than the limit of 1 s"),        # CPU only
+    (_DAG + "{{ ns.a }}", "longer than the limit of 1 s|out of memory"),  # and memory, whichever ends first
+])
+def test_one_endless_operation_is_stopped_and_the_next_render_works(source, limit):
+    """One C call can run for ever (printing or comparing lists that share
+    their parts: 2**60 leaves): the renderer process is killed at the time
+    or memory limit, and the next render gets a new one."""
+    worker = TemplateWorker(time_limit_s=1)
+    try:
+        with pytest.raises(RenderError, match=limit):
+            worker.render(source, [{}])
+        assert worker.render("{{ 1 + 1 }}", [{}]) == ["2"]
+    finally:
+        worker.close()
+
+
+def test_templates_cannot_import_from_the_working_directory(tmp_path, monkeypatch):
+    """The renderer runs `python -I`: a workspace file named like a module
+    the renderer imports is never loaded."""
+    (tmp_path / "jinja2.py").write_text("raise SystemExit('imported from the workspace')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    worker = TemplateWorker()
+    try:
+        assert worker.render("{{ 'ok' }}", [{}]) == ["ok"]
+    finally:
+        worker.close()
+
+
+def test_generate_chat_with_a_hostile_template_is_a_clear_error(tiny_model_path):
+    """End to end: `ditto generate --chat` on a GGUF whose template hangs
+    exits with one error line naming the template, no traceback."""
+    path = tiny_model_path("llama", metadata={"tokenizer.chat_template":
+                                              HOSTILE_TEMPLATES["nested range loops"][0]})
+    run = subprocess.run([sys.executable, "-m", "ditto.lsp.cli", "generate", "--model", path, "--chat",
+                          "--prompt", "hi", "--max-tokens", "2"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode != 0
+    assert NAMED in run.stderr and "steps" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+async def hostile_client(lsp_client: LanguageClient, tiny_model_path):
+    path = tiny_model_path("llama", metadata={"tokenizer.chat_template":
+                                              HOSTILE_TEMPLATES["nested range loops"][0]})
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual_studio_code"),
+        initialization_options=dict(INIT_OPTIONS, model=path), root_uri="file:///tmp"))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_server_rewrite_with_a_hostile_template_is_an_error_and_serving_goes_on(
+        hostile_client: LanguageClient):
+    """The server's model thread is never hung by the template: the rewrite
+    answers with an error naming the template, and the next request works."""
+    uri = "file:///tmp/hostile.py"
+    open_doc(hostile_client, uri, "x = 1\n")
+    params = types.ExecuteCommandParams(command="ditto.rewriteFile", arguments=[uri, "Rename x to y."])
+    try:
+        out = await hostile_client.workspace_execute_command_async(params)
+        message = out.get("reason", "")
+    except Exception as e:  # noqa: BLE001 - a JSON-RPC error response carries the message
+        message = str(e)
+    assert NAMED in message and "steps" in message
+    status = await hostile_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="ditto.status"))
+    assert status["model"]["name"].endswith(".gguf")

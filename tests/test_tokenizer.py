@@ -14,6 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from ditto.engine.gguf_model import GGUFError
 from ditto.engine.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 DATA = Path(__file__).parent / "data" / "tokens"
@@ -66,6 +67,32 @@ def test_unknown_pre_and_model_are_refused():
         Tokenizer(tiny_data(pre="klingon"))
     with pytest.raises(TokenizerError, match="'llama'"):
         Tokenizer(tiny_data(model="llama"))
+
+
+@pytest.mark.parametrize("merge, named", [
+    ("Ġ zz", "'zz'"),          # right side not a token (tokenizers: bare Exception)
+    ("qq e", "'qq'"),          # left side not a token
+    ("t h", "'th'"),           # both tokens, merged string is not (tokenizers: a Rust panic)
+    ("the", "malformed"),      # no separator
+    (" h", "malformed"),       # empty side
+])
+def test_merges_that_do_not_fit_the_vocabulary_are_a_gguf_error(merge, named):
+    data = tiny_data()
+    with pytest.raises(GGUFError, match=named) as err:
+        Tokenizer(tiny_data(merges=data.merges + [merge]))
+    assert "tokenizer.ggml.merges" in str(err.value) and repr(merge) in str(err.value)
+
+
+@pytest.mark.parametrize("token, token_type", [("Ġ", 3), ("Ġt", 5), ("a", 6), ("he", 2)])
+def test_a_token_bpe_makes_from_text_must_be_normal(token, token_type):
+    """A byte or merged token typed control, unused, byte or unknown would
+    decode to other bytes than the text it was made from (found by the
+    fuzzer: encode / decode silently changed text): a GGUFError naming it."""
+    data = tiny_data()
+    types = list(data.token_types)
+    types[data.tokens.index(token)] = token_type
+    with pytest.raises(GGUFError, match=f"{token!r}.*type {token_type}"):
+        Tokenizer(tiny_data(token_types=types))
 
 
 def test_specials_plain_vs_parsed(tiny):
