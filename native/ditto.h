@@ -85,7 +85,9 @@ int64_t dt_matmul_scratch_floats(int64_t cols);
  * with X, f32 accumulation. FAST: each token's X is quantized per block of
  * 32 to int8 (scale amax / 127), weight blocks are multiplied with it in
  * integers, f32 only per block; for Q4_0, Q4_1 and Q8_0 weights (other
- * types, and ISAs without a fast kernel, run EXACT). Both are
+ * types, and ISAs without a fast kernel, run EXACT; Q5_0 too for now: the
+ * exact path is the one the float64 reference checks, and Gemma 3's Q5_0
+ * matrices are small next to its Q8_0 output head). Both are
  * batch-invariant: a (row, token) output never depends on the batch. */
 enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats
