@@ -86,7 +86,7 @@ _FLOAT_VTYPES = frozenset({GGUFValueType.FLOAT32, GGUFValueType.FLOAT64})
 
 # Tokenizer arrays kept out of ModelFile.metadata (TokenizerData has them).
 _BIG_TOKENIZER_KEYS = frozenset(
-    {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"}
+    {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.scores"}
 )
 
 
@@ -174,6 +174,8 @@ class TokenizerData:
     fim_suffix_id: int | None
     fim_middle_id: int | None
     chat_template: str | None
+    scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
+    add_space_prefix: bool = False      # SentencePiece: a space before the text
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,15 @@ class _Meta:
         except UnicodeDecodeError:
             i = next(i for i, b in enumerate(f.value) if not _is_utf8(b))
             raise GGUFError(f"metadata key {key!r}: element {i} is not valid UTF-8") from None
+
+    def float_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        f = self._array(key, _FLOAT_VTYPES, default)
+        if f is None:
+            return default
+        values = [float(v) for v in f.value]
+        if not all(math.isfinite(v) for v in values):
+            raise GGUFError(f"metadata key {key!r} holds a value that is not finite")
+        return values
 
     def int_list(self, key: str, default: Any = _REQUIRED) -> Any:
         f = self._array(key, _INT_VTYPES, default)
@@ -424,6 +435,9 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
     elif len(types) != n_vocab:
         raise GGUFError(f"tokenizer.ggml.token_type has {len(types)} entries for {n_vocab} tokens")
     merges = meta.str_list(t + "merges", default=[])
+    scores = meta.float_list(t + "scores", default=None)
+    if scores is not None and len(scores) != n_vocab:
+        raise GGUFError(f"tokenizer.ggml.scores has {len(scores)} entries for {n_vocab} tokens")
 
     def special(*keys: str) -> int | None:
         # like llama.cpp: an id outside the vocabulary is ignored
@@ -448,6 +462,9 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         fim_suffix_id=special("fim_suf_token_id", "suffix_token_id"),
         fim_middle_id=special("fim_mid_token_id", "middle_token_id"),
         chat_template=meta.str("tokenizer.chat_template", default=None),
+        scores=scores,
+        # llama.cpp's default for SentencePiece vocabularies is a prefix space
+        add_space_prefix=meta.bool(t + "add_space_prefix", default=(model == "llama")),
     )
 
 

@@ -1,0 +1,54 @@
+"""Regenerate tests/data/tokens/*.gemma3-ids.json: llama.cpp's token ids for
+the .txt files there under a SentencePiece ("llama" tokenizer model)
+vocabulary, the oracle for tests/test_tokenizer.py's SentencePiece cases.
+
+    python bench/llamacpp_tokens_spm.py [--llama-bin-dir DIR] [--model GGUF]
+
+The model defaults to Gemma 3 270M as `ditto model pull gemma3-270m` stores
+it. Same llama-tokenize flags as bench/llamacpp_tokens.py (--no-parse-special
+--no-bos --no-escape). Needs a llama.cpp build; CI only reads the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from llamacpp_tokens import DATA, llama_tokenize, llama_version
+
+import common  # bench/, the script's own folder
+from ditto.engine.model_store import model_path
+
+SUFFIX = ".gemma3-ids.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--llama-bin-dir", default=os.environ.get("LLAMA_CPP_BIN_DIR"),
+                    help="directory with llama.cpp's llama-tokenize (default: $LLAMA_CPP_BIN_DIR)")
+    ap.add_argument("--model", default=None, help="GGUF with a SentencePiece vocabulary (default: gemma3-270m)")
+    args = ap.parse_args()
+    model = common.resolve_model(args.model or str(model_path("gemma3-270m")))
+    binary = common.llama_binary(args.llama_bin_dir, "llama-tokenize")
+    version = llama_version(binary)
+    summary = {}
+    for txt in sorted(DATA.glob("*.txt")):
+        record = {
+            "source": "llama.cpp llama-tokenize",
+            "llama_cpp_version": version,
+            "command": "llama-tokenize -m MODEL -f FILE --ids --log-disable "
+                       "--no-parse-special --no-bos --no-escape",
+            "model": model.name,
+            "ids": llama_tokenize(binary, model, txt),
+        }
+        out = DATA / (txt.stem + SUFFIX)
+        out.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+        summary[txt.name] = len(record["ids"])
+    json.dump({"llama_cpp_version": version, "tokens": summary}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
