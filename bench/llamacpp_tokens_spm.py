@@ -11,12 +11,9 @@ it. Same llama-tokenize flags as bench/llamacpp_tokens.py (--no-parse-special
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-from pathlib import Path
 
-from llamacpp_tokens import DATA, llama_tokenize, llama_version
+from llamacpp_tokens import DATA, llama_version, print_summary, token_record, write_record
 
 import common  # bench/, the script's own folder
 from ditto.engine.model_store import model_path
@@ -33,22 +30,9 @@ def main() -> None:
     model = common.resolve_model(args.model or str(model_path("gemma3-270m")))
     binary = common.llama_binary(args.llama_bin_dir, "llama-tokenize")
     version = llama_version(binary)
-    summary = {}
-    for txt in sorted(DATA.glob("*.txt")):
-        record = {
-            "source": "llama.cpp llama-tokenize",
-            "llama_cpp_version": version,
-            "command": "llama-tokenize -m MODEL -f FILE --ids --log-disable "
-                       "--no-parse-special --no-bos --no-escape",
-            "model": model.name,
-            "ids": llama_tokenize(binary, model, txt),
-        }
-        out = DATA / (txt.stem + SUFFIX)
-        out.write_text(json.dumps(record, separators=(",", ":")) + "\n")
-        summary[txt.name] = len(record["ids"])
-    json.dump({"llama_cpp_version": version, "tokens": summary}, sys.stdout, indent=1)
-    print()
-
+    summary = {txt.name: write_record(token_record(binary, version, model, txt), txt, SUFFIX)
+               for txt in sorted(DATA.glob("*.txt"))}
+    print_summary(version, summary)
 
 if __name__ == "__main__":
     main()

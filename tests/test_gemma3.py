@@ -10,7 +10,9 @@ rope.freq_base.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,9 @@ from gguf import GGMLQuantizationType as Q
 
 from gguf_factory import write_tiny_gguf
 from reference import ReferenceModel
+from test_fidelity import greedy_agreement
 from test_forward import alone, assert_close, assert_equal_rows, check_batched, random_schedule, run_seq
+from test_speculative import assert_rewrite_lossless
 
 from ditto._native import Context, Model
 from ditto.engine.gguf_model import GGUFError, load_model_file
@@ -115,3 +119,38 @@ def test_ring_cache_is_refused_while_global_layers_need_every_position(mixed):
     _, model, _ = mixed(Q.F32)
     with pytest.raises(ValueError, match="global-attention layers"):
         Context(model, n_seq=1, n_ctx=64, max_batch=8, n_threads=1, kv_ring=True)
+
+
+# ---------------------------------------------------------------------------
+# the real model: Gemma 3 270M (base), Q5_0 / Q4_K / Q6_K / Q8_0
+# ---------------------------------------------------------------------------
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "gemma3_270m_q4_k_m.json"
+
+
+@pytest.fixture(scope="module")
+def gemma_path():
+    from ditto.engine.model_store import model_path
+
+    path = model_path("gemma3-270m")
+    if not path.exists():
+        pytest.skip(f"Gemma 3 270M is not in the cache ({path}); run `ditto model pull gemma3-270m`")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def gemma_model(gemma_path):
+    return Model(load_model_file(gemma_path))
+
+
+@pytest.mark.slow
+def test_real_gemma3_greedy_continuations_match_reference(gemma_model):
+    """>= 9 of 10 real-code prompts: ditto's greedy 64 tokens equal the
+    float64 reference's (bench/reference_data.py made the data)."""
+    matches, msg = greedy_agreement(gemma_model, json.loads(REFERENCE.read_text()))
+    assert matches >= 9, msg
+
+
+@pytest.mark.slow
+def test_real_gemma3_speculative_rewrite_equals_plain(gemma_path):
+    assert_rewrite_lossless(gemma_path)
