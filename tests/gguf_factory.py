@@ -564,6 +564,8 @@ FUZZ_SEED_CONFIGS = {
     "qwen2_q8_0_untied": dict(arch="qwen2", weight_type=Q.Q8_0, n_layer=1, tied_output=False),
     "llama_f16_bf16norm": dict(arch="llama", weight_type=Q.F16, n_layer=1, norm_type=Q.BF16),
     "qwen2_q6_k": dict(arch="qwen2", weight_type=Q.Q6_K, n_layer=1, embd_type=Q.Q4_K),
+    "gemma3_q5_0_sliding": dict(arch="gemma3", weight_type=Q.Q5_0, n_layer=2, sliding_window=8,
+                                metadata={"gemma3.attention.sliding_window_pattern": 2}),
 }
 
 
@@ -748,7 +750,9 @@ def check_loaded(mf) -> None:
     vecs = [mf.output_norm]
     for layer in mf.layers:
         mats += [layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down]
-        vecs += [layer.attn_norm, layer.ffn_norm] + [b for b in (layer.bq, layer.bk, layer.bv) if b is not None]
+        optional = (layer.bq, layer.bk, layer.bv, layer.q_norm, layer.k_norm, layer.post_attn_norm,
+                    layer.post_ffn_norm)
+        vecs += [layer.attn_norm, layer.ffn_norm] + [v for v in optional if v is not None]
     assert len(mf.layers) == hp.n_layer and len(mf.tokenizer.tokens) == hp.n_vocab
     assert hp.head_dim % 2 == 0 and hp.n_head % hp.n_head_kv == 0
     for m in mats:
