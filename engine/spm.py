@@ -13,6 +13,13 @@ run its algorithm, which this module does step for step.
 Before that, user-defined tokens (Gemma: runs of newlines, spaces and tabs)
 are cut out of the raw text, longest token first, as llama.cpp's
 tokenizer_st_partition does; spaces in the rest become U+2581.
+
+One deliberate difference: merges only make normal tokens. llama.cpp would
+also merge into a control, byte or unused token when its pieces are tokens
+("<0x41>" from "<0x41" + ">"), turning plain text into a control token or
+into other bytes. Gemma 3's vocabulary never gets there (its ids match
+llama.cpp's on every test file); a vocabulary that does would otherwise
+silently change text.
 """
 from __future__ import annotations
 
@@ -25,15 +32,17 @@ SPACE = "\u2581"  # SentencePiece's visible space
 
 
 class SpmEncoder:
-    def __init__(self, tokens: Sequence[str], scores: Sequence[float], user_defined: Sequence[int],
-                 add_space_prefix: bool) -> None:
+    def __init__(self, tokens: Sequence[str], scores: Sequence[float], normal: Sequence[bool],
+                 user_defined: Sequence[int], add_space_prefix: bool) -> None:
+        """normal[i]: token i is plain text (merges may make it)."""
         self._ids: dict[str, int] = {}
         for i, t in enumerate(tokens):
             self._ids[t] = i  # duplicates: the last id wins, as llama.cpp's map
+        self._plain = {t: i for t, i in self._ids.items() if normal[i]}
         self._scores = scores
         # llama.cpp sorts its special-token cache by length, longest first
         self._user = sorted((tokens[i] for i in user_defined if tokens[i]), key=len, reverse=True)
-        self._byte_ids = [self._ids.get(f"<0x{b:02X}>", self._ids.get(chr(b))) for b in range(256)]
+        self._byte_ids = [self._ids.get(f"<0x{b:02X}>", self._plain.get(chr(b))) for b in range(256)]
         self.add_space_prefix = add_space_prefix
 
     def byte_id(self, b: int) -> int | None:
@@ -60,8 +69,9 @@ class SpmEncoder:
         """Raw text cut at user-defined tokens: each token in turn (longest
         first) splits every raw piece left at its occurrences."""
         pieces: list[str | int] = [text] if text else []
+        chars = set(text)
         for tok in self._user:
-            if not any(isinstance(p, str) and tok in p for p in pieces):
+            if tok[0] not in chars or not any(isinstance(p, str) and tok in p for p in pieces):
                 continue
             tid = self._ids[tok]
             split: list[str | int] = []
@@ -88,7 +98,7 @@ class SpmEncoder:
         nxt = list(range(1, n)) + [-1]
         queue: list[tuple[float, int, int, int]] = []   # (-score, left, right, length)
         rev_merge: dict[str, tuple[int, int]] = {}
-        ids, scores = self._ids, self._scores
+        ids, scores = self._plain, self._scores
 
         def try_add(left: int, right: int) -> None:
             if left < 0 or right < 0:

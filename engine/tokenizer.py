@@ -196,7 +196,8 @@ class Tokenizer:
         if scores is None:
             raise TokenizerError("a SentencePiece ('llama') vocabulary needs tokenizer.ggml.scores")
         user = [i for i, ty in enumerate(types) if ty == TT_USER_DEFINED]
-        return SpmEncoder(tokens, scores, user, bool(_field(data, "add_space_prefix", False)))
+        normal = [ty == TT_NORMAL for ty in types]
+        return SpmEncoder(tokens, scores, normal, user, bool(_field(data, "add_space_prefix", False)))
 
     @staticmethod
     def _build_spm_piece_bytes(tokens, types) -> list[bytes]:

@@ -325,10 +325,17 @@ def test_spm_user_defined_tokens_are_cut_out_first_longest_first():
     assert tok.decode(tok.encode("a     b")) == "a     b"
 
 
-def test_spm_control_text_stays_plain_text():
-    tok = Tokenizer(spm_data([("<", -1.0), ("s", -1.0), (">", -1.0)]))
-    ids = tok.encode("<s>")
-    assert 1 not in ids and tok.decode(ids) == "<s>"
+def test_spm_merges_never_make_control_or_byte_tokens():
+    """Plain text stays plain: merging "<s" + ">" would give the control token
+    <s>, "<0x4" + "1>" the byte token for "A" (llama.cpp does both)."""
+    pieces = [(c, -1.0) for c in "<s>0x41"] + [("<s", -2.0), ("<0x4", -2.0), ("1>", -2.0), ("<0", -2.0),
+                                                ("<0x", -2.0)]
+    tok = Tokenizer(spm_data(pieces))
+    for text in ("<s>", "<0x41>"):
+        ids = tok.encode(text)
+        assert not any(tok.is_control(i) or tok.token_text(i).startswith("<0x4") and len(tok.token_text(i)) == 6
+                       for i in ids), [tok.token_text(i) for i in ids]
+        assert tok.decode(ids) == text
     assert tok.encode_with_specials("<s>") == [1]
     assert tok.bos_prefix() == [1]
 
