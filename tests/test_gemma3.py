@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as Q
 
 from gguf_factory import write_tiny_gguf
 from reference import ReferenceModel
-from test_fidelity import greedy_agreement
+from test_fidelity import argmax_agreement, greedy_agreement
 from test_forward import alone, assert_close, assert_equal_rows, check_batched, random_schedule, run_seq
 from test_speculative import assert_rewrite_lossless
 
@@ -149,6 +149,12 @@ def test_real_gemma3_greedy_continuations_match_reference(gemma_model):
     float64 reference's (bench/reference_data.py made the data)."""
     matches, msg = greedy_agreement(gemma_model, json.loads(REFERENCE.read_text()))
     assert matches >= 9, msg
+
+
+@pytest.mark.slow
+def test_real_gemma3_teacher_forced_argmax_matches_reference(gemma_model):
+    agree, total, msg = argmax_agreement(gemma_model, json.loads(REFERENCE.read_text()))
+    assert agree >= 0.999 * total, msg
 
 
 @pytest.mark.slow
