@@ -395,7 +395,7 @@ def test_unknown_architecture(tmp_path):
     _raises(p, "unsupported model architecture", "'mamba'")
 
 
-@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.IQ2_XXS, Q.Q2_K, Q.Q8_1], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [Q.Q5_1, Q.IQ2_XXS, Q.Q2_K, Q.Q8_1], ids=lambda t: t.name)
 def test_unsupported_tensor_type(tmp_path, qtype):
     p = write_tiny_gguf(tmp_path / "m.gguf", "llama", Q.Q8_0, tensor_types={"blk.0.ffn_gate.weight": qtype})
     _raises(p, "blk.0.ffn_gate.weight", f"type {qtype.name}", "not support")
