@@ -49,6 +49,30 @@ def llama_tokenize(binary: str, model: Path, text_file: Path) -> list[int]:
     return json.loads(res.stdout.strip())
 
 
+def token_record(binary: str, version: str, model: Path, text_file: Path) -> dict:
+    """llama.cpp's ids for one file, with how they were made."""
+    return {
+        "source": "llama.cpp llama-tokenize",
+        "llama_cpp_version": version,
+        "command": "llama-tokenize -m MODEL -f FILE --ids --log-disable "
+                   "--no-parse-special --no-bos --no-escape",
+        "model": model.name,
+        "ids": llama_tokenize(binary, model, text_file),
+    }
+
+
+def write_record(record: dict, text_file: Path, suffix: str) -> int:
+    """Writes <name><suffix> next to the text; returns its token count."""
+    out = text_file.parent / (text_file.stem + suffix)
+    out.write_text(json.dumps(record, separators=(",", ":")) + "\n")
+    return len(record["ids"])
+
+
+def print_summary(version: str, summary: dict) -> None:
+    json.dump({"llama_cpp_version": version, "tokens": summary}, sys.stdout, indent=1)
+    print()
+
+
 def llama_version(binary: str) -> str:
     res = subprocess.run([binary, "--version"], capture_output=True, text=True)
     lines = (res.stdout + res.stderr).strip().splitlines()
@@ -96,22 +120,12 @@ def main() -> None:
             variants[pre] = path
         summary = {}
         for txt in texts:
-            record = {
-                "source": "llama.cpp llama-tokenize",
-                "llama_cpp_version": version,
-                "command": "llama-tokenize -m MODEL -f FILE --ids --log-disable "
-                           "--no-parse-special --no-bos --no-escape",
-                "model": args.model.name,
-                "pre": base_pre,
-                "ids": llama_tokenize(args.llama_tokenize, args.model, txt),
-                "pre_variants": {pre: llama_tokenize(args.llama_tokenize, path, txt)
-                                 for pre, path in variants.items()},
-            }
-            out = txt.with_suffix(".ids.json")
-            out.write_text(json.dumps(record, separators=(",", ":")) + "\n")
-            summary[txt.name] = len(record["ids"])
-    json.dump({"llama_cpp_version": version, "tokens": summary}, sys.stdout, indent=1)
-    print()
+            record = token_record(args.llama_tokenize, version, args.model, txt)
+            record["pre"] = base_pre
+            record["pre_variants"] = {pre: llama_tokenize(args.llama_tokenize, path, txt)
+                                      for pre, path in variants.items()}
+            summary[txt.name] = write_record(record, txt, ".ids.json")
+    print_summary(version, summary)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def make_encoder(mf):
     try:
         from ditto.engine.tokenizer import Tokenizer
         tok = Tokenizer(mf.tokenizer)
-        return tok.encode, "ditto.engine.tokenizer"
+        # a BOS first when the model wants one (Gemma), as ditto's prompts have it
+        return (lambda s: tok.bos_prefix() + tok.encode(s)), "ditto.engine.tokenizer"
     except ImportError:
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
         td = mf.tokenizer

@@ -15,7 +15,6 @@ import numpy as np
 
 from ditto_c cimport *
 
-ARCH_IDS = {"llama": 0, "qwen2": 1}
 # exact: f32 activations, the float64 reference's top token at every tested
 # position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0).
 PRECISIONS = {"exact": 0, "fast": 1}
@@ -103,15 +102,14 @@ cdef class Model:
 
     def __cinit__(self, model_file):
         hp = model_file.hparams
-        if hp.arch not in ARCH_IDS:
-            raise NotImplementedError(f"architecture {hp.arch!r} is not supported")
+        arch = hp.architecture  # the loader's table entry: flags, not a name, reach C
         self.file = model_file
         self._keep = []
         self.layers = <dt_layer *>calloc(hp.n_layer, sizeof(dt_layer))
         if self.layers == NULL:
             raise MemoryError()
         self.m.id = model_identity(model_file)
-        self.m.arch = ARCH_IDS[hp.arch]
+        self.m.flags = arch.native_flags
         self.m.n_vocab = hp.n_vocab
         self.m.n_embd = hp.n_embd
         self.m.n_layer = hp.n_layer
@@ -120,10 +118,12 @@ cdef class Model:
         self.m.head_dim = hp.head_dim
         self.m.n_ff = hp.n_ff
         self.m.n_ctx_train = hp.n_ctx_train
-        self.m.rope_neox = 1 if hp.rope_neox else 0
         self.m.sliding_window = hp.sliding_window
         self.m.rms_eps = hp.rms_eps
         self.m.rope_base = hp.rope_base
+        self.m.rope_base_swa = hp.rope_base_swa
+        self.m.embd_scale = arch.embd_scale(hp.n_embd)
+        self.m.attn_scale = arch.attention_scale(hp.head_dim)
         self.m.tok_embd = as_tensor(model_file.tok_embd)
         self.m.output = as_tensor(model_file.output)
         self.m.output_norm = vec_ptr(self._vec(model_file.output_norm))
@@ -140,6 +140,11 @@ cdef class Model:
             self.layers[i].bq = vec_ptr(self._vec(lw.bq))
             self.layers[i].bk = vec_ptr(self._vec(lw.bk))
             self.layers[i].bv = vec_ptr(self._vec(lw.bv))
+            self.layers[i].q_norm = vec_ptr(self._vec(lw.q_norm))
+            self.layers[i].k_norm = vec_ptr(self._vec(lw.k_norm))
+            self.layers[i].post_attn_norm = vec_ptr(self._vec(lw.post_attn_norm))
+            self.layers[i].post_ffn_norm = vec_ptr(self._vec(lw.post_ffn_norm))
+            self.layers[i].slides = 1 if hp.layer_slides(i) else 0
         self.m.layers = self.layers
         check(dt_model_validate(&self.m), "model")
 
@@ -198,6 +203,8 @@ cdef class Context:
                 raise ValueError("kv_ring must be True, False or a positive number of slots")
         if slots and window <= 0:
             raise ValueError("kv_ring needs a sliding-window model")
+        if slots and not all(model.hparams.layer_slides(i) for i in range(model.m.n_layer)):
+            raise ValueError("kv_ring needs every layer to slide; this model has global-attention layers")
         self.kv_ring = slots > 0
         cdef int rc
         cdef int nt = threads

@@ -53,17 +53,24 @@ cdef extern from "ditto.h" nogil:
         const float *bq
         const float *bk
         const float *bv
+        const float *q_norm
+        const float *k_norm
+        const float *post_attn_norm
         const float *ffn_norm
         dt_tensor w_gate, w_up, w_down
+        const float *post_ffn_norm
+        int slides
 
     ctypedef struct dt_model:
         uint64_t id
-        int arch
+        unsigned flags
         int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff
         int n_ctx_train
-        int rope_neox
         int sliding_window
         float rms_eps, rope_base
+        float rope_base_swa
+        float embd_scale
+        float attn_scale
         dt_tensor tok_embd
         const float *output_norm
         dt_tensor output

@@ -13,9 +13,10 @@ byte ranges) is checked here, in Python, first. Loading runs in two steps:
 
 Policy choices (documented for the rest of ditto):
 
-- Architectures: ``llama`` and ``qwen2``. qwen2 requires q/k/v biases;
-  llama accepts q/k/v biases if present (some llama-arch conversions carry
-  them; ``dt_layer`` has the pointers) and otherwise leaves them ``None``.
+- Architectures: those of ``architectures.ARCHITECTURES`` (llama, qwen2,
+  gemma3); the entry says which tensors a layer has. q/k/v biases are read
+  when present (some llama-arch conversions carry them) and required where
+  the entry says so (qwen2).
 - Unknown extra tensors are refused, naming them: a tensor ditto would
   ignore (``rope_freqs.weight``, an output bias, ...) means a model variant
   whose forward pass ditto does not implement.
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from .architectures import ARCHITECTURES, Architecture
 from .gguf_reader import MAX_ARRAY_LEN, Field, GGUFError, GGUFFile, TensorInfo, read_gguf
 
 __all__ = [
@@ -58,9 +60,9 @@ __all__ = [
 Q = GGMLQuantizationType
 
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
+SUPPORTED_ARCHS = tuple(ARCHITECTURES)
 SUPPORTED_TYPES = frozenset(
-    {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q5_K, Q.Q6_K}
+    {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K}
 )
 # Norms and biases: converted to float32, so only float types make sense.
 VECTOR_TYPES = frozenset({Q.F32, Q.F16, Q.BF16})
@@ -84,7 +86,7 @@ _FLOAT_VTYPES = frozenset({GGUFValueType.FLOAT32, GGUFValueType.FLOAT64})
 
 # Tokenizer arrays kept out of ModelFile.metadata (TokenizerData has them).
 _BIG_TOKENIZER_KEYS = frozenset(
-    {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"}
+    {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.scores"}
 )
 
 
@@ -95,7 +97,7 @@ _BIG_TOKENIZER_KEYS = frozenset(
 
 @dataclass(frozen=True)
 class HParams:
-    arch: str               # "llama" | "qwen2"
+    arch: str               # a key of architectures.ARCHITECTURES
     n_vocab: int
     n_embd: int
     n_layer: int
@@ -108,6 +110,18 @@ class HParams:
     rope_base: float
     rope_neox: bool         # False: adjacent pairs (llama); True: halves (qwen2)
     sliding_window: int     # 0 = full attention
+    # which layers use the window (None: all of them when it is set)
+    swa_layers: tuple[bool, ...] | None = None
+    rope_base_swa: float = 0.0  # rope base of the sliding layers (0: rope_base)
+
+    @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.arch]
+
+    def layer_slides(self, layer: int) -> bool:
+        if self.swa_layers is None:
+            return self.sliding_window > 0
+        return self.swa_layers[layer]
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,11 @@ class LayerWeights:
     w_gate: WeightMatrix            # (n_ff, n_embd)
     w_up: WeightMatrix              # (n_ff, n_embd)
     w_down: WeightMatrix            # (n_embd, n_ff)
+    # per-head q/k norms and the norms of each branch's output (gemma3), or None
+    q_norm: np.ndarray | None = None         # float32 (hd,)
+    k_norm: np.ndarray | None = None         # float32 (hd,)
+    post_attn_norm: np.ndarray | None = None  # float32 (n_embd,)
+    post_ffn_norm: np.ndarray | None = None   # float32 (n_embd,)
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,8 @@ class TokenizerData:
     fim_suffix_id: int | None
     fim_middle_id: int | None
     chat_template: str | None
+    scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
+    add_space_prefix: bool = False      # SentencePiece: a space before the text
 
 
 @dataclass(frozen=True)
@@ -262,6 +283,15 @@ class _Meta:
             i = next(i for i, b in enumerate(f.value) if not _is_utf8(b))
             raise GGUFError(f"metadata key {key!r}: element {i} is not valid UTF-8") from None
 
+    def float_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        f = self._array(key, _FLOAT_VTYPES, default)
+        if f is None:
+            return default
+        values = [float(v) for v in f.value]
+        if not all(math.isfinite(v) for v in values):
+            raise GGUFError(f"metadata key {key!r} holds a value that is not finite")
+        return values
+
     def int_list(self, key: str, default: Any = _REQUIRED) -> Any:
         f = self._array(key, _INT_VTYPES, default)
         if f is None:
@@ -299,17 +329,17 @@ def _plain_value(f: Field) -> object:
 # ---------------------------------------------------------------------------
 
 
-def _read_arch(meta: _Meta) -> str:
+def _read_arch(meta: _Meta) -> Architecture:
     arch = meta.str("general.architecture")
-    if arch not in SUPPORTED_ARCHS:
+    if arch not in ARCHITECTURES:
         raise GGUFError(
             f"unsupported model architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHS)})"
         )
-    return arch
+    return ARCHITECTURES[arch]
 
 
-def _read_hparams(meta: _Meta, arch: str, n_vocab: int) -> HParams:
-    a = arch
+def _read_hparams(meta: _Meta, arch: Architecture, n_vocab: int) -> HParams:
+    a = arch.name
     n_embd = meta.int(f"{a}.embedding_length", 1, MAX_EMBD)
     n_layer = meta.int(f"{a}.block_count", 1, MAX_LAYER)
     n_head = meta.int(f"{a}.attention.head_count", 1, MAX_HEAD)
@@ -333,15 +363,26 @@ def _read_hparams(meta: _Meta, arch: str, n_vocab: int) -> HParams:
             f"head dimension = {head_dim}"
         )
     _check_rope_scaling(meta, a)
+    softcap = meta.float(f"{a}.final_logit_softcapping", -1e9, 1e9, default=0.0)
+    if softcap:
+        raise GGUFError(f"final logit softcapping ({a}.final_logit_softcapping = {softcap}) is not supported")
     vocab_key = meta.int(f"{a}.vocab_size", 1, MAX_VOCAB, default=n_vocab)
     if vocab_key != n_vocab:
         raise GGUFError(f"{a}.vocab_size = {vocab_key} but the tokenizer lists {n_vocab} tokens")
 
+    pattern = meta.int(f"{a}.attention.sliding_window_pattern", 0, MAX_LAYER, default=None)
+    swa_layers = None
+    if sliding_window and (arch.swa_pattern or pattern):
+        swa_layers = tuple(arch.layer_slides(i, sliding_window, pattern) for i in range(n_layer))
+    rope_base_swa = 0.0
+    if sliding_window:
+        rope_base_swa = meta.float(f"{a}.rope.freq_base_swa", 1.0, 1e12, default=arch.rope_base_swa or 0.0)
+
     return HParams(
-        arch=arch, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        arch=a, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_head_kv=n_head_kv, head_dim=head_dim, n_ff=n_ff, n_ctx_train=n_ctx_train,
-        rms_eps=rms_eps, rope_base=rope_base, rope_neox=(arch == "qwen2"),
-        sliding_window=sliding_window,
+        rms_eps=rms_eps, rope_base=rope_base, rope_neox=arch.rope_neox,
+        sliding_window=sliding_window, swa_layers=swa_layers, rope_base_swa=rope_base_swa,
     )
 
 
@@ -394,6 +435,9 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
     elif len(types) != n_vocab:
         raise GGUFError(f"tokenizer.ggml.token_type has {len(types)} entries for {n_vocab} tokens")
     merges = meta.str_list(t + "merges", default=[])
+    scores = meta.float_list(t + "scores", default=None)
+    if scores is not None and len(scores) != n_vocab:
+        raise GGUFError(f"tokenizer.ggml.scores has {len(scores)} entries for {n_vocab} tokens")
 
     def special(*keys: str) -> int | None:
         # like llama.cpp: an id outside the vocabulary is ignored
@@ -418,6 +462,9 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         fim_suffix_id=special("fim_suf_token_id", "suffix_token_id"),
         fim_middle_id=special("fim_mid_token_id", "middle_token_id"),
         chat_template=meta.str("tokenizer.chat_template", default=None),
+        scores=scores,
+        # llama.cpp's default for SentencePiece vocabularies is a prefix space
+        add_space_prefix=meta.bool(t + "add_space_prefix", default=(model == "llama")),
     )
 
 
@@ -481,11 +528,15 @@ class _Tensors:
 def _read_layer(ts: _Tensors, hp: HParams, i: int) -> LayerWeights:
     p = f"blk.{i}."
     d, q_dim, kv_dim = hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+    arch = hp.architecture
 
     def bias(name: str, n: int) -> np.ndarray | None:
-        if hp.arch == "llama" and not ts.has(p + name):
-            return None  # optional for llama, required for qwen2
+        if arch.qkv_bias != "required" and not ts.has(p + name):
+            return None
         return ts.vector(p + name, n)
+
+    def norm_if(present: bool, name: str, n: int) -> np.ndarray | None:
+        return ts.vector(p + name, n) if present else None
 
     return LayerWeights(
         attn_norm=ts.vector(p + "attn_norm.weight", d),
@@ -500,6 +551,10 @@ def _read_layer(ts: _Tensors, hp: HParams, i: int) -> LayerWeights:
         w_gate=ts.matrix(p + "ffn_gate.weight", hp.n_ff, d),
         w_up=ts.matrix(p + "ffn_up.weight", hp.n_ff, d),
         w_down=ts.matrix(p + "ffn_down.weight", d, hp.n_ff),
+        q_norm=norm_if(arch.qk_norm, "attn_q_norm.weight", hp.head_dim),
+        k_norm=norm_if(arch.qk_norm, "attn_k_norm.weight", hp.head_dim),
+        post_attn_norm=norm_if(arch.post_norms, "post_attention_norm.weight", d),
+        post_ffn_norm=norm_if(arch.post_norms, "post_ffw_norm.weight", d),
     )
 
 

@@ -1,9 +1,12 @@
-"""Byte-level BPE tokenizer built from a GGUF vocabulary, matching llama.cpp.
+"""Tokenizer built from a GGUF vocabulary, matching llama.cpp's ids.
 
-The BPE model, merges and pre-tokenizer come from the GGUF (`TokenizerData`,
-see gguf_model.py); the `tokenizers` library does the work. The pre-tokenizer
-is picked from `tokenizer.ggml.pre` with the regexes llama.cpp uses for that
-name (src/llama-vocab.cpp), so token ids equal llama.cpp's.
+Two kinds of vocabulary (`tokenizer.ggml.model`):
+- "gpt2", byte-level BPE: the BPE model, merges and pre-tokenizer come from
+  the GGUF (`TokenizerData`, see gguf_model.py); the `tokenizers` library
+  does the work. The pre-tokenizer is picked from `tokenizer.ggml.pre` with
+  the regexes llama.cpp uses for that name (src/llama-vocab.cpp).
+- "llama", SentencePiece with scores and byte fallback (Gemma): spm.py runs
+  llama.cpp's own merge algorithm (why not `tokenizers`: see there).
 
 Two entry points, on purpose:
 - `encode(text)`: all text is plain text. A document that contains
@@ -22,6 +25,7 @@ from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
 from .gguf_reader import GGUFError
+from .spm import SPACE, SpmEncoder
 
 __all__ = ["Tokenizer", "TokenizerError", "StreamDecoder", "SUPPORTED_PRE"]
 
@@ -66,10 +70,13 @@ _PRE: dict[str, tuple[tuple[str, ...], bool]] = {
     name: (regexes, ignore) for names, regexes, ignore in _PRE_GROUPS for name in names}
 SUPPORTED_PRE = tuple(sorted(n for n in _PRE if n))
 
-# Token texts llama.cpp treats as end-of-generation (and forces to control type).
+# Token texts llama.cpp treats as end-of-generation (and forces to control
+# type), as its llama_vocab::impl::load lists them.
 _EOG_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
 })
 
 
@@ -99,12 +106,13 @@ class Tokenizer:
 
     def __init__(self, data) -> None:
         """`data` is a gguf_model.TokenizerData (any object with its fields)."""
-        if data.model != "gpt2":
+        if data.model not in ("gpt2", "llama"):
             raise TokenizerError(
                 f"unsupported tokenizer model {data.model!r} (tokenizer.ggml.model); "
-                "only byte-level BPE ('gpt2') is supported")
+                "supported: byte-level BPE ('gpt2') and SentencePiece ('llama')")
+        spm = data.model == "llama"
         pre = data.pre or ""
-        if pre not in _PRE:
+        if not spm and pre not in _PRE:
             raise TokenizerError(
                 f"unknown pre-tokenizer {pre!r} (tokenizer.ggml.pre); "
                 f"supported: {', '.join(SUPPORTED_PRE)}")
@@ -133,12 +141,19 @@ class Tokenizer:
         eog.update(i for i in (self.eos_id, self.eot_id) if i is not None)
         self._eog = frozenset(eog)
 
-        self._tk = self._build_hf(tokens, types, list(data.merges), pre)
-        self._piece_bytes = self._build_piece_bytes(tokens, types)
+        if spm:
+            self._tk = None
+            self._spm = self._build_spm(data, tokens, types)
+            self._piece_bytes = self._build_spm_piece_bytes(tokens, types)
+            have = {b for b in range(256) if self._spm.byte_id(b) is not None}
+        else:
+            self._spm = None
+            self._tk = self._build_hf(tokens, types, list(data.merges), pre)
+            self._piece_bytes = self._build_piece_bytes(tokens, types)
+            have = {b for c, b in _BYTE_DECODER.items() if self._tk.token_to_id(c) is not None}
         # Bytes with no token of their own (SmolLM2 lacks 0x04, 0xF1, ...): BPE
         # drops them silently, as llama.cpp does, so text holding them cannot
         # round-trip. Callers may check with can_round_trip().
-        have = {b for c, b in _BYTE_DECODER.items() if self._tk.token_to_id(c) is not None}
         self.missing_bytes = frozenset(range(256)) - have
 
         # Tokens that encode_with_specials recognises in text (what llama.cpp
@@ -176,6 +191,31 @@ class Tokenizer:
         return tk
 
     @staticmethod
+    def _build_spm(data, tokens, types) -> SpmEncoder:
+        scores = _field(data, "scores")
+        if scores is None:
+            raise TokenizerError("a SentencePiece ('llama') vocabulary needs tokenizer.ggml.scores")
+        user = [i for i, ty in enumerate(types) if ty == TT_USER_DEFINED]
+        normal = [ty == TT_NORMAL for ty in types]
+        return SpmEncoder(tokens, scores, normal, user, bool(_field(data, "add_space_prefix", False)))
+
+    @staticmethod
+    def _build_spm_piece_bytes(tokens, types) -> list[bytes]:
+        """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)
+        for SentencePiece: U+2581 is a space, <0xNN> a byte."""
+        out = []
+        for t, ty in zip(tokens, types):
+            if ty == TT_NORMAL:
+                out.append(t.replace(SPACE, " ").encode("utf-8"))
+            elif ty == TT_BYTE and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t):
+                out.append(bytes([int(t[3:5], 16)]))
+            elif ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED):
+                out.append(t.encode("utf-8"))
+            else:  # unused
+                out.append(b"")
+        return out
+
+    @staticmethod
     def _build_piece_bytes(tokens, types) -> list[bytes]:
         """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)."""
         dec = _BYTE_DECODER
@@ -195,10 +235,14 @@ class Tokenizer:
     # ------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
         """Token ids for `text` as plain text (no BOS; see bos_prefix)."""
+        if self._spm is not None:
+            return self._spm.encode(_clean(text))
         return self._tk.encode(_clean(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """encode() for many texts in one call (parallel inside `tokenizers`)."""
+        if self._spm is not None:
+            return [self.encode(t) for t in texts]
         encs = self._tk.encode_batch([_clean(t) for t in texts], add_special_tokens=False)
         return [e.ids for e in encs]
 
@@ -272,6 +316,8 @@ class Tokenizer:
 
     def token_id(self, text: str) -> int | None:
         """Id of a vocabulary string (e.g. "<|im_end|>"), or None."""
+        if self._spm is not None:
+            return self._spm.token_id(text)
         return self._tk.token_to_id(text)
 
     def is_control(self, token_id: int) -> bool:

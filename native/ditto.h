@@ -32,6 +32,7 @@ enum dt_type {
     DT_F16 = 1,
     DT_Q4_0 = 2,
     DT_Q4_1 = 3,
+    DT_Q5_0 = 6,
     DT_Q8_0 = 8,
     DT_Q4_K = 12,
     DT_Q5_K = 13,
@@ -84,7 +85,9 @@ int64_t dt_matmul_scratch_floats(int64_t cols);
  * with X, f32 accumulation. FAST: each token's X is quantized per block of
  * 32 to int8 (scale amax / 127), weight blocks are multiplied with it in
  * integers, f32 only per block; for Q4_0, Q4_1 and Q8_0 weights (other
- * types, and ISAs without a fast kernel, run EXACT). Both are
+ * types, and ISAs without a fast kernel, run EXACT; Q5_0 too for now: the
+ * exact path is the one the float64 reference checks, and Gemma 3's Q5_0
+ * matrices are small next to its Q8_0 output head). Both are
  * batch-invariant: a (row, token) output never depends on the batch. */
 enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats
@@ -118,24 +121,38 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy);
 
 /* ---- model -------------------------------------------------------------- */
-enum dt_arch { DT_ARCH_LLAMA = 0, DT_ARCH_QWEN2 = 1 };
+/* What an architecture computes, as capability flags (engine/architectures.py
+ * holds the table that sets them; nothing here knows a model's name). */
+enum dt_model_flag {
+    DT_ROPE_NEOX = 1 << 0,   /* rope pairs (x[i], x[i + hd/2]); else (x[2i], x[2i+1]) */
+    DT_QKV_BIAS = 1 << 1,    /* q/k/v biases required (else used when present) */
+    DT_QK_NORM = 1 << 2,     /* per-head RMSNorm of q and k (q_norm, k_norm) before rope */
+    DT_POST_NORMS = 1 << 3,  /* RMSNorm of the attention and FFN outputs before each residual add */
+    DT_GELU = 1 << 4,        /* FFN gate activation GELU (tanh form); else SiLU */
+};
 
 typedef struct {
     const float *attn_norm;              /* (n_embd) */
     dt_tensor wq, wk, wv, wo;            /* (n_head*hd, n_embd) (n_kv*hd, n_embd) x2, (n_embd, n_head*hd) */
-    const float *bq, *bk, *bv;           /* Qwen2 biases or NULL */
+    const float *bq, *bk, *bv;           /* q/k/v biases or NULL */
+    const float *q_norm, *k_norm;        /* (hd) with DT_QK_NORM, else NULL */
+    const float *post_attn_norm;         /* (n_embd) with DT_POST_NORMS, else NULL */
     const float *ffn_norm;               /* (n_embd) */
     dt_tensor w_gate, w_up, w_down;      /* (n_ff, n_embd) x2, (n_embd, n_ff) */
+    const float *post_ffn_norm;          /* (n_embd) with DT_POST_NORMS, else NULL */
+    int slides;                          /* 1: attends to the last sliding_window positions */
 } dt_layer;
 
 typedef struct {
     uint64_t id;          /* identity of the model file (saved states name it) */
-    int arch;
+    unsigned flags;       /* enum dt_model_flag */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int n_ctx_train;
-    int rope_neox;        /* 0: adjacent pairs (llama), 1: halves (NeoX, qwen2) */
-    int sliding_window;   /* 0: full attention */
+    int sliding_window;   /* window of the layers with `slides` (0: none slide) */
     float rms_eps, rope_base;
+    float rope_base_swa;  /* rope base of sliding layers (0: rope_base) */
+    float embd_scale;     /* embeddings are multiplied by it (1: unscaled) */
+    float attn_scale;     /* q.k multiplier, usually 1/sqrt(head_dim) */
     dt_tensor tok_embd;   /* (n_vocab, n_embd) */
     const float *output_norm; /* (n_embd) */
     dt_tensor output;     /* (n_vocab, n_embd); may alias tok_embd */

@@ -1,9 +1,12 @@
 /* Transformer forward pass for a batch of tokens from several sequences.
  *
- * One function, dt_decode, in the spirit of llama2.c's forward(): embed,
- * then per layer RMSNorm -> q/k/v -> RoPE -> KV cache -> attention -> wo
- * -> residual -> RMSNorm -> SwiGLU FFN -> residual, then the output head for
- * the tokens whose logits are wanted. Everything is f32 with exact
+ * One function, dt_decode, in the spirit of llama2.c's forward(): embed
+ * (times embd_scale), then per layer RMSNorm -> q/k/v (+ biases) -> [per-head
+ * q/k RMSNorm] -> RoPE -> KV cache -> attention (all positions, or the
+ * window in sliding layers) -> wo -> [RMSNorm] -> residual -> RMSNorm ->
+ * gated FFN (SiLU or GELU) -> [RMSNorm] -> residual, then the output head
+ * for the tokens whose logits are wanted. Brackets: capability flags
+ * (enum dt_model_flag). Everything is f32 with exact
  * (non-fused) rounding, and every per-token computation is independent of
  * the rest of the batch, so a token's logits are bit-identical whatever it
  * is batched with.
@@ -25,14 +28,30 @@ static int check_matrix(const dt_tensor *t, int64_t rows, int64_t cols) {
     return DT_OK;
 }
 
+enum { KNOWN_FLAGS = DT_ROPE_NEOX | DT_QKV_BIAS | DT_QK_NORM | DT_POST_NORMS | DT_GELU };
+
+static int positive_finite(float v) { return v > 0 && v < INFINITY; }
+
+/* The per-layer tensors the flags call for are present. */
+static int check_layer_vectors(const dt_model *m, const dt_layer *L) {
+    if (!L->attn_norm || !L->ffn_norm) return DT_ERR_INVALID;
+    if ((m->flags & DT_QKV_BIAS) && (!L->bq || !L->bk || !L->bv)) return DT_ERR_INVALID;
+    if ((m->flags & DT_QK_NORM) && (!L->q_norm || !L->k_norm)) return DT_ERR_INVALID;
+    if ((m->flags & DT_POST_NORMS) && (!L->post_attn_norm || !L->post_ffn_norm)) return DT_ERR_INVALID;
+    if (L->slides != 0 && L->slides != 1) return DT_ERR_INVALID;
+    return DT_OK;
+}
+
 int dt_model_validate(const dt_model *m) {
     if (!m || !m->layers) return DT_ERR_INVALID;
-    if (m->arch != DT_ARCH_LLAMA && m->arch != DT_ARCH_QWEN2) return DT_ERR_UNSUPPORTED;
+    if (m->flags & ~(unsigned)KNOWN_FLAGS) return DT_ERR_UNSUPPORTED;
     if (m->n_vocab <= 0 || m->n_embd <= 0 || m->n_layer <= 0 || m->n_head <= 0 ||
         m->n_head_kv <= 0 || m->head_dim <= 0 || m->n_ff <= 0)
         return DT_ERR_INVALID;
     if (m->n_head % m->n_head_kv != 0 || m->head_dim % 2 != 0) return DT_ERR_INVALID;
     if (m->sliding_window < 0 || !(m->rms_eps >= 0) || !(m->rope_base > 0)) return DT_ERR_INVALID;
+    if (!(m->rope_base_swa >= 0) || !positive_finite(m->embd_scale) || !positive_finite(m->attn_scale))
+        return DT_ERR_INVALID;
     if (!m->output_norm) return DT_ERR_INVALID;
     int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
     int rc;
@@ -40,7 +59,7 @@ int dt_model_validate(const dt_model *m) {
     if ((rc = check_matrix(&m->output, m->n_vocab, m->n_embd))) return rc;
     for (int l = 0; l < m->n_layer; l++) {
         const dt_layer *L = &m->layers[l];
-        if (!L->attn_norm || !L->ffn_norm) return DT_ERR_INVALID;
+        if ((rc = check_layer_vectors(m, L))) return rc;
         if ((rc = check_matrix(&L->wq, qd, m->n_embd))) return rc;
         if ((rc = check_matrix(&L->wk, kvd, m->n_embd))) return rc;
         if ((rc = check_matrix(&L->wv, kvd, m->n_embd))) return rc;
@@ -48,7 +67,6 @@ int dt_model_validate(const dt_model *m) {
         if ((rc = check_matrix(&L->w_gate, m->n_ff, m->n_embd))) return rc;
         if ((rc = check_matrix(&L->w_up, m->n_ff, m->n_embd))) return rc;
         if ((rc = check_matrix(&L->w_down, m->n_embd, m->n_ff))) return rc;
-        if (m->arch == DT_ARCH_QWEN2 && (!L->bq || !L->bk || !L->bv)) return DT_ERR_INVALID;
     }
     return DT_OK;
 }
@@ -87,6 +105,8 @@ int dt_context_new_ex(const dt_model *m, int n_seq, int n_ctx, int max_batch, in
         max_batch > (1 << 16) || n_threads < 1 || ring_slots < 0 || ring_slots > (1 << 24))
         return DT_ERR_INVALID;
     if (ring_slots > 0 && (m->sliding_window <= 0 || m->sliding_window > (1 << 24))) return DT_ERR_INVALID;
+    for (int l = 0; ring_slots > 0 && l < m->n_layer; l++)
+        if (!m->layers[l].slides) return DT_ERR_INVALID; /* a global layer needs every position */
     dt_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return DT_ERR_NOMEM;
     ctx->model = m;
@@ -111,16 +131,19 @@ int dt_context_new_ex(const dt_model *m, int n_seq, int n_ctx, int max_batch, in
     ctx->gate = alloc_floats(B * F);
     ctx->up = alloc_floats(B * F);
     ctx->proj = alloc_floats(B * E);
-    ctx->rope_cos = alloc_floats(B * half);
-    ctx->rope_sin = alloc_floats(B * half);
-    ctx->inv_freq = malloc((size_t)half * sizeof(double));
+    ctx->rope_cos = alloc_floats(2 * B * half);
+    ctx->rope_sin = alloc_floats(2 * B * half);
+    ctx->inv_freq = malloc((size_t)(2 * half) * sizeof(double));
     if (!ctx->seq_len || !ctx->seq_lo || !ctx->x || !ctx->xn || !ctx->q || !ctx->kb || !ctx->vb || !ctx->att ||
         !ctx->gate || !ctx->up || !ctx->proj || !ctx->rope_cos || !ctx->rope_sin || !ctx->inv_freq) {
         dt_context_free(ctx);
         return DT_ERR_NOMEM;
     }
-    for (int64_t i = 0; i < half; i++)
-        ctx->inv_freq[i] = pow((double)m->rope_base, -2.0 * (double)i / (double)m->head_dim);
+    /* Two rope tables: the global layers' base and the sliding layers'. */
+    const double bases[2] = {m->rope_base, m->rope_base_swa > 0 ? m->rope_base_swa : m->rope_base};
+    for (int set = 0; set < 2; set++)
+        for (int64_t i = 0; i < half; i++)
+            ctx->inv_freq[set * half + i] = pow(bases[set], -2.0 * (double)i / (double)m->head_dim);
     if ((rc = dt_pool_new(n_threads, &ctx->pool)) != DT_OK || (rc = dt_kv_reserve(ctx)) != DT_OK) {
         dt_context_free(ctx);
         return rc;
@@ -169,6 +192,19 @@ static void rope(float *v, int n_heads, int head_dim, int neox, const float *c, 
     }
 }
 
+/* GELU, tanh form (as ggml_gelu and Gemma's gelu_pytorch_tanh). */
+static float gelu_tanh(float x) {
+    const float c = 0.79788456080286535588f; /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+/* Rope tables: set 1 (sliding layers) exists when its base differs. */
+static int rope_sets(const dt_model *m) {
+    return m->rope_base_swa > 0 && m->rope_base_swa != m->rope_base ? 2 : 1;
+}
+
+static int layer_rope_set(const dt_model *m, const dt_layer *L) { return L->slides && rope_sets(m) == 2; }
+
 static void add_bias(float *y, const float *b, int64_t n_tok, int64_t n) {
     if (!b) return;
     for (int64_t t = 0; t < n_tok; t++)
@@ -202,14 +238,20 @@ static void embed_task(void *arg, int64_t task, int thread) {
     int64_t row_bytes = dt_row_bytes(m->tok_embd.type, m->n_embd);
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (int64_t)b->tokens[t] * row_bytes;
-        dt_dequantize_row(m->tok_embd.type, row, b->ctx->x + (int64_t)t * m->n_embd, m->n_embd);
-        double *inv = b->ctx->inv_freq;
-        float *c = b->ctx->rope_cos + (int64_t)t * (m->head_dim / 2);
-        float *s = b->ctx->rope_sin + (int64_t)t * (m->head_dim / 2);
-        for (int i = 0; i < m->head_dim / 2; i++) {
-            double theta = (double)b->pos[t] * inv[i];
-            c[i] = (float)cos(theta);
-            s[i] = (float)sin(theta);
+        float *x = b->ctx->x + (int64_t)t * m->n_embd;
+        dt_dequantize_row(m->tok_embd.type, row, x, m->n_embd);
+        if (m->embd_scale != 1.0f)
+            for (int i = 0; i < m->n_embd; i++) x[i] *= m->embd_scale;
+        const int half = m->head_dim / 2;
+        for (int set = 0; set < rope_sets(m); set++) {
+            const double *inv = b->ctx->inv_freq + set * half;
+            const int64_t at = ((int64_t)set * b->ctx->max_batch + t) * half;
+            float *c = b->ctx->rope_cos + at, *s = b->ctx->rope_sin + at;
+            for (int i = 0; i < half; i++) {
+                double theta = (double)b->pos[t] * inv[i];
+                c[i] = (float)cos(theta);
+                s[i] = (float)sin(theta);
+            }
         }
     }
 }
@@ -224,7 +266,8 @@ static void attn_norm_task(void *arg, int64_t task, int thread) {
                 m->rms_eps);
 }
 
-/* Adds biases, applies RoPE to q and k, and stores k and v in the cache. */
+/* Adds biases, norms q and k per head (DT_QK_NORM), applies RoPE to them,
+ * and stores k and v in the cache. */
 static void qkv_post_task(void *arg, int64_t task, int thread) {
     (void)thread;
     struct batch *b = arg;
@@ -238,9 +281,15 @@ static void qkv_post_task(void *arg, int64_t task, int thread) {
         add_bias(q, L->bq, 1, qd);
         add_bias(k, L->bk, 1, kvd);
         add_bias(v, L->bv, 1, kvd);
-        const float *c = ctx->rope_cos + (int64_t)t * half, *s = ctx->rope_sin + (int64_t)t * half;
-        rope(q, m->n_head, hd, m->rope_neox, c, s);
-        rope(k, m->n_head_kv, hd, m->rope_neox, c, s);
+        if (m->flags & DT_QK_NORM) {
+            for (int h = 0; h < m->n_head; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, m->rms_eps);
+            for (int h = 0; h < m->n_head_kv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, m->rms_eps);
+        }
+        const int64_t at = ((int64_t)layer_rope_set(m, L) * ctx->max_batch + t) * half;
+        const float *c = ctx->rope_cos + at, *s = ctx->rope_sin + at;
+        const int neox = (m->flags & DT_ROPE_NEOX) != 0;
+        rope(q, m->n_head, hd, neox, c, s);
+        rope(k, m->n_head_kv, hd, neox, c, s);
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[t], h);
             const int slot = dt_kv_slot(ctx, b->pos[t]);
@@ -304,8 +353,8 @@ static void attention_task(void *arg, int64_t task, int thread) {
         .group = group,
         .n_tok = tl->n_tok,
         .pos0 = pos0,
-        .window = m->sliding_window,
-        .scale = (float)(1.0 / sqrt((double)hd)),
+        .window = m->layers[b->layer].slides ? m->sliding_window : 0,
+        .scale = m->attn_scale,
     };
     dt_attention(&a, ctx->pool->scratch[thread]);
 }
@@ -331,23 +380,29 @@ static void residual_ffn_norm_task(void *arg, int64_t task, int thread) {
     dt_context *ctx = b->ctx;
     const dt_model *m = ctx->model;
     int64_t E = m->n_embd;
+    const dt_layer *L = &m->layers[b->layer];
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
-        float *x = ctx->x + t * E;
-        const float *p = ctx->proj + t * E;
+        float *x = ctx->x + t * E, *p = ctx->proj + t * E;
+        if (m->flags & DT_POST_NORMS) rmsnorm(p, p, L->post_attn_norm, (int)E, m->rms_eps);
         for (int64_t i = 0; i < E; i++) x[i] += p[i];
-        rmsnorm(ctx->xn + t * E, x, m->layers[b->layer].ffn_norm, (int)E, m->rms_eps);
+        rmsnorm(ctx->xn + t * E, x, L->ffn_norm, (int)E, m->rms_eps);
     }
 }
 
-static void swiglu_task(void *arg, int64_t task, int thread) {
+/* h = act(gate) * up, act SiLU or GELU (DT_GELU). */
+static void gated_ffn_task(void *arg, int64_t task, int thread) {
     (void)thread;
     struct batch *b = arg;
     dt_context *ctx = b->ctx;
     int64_t F = ctx->model->n_ff;
+    const int gelu = (ctx->model->flags & DT_GELU) != 0;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const float *g = ctx->gate + t * F, *u = ctx->up + t * F;
         float *h = ctx->xn + t * F;
-        for (int64_t i = 0; i < F; i++) h[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+        if (gelu)
+            for (int64_t i = 0; i < F; i++) h[i] = gelu_tanh(g[i]) * u[i];
+        else
+            for (int64_t i = 0; i < F; i++) h[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
     }
 }
 
@@ -355,9 +410,13 @@ static void residual_task(void *arg, int64_t task, int thread) {
     (void)thread;
     struct batch *b = arg;
     dt_context *ctx = b->ctx;
-    int64_t E = ctx->model->n_embd;
-    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++)
-        for (int64_t i = 0; i < E; i++) ctx->x[t * E + i] += ctx->proj[t * E + i];
+    const dt_model *m = ctx->model;
+    int64_t E = m->n_embd;
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        float *p = ctx->proj + t * E;
+        if (m->flags & DT_POST_NORMS) rmsnorm(p, p, m->layers[b->layer].post_ffn_norm, (int)E, m->rms_eps);
+        for (int64_t i = 0; i < E; i++) ctx->x[t * E + i] += p[i];
+    }
 }
 
 /* ---- decode --------------------------------------------------------------------- */
@@ -412,7 +471,7 @@ static int forward(dt_context *ctx, int n_tok, const int32_t *tokens, const int3
         const int64_t ffn_ld[2] = {F, F};
         if ((rc = dt_matmul_group(pool, ctx->precision, 2, ffn_w, ctx->xn, E, n_tok, ffn_y, ffn_ld)))
             break;
-        dt_pool_run(pool, swiglu_task, &b, chunks);
+        dt_pool_run(pool, gated_ffn_task, &b, chunks);
         if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;
         dt_pool_run(pool, residual_task, &b, chunks);
     }

@@ -13,6 +13,7 @@ const dt_type_info dt_types[DT_TYPE_MAX] = {
     [DT_F16] = {"F16", 1, 2},
     [DT_Q4_0] = {"Q4_0", QK4_0, sizeof(block_q4_0)},
     [DT_Q4_1] = {"Q4_1", QK4_1, sizeof(block_q4_1)},
+    [DT_Q5_0] = {"Q5_0", QK5_0, sizeof(block_q5_0)},
     [DT_Q8_0] = {"Q8_0", QK8_0, sizeof(block_q8_0)},
     [DT_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K)},
     [DT_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K)},
@@ -66,6 +67,21 @@ void dt_dequant_q4_1_ref(const void *src, float *dst, int64_t nb) {
         for (int l = 0; l < QK4_1 / 2; l++) {
             dst[l] = d * (float)(b[i].qs[l] & 0xF) + m;
             dst[l + QK4_1 / 2] = d * (float)(b[i].qs[l] >> 4) + m;
+        }
+    }
+}
+
+void dt_dequant_q5_0_ref(const void *src, float *dst, int64_t nb) {
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < nb; i++, dst += QK5_0) {
+        const float d = dt_f16_to_f32(b[i].d);
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, sizeof qh);
+        for (int l = 0; l < QK5_0 / 2; l++) {
+            const int x0 = (b[i].qs[l] & 0xF) | (int)(((qh >> l) << 4) & 0x10);
+            const int x1 = (b[i].qs[l] >> 4) | (int)((qh >> (l + 12)) & 0x10);
+            dst[l] = d * (float)(x0 - 16);
+            dst[l + QK5_0 / 2] = d * (float)(x1 - 16);
         }
     }
 }
@@ -165,6 +181,7 @@ const dt_kernels dt_kernels_scalar = {
         [DT_BF16] = dt_dequant_bf16_ref,
         [DT_Q4_0] = dt_dequant_q4_0_ref,
         [DT_Q4_1] = dt_dequant_q4_1_ref,
+        [DT_Q5_0] = dt_dequant_q5_0_ref,
         [DT_Q8_0] = dt_dequant_q8_0_ref,
         [DT_Q4_K] = dt_dequant_q4_K_ref,
         [DT_Q5_K] = dt_dequant_q5_K_ref,

@@ -16,6 +16,7 @@
 
 #define QK4_0 32
 #define QK4_1 32
+#define QK5_0 32
 #define QK8_0 32
 #define QK_K 256
 #define K_SCALE_SIZE 12
@@ -33,6 +34,12 @@ typedef struct {
     dt_f16 m;             /* min */
     uint8_t qs[QK4_1 / 2]; /* nibbles as q4_0; x = d * q + m */
 } block_q4_1;             /* 20 bytes */
+
+typedef struct {
+    dt_f16 d;              /* scale */
+    uint8_t qh[4];         /* 5th bits: bit j (little-endian u32) belongs to value j */
+    uint8_t qs[QK5_0 / 2]; /* low 4 bits as q4_0's nibbles; x = d * (q - 16) */
+} block_q5_0;              /* 22 bytes */
 
 typedef struct {
     dt_f16 d;         /* scale */
@@ -63,6 +70,7 @@ typedef struct {
 
 _Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(block_q5_0) == 22, "q5_0 layout");
 _Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
 _Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
@@ -203,6 +211,7 @@ void dt_dequant_f16_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_bf16_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q4_0_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q4_1_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q5_0_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q8_0_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q4_K_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q5_K_ref(const void *src, float *dst, int64_t nb);

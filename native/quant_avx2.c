@@ -59,6 +59,18 @@ static void dequant_q4_1(const void *src, float *dst, int64_t nb) {
     }
 }
 
+static void dequant_q5_0(const void *src, float *dst, int64_t nb) {
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < nb; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        const __m128i lo = q5_0_values(&b[i], 0), hi = q5_0_values(&b[i], 1);
+        _mm256_storeu_ps(dst, _mm256_mul_ps(d, i8x8_to_ps(lo)));
+        _mm256_storeu_ps(dst + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(lo, 8))));
+        _mm256_storeu_ps(dst + 16, _mm256_mul_ps(d, i8x8_to_ps(hi)));
+        _mm256_storeu_ps(dst + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(hi, 8))));
+    }
+}
+
 static void dequant_q8_0(const void *src, float *dst, int64_t nb) {
     const block_q8_0 *b = src;
     for (int64_t i = 0; i < nb; i++, dst += 32) {

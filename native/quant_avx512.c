@@ -55,6 +55,15 @@ static void dequant_q4_1(const void *src, float *dst, int64_t nb) {
     }
 }
 
+static void dequant_q5_0(const void *src, float *dst, int64_t nb) {
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < nb; i++, dst += 32) {
+        const __m512 d = _mm512_set1_ps(h2f(b[i].d));
+        _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q5_0_values(&b[i], 0)))));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q5_0_values(&b[i], 1)))));
+    }
+}
+
 static void dequant_q8_0(const void *src, float *dst, int64_t nb) {
     const block_q8_0 *b = src;
     for (int64_t i = 0; i < nb; i++, dst += 32) {

@@ -12,6 +12,21 @@
 
 #include "x86.h"
 
+/* Q5_0: values 16*half .. 16*half + 15 of a block as int8 q - 16, from the
+ * low nibbles (half 0) or high nibbles (half 1) of qs and bits of qh. */
+DT_INLINE __m128i q5_0_values(const block_q5_0 *b, int half) {
+    uint32_t qh;
+    memcpy(&qh, b->qh, sizeof qh);
+    const __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m128i nib = _mm_and_si128(half ? _mm_srli_epi16(q, 4) : q, _mm_set1_epi8(0x0F));
+    /* byte j gets bit j of the 16 bits: broadcast their two bytes, test one bit each */
+    const __m128i bits = _mm_shuffle_epi8(_mm_set1_epi16((short)(qh >> (16 * half))),
+                                          _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    const __m128i mask = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    const __m128i high = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(bits, mask), mask), _mm_set1_epi8(0x10));
+    return _mm_sub_epi8(_mm_or_si128(nib, high), _mm_set1_epi8(16));
+}
+
 #ifdef __AVX512F__
 /* 32 values q (bytes of v, unsigned) -> dst[0..31] = d*q - m */
 DT_INLINE void store32_dq_m(float *dst, __m256i v, float d, float m) {
@@ -173,6 +188,7 @@ static float dot(const float *a, const float *b, int64_t n) {
         [DT_BF16] = dequant_bf16,          \
         [DT_Q4_0] = dequant_q4_0,          \
         [DT_Q4_1] = dequant_q4_1,          \
+        [DT_Q5_0] = dequant_q5_0,          \
         [DT_Q8_0] = dequant_q8_0,          \
         [DT_Q4_K] = dequant_q4_K,          \
         [DT_Q5_K] = dequant_q5_K,          \

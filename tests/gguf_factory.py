@@ -28,6 +28,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWrit
 from gguf import quants as gquants
 from gguf.gguf_writer import GGUFValue
 
+from ditto.engine.architectures import ARCHITECTURES
+
 Q = GGMLQuantizationType
 
 CHATML_TEMPLATE = (
@@ -278,8 +280,8 @@ def write_tiny_gguf(
     _apply_metadata(w, metadata or {})
 
     specs = _tensor_specs(
-        n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
-        weight_type, embd_type, output_type, norm_type,
+        ARCHITECTURES[arch], n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output,
+        qkv_bias, weight_type, embd_type, output_type, norm_type,
     )
     rng = np.random.default_rng(seed)
     dropped = set(drop_tensors)
@@ -302,13 +304,13 @@ def write_tiny_gguf(
 def _add_tokenizer(w: GGUFWriter, arch: str, vocab: TinyVocab) -> None:
     ids = vocab.ids
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm" if arch == "llama" else "qwen2")
+    w.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.token_types)
     w.add_token_merges(vocab.merges)
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
-    if arch == "llama":  # as SmolLM2-Instruct
+    if arch != "qwen2":  # as SmolLM2-Instruct
         w.add_bos_token_id(ids["<|im_start|>"])
         w.add_eos_token_id(ids["<|im_end|>"])
         w.add_unk_token_id(ids["<|endoftext|>"])
@@ -347,10 +349,11 @@ def _apply_metadata(w: GGUFWriter, overrides: Mapping[str, Any]) -> None:
 
 
 def _tensor_specs(
-    n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
+    arch, n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
     weight_type, embd_type, output_type, norm_type,
 ) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType, str]]:
-    """(name, numpy shape, type, kind) for every tensor, in llama.cpp's order."""
+    """(name, numpy shape, type, kind) for every tensor, in llama.cpp's order;
+    the optional per-layer norms as the architecture entry says."""
     q_dim, kv_dim = n_head * head_dim, n_head_kv * head_dim
     specs = [("token_embd.weight", (n_vocab, n_embd), embd_type, "matrix")]
     for i in range(n_layer):
@@ -367,6 +370,11 @@ def _tensor_specs(
                 (p + "attn_k.bias", (kv_dim,), norm_type, "bias"),
                 (p + "attn_v.bias", (kv_dim,), norm_type, "bias"),
             ]
+        if arch.qk_norm:
+            specs += [
+                (p + "attn_q_norm.weight", (head_dim,), norm_type, "norm"),
+                (p + "attn_k_norm.weight", (head_dim,), norm_type, "norm"),
+            ]
         specs += [
             (p + "attn_output.weight", (n_embd, q_dim), weight_type, "matrix"),
             (p + "ffn_norm.weight", (n_embd,), norm_type, "norm"),
@@ -374,6 +382,11 @@ def _tensor_specs(
             (p + "ffn_up.weight", (n_ff, n_embd), weight_type, "matrix"),
             (p + "ffn_down.weight", (n_embd, n_ff), weight_type, "matrix"),
         ]
+        if arch.post_norms:
+            specs += [
+                (p + "post_attention_norm.weight", (n_embd,), norm_type, "norm"),
+                (p + "post_ffw_norm.weight", (n_embd,), norm_type, "norm"),
+            ]
     specs.append(("output_norm.weight", (n_embd,), norm_type, "norm"))
     if not tied_output:
         specs.append(("output.weight", (n_vocab, n_embd), output_type, "matrix"))
@@ -551,6 +564,8 @@ FUZZ_SEED_CONFIGS = {
     "qwen2_q8_0_untied": dict(arch="qwen2", weight_type=Q.Q8_0, n_layer=1, tied_output=False),
     "llama_f16_bf16norm": dict(arch="llama", weight_type=Q.F16, n_layer=1, norm_type=Q.BF16),
     "qwen2_q6_k": dict(arch="qwen2", weight_type=Q.Q6_K, n_layer=1, embd_type=Q.Q4_K),
+    "gemma3_q5_0_sliding": dict(arch="gemma3", weight_type=Q.Q5_0, n_layer=2, sliding_window=8,
+                                metadata={"gemma3.attention.sliding_window_pattern": 2}),
 }
 
 
@@ -735,7 +750,9 @@ def check_loaded(mf) -> None:
     vecs = [mf.output_norm]
     for layer in mf.layers:
         mats += [layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down]
-        vecs += [layer.attn_norm, layer.ffn_norm] + [b for b in (layer.bq, layer.bk, layer.bv) if b is not None]
+        optional = (layer.bq, layer.bk, layer.bv, layer.q_norm, layer.k_norm, layer.post_attn_norm,
+                    layer.post_ffn_norm)
+        vecs += [layer.attn_norm, layer.ffn_norm] + [v for v in optional if v is not None]
     assert len(mf.layers) == hp.n_layer and len(mf.tokenizer.tokens) == hp.n_vocab
     assert hp.head_dim % 2 == 0 and hp.n_head % hp.n_head_kv == 0
     for m in mats:

@@ -2,9 +2,13 @@
 
 Weights are dequantized once with ``gguf.quants.dequantize`` (the file's
 own block formats, independent of ditto's C kernels) and held as float64;
-every activation is float64.  Supports the ``llama`` (adjacent-pair rope)
-and ``qwen2`` (q/k/v biases, NeoX rope) architectures, grouped-query
-attention with a causal mask and an optional sliding window.
+every activation is float64.  Supports the ``llama`` (adjacent-pair rope),
+``qwen2`` (q/k/v biases, NeoX rope) and ``gemma3`` (embeddings times
+sqrt(n_embd), per-head q/k RMSNorm, RMSNorm on each branch's output,
+GELU(tanh)-gated FFN, sliding layers with their own rope base)
+architectures, grouped-query attention with a causal mask and a sliding
+window in the layers that slide. Written from llama.cpp's graphs
+(src/models/*.cpp), not from ditto's C.
 
     ref = ReferenceModel(load_model_file(path))
     ref.logits(tokens)           # (n, n_vocab) float64, teacher-forced
@@ -53,6 +57,14 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _vec(v) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, dtype=np.float64)
+
+
 class _Layer:
     def __init__(self, lw):
         self.attn_norm = np.asarray(lw.attn_norm, dtype=np.float64)
@@ -61,6 +73,8 @@ class _Layer:
         self.w_gate, self.w_up, self.w_down = _f64(lw.w_gate), _f64(lw.w_up), _f64(lw.w_down)
         z = lambda b, n: np.zeros(n) if b is None else np.asarray(b, dtype=np.float64)
         self.bq, self.bk, self.bv = z(lw.bq, lw.wq.rows), z(lw.bk, lw.wk.rows), z(lw.bv, lw.wv.rows)
+        self.q_norm, self.k_norm = _vec(lw.q_norm), _vec(lw.k_norm)
+        self.post_attn_norm, self.post_ffn_norm = _vec(lw.post_attn_norm), _vec(lw.post_ffn_norm)
 
 
 class KVCache:
@@ -97,34 +111,45 @@ class ReferenceModel:
         n, hd = len(tokens), hp.head_dim
         pos = np.arange(cache.n, cache.n + n)
         group = hp.n_head // hp.n_head_kv
+        arch = hp.architecture
         x = self.tok_embd[tokens]                                  # (n, n_embd)
+        if arch.embd_scale_sqrt:
+            x = x * np.sqrt(hp.n_embd)
+        act = gelu_tanh if arch.activation == "gelu_tanh" else silu
         for il, L in enumerate(self._layers):
+            slides = hp.layer_slides(il)
+            base = hp.rope_base_swa if slides and hp.rope_base_swa else hp.rope_base
             h = rms_norm(x, L.attn_norm, hp.rms_eps)
             q = (h @ L.wq.T + L.bq).reshape(n, hp.n_head, hd)
             k = (h @ L.wk.T + L.bk).reshape(n, hp.n_head_kv, hd)
             v = (h @ L.wv.T + L.bv).reshape(n, hp.n_head_kv, hd)
-            q = rope(q, pos, hp.rope_base, hp.rope_neox)
-            k = rope(k, pos, hp.rope_base, hp.rope_neox)
+            if L.q_norm is not None:
+                q, k = rms_norm(q, L.q_norm, hp.rms_eps), rms_norm(k, L.k_norm, hp.rms_eps)
+            q = rope(q, pos, base, hp.rope_neox)
+            k = rope(k, pos, base, hp.rope_neox)
             if cache.k[il] is not None:
                 k = np.concatenate([cache.k[il], k])
                 v = np.concatenate([cache.v[il], v])
             cache.k[il], cache.v[il] = k, v
             kpos = np.arange(len(k))                               # all keys, (n_past + n)
             visible = kpos[None, :] <= pos[:, None]                # causal
-            if hp.sliding_window:
+            if slides:
                 visible &= kpos[None, :] > pos[:, None] - hp.sliding_window
             kh = np.repeat(k, group, axis=1)                       # (n_kv_tot, n_head, hd)
             vh = np.repeat(v, group, axis=1)
-            s = np.einsum("qhd,khd->hqk", q, kh) / np.sqrt(hd)     # (n_head, n, n_kv_tot)
+            s = np.einsum("qhd,khd->hqk", q, kh) * arch.attention_scale(hd)  # (n_head, n, n_kv_tot)
             s = np.where(visible[None], s, -np.inf)
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             p = s / s.sum(axis=-1, keepdims=True)
             att = np.einsum("hqk,khd->qhd", p, vh).reshape(n, hp.n_head * hd)
-            x = x + att @ L.wo.T
+            x = x + self._post_norm(att @ L.wo.T, L.post_attn_norm)
             h = rms_norm(x, L.ffn_norm, hp.rms_eps)
-            x = x + (silu(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T
+            x = x + self._post_norm((act(h @ L.w_gate.T) * (h @ L.w_up.T)) @ L.w_down.T, L.post_ffn_norm)
         cache.n += n
         return rms_norm(x, self.output_norm, hp.rms_eps) @ self.output.T
+
+    def _post_norm(self, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        return y if w is None else rms_norm(y, w, self.hp.rms_eps)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.hp.n_layer)

@@ -19,8 +19,8 @@ native = pytest.importorskip("ditto._native", exc_type=ModuleNotFoundError)  # a
 from ditto._native import Context, Model  # noqa: E402
 from ditto.engine.gguf_model import load_model_file  # noqa: E402
 
-ARCHS = ("llama", "qwen2")
-TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+ARCHS = ("llama", "qwen2", "gemma3")
+TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 CASES = [pytest.param(a, t, id=f"{a}-{t.name}") for a in ARCHS for t in TYPES]
 
 # Tolerance: max |ditto - reference| <= RTOL * max |reference logit| + ATOL.

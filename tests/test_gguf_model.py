@@ -55,7 +55,7 @@ def test_every_arch_and_type_loads(tiny_model_path, arch, qtype):
     assert (hp.n_layer, hp.n_head, hp.n_head_kv) == (2, 4, 2)
     assert hp.head_dim == hp.n_embd // 4
     assert hp.n_vocab == len(build_vocab(arch).tokens) == len(mf.tokenizer.tokens)
-    assert hp.rope_neox == (arch == "qwen2")
+    assert hp.rope_neox == (arch != "llama")
     assert hp.sliding_window == 0 and hp.n_ctx_train == 512
     q_dim, kv_dim = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
 
@@ -80,6 +80,11 @@ def test_every_arch_and_type_loads(tiny_model_path, arch, qtype):
             assert all(b.dtype == np.float32 for b in biases)
         else:
             assert biases == (None, None, None)
+        gemma = arch == "gemma3"
+        for norm, n in ((layer.q_norm, hp.head_dim), (layer.k_norm, hp.head_dim),
+                        (layer.post_attn_norm, hp.n_embd), (layer.post_ffn_norm, hp.n_embd)):
+            assert (norm is not None) == gemma
+            assert not gemma or (norm.dtype == np.float32 and norm.shape == (n,))
     # the factory's weights are well-scaled: ~N(0, 0.05) after dequantization
     w = _dequant(mf.layers[0].w_down)
     assert np.isfinite(w).all() and 0.02 < float(w.std()) < 0.1
@@ -390,7 +395,7 @@ def test_unknown_architecture(tmp_path):
     _raises(p, "unsupported model architecture", "'mamba'")
 
 
-@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.IQ2_XXS, Q.Q2_K, Q.Q8_1], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [Q.Q5_1, Q.IQ2_XXS, Q.Q2_K, Q.Q8_1], ids=lambda t: t.name)
 def test_unsupported_tensor_type(tmp_path, qtype):
     p = write_tiny_gguf(tmp_path / "m.gguf", "llama", Q.Q8_0, tensor_types={"blk.0.ffn_gate.weight": qtype})
     _raises(p, "blk.0.ffn_gate.weight", f"type {qtype.name}", "not support")

@@ -15,15 +15,15 @@ from hypothesis import given, settings, strategies as st
 
 k = pytest.importorskip("ditto._kernels")
 
-TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 LAYOUT = {
     Q.F32: (1, 4), Q.F16: (1, 2), Q.BF16: (1, 2), Q.Q8_0: (32, 34), Q.Q4_0: (32, 18),
-    Q.Q4_1: (32, 20), Q.Q4_K: (256, 144), Q.Q5_K: (256, 176), Q.Q6_K: (256, 210),
+    Q.Q4_1: (32, 20), Q.Q5_0: (32, 22), Q.Q4_K: (256, 144), Q.Q5_K: (256, 176), Q.Q6_K: (256, 210),
 }
 # Byte offsets of the f16 scale fields inside one block: random bits there
 # would give NaN / inf, so they get sane values instead.
 F16_FIELDS = {
-    Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+    Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
 }
 ISAS = [k.ISA_SCALAR, k.ISA_AVX2, k.ISA_AVX512]
 
@@ -92,7 +92,7 @@ def test_type_layout(qtype):
 
 def test_type_layout_rejects_unknown():
     with pytest.raises(ValueError):
-        k.type_layout(6)  # Q5_0: not supported by ditto
+        k.type_layout(7)  # Q5_1: not supported by ditto
     with pytest.raises(ValueError):
         k.type_layout(-1)
     with pytest.raises(TypeError):

@@ -106,8 +106,9 @@ def test_sampled_speculative_run_completes(tiny_model_path):
     assert len(req.output) == 30 or req.finish_reason == "stop"
 
 
-@pytest.mark.slow
-def test_real_model_rewrite_is_lossless(default_model_path):
+def assert_rewrite_lossless(model_path):
+    """A real rewrite with speculation gives plain greedy decoding's tokens,
+    and speculation accepted some."""
     from ditto.engine.llm import LLM
     from ditto.engine.rewrite import RewriteJob, rewrite
 
@@ -119,10 +120,15 @@ def test_real_model_rewrite_is_lossless(default_model_path):
         "def describe(width, height):\n"
         "    return f'{width}x{height}: area {area(width, height)}'\n"
     )
-    llm = LLM(default_model_path, n_ctx=1024)
+    llm = LLM(model_path, n_ctx=1024)
     jobs = {}
     for speculate in (False, True):
         job = RewriteJob(source=source, instruction="Rename the parameter width to w.", language="python")
         jobs[speculate] = rewrite(llm, job, speculate=speculate, max_tokens=160)
     assert jobs[True].request.output == jobs[False].request.output
     assert jobs[True].request.stats.accepted > 0
+
+
+@pytest.mark.slow
+def test_real_model_rewrite_is_lossless(default_model_path):
+    assert_rewrite_lossless(default_model_path)

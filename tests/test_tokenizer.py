@@ -19,6 +19,7 @@ from ditto.engine.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 DATA = Path(__file__).parent / "data" / "tokens"
 MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = Path.home() / ".cache" / "ditto" / "models" / "gemma-3-270m-q4_k_m.gguf"
 CASES = sorted(p.stem.removesuffix(".ids") for p in DATA.glob("*.ids.json"))
 
 
@@ -65,8 +66,10 @@ def test_tiny_encode_decode(tiny):
 def test_unknown_pre_and_model_are_refused():
     with pytest.raises(TokenizerError, match="'klingon'"):
         Tokenizer(tiny_data(pre="klingon"))
-    with pytest.raises(TokenizerError, match="'llama'"):
-        Tokenizer(tiny_data(model="llama"))
+    with pytest.raises(TokenizerError, match="'bert'"):
+        Tokenizer(tiny_data(model="bert"))
+    with pytest.raises(TokenizerError, match="scores"):
+        Tokenizer(tiny_data(model="llama"))  # SentencePiece without scores
 
 
 @pytest.mark.parametrize("merge, named", [
@@ -258,3 +261,120 @@ def test_real_round_trip(real, text):
     assert real.decode(ids) == text
     assert not any(real.is_control(i) for i in ids)
     assert real.decode_bytes(ids) == b"".join(real.token_bytes(i) for i in ids)
+
+
+# ------------------------------------------------- SentencePiece (gemma3)
+def spm_data(tokens_scores, user=(), add_space_prefix=False, **over) -> SimpleNamespace:
+    """A SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, then the
+    given (text, score) pieces (type 1) and user-defined texts (type 4)."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    for text, score in tokens_scores:
+        tokens.append(text)
+        types.append(1)
+        scores.append(score)
+    for text in user:
+        tokens.append(text)
+        types.append(4)
+        scores.append(-1000.0)
+    return tiny_data(model="llama", pre="default", tokens=tokens, token_types=types, merges=[],
+                     scores=scores, bos_id=1, eos_id=2, add_bos=True, add_space_prefix=add_space_prefix,
+                     **over)
+
+
+def spm_texts(tok, ids):
+    return [tok.token_text(i) for i in ids]
+
+
+def test_spm_merges_the_highest_scoring_pair_first():
+    pieces = [("a", -1.0), ("b", -1.0), ("c", -1.0), ("ab", -5.0), ("bc", -2.0)]
+    tok = Tokenizer(spm_data(pieces))
+    assert spm_texts(tok, tok.encode("abc")) == ["a", "bc"]  # bc (-2) before ab (-5)
+    # greedy, not the best segmentation: "b"+"cd" first leaves "a", "bcd"
+    # although "ab", "cd" would score higher in total
+    tok = Tokenizer(spm_data([("a", -1.0), ("b", -1.0), ("c", -1.0), ("d", -1.0), ("ab", -4.0),
+                              ("cd", -4.0), ("bc", -2.0), ("bcd", -30.0)]))
+    assert spm_texts(tok, tok.encode("abcd")) == ["a", "bcd"]
+
+
+def test_spm_ties_merge_the_leftmost_pair():
+    tok = Tokenizer(spm_data([("a", -1.0), ("aa", -2.0)]))
+    assert spm_texts(tok, tok.encode("aaa")) == ["aa", "a"]
+
+
+def test_spm_falls_back_to_byte_tokens_and_round_trips():
+    tok = Tokenizer(spm_data([("h", -1.0), ("i", -1.0), ("hi", -1.5), ("▁", -1.0)]))
+    ids = tok.encode("hi é")
+    assert spm_texts(tok, ids) == ["hi", "▁", "<0xC3>", "<0xA9>"]
+    assert tok.decode(ids) == "hi é"
+    assert not tok.missing_bytes
+
+
+def test_spm_space_prefix_only_when_the_vocabulary_asks():
+    pieces = [("▁x", -1.0), ("x", -2.0)]
+    assert spm_texts(Tokenizer(spm_data(pieces)), Tokenizer(spm_data(pieces)).encode("x")) == ["x"]
+    with_prefix = Tokenizer(spm_data(pieces, add_space_prefix=True))
+    assert spm_texts(with_prefix, with_prefix.encode("x")) == ["▁x"]
+
+
+def test_spm_user_defined_tokens_are_cut_out_first_longest_first():
+    tok = Tokenizer(spm_data([("▁", -1.0)], user=["  ", "    "]))
+    # 6 spaces: the 4-space token first, then the 2-space one; never U+2581 merges
+    assert spm_texts(tok, tok.encode("      ")) == ["    ", "  "]
+    assert tok.decode(tok.encode("a     b")) == "a     b"
+
+
+def test_spm_merges_never_make_control_or_byte_tokens():
+    """Plain text stays plain: merging "<s" + ">" would give the control token
+    <s>, "<0x4" + "1>" the byte token for "A" (llama.cpp does both)."""
+    pieces = [(c, -1.0) for c in "<s>0x41"] + [("<s", -2.0), ("<0x4", -2.0), ("1>", -2.0), ("<0", -2.0),
+                                                ("<0x", -2.0)]
+    tok = Tokenizer(spm_data(pieces))
+    for text in ("<s>", "<0x41>"):
+        ids = tok.encode(text)
+        assert not any(tok.is_control(i) or tok.token_text(i).startswith("<0x4") and len(tok.token_text(i)) == 6
+                       for i in ids), [tok.token_text(i) for i in ids]
+        assert tok.decode(ids) == text
+    assert tok.encode_with_specials("<s>") == [1]
+    assert tok.bos_prefix() == [1]
+
+
+@pytest.fixture(scope="module")
+def gemma() -> Tokenizer:
+    if not GEMMA.exists():
+        pytest.skip(f"Gemma 3 270M not in the cache ({GEMMA}); run `ditto model pull gemma3-270m`")
+    from ditto.engine.gguf_model import load_model_file
+    return Tokenizer(load_model_file(GEMMA).tokenizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_gemma3_matches_llama_cpp(gemma, name):
+    """llama.cpp's ids (bench/llamacpp_tokens_spm.py) on the same files."""
+    text = (DATA / f"{name}.txt").read_bytes().decode("utf-8")
+    rec = json.loads((DATA / f"{name}.gemma3-ids.json").read_text())
+    assert rec["source"] == "llama.cpp llama-tokenize"
+    assert gemma.encode(text) == rec["ids"]
+    assert gemma.decode(rec["ids"]) == text
+
+
+@pytest.mark.slow
+def test_gemma3_specials(gemma):
+    assert (gemma.bos_id, gemma.eos_id, gemma.add_bos) == (2, 1, True)
+    assert gemma.bos_prefix() == [2]
+    # llama.cpp forces "</s>" (user-defined in Gemma's vocabulary) to a
+    # control token: plain text never produces it, and it ends generation
+    assert gemma.is_eog(gemma.token_id("</s>")) and gemma.is_eog(1)
+    assert gemma.token_id("</s>") not in gemma.encode("x</s>y")
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), _awkward))
+def test_gemma3_round_trip(gemma, text):
+    # byte fallback covers every byte: no text is refused
+    assert gemma.can_round_trip(text)
+    ids = gemma.encode(text)
+    assert gemma.decode(ids) == text
+    assert not any(gemma.is_control(i) for i in ids)
