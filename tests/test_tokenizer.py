@@ -19,7 +19,6 @@ from ditto.engine.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 DATA = Path(__file__).parent / "data" / "tokens"
 MODEL = Path.home() / ".cache" / "ditto" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA = Path.home() / ".cache" / "ditto" / "models" / "gemma-3-270m-q4_k_m.gguf"
 CASES = sorted(p.stem.removesuffix(".ids") for p in DATA.glob("*.ids.json"))
 
 
@@ -341,11 +340,9 @@ def test_spm_merges_never_make_control_or_byte_tokens():
 
 
 @pytest.fixture(scope="module")
-def gemma() -> Tokenizer:
-    if not GEMMA.exists():
-        pytest.skip(f"Gemma 3 270M not in the cache ({GEMMA}); run `ditto model pull gemma3-270m`")
+def gemma(gemma_model_path) -> Tokenizer:
     from ditto.engine.gguf_model import load_model_file
-    return Tokenizer(load_model_file(GEMMA).tokenizer)
+    return Tokenizer(load_model_file(gemma_model_path).tokenizer)
 
 
 @pytest.mark.slow
