@@ -17,6 +17,7 @@ Two entry points, on purpose:
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from typing import Iterable, Sequence
 
@@ -161,9 +162,6 @@ class Tokenizer:
         special = {t: i for i, (t, ty) in enumerate(zip(tokens, types))
                    if t and ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED)}
         self._special_ids = special
-        self._special_re = (re.compile("|".join(
-            re.escape(t) for t in sorted(special, key=len, reverse=True)))
-            if special else None)
 
     # ---------------------------------------------------------------- build
     @staticmethod
@@ -245,6 +243,14 @@ class Tokenizer:
             return [self.encode(t) for t in texts]
         encs = self._tk.encode_batch([_clean(t) for t in texts], add_special_tokens=False)
         return [e.ids for e in encs]
+
+    @functools.cached_property
+    def _special_re(self) -> re.Pattern | None:
+        """Compiled on first use, not at load: Gemma's ~6k special tokens make
+        a regex that takes longer to compile than the rest of the load."""
+        if not self._special_ids:
+            return None
+        return re.compile("|".join(re.escape(t) for t in sorted(self._special_ids, key=len, reverse=True)))
 
     def split_specials(self, text: str) -> list[str | int]:
         """Cut text at control-token strings: plain-text pieces and token ids."""
