@@ -134,8 +134,10 @@ def parse_answer(window: list[str], answer: str, window_start: int) -> Suggestio
     """The smallest changed line range between the window and the answer;
     None when they are equal or the answer is not a window (line count off
     by more than LINE_TOLERANCE)."""
-    new = answer.rstrip("\n").split("\n") if answer.strip() else []
-    if not new or abs(len(new) - len(window)) > LINE_TOLERANCE:
+    if not answer:
+        return None
+    new = (answer[:-1] if answer.endswith("\n") else answer).split("\n")
+    if abs(len(new) - len(window)) > LINE_TOLERANCE:
         return None
     head = 0
     while head < min(len(new), len(window)) and new[head] == window[head]:
