@@ -216,7 +216,7 @@ class NextEditJob:
                 return token == sep or FILE_SEP in self.text
             return self.rewrite.closes_answer(piece)
         req.is_final = is_final
-        self.request = req
+        self.request = self.rewrite.request = req
         return req
 
     def answer(self) -> str | None:

@@ -19,10 +19,11 @@ def apply_changes(ls: DittoServer, uri: str, text: str, changes) -> tuple[str, s
             text, lost = change.text, None
         elif lost is None:
             try:
-                text = apply_change(text, change, ls.position_codec)
+                before, text = text, apply_change(text, change, ls.position_codec)
             except PositionError as e:
                 lost = f"a didChange could not be applied: {e}"
                 continue
+            ls.next_edit.record(uri, before, text, change.range)
             ls.edit_line[uri] = change.range.start.line
     return text, lost
 
@@ -80,6 +81,7 @@ def register(server: DittoServer) -> None:
     def did_close(ls: DittoServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.edit_line.pop(uri, None)
+        ls.next_edit.forget(uri)
         ls.regain_sync(uri)
         for table in (ls.inflight, ls.prefetching):
             tok = table.pop(uri, None)

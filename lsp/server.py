@@ -212,7 +212,7 @@ class DittoServer(LanguageServer):
 
 
 def create_server() -> DittoServer:
-    from . import completion, documents, inline_completion, rewrite_command, rewrite_workspace, status
+    from . import completion, documents, inline_completion, next_edit, rewrite_command, rewrite_workspace, status
 
     server = DittoServer()
     documents.register(server)
@@ -220,5 +220,6 @@ def create_server() -> DittoServer:
     inline_completion.register(server)
     rewrite_command.register(server)
     rewrite_workspace.register(server)
+    next_edit.register(server)
     status.register(server)
     return server

@@ -41,6 +41,9 @@ class Settings:
     # rewrite
     rewrite_max_tokens: int | None = None   # None: 1.5x the file + 64
     rewrite_drafter: str = "auto"
+    # next-edit suggestions
+    next_edit_format: str = "auto"      # auto | sweep | instruct (auto: sweep when the model has <|file_sep|>)
+    next_edit_time_budget_ms: int = 10_000
     # memory
     saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
 
@@ -55,10 +58,11 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "threads": (1, 256), "ctx": (256, 1 << 20), "n_seq": (2, 64), "max_tokens": (1, 4096),
     "time_budget_ms": (1, 600_000), "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
-    "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
+    "rewrite_max_tokens": (1, 1 << 20), "next_edit_time_budget_ms": (1, 600_000), "saved_sessions_mb": (0, 1 << 20),
 }
 _CHOICES = {"completion_style": STYLES, "precision": ("exact", "fast"), "drafter": DRAFTERS,
-            "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none")}
+            "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none"),
+            "next_edit_format": ("auto", "sweep", "instruct")}
 
 
 def _snake(name: str) -> str:

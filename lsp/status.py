@@ -21,6 +21,7 @@ def register(server: DittoServer) -> None:
             engine = await ls.run_job(lambda engine, job: engine.describe(), priority=URGENT, name="status")
         except Cancelled as e:
             raise JsonRpcInternalError(str(e)) from None
+        engine["next_edit"] = ls.next_edit.describe()
         engine["server"] = {
             "version": VERSION,
             "uptime_seconds": round(time.monotonic() - ls.started, 1),
