@@ -3,8 +3,6 @@ server answers a rename with a well-formed suggestion or null, refuses bad
 params with a message, cancels on the next keystroke and counts in ditto.status."""
 from __future__ import annotations
 
-import re
-
 import pytest
 from lsprotocol import types
 
@@ -12,6 +10,7 @@ from ditto.engine.next_edit import EditHistory, NextEditJob, choose_format
 from ditto.lsp.next_edit import NextEditFeature
 from ditto.lsp.scheduler import CancelToken
 from lsp_helpers import RawServer
+from test_rewrite_safety import ScriptedDecoder
 
 SOURCE = ("def scale(values, factor):\n"
           "    out = []\n"
@@ -28,22 +27,6 @@ def llm(default_model_path):
     return LLM(default_model_path, n_ctx=2048, n_seq=1)
 
 
-class ScriptedDecoder:
-    """Stands in for the model: 'generates' answer(window shown in the prompt), then end of turn."""
-
-    def __init__(self, llm, answer) -> None:
-        self.llm, self.answer = llm, answer
-
-    def prefill(self, requests) -> None:
-        tok = self.llm.tokenizer
-        for req in requests:
-            shown = re.findall(r"(`{3,})python\n(.*?)\n\1\n", tok.decode(req.prompt), re.S)[-1][1] + "\n"
-            req._emit(tok.encode(self.answer(shown)) + [tok.eos_id])
-
-    def step(self, requests) -> None:
-        raise AssertionError("a scripted answer is complete after prefill")
-
-
 def rename_job() -> NextEditJob:
     history = EditHistory()
     history.record(SOURCE, RENAMED, 0, 0, now=0.0)
@@ -51,8 +34,9 @@ def rename_job() -> NextEditJob:
 
 
 def scripted_suggestion(llm, answer):
+    """The suggestion for a decode that 'generates' answer(the window as shown), then ends its turn."""
     job, real = rename_job(), llm.decoder
-    llm.decoder = ScriptedDecoder(llm, answer)
+    llm.decoder = ScriptedDecoder(llm, lambda _first_block: answer(job.window_text))
     try:
         llm.decoder.prefill([job.make_request(llm, speculate=False)])
     finally:
