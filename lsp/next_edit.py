@@ -54,7 +54,8 @@ class NextEditFeature:
 
     def describe(self) -> dict[str, Any]:
         c = self.counts
-        return {**c, "acceptance": round(c["accepted"] / c["drafted"], 3) if c["drafted"] else None}
+        return {**c, "acceptance": round(c["accepted"] / c["drafted"], 3) if c["drafted"] else None,
+                "hunks": {uri: len(h.recent()) for uri, h in self.histories.items()}}
 
 
 def as_dicts(value: Any) -> Any:
