@@ -59,7 +59,7 @@ class EditHistory:
 
     def record(self, before: str, after: str, first_line: int, last_line: int, now: float) -> None:
         """Lines first_line..last_line of `before` were replaced, giving `after`."""
-        old, new = before.split("\n"), after.split("\n")
+        old, new = lines_of(before), lines_of(after)
         grown = len(new) - len(old)
         lo, hi = first_line, last_line + 1             # the edit's lines in `before`
         last = self.hunks[-1] if self.hunks else None
@@ -79,6 +79,11 @@ class EditHistory:
 
     def recent(self) -> list[Hunk]:
         return [h.clipped() for h in self.hunks if h.changed]
+
+
+def lines_of(text: str) -> list[str]:
+    """The text's lines as the model sees them (LF; a CRLF document has as many lines)."""
+    return text.replace("\r\n", "\n").split("\n")
 
 
 def window_bounds(n_lines: int, cursor_line: int, size: int = WINDOW_LINES) -> tuple[int, int]:

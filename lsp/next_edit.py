@@ -17,8 +17,9 @@ from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.workspace.position_codec import PositionCodec
 
-from ..engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format
+from ..engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format, lines_of
 from ..engine.rewrite import RewriteError
 from .completer import REWRITE_CHUNK, run_request
 from .positions import end_position
@@ -80,35 +81,35 @@ def parse_params(params: Any) -> tuple[str, types.Position]:
     return uri, types.Position(line=pos["line"], character=pos["character"])
 
 
-def as_result(ls: DittoServer, text: str, s: Suggestion) -> dict:
+def as_result(codec: PositionCodec, text: str, s: Suggestion) -> dict:
     """The suggestion as whole-line LSP positions (a range ending at the start
     of the line after it, or at the end of the text)."""
-    lines = text.split("\n")
-    new_text = "".join(line + "\n" for line in s.new_lines)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = lines_of(text)
+    new_text = "".join(line + newline for line in s.new_lines)
     if s.end_line < len(lines):
         end = {"line": s.end_line, "character": 0}
     else:   # the range runs to the end of a text without a final newline
-        e = end_position(text, ls.position_codec)
+        e = end_position(text, codec)
         end = {"line": e.line, "character": e.character}
-        new_text = new_text[:-1] if new_text else new_text
+        new_text = new_text.removesuffix(newline)
     jump_line = lines[s.jump_line] if s.jump_line < len(lines) else ""
-    jump = ls.position_codec.position_to_client_units(
+    jump = codec.position_to_client_units(
         lines, types.Position(line=s.jump_line, character=min(s.jump_character, len(jump_line))))
     return {"range": {"start": {"line": s.start_line, "character": 0}, "end": end},
             "newText": new_text, "jump": {"line": jump.line, "character": jump.character}}
 
 
-def run_next_edit(engine, job, uri: str, nej: NextEditJob, counts: dict[str, int]) -> Suggestion | None:
-    """On the model thread: the decode in the document's own next-edit slot."""
+def run_next_edit(engine, job, uri: str, nej: NextEditJob) -> tuple[Suggestion | None, int, int]:
+    """On the model thread: the decode in the document's own next-edit slot;
+    (suggestion or None, tokens drafted, tokens accepted)."""
     llm = engine.llm
     slot = engine.slots.acquire(("next-edit", uri), pin=True)
     try:
         req = nej.make_request(llm, seq=slot, speculate=engine.settings.drafter != "none")
         run_request(llm, req, job.should_stop, REWRITE_CHUNK)
-        counts["drafted"] += req.stats.drafted
-        counts["accepted"] += req.stats.accepted
         engine.stats.add_drafter("next-edit", req.stats.drafted, req.stats.accepted)
-        return nej.suggestion()
+        return nej.suggestion(), req.stats.drafted, req.stats.accepted
     finally:
         engine.slots.unpin(slot)
 
@@ -131,12 +132,14 @@ def register(server: DittoServer) -> None:
 
         def run(engine, job):
             fmt = choose_format(settings.next_edit_format, engine.llm.tokenizer)
-            nej = NextEditJob(uri_name(uri), text.split("\n"), position.line, history, fmt)
-            return run_next_edit(engine, job, uri, nej, feature.counts)
+            # The model sees LF; as_result gives the document's own line ending back.
+            nej = NextEditJob(uri_name(uri), lines_of(text), position.line, history, fmt)
+            return run_next_edit(engine, job, uri, nej)
 
         deadline = time.monotonic() + settings.next_edit_time_budget_ms / 1000
         try:
-            suggestion = await ls.run_job(run, priority=URGENT, token=token, deadline=deadline, name="next-edit")
+            suggestion, drafted, accepted = await ls.run_job(run, priority=URGENT, token=token, deadline=deadline,
+                                                             name="next-edit")
         except Cancelled as e:
             if token.cancelled:
                 feature.counts["cancelled"] += 1
@@ -147,8 +150,10 @@ def register(server: DittoServer) -> None:
         finally:
             if feature.inflight.get(uri) is token:
                 del feature.inflight[uri]
+        feature.counts["drafted"] += drafted     # counted here, on the event loop, not on the model thread
+        feature.counts["accepted"] += accepted
         if suggestion is None:
             feature.counts["no_suggestion"] += 1
             return None
         feature.counts["suggestions"] += 1
-        return as_result(ls, text, suggestion)
+        return as_result(ls.position_codec, text, suggestion)

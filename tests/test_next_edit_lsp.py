@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from lsprotocol import types
+from pygls.workspace.position_codec import PositionCodec
 
-from ditto.engine.next_edit import EditHistory, NextEditJob, choose_format
-from ditto.lsp.next_edit import NextEditFeature
+from ditto.engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format
+from ditto.lsp.next_edit import NextEditFeature, as_result
 from ditto.lsp.scheduler import CancelToken
 from lsp_helpers import RawServer
 from test_rewrite_safety import ScriptedDecoder
@@ -58,6 +59,25 @@ def test_instruct_answer_equal_to_the_window_is_no_suggestion(llm):
 
 def test_instruct_answer_that_is_not_the_window_is_no_suggestion(llm):
     assert scripted_suggestion(llm, lambda shown: "return out\n")[1] is None
+
+
+def test_result_keeps_the_documents_line_endings_and_whole_lines():
+    codec = PositionCodec(types.PositionEncodingKind.Utf16)
+    text = SOURCE.replace("\n", "\r\n")
+    s = Suggestion(2, 3, ["    for v in items:"], 2, 13)
+    assert as_result(codec, text, s) == {
+        "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
+        "newText": "    for v in items:\r\n", "jump": {"line": 2, "character": 13}}
+    unterminated = "a = 1\nb = 1"
+    assert as_result(codec, unterminated, Suggestion(1, 2, ["b = 2"], 1, 4))["range"]["end"] == \
+        {"line": 1, "character": 5}
+    assert as_result(codec, unterminated, Suggestion(1, 2, ["b = 2"], 1, 4))["newText"] == "b = 2"
+
+
+def test_crlf_edits_make_hunks_without_carriage_returns():
+    history = EditHistory()
+    history.record(SOURCE.replace("\n", "\r\n"), RENAMED.replace("\n", "\r\n"), 0, 0, now=0.0)
+    assert history.recent()[0].original == ["def scale(values, factor):"]
 
 
 def test_sweep_prompt_keeps_its_separators_as_special_tokens(llm):
