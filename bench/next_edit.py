@@ -74,7 +74,7 @@ def main() -> int:
             lines = text.split("\n")
             renamed = lines[:line] + [lines[line].replace(old, new, 1)] + lines[line + 1:]
             history = EditHistory()
-            history.record(text, "\n".join(renamed), line, line, now=0.0)
+            history.record(text, "\n".join(renamed), now=0.0)
             job_args = (path.name, renamed, line, history.recent(), fmt)
             plain_tokens, plain = run(llm, job_args, speculate=False)
             spec_tokens, spec = run(llm, job_args, speculate=True)

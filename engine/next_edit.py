@@ -57,11 +57,19 @@ class EditHistory:
     the same or adjacent lines, close in time, make one hunk."""
     hunks: list[Hunk] = field(default_factory=list)
 
-    def record(self, before: str, after: str, first_line: int, last_line: int, now: float) -> None:
-        """Lines first_line..last_line of `before` were replaced, giving `after`."""
+    def record(self, before: str, after: str, now: float) -> None:
+        """`before` became `after` by one edit (a keystroke, a paste, a didChange):
+        its lines are those between the lines both texts begin and end with,
+        so any edit event will do and no range has to be trusted."""
         old, new = lines_of(before), lines_of(after)
         grown = len(new) - len(old)
-        lo, hi = first_line, last_line + 1             # the edit's lines in `before`
+        lo = 0
+        while lo < min(len(old), len(new)) and old[lo] == new[lo]:
+            lo += 1
+        tail = 0
+        while tail < min(len(old), len(new)) - lo and old[-1 - tail] == new[-1 - tail]:
+            tail += 1
+        hi = len(old) - tail                            # the edit's lines in `before`: lo..hi
         last = self.hunks[-1] if self.hunks else None
         if last is not None and now - last.time <= GROUP_SECONDS \
                 and lo <= last.start + len(last.updated) + GROUP_LINES and hi >= last.start - GROUP_LINES:

@@ -23,7 +23,7 @@ def apply_changes(ls: DittoServer, uri: str, text: str, changes) -> tuple[str, s
             except PositionError as e:
                 lost = f"a didChange could not be applied: {e}"
                 continue
-            ls.next_edit.record(uri, before, text, change.range)
+            ls.next_edit.record(uri, before, text)
             ls.edit_line[uri] = change.range.start.line
     return text, lost
 

@@ -38,11 +38,10 @@ class NextEditFeature:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("requests", "suggestions", "no_suggestion", "cancelled", "drafted", "accepted"), 0))
 
-    def record(self, uri: str, before: str, after: str, rng: types.Range) -> None:
-        """didChange hook: one incremental change, before and after it. It is
+    def record(self, uri: str, before: str, after: str) -> None:
+        """didChange hook: a document's text before and after a change. It is
         also the next keystroke that makes a suggestion in flight stale."""
-        self.histories.setdefault(uri, EditHistory()).record(
-            before, after, rng.start.line, rng.end.line, time.monotonic())
+        self.histories.setdefault(uri, EditHistory()).record(before, after, time.monotonic())
         tok = self.inflight.pop(uri, None)
         if tok is not None:
             tok.cancel("document changed")

@@ -21,17 +21,17 @@ from speculation import plain
 TEXT = "def area(width, height):\n    w = width\n    return w * height\n"
 
 
-def replace_in(text: str, line: int, old: str, new: str) -> tuple[str, int, int]:
-    """text with `old` replaced by `new` on one line, and that line twice (first, last)."""
+def replace_in(text: str, line: int, old: str, new: str) -> str:
+    """text with `old` replaced by `new` on one line."""
     lines = text.split("\n")
     lines[line] = lines[line].replace(old, new, 1)
-    return "\n".join(lines), line, line
+    return "\n".join(lines)
 
 
 def test_one_edit_makes_one_hunk_of_its_lines():
     history = EditHistory()
-    after, first, last = replace_in(TEXT, 0, "width", "size")
-    history.record(TEXT, after, first, last, now=0.0)
+    after = replace_in(TEXT, 0, "width", "size")
+    history.record(TEXT, after, now=0.0)
     assert history.recent() == [Hunk(0, ["def area(width, height):"], ["def area(size, height):"], 0.0)]
 
 
@@ -40,7 +40,7 @@ def test_keystrokes_on_one_line_group_into_one_hunk():
     history, text = EditHistory(), TEXT
     for t, typed in enumerate(["", "s", "si", "siz", "size"]):
         after = TEXT.replace("area(width", "area(" + typed, 1)
-        history.record(text, after, 0, 0, now=0.1 * t)
+        history.record(text, after, now=0.1 * t)
         text = after
     assert [(h.original, h.updated) for h in history.recent()] == \
         [(["def area(width, height):"], ["def area(size, height):"])]
@@ -49,31 +49,41 @@ def test_keystrokes_on_one_line_group_into_one_hunk():
 def test_distant_or_late_edits_make_separate_hunks_and_the_oldest_go():
     history, text = EditHistory(), "\n".join(f"x{i} = {i}" for i in range(40))
     for k, line in enumerate(range(0, 40, 4)):
-        after, first, last = replace_in(text, line, "=", ":=")
-        history.record(text, after, first, last, now=float(k))
+        after = replace_in(text, line, "=", ":=")
+        history.record(text, after, now=float(k))
         text = after
     hunks = history.recent()
     assert len(hunks) == 8
     assert [h.start for h in hunks] == list(range(8, 40, 4))
-    after, first, last = replace_in(text, 39, "=", "==")
-    history.record(text, after, first, last, now=100.0)
+    after = replace_in(text, 39, "=", "==")
+    history.record(text, after, now=100.0)
     assert history.recent()[-1].start == 39 and len(history.recent()) == 8
 
 
 def test_an_edit_typed_and_undone_leaves_no_hunk():
     history = EditHistory()
-    after, first, last = replace_in(TEXT, 1, "w =", "ww =")
-    history.record(TEXT, after, first, last, now=0.0)
-    history.record(after, TEXT, first, last, now=0.5)
+    after = replace_in(TEXT, 1, "w =", "ww =")
+    history.record(TEXT, after, now=0.0)
+    history.record(after, TEXT, now=0.5)
     assert history.recent() == []
 
 
-def test_an_inserted_line_joins_the_hunk_it_touches():
+def test_an_inserted_line_is_a_hunk_with_no_original_lines_and_typing_on_it_extends_it():
     history = EditHistory()
-    after = TEXT.replace("    w = width\n", "    w = width\n    h = height\n")
-    history.record(TEXT, after, 1, 1, now=0.0)
-    hunk = history.recent()[0]
-    assert hunk.original == ["    w = width"] and hunk.updated == ["    w = width", "    h = height"]
+    after = TEXT.replace("    w = width\n", "    w = width\n    h = \n")
+    history.record(TEXT, after, now=0.0)
+    assert history.recent() == [Hunk(2, [], ["    h = "], 0.0)]
+    history.record(after, after.replace("h = ", "h = height"), now=1.0)
+    assert [(h.start, h.original, h.updated) for h in history.recent()] == [(2, [], ["    h = height"])]
+
+
+def test_a_hunk_is_found_from_the_texts_alone_whatever_the_edit_event():
+    """A whole-document change gives the same hunk as an incremental one."""
+    before = "\n".join(f"x{i} = {i}" for i in range(30))
+    after = replace_in(before, 12, "x12", "y12")
+    history = EditHistory()
+    history.record(before, after, now=0.0)
+    assert history.recent() == [Hunk(12, ["x12 = 12"], ["y12 = 12"], 0.0)]
 
 
 @given(n=st.integers(1, 200), cursor=st.integers(0, 199))

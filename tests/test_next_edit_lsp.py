@@ -30,7 +30,7 @@ def llm(default_model_path):
 
 def rename_job() -> NextEditJob:
     history = EditHistory()
-    history.record(SOURCE, RENAMED, 0, 0, now=0.0)
+    history.record(SOURCE, RENAMED, now=0.0)
     return NextEditJob("scale.py", RENAMED.split("\n"), 0, history.recent(), "instruct")
 
 
@@ -76,7 +76,7 @@ def test_result_keeps_the_documents_line_endings_and_whole_lines():
 
 def test_crlf_edits_make_hunks_without_carriage_returns():
     history = EditHistory()
-    history.record(SOURCE.replace("\n", "\r\n"), RENAMED.replace("\n", "\r\n"), 0, 0, now=0.0)
+    history.record(SOURCE.replace("\n", "\r\n"), RENAMED.replace("\n", "\r\n"), now=0.0)
     assert history.recent()[0].original == ["def scale(values, factor):"]
 
 
@@ -139,7 +139,6 @@ def test_bad_next_edit_params_get_a_clear_error(server, params, complaint):
 def test_the_next_keystroke_cancels_a_next_edit_in_flight_in_its_document_only():
     feature = NextEditFeature()
     here, there = feature.inflight["a.py"], feature.inflight["b.py"] = CancelToken(), CancelToken()
-    change = types.Range(start=types.Position(line=0, character=10), end=types.Position(line=0, character=16))
-    feature.record("a.py", SOURCE, RENAMED, change)
+    feature.record("a.py", SOURCE, RENAMED)
     assert here.cancelled and not there.cancelled
     assert feature.histories["a.py"].recent()[0].updated == ["def scale(items, factor):"]
