@@ -58,7 +58,8 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "threads": (1, 256), "ctx": (256, 1 << 20), "n_seq": (2, 64), "max_tokens": (1, 4096),
     "time_budget_ms": (1, 600_000), "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
-    "rewrite_max_tokens": (1, 1 << 20), "next_edit_time_budget_ms": (1, 600_000), "saved_sessions_mb": (0, 1 << 20),
+    "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
+    "next_edit_time_budget_ms": (1, 600_000),
 }
 _CHOICES = {"completion_style": STYLES, "precision": ("exact", "fast"), "drafter": DRAFTERS,
             "rewrite_drafter": ("auto", "edit", "doc", "ngram-mod", "none"),
