@@ -13,8 +13,14 @@ if TYPE_CHECKING:
 
 
 class LanguageFeature:
+    status_key: str | None = None     # the key of describe()'s report in ditto.status, if any
+
     def __init__(self, server: DittoServer) -> None:
         self.server = server
+
+    def describe(self) -> dict | None:
+        """What ditto.status reports of this feature under status_key."""
+        return None
 
     def register(self) -> None:
         """Registers the feature's LSP handlers on the server."""

@@ -25,6 +25,7 @@ from .documents import DocumentSync
 from .edits import begin_progress, end_progress
 from .feature import LanguageFeature
 from .inline_completion import InlineCompletion
+from .next_edit import NextEditFeature
 from .positions import PositionError, offset_of, range_offsets
 from .protocol import DittoProtocol, json_type, strict_converter
 from .rewrite_command import RewriteFile
@@ -253,6 +254,6 @@ def create_server() -> DittoServer:
     suggestions = Suggestions(server)
     for feature in (DocumentSync(server), suggestions, Completion(server, suggestions),
                     InlineCompletion(server, suggestions), RewriteFile(server), RewriteWorkspace(server),
-                    StatusCommand(server)):
+                    NextEditFeature(server), StatusCommand(server)):
         server.add_feature(feature)
     return server

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.next_edit import FORMATS as NEXT_EDIT_FORMATS
 from ..engine.options import DEFAULT_CTX, DEFAULT_PRECISION, DRAFTER_NAMES, PRECISIONS
 
 NO_DRAFTER = "none"                                 # speculation off
@@ -46,6 +47,9 @@ class Settings:
     # rewrite
     rewrite_max_tokens: int | None = None   # None: 1.5x the file + 64
     rewrite_drafter: str = "auto"       # one of REWRITE_DRAFTERS
+    # next-edit suggestions
+    next_edit_format: str = "auto"      # one of engine.next_edit.FORMATS (auto: sweep when the model has <|file_sep|>)
+    next_edit_time_budget_ms: int = 10_000
     # memory
     saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
 
@@ -61,9 +65,10 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "time_budget_ms": (1, 600_000), "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
     "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
+    "next_edit_time_budget_ms": (1, 600_000),
 }
 _CHOICES = {"completion_style": STYLES, "precision": PRECISIONS, "drafter": DRAFTERS,
-            "rewrite_drafter": REWRITE_DRAFTERS}
+            "rewrite_drafter": REWRITE_DRAFTERS, "next_edit_format": NEXT_EDIT_FORMATS}
 
 
 def _snake(name: str) -> str:

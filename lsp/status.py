@@ -31,6 +31,9 @@ class StatusCommand(LanguageFeature):
                 engine = await ls.run_job(lambda engine, job: engine.describe(), priority=URGENT, name="status")
             except Cancelled as e:
                 raise JsonRpcInternalError(str(e)) from None
+            for feature in ls.language_features:
+                if feature.status_key is not None:
+                    engine[feature.status_key] = feature.describe()
             engine["server"] = {
                 "version": ls.version,
                 "uptime_seconds": round(time.monotonic() - self.started, 1),

@@ -14,6 +14,7 @@ amortised); feedback() only updates the counters.
 from __future__ import annotations
 
 from bisect import bisect_left
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -173,6 +174,16 @@ class EditAwareDrafter(DrafterBase):
         self._rule_k = 0          # tokens of rule.out already written
         self._dep_out = 0         # history position where the departure (or rule) began
         self._starting = True     # nothing of the original written yet
+
+    def seed(self, edits: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        """Learns the substitutions of edits made before the decode (next-edit:
+        the user's recent hunks, as (original, updated) tokens), so they are
+        drafted ahead wherever the original shows them again."""
+        for original, updated in edits:
+            original, updated = [int(t) for t in original], [int(t) for t in updated]
+            for tag, i1, i2, j1, j2 in SequenceMatcher(a=original, b=updated, autojunk=False).get_opcodes():
+                if tag in ("replace", "insert"):
+                    self._rules.learn(original, i1, i2, updated[j1:j2])
 
     def _propose(self, history: Sequence[int], max_len: int) -> list[int]:
         n_before = len(self._mirror)

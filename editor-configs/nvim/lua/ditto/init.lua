@@ -659,6 +659,35 @@ function M.status(opts)
   return true
 end
 
+--- Asks for the next edit at the cursor (ditto/nextEdit); applies it and jumps
+--- to it. opts.on_done(err, result) is called with the server's answer.
+function M.next_edit(opts)
+  opts = opts or {}
+  local bufnr = vim.api.nvim_get_current_buf()
+  local client = M.client(bufnr)
+  if not client then
+    notify("the ditto server is not running", vim.log.levels.ERROR)
+    return false
+  end
+  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+  call(client, "request", "ditto/nextEdit", params, function(err, result)
+    if not err and result ~= vim.NIL and result ~= nil then
+      vim.lsp.util.apply_text_edits({ { range = result.range, newText = result.newText } }, bufnr,
+        client.offset_encoding)
+      local line = vim.api.nvim_buf_get_lines(bufnr, result.jump.line, result.jump.line + 1, false)[1] or ""
+      vim.api.nvim_win_set_cursor(0, { result.jump.line + 1, byte_col(line, result.jump.character, client.offset_encoding) })
+    elseif err then
+      notify("next edit: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    else
+      notify("no next edit here")
+    end
+    if opts.on_done then
+      opts.on_done(err, result)
+    end
+  end, bufnr)
+  return true
+end
+
 -- ---- progress -----------------------------------------------------------------------------------
 
 function M.setup_progress()
@@ -733,6 +762,9 @@ function M.create_commands()
   vim.api.nvim_create_user_command("DittoCancel", function()
     M.cancel()
   end, { desc = "ditto: cancel the running rewrites" })
+  vim.api.nvim_create_user_command("DittoNextEdit", function()
+    M.next_edit()
+  end, { desc = "ditto: apply the next edit the recent edits call for, and jump to it" })
   vim.api.nvim_create_user_command("DittoStatus", function()
     M.status()
   end, { desc = "ditto: model, memory, sessions and drafter statistics" })
