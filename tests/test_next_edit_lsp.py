@@ -95,7 +95,7 @@ def server():
     s.close()
 
 
-URI = "file:///tmp/scale.py"
+URI = "file:///workspace/scale.py"
 
 
 def rename_param(server: RawServer, version: int) -> None:
@@ -126,7 +126,7 @@ def test_next_edit_after_a_rename_is_a_well_formed_suggestion_or_null(server):
 @pytest.mark.parametrize("params, complaint", [
     ({"position": {"line": 0, "character": 0}}, "textDocument.uri"),
     ({"textDocument": {"uri": URI}, "position": {"line": -1, "character": 0}}, "position"),
-    ({"textDocument": {"uri": "file:///tmp/never-opened.py"}, "position": {"line": 0, "character": 0}},
+    ({"textDocument": {"uri": "file:///workspace/never-opened.py"}, "position": {"line": 0, "character": 0}},
      "open it with textDocument/didOpen"),
     ({"textDocument": {"uri": URI}, "position": {"line": 99, "character": 0}}, "line"),
 ])
