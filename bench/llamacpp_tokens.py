@@ -97,14 +97,21 @@ def vocab_only_copy(model: Path, pre: str, out: Path) -> None:
     writer.close()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, model_help: str) -> argparse.Namespace:
+    """--llama-bin-dir and --model, shared by the token-data scripts; args.model
+    is None when not given, args.llama_tokenize the binary."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--llama-bin-dir", default=os.environ.get("LLAMA_CPP_BIN_DIR"),
                     help="directory with llama.cpp's llama-tokenize (default: $LLAMA_CPP_BIN_DIR)")
-    ap.add_argument("--model", default=None, help="GGUF (default: ditto's default model)")
+    ap.add_argument("--model", default=None, help=model_help)
     args = ap.parse_args()
-    args.model = common.resolve_model(args.model)
     args.llama_tokenize = common.llama_binary(args.llama_bin_dir, "llama-tokenize")
+    return args
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], "GGUF (default: ditto's default model)")
+    args.model = common.resolve_model(args.model)
     texts = sorted(DATA.glob("*.txt"))
     if not texts:
         raise SystemExit(f"no .txt inputs in {DATA}")

@@ -10,10 +10,8 @@ it. Same llama-tokenize flags as bench/llamacpp_tokens.py (--no-parse-special
 """
 from __future__ import annotations
 
-import argparse
-import os
 
-from llamacpp_tokens import DATA, llama_version, print_summary, token_record, write_record
+from llamacpp_tokens import DATA, llama_version, parse_args, print_summary, token_record, write_record
 
 import common  # bench/, the script's own folder
 from ditto.engine.model_store import model_path
@@ -22,13 +20,9 @@ SUFFIX = ".gemma3-ids.json"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llama-bin-dir", default=os.environ.get("LLAMA_CPP_BIN_DIR"),
-                    help="directory with llama.cpp's llama-tokenize (default: $LLAMA_CPP_BIN_DIR)")
-    ap.add_argument("--model", default=None, help="GGUF with a SentencePiece vocabulary (default: gemma3-270m)")
-    args = ap.parse_args()
+    args = parse_args(__doc__.splitlines()[0], "GGUF with a SentencePiece vocabulary (default: gemma3-270m)")
     model = common.resolve_model(args.model or str(model_path("gemma3-270m")))
-    binary = common.llama_binary(args.llama_bin_dir, "llama-tokenize")
+    binary = args.llama_tokenize
     version = llama_version(binary)
     summary = {txt.name: write_record(token_record(binary, version, model, txt), txt, SUFFIX)
                for txt in sorted(DATA.glob("*.txt"))}
