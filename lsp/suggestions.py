@@ -10,27 +10,34 @@ last edited line.
 
 On didOpen the document's first prompt window is prefilled in the
 background (no logits), so the first completion there is served from the
-cache. That job runs at PREFETCH priority: a completion never waits behind
-it (it gives way between forward passes as soon as more urgent work waits,
+cache; `ditto/didFocus` (the editor made a document active, or moved its
+cursor far: {textDocument: {uri}, position}) prefills the prompt of a
+completion at that cursor the same way, chunks of other files included.
+Those jobs run at PREFETCH priority: a completion never waits behind one
+(it gives way between forward passes as soon as more urgent work waits,
 and is submitted again afterwards, going on from what is cached). Its
 cancel token sits in `prefetching` with the document's other speculative
-work, so a change, a close or a completion cancels it.
+work, so a change, a close, a new focus or a completion cancels it; a
+completion of the same document then goes on from what it evaluated.
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInternalError
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
 from .completer import CompletionResult
+from .custom_params import document_position
 from .feature import LanguageFeature
 from .prompt import ChunkRing, uri_name
 from .scheduler import PREFETCH, URGENT, CancelToken, Cancelled
 
 if TYPE_CHECKING:
     from .server import DittoServer
+
+FOCUS_METHOD = "ditto/didFocus"
 
 
 class Suggestions(LanguageFeature):
@@ -43,12 +50,21 @@ class Suggestions(LanguageFeature):
         self.last_uri: str | None = None                # document of the last completion
 
     # ---- document events -------------------------------------------------------------------
+    def register(self) -> None:
+        @self.server.feature(FOCUS_METHOD)
+        def did_focus(ls: DittoServer, params: Any) -> None:
+            try:
+                uri, position = document_position(params, FOCUS_METHOD)
+                doc = ls.document(uri)
+                offset = ls.offset(doc, position)
+            except JsonRpcInvalidParams as e:     # a notification gets no answer: say why it is ignored
+                ls.log(f"ignored a focus notification: {e.message}", types.MessageType.Warning)
+                return
+            self.prefill(uri, doc.source, offset, position.line, "the document got the focus again")
+
     def did_open(self, uri: str, text: str) -> None:
         self.chunks.add(uri, text, 0, self.server.settings.chunk_lines)
-        self._cancel(self.prefetching, uri, "the document was opened again")
-        if self.server.sync_problem(uri) is None:
-            token = self.prefetching[uri] = CancelToken()
-            self._prefill_open(uri, text, token)
+        self.prefill(uri, text, None, 0, "the document was opened again")
 
     def did_change(self, uri: str, text: str, edited_line: int | None) -> None:
         if edited_line is not None:
@@ -147,21 +163,31 @@ class Suggestions(LanguageFeature):
                 f.exception()  # consumed: a failed prefetch only costs the cache
         fut.add_done_callback(done)
 
-    def _prefill_open(self, uri: str, text: str, token: CancelToken) -> None:
+    def prefill(self, uri: str, text: str, offset: int | None, line: int, reason: str) -> None:
+        """Prefills the prompt of a completion at `offset` (None: the end of
+        the first window) on `line`, replacing the document's speculative work."""
+        self._cancel(self.prefetching, uri, reason)
+        if self.server.sync_problem(uri) is not None:
+            return
+        chunks = self._chunks(uri, text, line) if self.server.settings.extra_chunks > 0 else ()
+        token = self.prefetching[uri] = CancelToken()
+        self._submit_prefill(uri, text, offset, chunks, token)
+
+    def _submit_prefill(self, uri: str, text: str, offset: int | None, chunks, token: CancelToken) -> None:
         ls = self.server
 
         def run(engine, job):
-            return engine.prefill_document(job, uri, text)
+            return engine.prefill_document(job, uri, text, offset, chunks)
 
         def done(f) -> None:
             finished = not f.cancelled() and f.exception() is None and not token.cancelled
             if finished and f.result() is None:     # gave way to more urgent work: go on after it
-                self._prefill_open(uri, text, token)
+                self._submit_prefill(uri, text, offset, chunks, token)
                 return
             if self.prefetching.get(uri) is token:
                 del self.prefetching[uri]
             if finished:    # otherwise cancelled, or no model: only the head start is lost
                 ls.log(f"ditto: prefilled {f.result()} prompt tokens of {uri}")
 
-        fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="open prefill")
+        fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="prefill")
         fut.add_done_callback(done)
