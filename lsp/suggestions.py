@@ -171,9 +171,11 @@ class Suggestions(LanguageFeature):
             return
         chunks = self._chunks(uri, text, line) if self.server.settings.extra_chunks > 0 else ()
         token = self.prefetching[uri] = CancelToken()
-        self._submit_prefill(uri, text, offset, chunks, token)
+        where = "" if offset is None else f" at line {line + 1}"
+        self._submit_prefill(uri, text, offset, chunks, token, f"prompt tokens of {uri}{where}")
 
-    def _submit_prefill(self, uri: str, text: str, offset: int | None, chunks, token: CancelToken) -> None:
+    def _submit_prefill(self, uri: str, text: str, offset: int | None, chunks, token: CancelToken,
+                        what: str) -> None:
         ls = self.server
 
         def run(engine, job):
@@ -182,12 +184,12 @@ class Suggestions(LanguageFeature):
         def done(f) -> None:
             finished = not f.cancelled() and f.exception() is None and not token.cancelled
             if finished and f.result() is None:     # gave way to more urgent work: go on after it
-                self._submit_prefill(uri, text, offset, chunks, token)
+                self._submit_prefill(uri, text, offset, chunks, token, what)
                 return
             if self.prefetching.get(uri) is token:
                 del self.prefetching[uri]
             if finished:    # otherwise cancelled, or no model: only the head start is lost
-                ls.log(f"ditto: prefilled {f.result()} prompt tokens of {uri}")
+                ls.log(f"ditto: prefilled {f.result()} {what}")
 
         fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="prefill")
         fut.add_done_callback(done)

@@ -60,14 +60,15 @@ async def complete(client: LanguageClient, uri: str, text: str, offset: int):
     return result.items[0].data
 
 
-async def prefilled(client: LanguageClient, uri: str, nth: int = 1) -> int:
-    """Waits for the server's word that the nth prefill of `uri` finished."""
+async def prefilled(client: LanguageClient, uri: str, line: int | None = None) -> int:
+    """Waits for the server's word that the prefill of `uri` on open (or for
+    a cursor on `line`, 1-based) finished."""
+    end = f" of {uri}" if line is None else f" of {uri} at line {line}"
     async def said() -> int:
         while True:
-            done = [m for m in client.log_messages
-                    if m.message.startswith("ditto: prefilled ") and m.message.endswith(f" of {uri}")]
-            if len(done) >= nth:
-                return int(done[nth - 1].message.split()[2])
+            for m in client.log_messages:
+                if m.message.startswith("ditto: prefilled ") and m.message.endswith(end):
+                    return int(m.message.split()[2])
             await client.wait_for_notification(types.WINDOW_LOG_MESSAGE)
     return await asyncio.wait_for(said(), WAIT)
 
@@ -121,7 +122,7 @@ async def test_focus_prefills_the_window_at_the_cursor(client: LanguageClient, c
     open_doc(client, uri, doc)
     await prefilled(client, uri)
     focus(client, uri, doc, cursor)
-    held = await prefilled(client, uri, nth=2)
+    held = await prefilled(client, uri, line=doc.count("\n", 0, cursor) + 1)
     data = await complete(client, uri, doc, cursor)
     assert data["source"] == "model"
     assert held >= data["prompt_tokens"] - 3
