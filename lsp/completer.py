@@ -205,12 +205,14 @@ class Engine:
 
     def prefill_document(self, job: JobContext, uri: str, text: str, offset: int | None = None,
                          chunks: tuple[str, ...] = ()) -> int | None:
-        """Evaluates the prompt of a completion at `offset` (by default, the end
-        of the first window: a just-opened document) into the document's slot,
-        without logits, so the next completion there is served from the cache.
-        The number of tokens the slot then holds, or None when it gave way to
-        more urgent work first (what it evaluated stays cached)."""
-        tokens = self.prefill_tokens(text, self.first_window_end(text) if offset is None else offset, chunks)
+        """Evaluates the prompt of a completion at `offset` into the document's
+        slot, without logits, so the next completion there is served from the
+        cache. A cursor within the first window (or none: a document just
+        opened) gets the whole first window, which every completion in that
+        window starts with. The number of tokens the slot then holds, or None
+        when it gave way to more urgent work first (what it evaluated stays cached)."""
+        end = max(self.first_window_end(text), offset or 0)
+        tokens = self.prefill_tokens(text, end, chunks)
         slot = self.slots.acquire(uri)
         if not self.llm.decoder.prefill(slot, tokens, chunk=PREFETCH_CHUNK, should_stop=job.should_stop):
             return None

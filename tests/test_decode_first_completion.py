@@ -130,6 +130,17 @@ async def test_focus_prefills_the_window_at_the_cursor(client: LanguageClient, c
     assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
 
 
+async def test_a_focus_in_the_first_window_keeps_the_whole_window(client: LanguageClient):
+    """A file just opened has its cursor at the top: the focus there must not
+    trade the open prefill for a prompt of nothing."""
+    doc, _cursor = real_file()
+    uri = "file:///workspace/abc_focus_top.py"
+    open_doc(client, uri, doc)
+    held = await prefilled(client, uri)
+    focus(client, uri, doc, 0)
+    assert await prefilled(client, uri, line=1) == held
+
+
 async def test_a_focus_on_an_unknown_document_is_ignored_with_a_reason(client: LanguageClient):
     doc, cursor = real_file()
     focus(client, "file:///workspace/never_opened.py", doc, cursor)
