@@ -24,6 +24,7 @@ from .completion import Completion
 from .documents import DocumentSync
 from .edits import begin_progress, end_progress
 from .feature import LanguageFeature
+from .focus import Focus
 from .inline_completion import InlineCompletion
 from .next_edit import NextEditFeature
 from .positions import PositionError, offset_of, range_offsets
@@ -256,7 +257,7 @@ def create_server(preload: ModelPreload | None = None) -> DittoServer:
     server = DittoServer(preload)
     suggestions = Suggestions(server)
     for feature in (DocumentSync(server), suggestions, Completion(server, suggestions),
-                    InlineCompletion(server, suggestions), RewriteFile(server), RewriteWorkspace(server),
-                    NextEditFeature(server), StatusCommand(server)):
+                    InlineCompletion(server, suggestions), Focus(server, suggestions), RewriteFile(server),
+                    RewriteWorkspace(server), NextEditFeature(server), StatusCommand(server)):
         server.add_feature(feature)
     return server

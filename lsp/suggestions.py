@@ -10,9 +10,8 @@ last edited line.
 
 On didOpen the document's first prompt window is prefilled in the
 background (no logits), so the first completion there is served from the
-cache; `ditto/didFocus` (the editor made a document active, or moved its
-cursor far: {textDocument: {uri}, position}) prefills the prompt of a
-completion at that cursor the same way, chunks of other files included.
+cache; `ditto/didFocus` (focus.py) prefills the prompt of a completion at
+the editor's cursor the same way, chunks of other files included.
 Those jobs run at PREFETCH priority: a completion never waits behind one
 (it gives way between forward passes as soon as more urgent work waits,
 and is submitted again afterwards, going on from what is cached). Its
@@ -23,21 +22,18 @@ completion of the same document then goes on from what it evaluated.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInternalError
 
 from .completer import CompletionResult
-from .custom_params import document_position
 from .feature import LanguageFeature
 from .prompt import ChunkRing, uri_name
 from .scheduler import PREFETCH, URGENT, CancelToken, Cancelled
 
 if TYPE_CHECKING:
     from .server import DittoServer
-
-FOCUS_METHOD = "ditto/didFocus"
 
 
 class Suggestions(LanguageFeature):
@@ -50,18 +46,6 @@ class Suggestions(LanguageFeature):
         self.last_uri: str | None = None                # document of the last completion
 
     # ---- document events -------------------------------------------------------------------
-    def register(self) -> None:
-        @self.server.feature(FOCUS_METHOD)
-        def did_focus(ls: DittoServer, params: Any) -> None:
-            try:
-                uri, position = document_position(params, FOCUS_METHOD)
-                doc = ls.document(uri)
-                offset = ls.offset(doc, position)
-            except JsonRpcInvalidParams as e:     # a notification gets no answer: say why it is ignored
-                ls.log(f"ignored a focus notification: {e.message}", types.MessageType.Warning)
-                return
-            self.prefill(uri, doc.source, offset, position.line, "the document got the focus again")
-
     def did_open(self, uri: str, text: str) -> None:
         self.chunks.add(uri, text, 0, self.server.settings.chunk_lines)
         self.prefill(uri, text, None, 0, "the document was opened again")
