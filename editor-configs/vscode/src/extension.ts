@@ -552,7 +552,8 @@ function sendFocus(
     }
 }
 
-/** A focus when an editor comes to the front, and when its cursor rests far from the last one sent. */
+/** A focus when an editor comes to the front, and when its cursor, moved by the
+ * user (keys, mouse, a command such as go to definition), rests far from the last one sent. */
 function watchFocus(): vscode.Disposable {
     let timer: NodeJS.Timeout | undefined;
     return vscode.Disposable.from(
@@ -562,6 +563,9 @@ function watchFocus(): vscode.Disposable {
             }
         }),
         vscode.window.onDidChangeTextEditorSelection((e) => {
+            if (e.kind === undefined) {
+                return; // moved by an edit (typing): the completion there keeps its own cache warm
+            }
             clearTimeout(timer);
             timer = setTimeout(
                 () => sendFocus(e.textEditor, (uri, line, character) => focus.moved(uri, line, character)),
