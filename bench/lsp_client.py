@@ -46,6 +46,15 @@ class LspClient:
             if "method" in msg and "id" in msg:   # a server request (progress create, ...)
                 self._send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
 
+    def wait_log(self, accept) -> str:
+        """Reads messages until a window/logMessage whose text `accept`s; returns that text."""
+        while True:
+            msg = self._read()
+            if msg.get("method") == "window/logMessage" and accept(msg["params"]["message"]):
+                return msg["params"]["message"]
+            if "method" in msg and "id" in msg:
+                self._send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+
     def close(self) -> None:
         try:
             self.request("shutdown", None)

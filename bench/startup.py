@@ -10,6 +10,12 @@ process:
   ditto_first_completion  a new `ditto serve`: initialize, open a real file,
                           ask for a completion at once; seconds from didOpen to
                           the answer, and whether the answer was non-empty
+  ditto_focus_prefill     a new `ditto serve`: initialize, open the file and send
+                          ditto/didFocus at the cursor as the editor plugins do when
+                          a document becomes active; seconds from didOpen to the
+                          server's word that the prompt there is prefilled
+  ditto_focus_keystroke   then one character typed at the cursor (didChange) and a
+                          completion: seconds from the keystroke to the answer
   llama_ready_seconds     llama-server started -> /health ok
 
 Prints JSON with the medians and the ratios ditto / llama.cpp.
@@ -81,11 +87,40 @@ def ditto_first_completion(args, text: str, cursor: int) -> tuple[float, bool]:
                                                                 "version": 1, "text": text}})
         res = client.request("textDocument/completion",
                              {"textDocument": {"uri": uri}, "position": position(text, cursor)})
-        seconds = time.perf_counter() - t0
-        items = (res or {}).get("items") if isinstance(res, dict) else res
-        return seconds, bool(items and any(i.get("insertText") or i.get("label") for i in items))
+        return time.perf_counter() - t0, nonempty(res)
     finally:
         client.close()
+
+
+def ditto_focus(args, text: str, cursor: int) -> tuple[float, float, bool]:
+    """(didOpen -> prefill at the cursor done, keystroke -> completion, non-empty)."""
+    client = LspClient(serve_cmd(args))
+    try:
+        initialize(client, {"maxTokens": 16})
+        uri = "file:///bench/" + Path(args.file).name
+        t0 = time.perf_counter()
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",
+                                                                "version": 1, "text": text}})
+        where = position(text, cursor)
+        client.notify("ditto/didFocus", {"textDocument": {"uri": uri}, "position": where})
+        done = f" of {uri} at line {where['line'] + 1}"
+        client.wait_log(lambda m: m.startswith("ditto: prefilled ") and m.endswith(done))
+        prefill_seconds = time.perf_counter() - t0
+        typed = text[cursor] if cursor < len(text) and not text[cursor].isspace() else "s"
+        t1 = time.perf_counter()
+        client.notify("textDocument/didChange", {
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [{"range": {"start": where, "end": where}, "text": typed}]})
+        res = client.request("textDocument/completion", {"textDocument": {"uri": uri},
+                                                         "position": position(text[:cursor] + typed, cursor + 1)})
+        return prefill_seconds, time.perf_counter() - t1, nonempty(res)
+    finally:
+        client.close()
+
+
+def nonempty(res) -> bool:
+    items = (res or {}).get("items") if isinstance(res, dict) else res
+    return bool(items and any(i.get("insertText") or i.get("label") for i in items))
 
 
 def llama_ready(args) -> float:
@@ -125,7 +160,8 @@ def main(argv=None) -> int:
 
     runs: dict[str, list] = {k: [] for k in ("ditto_import_seconds", "ditto_llm_seconds", "ditto_ready_seconds",
                                              "ditto_first_completion_seconds", "ditto_first_completion_nonempty",
-                                             "llama_ready_seconds")}
+                                             "ditto_focus_prefill_seconds", "ditto_focus_keystroke_seconds",
+                                             "ditto_focus_keystroke_nonempty", "llama_ready_seconds")}
     for r in range(args.rounds):
         order = ["ditto", "llama"] if r % 2 == 0 else ["llama", "ditto"]
         for who in order:
@@ -140,9 +176,13 @@ def main(argv=None) -> int:
             seconds, nonempty = ditto_first_completion(args, text, cursor)
             runs["ditto_first_completion_seconds"].append(seconds)
             runs["ditto_first_completion_nonempty"].append(nonempty)
-        common.log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items() if v))
+            prefill, keystroke, nonempty = ditto_focus(args, text, cursor)
+            runs["ditto_focus_prefill_seconds"].append(prefill)
+            runs["ditto_focus_keystroke_seconds"].append(keystroke)
+            runs["ditto_focus_keystroke_nonempty"].append(nonempty)
+        common.log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {float(v[-1]):.3f}" for k, v in runs.items() if v))
 
-    med = {k: common.rnd(common.median(v), 3) for k, v in runs.items() if v and k != "ditto_first_completion_nonempty"}
+    med = {k: common.rnd(common.median(v), 3) for k, v in runs.items() if v and not k.endswith("_nonempty")}
     result = {
         "benchmark": "startup",
         "machine": common.machine_info(args.threads),
@@ -151,6 +191,7 @@ def main(argv=None) -> int:
         "prefix_tokens": args.prefix_tokens,
         "median": med,
         "first_completion_nonempty": f"{sum(runs['ditto_first_completion_nonempty'])}/{args.rounds}",
+        "focus_keystroke_nonempty": f"{sum(runs['ditto_focus_keystroke_nonempty'])}/{args.rounds}",
         "runs": runs,
     }
     if use_llama:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..engine import commands, model_store
 from ..engine.options import DRAFTER_NAMES, PRECISION_HELP, PRECISIONS, VERSION
+from .preload import ModelPreload
 from .settings import Settings, check_setting
 
 DEFAULTS = Settings()
@@ -73,25 +74,27 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 # ---- ditto serve ---------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import access, transport
-    from .server import create_server
-
+    if args.token_file is not None and args.tcp is None:
+        print("ditto serve: --token-file goes with --tcp", file=sys.stderr)
+        return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Command-line model options are the defaults; initializationOptions override them.
-    options = {key: getattr(args, key) for key in Settings.MODEL_KEYS}
+    settings = dataclasses.replace(DEFAULTS, **{key: getattr(args, key) for key in Settings.MODEL_KEYS})
+    # The model starts loading now, while the LSP libraries are imported (preload.py).
+    preload = ModelPreload(settings)
+
+    from . import access, transport
+    from .server import create_server
 
     def make_server():
-        server = create_server()
-        server.settings = dataclasses.replace(server.settings, **options)
+        server = create_server(preload)
+        server.settings = settings
         return server
 
     def announce(where: str) -> None:
         print(f"ditto: listening on {where}", file=sys.stderr, flush=True)
 
-    if args.token_file is not None and args.tcp is None:
-        print("ditto serve: --token-file goes with --tcp", file=sys.stderr)
-        return 2
     try:
         if args.socket is not None:
             transport.serve_unix(Path(args.socket).absolute(), make_server, announce)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..engine.decode import Request
 from ..engine.drafters import AdaptiveLength, DocumentIndex
 from ..engine.llm import LLM
+from .preload import load_llm
 from .prompt import CHARS_PER_TOKEN, Prompt, StopRule, build_prompt
 from .scheduler import JobContext
 from .sessions import Session, SlotManager, Suggestion
@@ -79,12 +80,11 @@ def cold_completion(llm: LLM, prompt: Prompt, max_tokens: int, seq: int = 0) -> 
 
 
 class Engine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, loaded: tuple[LLM, float] | None = None) -> None:
+        """`loaded`: the model already loaded for these settings, and how long that
+        took (preload.py); by default the model is loaded here."""
         self.settings = settings
-        t0 = time.perf_counter()
-        self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads,
-                       precision=settings.precision)
-        self.load_seconds = time.perf_counter() - t0
+        self.llm, self.load_seconds = loaded or load_llm(settings)
         self.slots = SlotManager(self.llm, settings.saved_sessions_mb << 20)
         self.sessions: dict[str, Session] = {}
         self.stats = EngineStats()
@@ -187,25 +187,32 @@ class Engine:
         s.prefetched = Suggestion(prompt.prefix, result.text, prompt.multiline)
         return result.text
 
-    # ---- prefill on open ----------------------------------------------------------------
-    def first_window(self, text: str) -> list[int]:
-        """The tokens every completion prompt in the document's first window
-        starts with (no chunks of other files): the window's text up to the
-        last line end within its budget, without FIM's suffix part."""
+    # ---- prefill ahead of a completion ------------------------------------------------------
+    def prefill_tokens(self, text: str, offset: int, chunks: tuple[str, ...] = ()) -> list[int]:
+        """The tokens a completion prompt at `offset` starts with: its whole
+        prompt (these chunks of other files, the window up to the cursor)
+        without FIM's suffix part. Typing at the cursor changes only its end."""
         st = self.settings
-        end = min(len(text), st.prompt_tokens * CHARS_PER_TOKEN)
-        end = text.rfind("\n", 0, end) + 1 or end
-        prompt, _below = build_prompt(self.llm.tokenizer, text, end, prompt_tokens=st.prompt_tokens,
-                                      suffix_tokens=0, style=st.completion_style)
+        prompt, _below = build_prompt(self.llm.tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
+                                      suffix_tokens=0, style=st.completion_style, chunks=chunks)
         tokens = prompt.tokens[:-2] if self.has_fim else prompt.tokens   # drop <fim_suffix><fim_middle>
         return tokens[:max(0, self.llm.ctx.n_ctx - st.max_tokens - 2)]   # what a completion has room for
 
-    def prefill_document(self, job: JobContext, uri: str, text: str) -> int | None:
-        """Evaluates the first window of a just-opened document into its slot,
-        without logits, so the first completion there is served from the
-        cache. The number of tokens the slot then holds, or None when it gave
-        way to more urgent work first (what it evaluated stays cached)."""
-        tokens = self.first_window(text)
+    def first_window_end(self, text: str) -> int:
+        """Where the document's first prompt window ends: the last line end within its budget."""
+        end = min(len(text), self.settings.prompt_tokens * CHARS_PER_TOKEN)
+        return text.rfind("\n", 0, end) + 1 or end
+
+    def prefill_document(self, job: JobContext, uri: str, text: str, offset: int | None = None,
+                         chunks: tuple[str, ...] = ()) -> int | None:
+        """Evaluates the prompt of a completion at `offset` into the document's
+        slot, without logits, so the next completion there is served from the
+        cache. A cursor within the first window (or none: a document just
+        opened) gets the whole first window, which every completion in that
+        window starts with. The number of tokens the slot then holds, or None
+        when it gave way to more urgent work first (what it evaluated stays cached)."""
+        end = max(self.first_window_end(text), offset or 0)
+        tokens = self.prefill_tokens(text, end, chunks)
         slot = self.slots.acquire(uri)
         if not self.llm.decoder.prefill(slot, tokens, chunk=PREFETCH_CHUNK, should_stop=job.should_stop):
             return None

@@ -15,12 +15,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInternalError
 from pygls.workspace.position_codec import PositionCodec
 
 from ..engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format, lines_of
 from ..engine.rewrite import RewriteError
 from .completer import REWRITE_CHUNK
+from .custom_params import document_position
 from .feature import LanguageFeature
 from .positions import end_position
 from .prompt import uri_name
@@ -84,7 +85,7 @@ class NextEditFeature(LanguageFeature):
 
     async def suggest(self, params: Any) -> dict | None:
         ls = self.server
-        uri, position = parse_params(params)
+        uri, position = document_position(params, METHOD)
         doc = ls.document(uri)
         ls.offset(doc, position)        # an invalid position is an error, not a guess
         text, settings = doc.source, ls.settings
@@ -120,28 +121,6 @@ class NextEditFeature(LanguageFeature):
             return None
         self.counts["suggestions"] += 1
         return as_result(ls.position_codec, text, suggestion)
-
-
-def as_dicts(value: Any) -> Any:
-    """pygls hands a custom method's params over as nested namedtuples: back to dicts."""
-    if hasattr(value, "_asdict"):
-        return {k: as_dicts(v) for k, v in value._asdict().items()}
-    return value
-
-
-def parse_params(params: Any) -> tuple[str, types.Position]:
-    """(uri, position) from {textDocument: {uri}, position: {line, character}}."""
-    params = as_dicts(params)
-    if not isinstance(params, dict):
-        raise JsonRpcInvalidParams(f"{METHOD} takes {{textDocument: {{uri}}, position: {{line, character}}}}")
-    doc, pos = params.get("textDocument"), params.get("position")
-    uri = doc.get("uri") if isinstance(doc, dict) else None
-    if not isinstance(uri, str) or not uri:
-        raise JsonRpcInvalidParams(f"{METHOD}: textDocument.uri must be a non-empty string")
-    if not isinstance(pos, dict) or not all(isinstance(pos.get(k), int) and not isinstance(pos.get(k), bool)
-                                            and 0 <= pos[k] < 2**31 for k in ("line", "character")):
-        raise JsonRpcInvalidParams(f"{METHOD}: position must be {{line, character}} with non-negative integers")
-    return uri, types.Position(line=pos["line"], character=pos["character"])
 
 
 def as_result(codec: PositionCodec, text: str, s: Suggestion) -> dict:

@@ -43,7 +43,7 @@ class Session:
     cancelled: int = 0
     reused_tokens: int = 0
     evaluated_tokens: int = 0
-    prefilled_tokens: int = 0            # the first window, evaluated when the document opened
+    prefilled_tokens: int = 0            # the last prefill ahead of a completion (didOpen, ditto/didFocus)
     chunk_snapshot: tuple[str, ...] | None = None
 
 

@@ -10,11 +10,14 @@ last edited line.
 
 On didOpen the document's first prompt window is prefilled in the
 background (no logits), so the first completion there is served from the
-cache. That job runs at PREFETCH priority: a completion never waits behind
-it (it gives way between forward passes as soon as more urgent work waits,
+cache; `ditto/didFocus` (focus.py) prefills the prompt of a completion at
+the editor's cursor the same way, chunks of other files included.
+Those jobs run at PREFETCH priority: a completion never waits behind one
+(it gives way between forward passes as soon as more urgent work waits,
 and is submitted again afterwards, going on from what is cached). Its
 cancel token sits in `prefetching` with the document's other speculative
-work, so a change, a close or a completion cancels it.
+work, so a change, a close, a new focus or a completion cancels it; a
+completion of the same document then goes on from what it evaluated.
 """
 from __future__ import annotations
 
@@ -45,10 +48,7 @@ class Suggestions(LanguageFeature):
     # ---- document events -------------------------------------------------------------------
     def did_open(self, uri: str, text: str) -> None:
         self.chunks.add(uri, text, 0, self.server.settings.chunk_lines)
-        self._cancel(self.prefetching, uri, "the document was opened again")
-        if self.server.sync_problem(uri) is None:
-            token = self.prefetching[uri] = CancelToken()
-            self._prefill_open(uri, text, token)
+        self.prefill(uri, text, None, 0, "the document was opened again")
 
     def did_change(self, uri: str, text: str, edited_line: int | None) -> None:
         if edited_line is not None:
@@ -147,21 +147,33 @@ class Suggestions(LanguageFeature):
                 f.exception()  # consumed: a failed prefetch only costs the cache
         fut.add_done_callback(done)
 
-    def _prefill_open(self, uri: str, text: str, token: CancelToken) -> None:
+    def prefill(self, uri: str, text: str, offset: int | None, line: int, reason: str) -> None:
+        """Prefills the prompt of a completion at `offset` (None: the end of
+        the first window) on `line`, replacing the document's speculative work."""
+        self._cancel(self.prefetching, uri, reason)
+        if self.server.sync_problem(uri) is not None:
+            return
+        chunks = self._chunks(uri, text, line) if self.server.settings.extra_chunks > 0 else ()
+        token = self.prefetching[uri] = CancelToken()
+        where = "" if offset is None else f" at line {line + 1}"
+        self._submit_prefill(uri, text, offset, chunks, token, f"prompt tokens of {uri}{where}")
+
+    def _submit_prefill(self, uri: str, text: str, offset: int | None, chunks, token: CancelToken,
+                        what: str) -> None:
         ls = self.server
 
         def run(engine, job):
-            return engine.prefill_document(job, uri, text)
+            return engine.prefill_document(job, uri, text, offset, chunks)
 
         def done(f) -> None:
             finished = not f.cancelled() and f.exception() is None and not token.cancelled
             if finished and f.result() is None:     # gave way to more urgent work: go on after it
-                self._prefill_open(uri, text, token)
+                self._submit_prefill(uri, text, offset, chunks, token, what)
                 return
             if self.prefetching.get(uri) is token:
                 del self.prefetching[uri]
             if finished:    # otherwise cancelled, or no model: only the head start is lost
-                ls.log(f"ditto: prefilled {f.result()} prompt tokens of {uri}")
+                ls.log(f"ditto: prefilled {f.result()} {what}")
 
-        fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="open prefill")
+        fut = ls.scheduler.submit(ls.with_engine(run), priority=PREFETCH, token=token, name="prefill")
         fut.add_done_callback(done)

@@ -2,7 +2,8 @@
 the document's first prompt window in the background (no logits, PREFETCH
 priority), the completion is served from that cache, and a completion that
 arrives while the model still loads waits for it instead of spending its
-time budget on the load."""
+time budget on the load. `ditto/didFocus` does the same for the window
+around a cursor that the open prefill did not reach."""
 from __future__ import annotations
 
 import asyncio
@@ -23,12 +24,25 @@ OPTIONS = {"maxTokens": 8, "timeBudgetMs": 120000, "promptTokens": 512, "nSeq": 
 WAIT = 600      # seconds: a bound for a shared, loaded machine, not a speed claim
 
 
+def abc_source() -> str:
+    return open(os.path.join(os.path.dirname(os.__file__), "abc.py"), encoding="utf-8").read()
+
+
 def real_file() -> tuple[str, int]:
     """The head of the standard library's abc.py and a cursor inside a call's
     parentheses (where the model answers with something)."""
-    text = open(os.path.join(os.path.dirname(os.__file__), "abc.py"), encoding="utf-8").read()
+    text = abc_source()
     doc = text[:text.index("\n", 1100) + 1]
     return doc, doc.index("my_abstract_method(") + len("my_abstract_method(")
+
+
+def focus(client: LanguageClient, uri: str, text: str, offset: int) -> None:
+    client.protocol.notify("ditto/didFocus", {"textDocument": {"uri": uri},
+                                              "position": lsp_position(position_at(text, offset))})
+
+
+def lsp_position(position: types.Position) -> dict:
+    return {"line": position.line, "character": position.character}
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
@@ -46,13 +60,26 @@ async def complete(client: LanguageClient, uri: str, text: str, offset: int):
     return result.items[0].data
 
 
-async def prefilled(client: LanguageClient, uri: str) -> int:
-    """Waits for the server's word that the open-prefill of `uri` finished."""
+async def prefilled(client: LanguageClient, uri: str, line: int | None = None) -> int:
+    """Waits for the server's word that the prefill of `uri` on open (or for
+    a cursor on `line`, 1-based) finished."""
+    end = f" of {uri}" if line is None else f" of {uri} at line {line}"
     async def said() -> int:
         while True:
             for m in client.log_messages:
-                if m.message.startswith("ditto: prefilled ") and m.message.endswith(f" of {uri}"):
+                if m.message.startswith("ditto: prefilled ") and m.message.endswith(end):
                     return int(m.message.split()[2])
+            await client.wait_for_notification(types.WINDOW_LOG_MESSAGE)
+    return await asyncio.wait_for(said(), WAIT)
+
+
+async def logged(client: LanguageClient, start: str) -> str:
+    """Waits for a window/logMessage that starts with `start`."""
+    async def said() -> str:
+        while True:
+            for m in client.log_messages:
+                if m.message.startswith(start):
+                    return m.message
             await client.wait_for_notification(types.WINDOW_LOG_MESSAGE)
     return await asyncio.wait_for(said(), WAIT)
 
@@ -82,6 +109,48 @@ async def test_first_completion_right_after_open_is_real(client: LanguageClient,
     data = await complete(client, uri, doc, cursor)
     assert data["source"] == "model" and data["finish_reason"] != "cancelled"
     assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
+
+
+async def test_focus_prefills_the_window_at_the_cursor(client: LanguageClient, cold_llm):
+    """A cursor far below the first window: the open prefill shares nothing
+    with a completion there (its window starts lower), the focus prefill
+    shares everything before the cursor, and the answer is the cold one."""
+    doc = abc_source()
+    cursor = doc.index("def update_abstractmethods(cls):") + len("def update_abstractmethods(")
+    assert cursor > 2 * OPTIONS["promptTokens"] * 3     # beyond the first window (3 characters a token)
+    uri = "file:///workspace/abc_focus.py"
+    open_doc(client, uri, doc)
+    await prefilled(client, uri)
+    focus(client, uri, doc, cursor)
+    held = await prefilled(client, uri, line=doc.count("\n", 0, cursor) + 1)
+    data = await complete(client, uri, doc, cursor)
+    assert data["source"] == "model"
+    assert held >= data["prompt_tokens"] - 3
+    assert data["prompt_tokens"] - 3 <= data["reused_tokens"] < data["prompt_tokens"]
+    assert data["text"] == cold_completion_text(cold_llm, doc, cursor, OPTIONS)
+
+
+async def test_a_focus_in_the_first_window_keeps_the_whole_window(client: LanguageClient):
+    """A file just opened has its cursor at the top: the focus there must not
+    trade the open prefill for a prompt of nothing."""
+    doc, _cursor = real_file()
+    uri = "file:///workspace/abc_focus_top.py"
+    open_doc(client, uri, doc)
+    held = await prefilled(client, uri)
+    focus(client, uri, doc, 0)
+    assert await prefilled(client, uri, line=1) == held
+
+
+async def test_a_focus_on_an_unknown_document_is_ignored_with_a_reason(client: LanguageClient):
+    doc, cursor = real_file()
+    focus(client, "file:///workspace/never_opened.py", doc, cursor)
+    message = await logged(client, "ignored a focus notification")
+    assert "unknown document" in message
+    uri = "file:///workspace/abc_after_bad_focus.py"     # and the server goes on serving
+    open_doc(client, uri, doc)
+    client.protocol.notify("ditto/didFocus", {"textDocument": {"uri": uri}, "position": {"line": -1}})
+    assert "position must be" in await logged(client, "ignored a focus notification: ditto/didFocus")
+    assert (await complete(client, uri, doc, cursor))["source"] == "model"
 
 
 class FakeEngine:

@@ -169,6 +169,7 @@ def test_protocol_path(protocol_run):
     assert r["ok"]
     assert r["command"][1:3] == ["serve", "--stdio"]
     assert r["inline"]["text"].strip()
+    assert "prefilled" in r["focusPrefill"]
     assert r["cancelledByProgress"]["applied"] is False
     assert r["rewrite"]["result"]["applied"] is True
     assert r["rewrite"]["progressReports"] >= 2

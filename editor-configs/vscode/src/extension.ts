@@ -12,7 +12,9 @@
 // - settings changes reach the server at once (workspace/didChangeConfiguration);
 //   changing ditto.server.* restarts it;
 // - with ditto.server.socket set, it connects to a `ditto serve --socket PATH`
-//   the user runs instead of starting its own server over stdio.
+//   the user runs instead of starting its own server over stdio;
+// - ditto/didFocus (focus.ts) tells the server which editor is in front and
+//   where its cursor is, so the first completion there comes from the cache.
 import * as vscode from 'vscode';
 import {
     CancellationTokenSource,
@@ -28,6 +30,7 @@ import {
     WorkDoneProgressCreateRequest,
 } from 'vscode-languageclient/node';
 import { acceptanceRate, connectSocket, serverCommand, serverSettingKeys, serverSettings, serverSocket } from './config';
+import { DID_FOCUS, DidFocusParams, FocusTracker, MOVE_DEBOUNCE_MS } from './focus';
 import { FileStatus, RewriteFileResult, RewriteWorkspaceResult } from './lsp_ext';
 
 const SECTION = 'ditto';
@@ -71,6 +74,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         vscode.commands.registerCommand('ditto.restartServer', restart),
         vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
         { dispose: () => stopRefresh() },
+        watchFocus(),
     );
     await start();
 }
@@ -151,6 +155,10 @@ async function start(): Promise<void> {
     });
     lastTotals = undefined;
     startRefresh();
+    const editor = vscode.window.activeTextEditor;
+    if (editor) {
+        sendFocus(editor, (uri, line, character) => focus.activated(uri, line, character));
+    }
 }
 
 async function restart(): Promise<void> {
@@ -520,4 +528,51 @@ function setStatus(text: string, tooltip: string, error = false): void {
 
 function errorText(e: unknown): string {
     return e instanceof Error ? e.message : String(e);
+}
+
+// ---- ditto/didFocus ------------------------------------------------------------------------
+
+const focus = new FocusTracker();
+
+/** Sends what `pick` makes of the editor's document and cursor, if anything
+ * (documents the client does not sync are not the server's to prefill). */
+function sendFocus(
+    editor: vscode.TextEditor,
+    pick: (uri: string, line: number, character: number) => DidFocusParams | undefined,
+): void {
+    const c = client;
+    const doc = editor.document;
+    if (!c || !c.isRunning() || (doc.uri.scheme !== 'file' && doc.uri.scheme !== 'untitled')) {
+        return;
+    }
+    const cursor = editor.selection.active;
+    const params = pick(c.code2ProtocolConverter.asUri(doc.uri), cursor.line, cursor.character);
+    if (params) {
+        void c.sendNotification(DID_FOCUS, params);
+    }
+}
+
+/** A focus when an editor comes to the front, and when its cursor, moved by the
+ * user (keys, mouse, a command such as go to definition), rests far from the last one sent. */
+function watchFocus(): vscode.Disposable {
+    let timer: NodeJS.Timeout | undefined;
+    return vscode.Disposable.from(
+        vscode.window.onDidChangeActiveTextEditor((editor) => {
+            if (editor) {
+                sendFocus(editor, (uri, line, character) => focus.activated(uri, line, character));
+            }
+        }),
+        vscode.window.onDidChangeTextEditorSelection((e) => {
+            if (e.kind === undefined) {
+                return; // moved by an edit (typing): the completion there keeps its own cache warm
+            }
+            clearTimeout(timer);
+            timer = setTimeout(
+                () => sendFocus(e.textEditor, (uri, line, character) => focus.moved(uri, line, character)),
+                MOVE_DEBOUNCE_MS,
+            );
+        }),
+        vscode.workspace.onDidCloseTextDocument((doc) => focus.closed(doc.uri.toString())),
+        { dispose: () => clearTimeout(timer) },
+    );
 }

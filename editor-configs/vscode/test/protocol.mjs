@@ -15,7 +15,9 @@
 //   - a rewrite cancelled with window/workDoneProgress/cancel (the
 //     extension's Cancel button) and one cancelled with $/cancelRequest leave
 //     the document unchanged;
-//   - ditto.status.
+//   - ditto.status;
+//   - ditto/didFocus as the extension sends it for the editor in front
+//     (out/focus.js): the server prefills the prompt at that cursor.
 //
 // Every request has a timeout (Promise.race). Prints one JSON line with what
 // happened; exits 1 with the reason on the first failed check.
@@ -58,6 +60,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
 const require = createRequire(import.meta.url);
 const { serverCommand, serverSettingKeys, serverSettings } = require(join(root, 'out', 'config.js'));
+const { DID_FOCUS, FocusTracker } = require(join(root, 'out', 'focus.js'));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 const REQUEST_TIMEOUT_MS = Number(process.env.DITTO_REQUEST_TIMEOUT_MS || 120_000);
@@ -276,11 +279,20 @@ async function main() {
     const first = await request(ExecuteCommandRequest.type, { command: 'ditto.status', arguments: [] }, 'ditto.status', 120_000);
     check(first?.model?.name, `ditto.status has no model name: ${JSON.stringify(first)}`);
 
-    // ---- inline completion (ghost text) ----
     // At the end of the first line that opens a block: the model has to write the body.
     const lines = doc.text.split('\n');
     const blockLine = lines.findIndex((l) => /:\s*$/.test(l));
     check(blockLine >= 0, 'the test file needs a line ending with ":"');
+
+    // ---- ditto/didFocus: the editor is in front with its cursor there ----
+    const focus = new FocusTracker();
+    conn.sendNotification(DID_FOCUS, focus.activated(doc.uri, blockLine, lines[blockLine].length));
+    check(focus.moved(doc.uri, blockLine + 1, 0) === undefined, 'a cursor move of one line would be sent');
+    const focusDone = (m) => m.includes('ditto: prefilled ') && m.endsWith(` of ${doc.uri} at line ${blockLine + 1}`);
+    await waitFor(() => log.messages.some(focusDone), 'the prefill at the focused cursor', 120_000);
+    const focusPrefill = log.messages.find(focusDone);
+
+    // ---- inline completion (ghost text) ----
     // Type a newline and the indentation, as a user would (incremental change).
     const indent = (lines[blockLine].match(/^\s*/)[0] || '') + '    ';
     const at = { line: blockLine, character: lines[blockLine].length };
@@ -409,6 +421,7 @@ async function main() {
         ok: true,
         command: [cmd.command, ...cmd.args],
         inline: { text: suggestion, ms: inlineMs },
+        focusPrefill,
         completionItems: citems.length,
         cancelledByProgress: cancelledResult,
         cancelRequest,

@@ -109,6 +109,30 @@ local function on_attach(client, bufnr)
   if M.config.inline.enable then
     M.inline.attach(bufnr)
   end
+  M.focus_attach(client, bufnr)
+end
+
+-- ---- ditto/didFocus: the buffer in front and its cursor ----------------------------------
+-- When a buffer becomes the current one, the server prefills the prompt of a
+-- completion at its cursor, so the first keystroke there is answered from the
+-- cache (didOpen carries no cursor: it prefills the top of the file).
+
+function M.send_focus(client, bufnr)
+  if vim.api.nvim_get_current_buf() ~= bufnr or call(client, "is_stopped") then
+    return
+  end
+  call(client, "notify", "ditto/didFocus", vim.lsp.util.make_position_params(0, client.offset_encoding))
+end
+
+function M.focus_attach(client, bufnr)
+  vim.api.nvim_create_autocmd("BufEnter", {
+    group = vim.api.nvim_create_augroup("ditto_focus_" .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      M.send_focus(client, bufnr)
+    end,
+  })
+  M.send_focus(client, bufnr) -- attached while in front: BufEnter has passed
 end
 
 --- After a ditto item was accepted from the menu: Neovim inserted its `word`
