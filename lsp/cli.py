@@ -18,7 +18,6 @@ from pathlib import Path
 
 from ..engine import commands, model_store
 from ..engine.options import DRAFTER_NAMES, PRECISION_HELP, PRECISIONS, VERSION
-from .preload import ModelPreload
 from .settings import Settings, check_setting
 
 DEFAULTS = Settings()
@@ -81,14 +80,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Command-line model options are the defaults; initializationOptions override them.
     settings = dataclasses.replace(DEFAULTS, **{key: getattr(args, key) for key in Settings.MODEL_KEYS})
-    # The model starts loading now, while the LSP libraries are imported (preload.py).
-    preload = ModelPreload(settings)
 
     from . import access, transport
     from .server import create_server
 
     def make_server():
-        server = create_server(preload)
+        server = create_server()
         server.settings = settings
         return server
 

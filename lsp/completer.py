@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from ..engine.decode import Request
 from ..engine.drafters import AdaptiveLength, DocumentIndex
 from ..engine.llm import LLM
-from .preload import load_llm
 from .prompt import CHARS_PER_TOKEN, Prompt, StopRule, build_prompt
 from .scheduler import JobContext
 from .sessions import Session, SlotManager, Suggestion
@@ -80,11 +79,12 @@ def cold_completion(llm: LLM, prompt: Prompt, max_tokens: int, seq: int = 0) -> 
 
 
 class Engine:
-    def __init__(self, settings: Settings, loaded: tuple[LLM, float] | None = None) -> None:
-        """`loaded`: the model already loaded for these settings, and how long that
-        took (preload.py); by default the model is loaded here."""
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.llm, self.load_seconds = loaded or load_llm(settings)
+        t0 = time.perf_counter()
+        self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads,
+                       precision=settings.precision)
+        self.load_seconds = time.perf_counter() - t0
         self.slots = SlotManager(self.llm, settings.saved_sessions_mb << 20)
         self.sessions: dict[str, Session] = {}
         self.stats = EngineStats()

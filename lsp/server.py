@@ -28,7 +28,6 @@ from .focus import Focus
 from .inline_completion import InlineCompletion
 from .next_edit import NextEditFeature
 from .positions import PositionError, offset_of, range_offsets
-from .preload import ModelPreload
 from .protocol import DittoProtocol, json_type, strict_converter
 from .rewrite_command import RewriteFile
 from .rewrite_workspace import RewriteWorkspace
@@ -47,11 +46,10 @@ def invalid(message: str) -> JsonRpcInvalidParams:
 
 
 class DittoServer(LanguageServer):
-    def __init__(self, preload: ModelPreload | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__("ditto", VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          protocol_cls=DittoProtocol, converter_factory=strict_converter)
         self.settings = Settings()
-        self.preload = preload       # a model load started before the server existed, if any
         self.scheduler = Scheduler()
         self.engine_error: str | None = None
         self._engine_future: asyncio.Future | None = None
@@ -111,8 +109,7 @@ class DittoServer(LanguageServer):
 
             self.scheduler.state = None
             try:
-                preloaded = self.preload.take(settings) if self.preload is not None else None
-                engine = Engine(settings, preloaded)
+                engine = Engine(settings)
             except Exception as e:
                 self.engine_error = f"cannot load the model: {e}"
                 raise
@@ -253,8 +250,8 @@ class DittoServer(LanguageServer):
             raise invalid(str(e)) from None
 
 
-def create_server(preload: ModelPreload | None = None) -> DittoServer:
-    server = DittoServer(preload)
+def create_server() -> DittoServer:
+    server = DittoServer()
     suggestions = Suggestions(server)
     for feature in (DocumentSync(server), suggestions, Completion(server, suggestions),
                     InlineCompletion(server, suggestions), Focus(server, suggestions), RewriteFile(server),

@@ -47,32 +47,3 @@ async def test_model_load_is_reported_with_progress(client: LanguageClient):
 async def test_a_failed_load_ends_its_progress(client: LanguageClient):
     reports = await load_progress(client)
     assert reports[-1].message == "the model could not be loaded"
-
-
-def test_the_preload_serves_only_the_same_model_options():
-    """`ditto serve` loads the model before the editor speaks (lsp/preload.py):
-    the first load takes it only when its model options still match, once."""
-    import dataclasses
-
-    from ditto.lsp.preload import ModelPreload
-    from ditto.lsp.settings import Settings
-
-    settings = Settings(ctx=1024, n_seq=2, threads=1)
-    preload = ModelPreload(settings)
-    assert preload.take(dataclasses.replace(settings, n_seq=3)) is None    # another context: load again
-    assert preload.take(settings) is None                                  # it was given up
-
-    preload = ModelPreload(settings)
-    llm, seconds = preload.take(dataclasses.replace(settings, max_tokens=4))   # not a model option
-    assert (llm.ctx.n_ctx, llm.ctx.n_seq) == (1024, 2) and seconds > 0
-    assert preload.take(settings) is None                                  # taken once
-
-
-def test_a_failed_preload_reports_its_error_to_the_load_that_takes_it():
-    from ditto.engine.model_store import ModelNotFound
-    from ditto.lsp.preload import ModelPreload
-    from ditto.lsp.settings import Settings
-
-    settings = Settings(model="/nonexistent/model.gguf")
-    with pytest.raises(ModelNotFound, match="nonexistent"):
-        ModelPreload(settings).take(settings)
