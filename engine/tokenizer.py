@@ -96,6 +96,11 @@ def _byte_decoder() -> dict[str, int]:
 
 
 _BYTE_DECODER = _byte_decoder()
+# str.translate table taking the byte alphabet to latin-1 characters, so a
+# token's bytes are one translate and encode: every character below 256 that
+# is not in the alphabet becomes U+0100, which latin-1 cannot encode, like the
+# characters above it that are not in the alphabet either.
+_BYTE_TABLE = {**{c: 0x100 for c in range(256)}, **{ord(c): b for c, b in _BYTE_DECODER.items()}}
 
 
 def _field(data, name, default=None):
@@ -169,8 +174,8 @@ class Tokenizer:
         vocab: dict[str, int] = {}
         for i, t in enumerate(tokens):
             vocab[t] = i  # duplicates: the last id wins, as in llama.cpp's map
-        pairs = [_merge_pair(m, vocab) for m in merges]
-        _check_plain_text_tokens(vocab, types, pairs)
+        pairs, merged = _merge_pairs(merges, vocab)
+        _check_plain_text_tokens(vocab, types, merged)
         regexes, ignore_merges = _PRE[pre]
         try:
             bpe = models.BPE(vocab, pairs, ignore_merges=ignore_merges)
@@ -216,15 +221,14 @@ class Tokenizer:
     @staticmethod
     def _build_piece_bytes(tokens, types) -> list[bytes]:
         """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)."""
-        dec = _BYTE_DECODER
         out = []
         for t, ty in zip(tokens, types):
             if ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED):
                 out.append(t.encode("utf-8"))
             elif ty == TT_NORMAL:
                 try:
-                    out.append(bytes(dec[c] for c in t))
-                except KeyError:  # not in the byte alphabet: take the text as is
+                    out.append(t.translate(_BYTE_TABLE).encode("latin-1"))
+                except UnicodeEncodeError:  # not in the byte alphabet: take the text as is
                     out.append(t.encode("utf-8"))
             else:  # unused / byte tokens: llama.cpp renders nothing for BPE unused
                 out.append(b"")
@@ -369,30 +373,40 @@ class StreamDecoder:
         return out
 
 
-def _merge_pair(merge: str, vocab: dict[str, int]) -> tuple[str, str]:
-    """(left, right) of one "left right" merge; both sides and their
-    concatenation must be tokens (`tokenizers` panics or raises otherwise)."""
-    left, sep, right = merge.partition(" ")
-    if not sep or not left or not right:
-        raise TokenizerError(f"malformed merge {merge!r} in tokenizer.ggml.merges")
-    for part in (left, right, left + right):
-        if part not in vocab:
-            raise TokenizerError(
-                f"merge {merge!r} in tokenizer.ggml.merges: {part!r} is not in the vocabulary")
-    return left, right
+def _merge_pairs(merges: list[str], vocab: dict[str, int]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(left, right) of every "left right" merge, and what each makes
+    (left + right); both sides and their concatenation must be tokens
+    (`tokenizers` panics or raises otherwise). Checked in bulk with set
+    operations; the per-merge check runs only to name the first bad merge."""
+    split = [m.partition(" ") for m in merges]
+    lefts = [left for left, _sep, _right in split]
+    rights = [right for _left, _sep, right in split]
+    made = list(map(str.__add__, lefts, rights))
+    keys, left_set, right_set = vocab.keys(), set(lefts), set(rights)
+    if (all(sep for _l, sep, _r in split) and "" not in left_set and "" not in right_set
+            and keys >= left_set and keys >= right_set and keys >= set(made)):
+        return list(zip(lefts, rights)), made
+    for merge, (left, sep, right) in zip(merges, split):
+        if not sep or not left or not right:
+            raise TokenizerError(f"malformed merge {merge!r} in tokenizer.ggml.merges")
+        for part in (left, right, left + right):
+            if part not in vocab:
+                raise TokenizerError(
+                    f"merge {merge!r} in tokenizer.ggml.merges: {part!r} is not in the vocabulary")
+    raise AssertionError("the bulk check failed but no merge is bad")
 
 
-def _check_plain_text_tokens(vocab: dict[str, int], types: list[int], pairs) -> None:
+def _check_plain_text_tokens(vocab: dict[str, int], types: list[int], merged: list[str]) -> None:
     """Tokens BPE makes from plain text (the byte alphabet and every merge's
     result) must decode back to that text, so they must be normal tokens: a
     control or unused token there would turn text into other bytes or none."""
-    made = set(_BYTE_DECODER) | {left + right for left, right in pairs}
-    for text in sorted(made & vocab.keys()):
-        i = vocab[text]
-        if types[i] != TT_NORMAL:
-            raise TokenizerError(
-                f"token {i} ({text!r}) has type {types[i]} in tokenizer.ggml.token_type, but BPE "
-                "makes it from plain text: only a normal token (type 1) decodes back to that text")
+    made = vocab.keys() & set(_BYTE_DECODER).union(merged)
+    bad = sorted(t for t in made if types[vocab[t]] != TT_NORMAL)
+    if bad:
+        text, i = bad[0], vocab[bad[0]]
+        raise TokenizerError(
+            f"token {i} ({text!r}) has type {types[i]} in tokenizer.ggml.token_type, but BPE "
+            "makes it from plain text: only a normal token (type 1) decodes back to that text")
 
 
 def _clean(text: str) -> str:
