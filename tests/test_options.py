@@ -2,6 +2,7 @@
 clients (engine/options.py) agree with the code that owns them."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ def test_one_version_everywhere():
     assert meson and meson.group(1) == VERSION
     assert package_json()["version"] == VERSION
     assert create_server().version == VERSION
+    assert importlib.metadata.version("ditto") == VERSION   # as installed
 
 
 def test_precisions_are_the_kernels_names():
