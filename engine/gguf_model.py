@@ -176,6 +176,9 @@ class TokenizerData:
     fim_suffix_id: int | None
     fim_middle_id: int | None
     chat_template: str | None
+    fim_pad_id: int | None = None
+    fim_rep_id: int | None = None       # repository name (repo-level FIM prompts)
+    fim_sep_id: int | None = None       # file separator (repo-level FIM prompts)
     scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
     add_space_prefix: bool = False      # SentencePiece: a space before the text
 
@@ -466,6 +469,9 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         fim_suffix_id=special("fim_suf_token_id", "suffix_token_id"),
         fim_middle_id=special("fim_mid_token_id", "middle_token_id"),
         chat_template=meta.str("tokenizer.chat_template", default=None),
+        fim_pad_id=special("fim_pad_token_id"),
+        fim_rep_id=special("fim_rep_token_id"),
+        fim_sep_id=special("fim_sep_token_id"),
         scores=scores,
         # llama.cpp's default for SentencePiece vocabularies is a prefix space
         add_space_prefix=meta.bool(t + "add_space_prefix", default=(model == "llama")),
