@@ -112,7 +112,9 @@ def build_vocab(arch: str, n_vocab: int | None = None) -> TinyVocab:
         tokens = bpe + control
         types = [1] * len(bpe) + [3] * len(control)
     else:
-        control = chatml
+        # phi3: the SentencePiece specials llama.cpp looks up by text in
+        # phi-3 vocabularies, and Phi-3's end of turn
+        control = chatml + (["<unk>", "<s>", "</s>", "<|end|>"] if arch == "phi3" else [])
         tokens = control + bpe
         types = [3] * len(control) + [1] * len(bpe)
     if n_vocab is not None:
