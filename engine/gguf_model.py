@@ -181,6 +181,8 @@ class TokenizerData:
     fim_sep_id: int | None = None       # file separator (repo-level FIM prompts)
     scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
     add_space_prefix: bool = False      # SentencePiece: a space before the text
+    # Phi-3 (llama.cpp decides by general.name): parsed special tokens eat the whitespace after them
+    rstrip_specials: bool = False
 
 
 @dataclass(frozen=True)
@@ -475,6 +477,7 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         scores=scores,
         # llama.cpp's default for SentencePiece vocabularies is a prefix space
         add_space_prefix=meta.bool(t + "add_space_prefix", default=(model == "llama")),
+        rstrip_specials=any(n in meta.str("general.name", default="").lower() for n in ("phi-3", "phi3")),
     )
 
 

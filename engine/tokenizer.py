@@ -72,6 +72,10 @@ _PRE: dict[str, tuple[tuple[str, ...], bool]] = {
     name: (regexes, ignore) for names, regexes, ignore in _PRE_GROUPS for name in names}
 SUPPORTED_PRE = tuple(sorted(n for n in _PRE if n))
 
+# Phi-3 specials llama.cpp leaves without RSTRIP, and C's isspace().
+_NO_RSTRIP = frozenset({"<unk>", "<s>", "<|endoftext|>"})
+_C_SPACE = " \t\n\v\f\r"
+
 # TokenizerData's FIM fields, fim_<role>_id, in FimTokens' order.
 _FIM_FIELDS = ("prefix", "suffix", "middle", "pad", "rep", "sep")
 
@@ -170,6 +174,11 @@ class Tokenizer:
         special = {t: i for i, (t, ty) in enumerate(zip(tokens, types))
                    if t and ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED)}
         self._special_ids = special
+        # Phi-3 (llama.cpp sets RSTRIP by the model's name, as Phi-3's own
+        # tokenizer marks its added tokens): whitespace after a special token
+        # is dropped when specials are parsed.
+        self._rstrip = frozenset(i for t, i in special.items() if t not in _NO_RSTRIP) \
+            if _field(data, "rstrip_specials", False) else frozenset()
 
     # ---------------------------------------------------------------- build
     @staticmethod
@@ -267,10 +276,16 @@ class Tokenizer:
         out: list[str | int] = []
         pos = 0
         for m in self._special_re.finditer(text):
+            if m.start() < pos:
+                continue  # inside whitespace an rstrip token dropped
             if m.start() > pos:
                 out.append(text[pos:m.start()])
-            out.append(self._special_ids[m.group()])
+            tid = self._special_ids[m.group()]
+            out.append(tid)
             pos = m.end()
+            if tid in self._rstrip:
+                while pos < len(text) and text[pos] in _C_SPACE:
+                    pos += 1
         if pos < len(text):
             out.append(text[pos:])
         return out

@@ -170,3 +170,30 @@ def test_speculative_greedy_equals_plain(tiny_model_path, variant, wtype, ring, 
     Decoder(ctx).run(reqs)
     for req, truth in zip(reqs, truths):
         assert req.output == truth
+
+
+# ---------------------------------------------------------------------------
+# phi3's tokenizer: special tokens eat the whitespace after them
+# ---------------------------------------------------------------------------
+
+def test_phi3_specials_drop_the_whitespace_after_them(tiny_model_path):
+    """llama.cpp marks a Phi-3 model's special tokens RSTRIP (by general.name)
+    but <unk>, <s> and <|endoftext|>; these ids equal llama-server's
+    /tokenize with parse_special on this file (checked when written)."""
+    from ditto.engine.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(tiny_model_path("phi3", Q.F32))
+    sp = tok.token_id
+    assert tok.encode_with_specials("a <|end|>\r\n\n b <unk> c") == (
+        tok.encode("a ") + [sp("<|end|>")] + tok.encode("b ") + [sp("<unk>")] + tok.encode(" c"))
+    assert tok.encode_with_specials("<|endoftext|>  x</s> \t\ny") == (
+        [sp("<|endoftext|>")] + tok.encode("  x") + [sp("</s>")] + tok.encode("y"))
+    assert sp("<|end|>") not in tok.encode("a <|end|>\n")  # document text: never a special token
+
+
+def test_only_phi3_names_strip(tiny_model_path):
+    from ditto.engine.tokenizer import Tokenizer
+
+    path = tiny_model_path("phi3", Q.F32, metadata={"general.name": "some-other-model"})
+    tok = Tokenizer.from_gguf(path)
+    assert tok.encode_with_specials("<|end|>\n") == [tok.token_id("<|end|>")] + tok.encode("\n")
