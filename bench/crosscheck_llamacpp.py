@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-probs", type=int, default=8, help="llama.cpp's top log-probs per position (default: 8)")
     ap.add_argument("--std", type=float, default=0.2, help="weight std of the random models (default: 0.2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                    help="ditto's matmul precision (fast: int8 activations, as llama.cpp's)")
     ap.add_argument("--work-dir", default=None, help="where the GGUFs go (default: a temporary folder)")
     ap.add_argument("--table", action="store_true", help="also print a markdown table on stderr")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -138,7 +140,7 @@ def compare(path: Path, prompts, continuations, args, n_positions: int | None) -
 
     mf = load_model_file(path)
     model, ref = Model(mf), ReferenceModel(mf)
-    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=256, n_threads=args.threads)
+    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=256, n_threads=args.threads, precision=args.precision)
     top1 = ref_top1 = ditto_ref = total = 0
     dlps: list[float] = []
     for prompt, cont in zip(prompts, continuations):
@@ -216,7 +218,8 @@ def main(argv=None) -> None:
     common.emit_json({
         "machine": common.machine_info(args.threads),
         "llama_cpp": common.llama_version(args.llama_bin_dir),
-        "settings": {k: getattr(args, k) for k in ("prompts", "prompt_len", "n_new", "n_probs", "std", "seed")},
+        "settings": {k: getattr(args, k) for k in ("prompts", "prompt_len", "n_new", "n_probs", "std", "seed",
+                                                    "precision")},
         "rows": rows,
     }, args.out, stem="crosscheck")
 
