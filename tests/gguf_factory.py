@@ -226,6 +226,7 @@ def write_tiny_gguf(
     n_head: int = 4,
     n_head_kv: int = 2,
     n_ff: int | None = None,
+    head_dim: int | None = None,
     n_ctx_train: int = 512,
     tied_output: bool = True,
     seed: int = 0,
@@ -251,6 +252,8 @@ def write_tiny_gguf(
     ``weight_type``; ``output_type`` (untied output only) too. ``qkv_bias``
     defaults to True for qwen2 (required there), False for the others.
     ``fused_qkv`` (one attn_qkv tensor) defaults to True for phi3.
+    ``head_dim`` defaults to n_embd // n_head; another value is written as
+    the key/value length.
     ``metadata`` overrides keys after the defaults: a plain value (int ->
     uint32, float -> float32, str, bool, list), a ``Typed`` value, or
     ``DROP``. ``tensor_shapes`` maps a name to (rows, cols) or (n,) in
@@ -264,7 +267,7 @@ def write_tiny_gguf(
     n_ff = d_ff if n_ff is None else n_ff
     qkv_bias = (arch == "qwen2") if qkv_bias is None else qkv_bias
     fused_qkv = (arch == "phi3") if fused_qkv is None else fused_qkv
-    head_dim = n_embd // n_head
+    head_dim = n_embd // n_head if head_dim is None else head_dim
     vocab = build_vocab(arch, n_vocab)
     n_vocab = len(vocab.tokens)
 
@@ -279,6 +282,9 @@ def write_tiny_gguf(
     w.add_layer_norm_rms_eps(rms_eps if rms_eps is not None else (1e-5 if arch == "llama" else 1e-6))
     w.add_rope_freq_base(rope_base if rope_base is not None else (10000.0 if arch == "llama" else 1e6))
     w.add_rope_dimension_count(head_dim)
+    if head_dim != n_embd // n_head:  # as Qwen3 and Gemma 3: heads wider or narrower than n_embd / n_head
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
     w.add_vocab_size(n_vocab)
     if sliding_window:
         w.add_sliding_window(sliding_window)

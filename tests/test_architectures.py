@@ -134,6 +134,16 @@ def test_batch_invariance(tiny_model_path, variant):
     check_batched(model, seqs, random_schedule(rng, lengths), want_p=0.8, rng=rng)
 
 
+@pytest.mark.parametrize("variant", ["qwen3", "phi3"])
+def test_heads_wider_than_n_embd_over_n_head(tiny_model_path, variant):
+    """Qwen3 0.6B: 16 heads of 128 over n_embd 1024 (key_length set)."""
+    mf, model, ref = load(variant_path(tiny_model_path, variant, Q.Q8_0, head_dim=32))
+    hp = mf.hparams
+    assert hp.head_dim == 32 and hp.n_head * hp.head_dim == 2 * hp.n_embd
+    toks = tokens_for(mf, 20, seed=6)
+    assert_close(alone(model, toks), ref.logits(toks), f"{variant} head_dim 32")
+
+
 def test_qwen3_biases_reach_the_forward_pass(tiny_model_path):
     mf, model, ref = load(tiny_model_path("qwen3", Q.F32, qkv_bias=True))
     toks = tokens_for(mf, 16, seed=3)
