@@ -39,6 +39,12 @@ class Architecture:
     # Rope base of sliding layers when the file has no rope.freq_base_swa
     # (None: the same base as the global layers).
     rope_base_swa: float | None = None
+    # The FFN's gate and up matrices are one ffn_up tensor of 2 * n_ff rows,
+    # gate first (llama.cpp's fused SwiGLU: silu(first half) * second half).
+    fused_gate_up: bool = False
+    # False: {arch}.attention.sliding_window is ignored, as llama.cpp does
+    # where converters wrote windows the model does not use (phi3).
+    reads_sliding_window: bool = True
 
     def layer_slides(self, layer: int, window: int, pattern: int | None = None) -> bool:
         n = self.swa_pattern if pattern is None else pattern
@@ -67,6 +73,12 @@ ARCHITECTURES: dict[str, Architecture] = {
     for a in (
         Architecture("llama", rope_neox=False),
         Architecture("qwen2", rope_neox=True, qkv_bias="required"),
+        # llama.cpp src/models/qwen3.cpp: per-head q/k RMSNorm, no biases in
+        # released files (accepted when present, as llama.cpp does).
+        Architecture("qwen3", rope_neox=True, qk_norm=True),
+        # llama.cpp src/models/phi3.cpp: fused attn_qkv (any entry may have
+        # it) and fused ffn_up; the window phi3 files carry is not used.
+        Architecture("phi3", rope_neox=True, fused_gate_up=True, reads_sliding_window=False),
         # llama.cpp src/models/gemma3.cpp; the converter folds Gemma's
         # (1 + w) into the stored norm weights, so they multiply plainly.
         Architecture(

@@ -14,9 +14,11 @@ byte ranges) is checked here, in Python, first. Loading runs in two steps:
 Policy choices (documented for the rest of ditto):
 
 - Architectures: those of ``architectures.ARCHITECTURES`` (llama, qwen2,
-  gemma3); the entry says which tensors a layer has. q/k/v biases are read
-  when present (some llama-arch conversions carry them) and required where
-  the entry says so (qwen2).
+  qwen3, gemma3, phi3); the entry says which tensors a layer has. q/k/v
+  biases are read when present (some llama-arch conversions carry them) and
+  required where the entry says so (qwen2). q/k/v may be one fused
+  ``attn_qkv`` tensor in any architecture (as llama.cpp accepts); fused
+  matrices become row views of the mapping, so C sees plain matrices.
 - Unknown extra tensors are refused, naming them: a tensor ditto would
   ignore (``rope_freqs.weight``, an output bias, ...) means a model variant
   whose forward pass ditto does not implement.
@@ -174,8 +176,13 @@ class TokenizerData:
     fim_suffix_id: int | None
     fim_middle_id: int | None
     chat_template: str | None
+    fim_pad_id: int | None = None
+    fim_rep_id: int | None = None       # repository name (repo-level FIM prompts)
+    fim_sep_id: int | None = None       # file separator (repo-level FIM prompts)
     scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
     add_space_prefix: bool = False      # SentencePiece: a space before the text
+    # Phi-3 (llama.cpp decides by general.name): parsed special tokens eat the whitespace after them
+    rstrip_specials: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,6 +357,8 @@ def _read_hparams(meta: _Meta, arch: Architecture, n_vocab: int) -> HParams:
     rms_eps = meta.float(f"{a}.attention.layer_norm_rms_epsilon", float(np.float32(1e-12)), 0.1)
     rope_base = meta.float(f"{a}.rope.freq_base", 1.0, 1e12, default=10000.0)
     sliding_window = meta.int(f"{a}.attention.sliding_window", 0, MAX_CTX, default=0)
+    if not arch.reads_sliding_window:
+        sliding_window = 0
 
     if n_head % n_head_kv:
         raise GGUFError(
@@ -462,9 +471,13 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         fim_suffix_id=special("fim_suf_token_id", "suffix_token_id"),
         fim_middle_id=special("fim_mid_token_id", "middle_token_id"),
         chat_template=meta.str("tokenizer.chat_template", default=None),
+        fim_pad_id=special("fim_pad_token_id"),
+        fim_rep_id=special("fim_rep_token_id"),
+        fim_sep_id=special("fim_sep_token_id"),
         scores=scores,
         # llama.cpp's default for SentencePiece vocabularies is a prefix space
         add_space_prefix=meta.bool(t + "add_space_prefix", default=(model == "llama")),
+        rstrip_specials=any(n in meta.str("general.name", default="").lower() for n in ("phi-3", "phi3")),
     )
 
 
@@ -508,6 +521,26 @@ class _Tensors:
             raise GGUFError(f"tensor {name!r}: data is not 4-byte aligned in the file")
         return WeightMatrix(name=name, type=int(qt), rows=rows, cols=cols, data=data)
 
+    def matrix_parts(self, name: str, parts: tuple[int, ...], cols: int) -> list[WeightMatrix]:
+        """A fused matrix (attn_qkv, phi3's ffn_up) as consecutive row blocks
+        of `parts` rows each: views on the mapping, no copy, as llama.cpp's
+        views of the fused product."""
+        whole = self.matrix(name, sum(parts), cols)
+        out, lo = [], 0
+        for rows in parts:
+            data = whole.data[lo:lo + rows]
+            if data.ctypes.data % 4:
+                raise GGUFError(f"tensor {name!r}: rows {lo}.. are not 4-byte aligned in the file")
+            out.append(WeightMatrix(name=f"{name}[{lo}:{lo + rows}]", type=whole.type, rows=rows,
+                                    cols=cols, data=data))
+            lo += rows
+        return out
+
+    def vector_parts(self, name: str, parts: tuple[int, ...]) -> list[np.ndarray]:
+        whole = self.vector(name, sum(parts))
+        bounds = np.cumsum((0,) + parts)
+        return [whole[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
     def vector(self, name: str, n: int) -> np.ndarray:
         t, qt = self._get(name, (n,), VECTOR_TYPES)
         raw = self.file.tensor_bytes(t)
@@ -527,29 +560,24 @@ class _Tensors:
 
 def _read_layer(ts: _Tensors, hp: HParams, i: int) -> LayerWeights:
     p = f"blk.{i}."
-    d, q_dim, kv_dim = hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+    d = hp.n_embd
     arch = hp.architecture
-
-    def bias(name: str, n: int) -> np.ndarray | None:
-        if arch.qkv_bias != "required" and not ts.has(p + name):
-            return None
-        return ts.vector(p + name, n)
 
     def norm_if(present: bool, name: str, n: int) -> np.ndarray | None:
         return ts.vector(p + name, n) if present else None
 
+    if arch.fused_gate_up:
+        w_gate, w_up = ts.matrix_parts(p + "ffn_up.weight", (hp.n_ff, hp.n_ff), d)
+    else:
+        w_gate, w_up = ts.matrix(p + "ffn_gate.weight", hp.n_ff, d), ts.matrix(p + "ffn_up.weight", hp.n_ff, d)
+    wq, wk, wv, bq, bk, bv = _read_qkv(ts, hp, p)
     return LayerWeights(
         attn_norm=ts.vector(p + "attn_norm.weight", d),
-        wq=ts.matrix(p + "attn_q.weight", q_dim, d),
-        wk=ts.matrix(p + "attn_k.weight", kv_dim, d),
-        wv=ts.matrix(p + "attn_v.weight", kv_dim, d),
-        wo=ts.matrix(p + "attn_output.weight", d, q_dim),
-        bq=bias("attn_q.bias", q_dim),
-        bk=bias("attn_k.bias", kv_dim),
-        bv=bias("attn_v.bias", kv_dim),
+        wq=wq, wk=wk, wv=wv,
+        wo=ts.matrix(p + "attn_output.weight", d, hp.n_head * hp.head_dim),
+        bq=bq, bk=bk, bv=bv,
         ffn_norm=ts.vector(p + "ffn_norm.weight", d),
-        w_gate=ts.matrix(p + "ffn_gate.weight", hp.n_ff, d),
-        w_up=ts.matrix(p + "ffn_up.weight", hp.n_ff, d),
+        w_gate=w_gate, w_up=w_up,
         w_down=ts.matrix(p + "ffn_down.weight", d, hp.n_ff),
         q_norm=norm_if(arch.qk_norm, "attn_q_norm.weight", hp.head_dim),
         k_norm=norm_if(arch.qk_norm, "attn_k_norm.weight", hp.head_dim),
@@ -558,12 +586,33 @@ def _read_layer(ts: _Tensors, hp: HParams, i: int) -> LayerWeights:
     )
 
 
+def _read_qkv(ts: _Tensors, hp: HParams, p: str) -> tuple:
+    """wq, wk, wv and their biases (or None): separate tensors, or one fused
+    attn_qkv (q rows, then k, then v) with a fused or separate bias, the
+    forms llama.cpp's create_tensor_qkv accepts for every architecture."""
+    d, q_dim, kv_dim = hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+    dims = (q_dim, kv_dim, kv_dim)
+    if ts.has(p + "attn_qkv.weight"):
+        weights = ts.matrix_parts(p + "attn_qkv.weight", dims, d)
+    else:
+        weights = [ts.matrix(p + f"attn_{x}.weight", n, d) for x, n in zip("qkv", dims)]
+    if ts.has(p + "attn_qkv.bias"):
+        return (*weights, *ts.vector_parts(p + "attn_qkv.bias", dims))
+    required = hp.architecture.qkv_bias == "required"
+    biases = [ts.vector(p + f"attn_{x}.bias", n) if required or ts.has(p + f"attn_{x}.bias") else None
+              for x, n in zip("qkv", dims)]
+    return (*weights, *biases)
+
+
 def _refuse_unused(ts: _Tensors) -> None:
     extra = ts.unused()
     if not extra:
         return
     if "rope_freqs.weight" in extra:
         raise GGUFError("tensor 'rope_freqs.weight' (llama3-style rope scaling) is not supported")
+    longrope = [n for n in extra if n.startswith("rope_factors_")]
+    if longrope:
+        raise GGUFError(f"tensor {longrope[0]!r} (phi3 longrope scaling, 128k-context variants) is not supported")
     shown = ", ".join(repr(n) for n in extra[:5])
     more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
     raise GGUFError(f"unexpected tensors for this architecture: {shown}{more}")

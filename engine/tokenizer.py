@@ -26,6 +26,7 @@ from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
 from .gguf_reader import GGUFError
+from .fim import FimTokens, find_fim_tokens
 from .spm import SPACE, SpmEncoder
 
 __all__ = ["Tokenizer", "TokenizerError", "StreamDecoder", "SUPPORTED_PRE"]
@@ -70,6 +71,13 @@ _PRE_GROUPS: list[tuple[tuple[str, ...], tuple[str, ...], bool]] = [
 _PRE: dict[str, tuple[tuple[str, ...], bool]] = {
     name: (regexes, ignore) for names, regexes, ignore in _PRE_GROUPS for name in names}
 SUPPORTED_PRE = tuple(sorted(n for n in _PRE if n))
+
+# Phi-3 specials llama.cpp leaves without RSTRIP, and C's isspace().
+_NO_RSTRIP = frozenset({"<unk>", "<s>", "<|endoftext|>"})
+_C_SPACE = " \t\n\v\f\r"
+
+# TokenizerData's FIM fields, fim_<role>_id, in FimTokens' order.
+_FIM_FIELDS = ("prefix", "suffix", "middle", "pad", "rep", "sep")
 
 # Token texts llama.cpp treats as end-of-generation (and forces to control
 # type), as its llama_vocab::impl::load lists them.
@@ -134,17 +142,21 @@ class Tokenizer:
         self.eot_id: int | None = _field(data, "eot_id")
         self.pad_id: int | None = _field(data, "pad_id")
         self.add_bos: bool = bool(_field(data, "add_bos", False))
-        self.fim_prefix_id = _field(data, "fim_prefix_id")
-        self.fim_suffix_id = _field(data, "fim_suffix_id")
-        self.fim_middle_id = _field(data, "fim_middle_id")
+        keyed = FimTokens(*(_field(data, f"fim_{r}_id") for r in _FIM_FIELDS))
+        self.fim = find_fim_tokens(tokens, keyed)
+        self.fim_prefix_id, self.fim_suffix_id, self.fim_middle_id = self.fim.pre, self.fim.suf, self.fim.mid
         self._tokens = tokens
 
-        # llama.cpp forces EOG-looking tokens to control type, so do the same:
-        # it decides whether plain-text encoding may produce them.
-        types = [TT_CONTROL if t in _EOG_TEXTS else ty for t, ty in zip(tokens, types)]
+        # llama.cpp forces EOG-looking tokens, and FIM tokens it found by
+        # their text, to control type, so do the same: it decides whether
+        # plain-text encoding may produce them.
+        fim_by_text = self.fim.ids() - keyed.ids()
+        types = [TT_CONTROL if t in _EOG_TEXTS or i in fim_by_text else ty
+                 for i, (t, ty) in enumerate(zip(tokens, types))]
         self._types = types
         eog = {i for i, t in enumerate(tokens) if t in _EOG_TEXTS}
         eog.update(i for i in (self.eos_id, self.eot_id) if i is not None)
+        eog.update(self.fim.ends_generation())
         self._eog = frozenset(eog)
 
         if spm:
@@ -167,6 +179,11 @@ class Tokenizer:
         special = {t: i for i, (t, ty) in enumerate(zip(tokens, types))
                    if t and ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED)}
         self._special_ids = special
+        # Phi-3 (llama.cpp sets RSTRIP by the model's name, as Phi-3's own
+        # tokenizer marks its added tokens): whitespace after a special token
+        # is dropped when specials are parsed.
+        self._rstrip = frozenset(i for t, i in special.items() if t not in _NO_RSTRIP) \
+            if _field(data, "rstrip_specials", False) else frozenset()
 
     # ---------------------------------------------------------------- build
     @staticmethod
@@ -263,10 +280,16 @@ class Tokenizer:
         out: list[str | int] = []
         pos = 0
         for m in self._special_re.finditer(text):
+            if m.start() < pos:
+                continue  # inside whitespace an rstrip token dropped
             if m.start() > pos:
                 out.append(text[pos:m.start()])
-            out.append(self._special_ids[m.group()])
+            tid = self._special_ids[m.group()]
+            out.append(tid)
             pos = m.end()
+            if tid in self._rstrip:
+                while pos < len(text) and text[pos] in _C_SPACE:
+                    pos += 1
         if pos < len(text):
             out.append(text[pos:])
         return out

@@ -72,7 +72,8 @@ def completion_style(style: str, line_before: str) -> bool:
 def build_prompt(tokenizer, text: str, offset: int, *, prompt_tokens: int, suffix_tokens: int,
                  style: str, chunks: tuple[str, ...] = ()) -> tuple[Prompt, list[int]]:
     """The prompt for a completion at `offset`, and the tokens below the cursor
-    (for the drafter). Raw prefix for plain models; prefix/suffix/middle for FIM.
+    (for the drafter). Raw prefix for plain models; prefix/suffix/middle
+    (llama.cpp's PSM order) whenever the vocabulary has the three FIM tokens.
     UnsafeText if the document text in the prompt holds a byte the model
     cannot encode."""
     start = window_start(text, offset, prompt_tokens)
@@ -90,10 +91,9 @@ def build_prompt(tokenizer, text: str, offset: int, *, prompt_tokens: int, suffi
     if len(prefix_tokens) > hard:
         prefix_tokens = prefix_tokens[-hard:]
     below = tokenizer.encode(suffix_text)[:suffix_tokens] if suffix_text else []
-    fim = (tokenizer.fim_prefix_id, tokenizer.fim_suffix_id, tokenizer.fim_middle_id)
-    if all(t is not None for t in fim):
-        tokens = ([fim[0]] + prefix_tokens + [fim[1]] + below + [fim[2]])
-        tokens = tokenizer.bos_prefix() + tokens
+    fim = tokenizer.fim   # from the GGUF's keys, else found by token text (engine/fim.py)
+    if fim.can_infill:
+        tokens = tokenizer.bos_prefix() + [fim.pre] + prefix_tokens + [fim.suf] + below + [fim.mid]
     else:
         tokens = tokenizer.bos_prefix() + prefix_tokens
     if not tokens:

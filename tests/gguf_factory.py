@@ -49,6 +49,7 @@ MERGE_WORDS = (
 )
 
 _KQUANT_BLOCK = 256
+QWEN_VOCAB = ("qwen2", "qwen3")  # architectures whose tiny vocabulary is Qwen2.5-Coder-like
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,10 @@ class TinyVocab:
 
 
 def build_vocab(arch: str, n_vocab: int | None = None) -> TinyVocab:
-    """Byte tokens, merged tokens and ChatML (+ FIM for qwen2) control tokens.
+    """Byte tokens, merged tokens and ChatML (+ FIM for qwen2/qwen3) control tokens.
 
-    llama (SmolLM-like): control tokens first (ids 0, 1, 2). qwen2
-    (Qwen2.5-Coder-like): control tokens after the BPE tokens. Extra ids up
+    llama (SmolLM-like) and the others: control tokens first (ids 0, 1, 2).
+    qwen2/qwen3 (Qwen2.5-Coder-like): control tokens after the BPE tokens. Extra ids up
     to n_vocab are "[PADi]" tokens of type UNUSED.
     """
     b2u = bytes_to_unicode()
@@ -106,12 +107,14 @@ def build_vocab(arch: str, n_vocab: int | None = None) -> TinyVocab:
                 seen.add(cur + ch)
             cur += ch
     chatml = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    if arch == "qwen2":
+    if arch in QWEN_VOCAB:
         control = chatml + ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>"]
         tokens = bpe + control
         types = [1] * len(bpe) + [3] * len(control)
     else:
-        control = chatml
+        # phi3: the SentencePiece specials llama.cpp looks up by text in
+        # phi-3 vocabularies, and Phi-3's end of turn
+        control = chatml + (["<unk>", "<s>", "</s>", "<|end|>"] if arch == "phi3" else [])
         tokens = control + bpe
         types = [3] * len(control) + [1] * len(bpe)
     if n_vocab is not None:
@@ -223,6 +226,7 @@ def write_tiny_gguf(
     n_head: int = 4,
     n_head_kv: int = 2,
     n_ff: int | None = None,
+    head_dim: int | None = None,
     n_ctx_train: int = 512,
     tied_output: bool = True,
     seed: int = 0,
@@ -231,6 +235,7 @@ def write_tiny_gguf(
     embd_type: GGMLQuantizationType | None = None,
     output_type: GGMLQuantizationType | None = None,
     qkv_bias: bool | None = None,
+    fused_qkv: bool | None = None,
     std: float = 0.05,
     rms_eps: float | None = None,
     rope_base: float | None = None,
@@ -245,7 +250,10 @@ def write_tiny_gguf(
     Dimensions default to 64/128 (n_embd/n_ff), or 256/512 when a type with
     256-value blocks (K-quants) is used. ``embd_type`` defaults to
     ``weight_type``; ``output_type`` (untied output only) too. ``qkv_bias``
-    defaults to True for qwen2 (required there), False for llama.
+    defaults to True for qwen2 (required there), False for the others.
+    ``fused_qkv`` (one attn_qkv tensor) defaults to True for phi3.
+    ``head_dim`` defaults to n_embd // n_head; another value is written as
+    the key/value length.
     ``metadata`` overrides keys after the defaults: a plain value (int ->
     uint32, float -> float32, str, bool, list), a ``Typed`` value, or
     ``DROP``. ``tensor_shapes`` maps a name to (rows, cols) or (n,) in
@@ -258,7 +266,8 @@ def write_tiny_gguf(
     n_embd = d_embd if n_embd is None else n_embd
     n_ff = d_ff if n_ff is None else n_ff
     qkv_bias = (arch == "qwen2") if qkv_bias is None else qkv_bias
-    head_dim = n_embd // n_head
+    fused_qkv = (arch == "phi3") if fused_qkv is None else fused_qkv
+    head_dim = n_embd // n_head if head_dim is None else head_dim
     vocab = build_vocab(arch, n_vocab)
     n_vocab = len(vocab.tokens)
 
@@ -273,6 +282,9 @@ def write_tiny_gguf(
     w.add_layer_norm_rms_eps(rms_eps if rms_eps is not None else (1e-5 if arch == "llama" else 1e-6))
     w.add_rope_freq_base(rope_base if rope_base is not None else (10000.0 if arch == "llama" else 1e6))
     w.add_rope_dimension_count(head_dim)
+    if head_dim != n_embd // n_head:  # as Qwen3 and Gemma 3: heads wider or narrower than n_embd / n_head
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
     w.add_vocab_size(n_vocab)
     if sliding_window:
         w.add_sliding_window(sliding_window)
@@ -281,7 +293,7 @@ def write_tiny_gguf(
 
     specs = _tensor_specs(
         ARCHITECTURES[arch], n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output,
-        qkv_bias, weight_type, embd_type, output_type, norm_type,
+        qkv_bias, fused_qkv, weight_type, embd_type, output_type, norm_type,
     )
     rng = np.random.default_rng(seed)
     dropped = set(drop_tensors)
@@ -304,13 +316,13 @@ def write_tiny_gguf(
 def _add_tokenizer(w: GGUFWriter, arch: str, vocab: TinyVocab) -> None:
     ids = vocab.ids
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
+    w.add_tokenizer_pre("qwen2" if arch in QWEN_VOCAB else "smollm")
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.token_types)
     w.add_token_merges(vocab.merges)
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
-    if arch != "qwen2":  # as SmolLM2-Instruct
+    if arch not in QWEN_VOCAB:  # as SmolLM2-Instruct
         w.add_bos_token_id(ids["<|im_start|>"])
         w.add_eos_token_id(ids["<|im_end|>"])
         w.add_unk_token_id(ids["<|endoftext|>"])
@@ -350,21 +362,27 @@ def _apply_metadata(w: GGUFWriter, overrides: Mapping[str, Any]) -> None:
 
 def _tensor_specs(
     arch, n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, tied_output, qkv_bias,
-    weight_type, embd_type, output_type, norm_type,
+    fused_qkv, weight_type, embd_type, output_type, norm_type,
 ) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType, str]]:
     """(name, numpy shape, type, kind) for every tensor, in llama.cpp's order;
-    the optional per-layer norms as the architecture entry says."""
+    the optional per-layer norms and fused matrices as the architecture
+    entry says."""
     q_dim, kv_dim = n_head * head_dim, n_head_kv * head_dim
     specs = [("token_embd.weight", (n_vocab, n_embd), embd_type, "matrix")]
     for i in range(n_layer):
         p = f"blk.{i}."
-        specs += [
-            (p + "attn_norm.weight", (n_embd,), norm_type, "norm"),
-            (p + "attn_q.weight", (q_dim, n_embd), weight_type, "matrix"),
-            (p + "attn_k.weight", (kv_dim, n_embd), weight_type, "matrix"),
-            (p + "attn_v.weight", (kv_dim, n_embd), weight_type, "matrix"),
-        ]
-        if qkv_bias:
+        specs.append((p + "attn_norm.weight", (n_embd,), norm_type, "norm"))
+        if fused_qkv:
+            specs.append((p + "attn_qkv.weight", (q_dim + 2 * kv_dim, n_embd), weight_type, "matrix"))
+            if qkv_bias:
+                specs.append((p + "attn_qkv.bias", (q_dim + 2 * kv_dim,), norm_type, "bias"))
+        else:
+            specs += [
+                (p + "attn_q.weight", (q_dim, n_embd), weight_type, "matrix"),
+                (p + "attn_k.weight", (kv_dim, n_embd), weight_type, "matrix"),
+                (p + "attn_v.weight", (kv_dim, n_embd), weight_type, "matrix"),
+            ]
+        if qkv_bias and not fused_qkv:
             specs += [
                 (p + "attn_q.bias", (q_dim,), norm_type, "bias"),
                 (p + "attn_k.bias", (kv_dim,), norm_type, "bias"),
@@ -378,10 +396,15 @@ def _tensor_specs(
         specs += [
             (p + "attn_output.weight", (n_embd, q_dim), weight_type, "matrix"),
             (p + "ffn_norm.weight", (n_embd,), norm_type, "norm"),
-            (p + "ffn_gate.weight", (n_ff, n_embd), weight_type, "matrix"),
-            (p + "ffn_up.weight", (n_ff, n_embd), weight_type, "matrix"),
-            (p + "ffn_down.weight", (n_embd, n_ff), weight_type, "matrix"),
         ]
+        if arch.fused_gate_up:
+            specs.append((p + "ffn_up.weight", (2 * n_ff, n_embd), weight_type, "matrix"))
+        else:
+            specs += [
+                (p + "ffn_gate.weight", (n_ff, n_embd), weight_type, "matrix"),
+                (p + "ffn_up.weight", (n_ff, n_embd), weight_type, "matrix"),
+            ]
+        specs.append((p + "ffn_down.weight", (n_embd, n_ff), weight_type, "matrix"))
         if arch.post_norms:
             specs += [
                 (p + "post_attention_norm.weight", (n_embd,), norm_type, "norm"),

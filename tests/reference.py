@@ -3,10 +3,12 @@
 Weights are dequantized once with ``gguf.quants.dequantize`` (the file's
 own block formats, independent of ditto's C kernels) and held as float64;
 every activation is float64.  Supports the ``llama`` (adjacent-pair rope),
-``qwen2`` (q/k/v biases, NeoX rope) and ``gemma3`` (embeddings times
-sqrt(n_embd), per-head q/k RMSNorm, RMSNorm on each branch's output,
-GELU(tanh)-gated FFN, sliding layers with their own rope base)
-architectures, grouped-query attention with a causal mask and a sliding
+``qwen2`` (q/k/v biases, NeoX rope), ``qwen3`` (per-head q/k RMSNorm),
+``gemma3`` (embeddings times sqrt(n_embd), per-head q/k RMSNorm, RMSNorm
+on each branch's output, GELU(tanh)-gated FFN, sliding layers with their
+own rope base) and ``phi3`` (fused gate/up) architectures, fused
+``attn_qkv`` tensors (split here from the file's own tensor, not from the
+loader's views), grouped-query attention with a causal mask and a sliding
 window in the layers that slide. Written from llama.cpp's graphs
 (src/models/*.cpp), not from ditto's C.
 
@@ -19,6 +21,7 @@ Kept deliberately plain: clarity over speed (apart from the KV cache).
 from __future__ import annotations
 
 import numpy as np
+from gguf import GGUFReader
 from gguf.quants import dequantize
 
 
@@ -26,6 +29,16 @@ def _f64(w) -> np.ndarray:
     """A WeightMatrix (rows = out, cols = in) as a float64 (rows, cols) array."""
     m = np.asarray(dequantize(w.data, w.type), dtype=np.float64)
     return m.reshape(w.rows, w.cols)
+
+
+def _file_f64(t) -> np.ndarray:
+    """A gguf.GGUFReader tensor as float64 (rows, cols) (or (n,))."""
+    cols = int(t.shape[0])
+    return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float64).reshape(-1, cols).squeeze()
+
+
+def _split_rows(m: np.ndarray, *rows: int) -> list[np.ndarray]:
+    return np.split(m, np.cumsum(rows)[:-1])
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -66,13 +79,27 @@ def _vec(v) -> np.ndarray | None:
 
 
 class _Layer:
-    def __init__(self, lw):
+    def __init__(self, lw, fused: dict):
+        """`fused`: this layer's fused tensors from the file (attn_qkv.weight,
+        attn_qkv.bias, ffn_up.weight of 2 * n_ff rows), by short name."""
         self.attn_norm = np.asarray(lw.attn_norm, dtype=np.float64)
         self.ffn_norm = np.asarray(lw.ffn_norm, dtype=np.float64)
-        self.wq, self.wk, self.wv, self.wo = (_f64(lw.wq), _f64(lw.wk), _f64(lw.wv), _f64(lw.wo))
-        self.w_gate, self.w_up, self.w_down = _f64(lw.w_gate), _f64(lw.w_up), _f64(lw.w_down)
+        q_kv = (lw.wq.rows, lw.wk.rows, lw.wv.rows)
+        if "attn_qkv.weight" in fused:
+            self.wq, self.wk, self.wv = _split_rows(_file_f64(fused["attn_qkv.weight"]), *q_kv)
+        else:
+            self.wq, self.wk, self.wv = _f64(lw.wq), _f64(lw.wk), _f64(lw.wv)
+        self.wo = _f64(lw.wo)
+        if "ffn_up.weight" in fused:  # llama.cpp's swiglu: silu(first half) * second half
+            self.w_gate, self.w_up = _split_rows(_file_f64(fused["ffn_up.weight"]), lw.w_up.rows, lw.w_up.rows)
+        else:
+            self.w_gate, self.w_up = _f64(lw.w_gate), _f64(lw.w_up)
+        self.w_down = _f64(lw.w_down)
         z = lambda b, n: np.zeros(n) if b is None else np.asarray(b, dtype=np.float64)
-        self.bq, self.bk, self.bv = z(lw.bq, lw.wq.rows), z(lw.bk, lw.wk.rows), z(lw.bv, lw.wv.rows)
+        if "attn_qkv.bias" in fused:
+            self.bq, self.bk, self.bv = _split_rows(_file_f64(fused["attn_qkv.bias"]), *q_kv)
+        else:
+            self.bq, self.bk, self.bv = z(lw.bq, lw.wq.rows), z(lw.bk, lw.wk.rows), z(lw.bv, lw.wv.rows)
         self.q_norm, self.k_norm = _vec(lw.q_norm), _vec(lw.k_norm)
         self.post_attn_norm, self.post_ffn_norm = _vec(lw.post_attn_norm), _vec(lw.post_ffn_norm)
 
@@ -91,6 +118,7 @@ class ReferenceModel:
         self.mf = model_file
         self.hp = model_file.hparams
         self._layers: list[_Layer] | None = None
+        self._file: dict | None = None   # the file's tensors by name (gguf.GGUFReader)
 
     def _load(self) -> None:
         if self._layers is None:
@@ -99,7 +127,15 @@ class ReferenceModel:
             tied = mf.output is mf.tok_embd or mf.output.name == mf.tok_embd.name
             self.output = self.tok_embd if tied else _f64(mf.output)
             self.output_norm = np.asarray(mf.output_norm, dtype=np.float64)
-            self._layers = [_Layer(lw) for lw in mf.layers]
+            self._layers = [_Layer(lw, self._fused(i)) for i, lw in enumerate(mf.layers)]
+
+    def _fused(self, layer: int) -> dict:
+        names = ["attn_qkv.weight", "attn_qkv.bias"]
+        if self.hp.architecture.fused_gate_up:
+            names.append("ffn_up.weight")
+        if self._file is None:
+            self._file = {t.name: t for t in GGUFReader(self.mf.path).tensors}
+        return {n: self._file[f"blk.{layer}.{n}"] for n in names if f"blk.{layer}.{n}" in self._file}
 
     # -- the forward pass ---------------------------------------------------
     def forward(self, tokens, cache: KVCache) -> np.ndarray:

@@ -58,6 +58,7 @@ def test_every_arch_and_type_loads(tiny_model_path, arch, qtype):
     assert hp.rope_neox == (arch != "llama")
     assert hp.sliding_window == 0 and hp.n_ctx_train == 512
     q_dim, kv_dim = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+    entry = hp.architecture
 
     _check_matrix(mf.tok_embd, hp.n_vocab, hp.n_embd, qtype)
     _check_matrix(mf.output, hp.n_vocab, hp.n_embd, qtype)
@@ -75,16 +76,17 @@ def test_every_arch_and_type_loads(tiny_model_path, arch, qtype):
         for norm in (layer.attn_norm, layer.ffn_norm):
             assert norm.dtype == np.float32 and norm.shape == (hp.n_embd,)
         biases = (layer.bq, layer.bk, layer.bv)
-        if arch == "qwen2":
+        if entry.qkv_bias == "required":
             assert [b.shape for b in biases] == [(q_dim,), (kv_dim,), (kv_dim,)]
             assert all(b.dtype == np.float32 for b in biases)
         else:
             assert biases == (None, None, None)
-        gemma = arch == "gemma3"
-        for norm, n in ((layer.q_norm, hp.head_dim), (layer.k_norm, hp.head_dim),
-                        (layer.post_attn_norm, hp.n_embd), (layer.post_ffn_norm, hp.n_embd)):
-            assert (norm is not None) == gemma
-            assert not gemma or (norm.dtype == np.float32 and norm.shape == (n,))
+        for norm, n, present in ((layer.q_norm, hp.head_dim, entry.qk_norm),
+                                 (layer.k_norm, hp.head_dim, entry.qk_norm),
+                                 (layer.post_attn_norm, hp.n_embd, entry.post_norms),
+                                 (layer.post_ffn_norm, hp.n_embd, entry.post_norms)):
+            assert (norm is not None) == present
+            assert not present or (norm.dtype == np.float32 and norm.shape == (n,))
     # the factory's weights are well-scaled: ~N(0, 0.05) after dequantization
     w = _dequant(mf.layers[0].w_down)
     assert np.isfinite(w).all() and 0.02 < float(w.std()) < 0.1
