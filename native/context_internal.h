@@ -16,16 +16,19 @@ struct dt_context {
     dt_pool *pool;
     int precision;      /* enum dt_precision of the weight matmuls */
 
-    /* KV cache, one mapping each. Every (layer, seq, kv head) owns a region
-     * of n_ctx_pad * head_dim floats (dt_kv_head_offset), in (layer, seq,
+    /* KV cache, one mapping each, of kv_type elements (f32 or f16). Every
+     * (layer, seq, kv head) owns a region of n_ctx_pad * head_dim elements
+     * (dt_kv_head_offset), in (layer, seq,
      * kv head) order. Inside it, keys are blocked and transposed,
      * [pos / 16][head_dim][16] (dt_k_index), so attention accumulates 16
      * scores in one vector; values stay [pos][head_dim] (dt_v_index).
      * Reserved, not committed: the OS backs pages only as sequences grow.
-     * With a ring (dt_context_new_ex) a region has `ring` slots instead of
-     * n_ctx_pad positions and position p lives in slot p % ring. */
-    float *k, *v;
-    size_t kv_floats;   /* floats in each of k and v */
+     * With a ring (dt_context_params.ring_slots) a region has `ring` slots
+     * instead of n_ctx_pad positions and position p lives in slot p % ring. */
+    void *k, *v;
+    size_t kv_elems;    /* elements in each of k and v */
+    int kv_type;        /* DT_F32 or DT_F16 */
+    size_t kv_esize;    /* bytes per element: 4 or 2 */
     int n_ctx_pad;      /* n_ctx rounded up to whole key blocks */
     int ring;           /* ring slots R (a multiple of 16), or 0: full cache */
     int n_slots;        /* slots per region: ring ? ring : n_ctx_pad */
@@ -50,7 +53,7 @@ struct dt_context {
 /* Positions per key block. */
 #define DT_KV_BLOCK 16
 
-/* Offset (in floats) of the (layer, seq, kv head) region in ctx->k / ctx->v. */
+/* Offset (in elements) of the (layer, seq, kv head) region in ctx->k / ctx->v. */
 static inline size_t dt_kv_head_offset(const struct dt_context *ctx, int layer, int seq, int kvh) {
     const dt_model *m = ctx->model;
     return (((size_t)layer * ctx->n_seq + seq) * m->n_head_kv + kvh) * ctx->n_slots * m->head_dim;
@@ -65,8 +68,16 @@ static inline size_t dt_k_index(int head_dim, int pos, int d) {
 /* Index of value element (slot, d) inside a region. */
 static inline size_t dt_v_index(int head_dim, int pos, int d) { return (size_t)pos * head_dim + d; }
 
+/* Address of element i of a KV mapping (ctx->k or ctx->v). */
+static inline void *dt_kv_at(const struct dt_context *ctx, void *base, size_t i) {
+    return (char *)base + i * ctx->kv_esize;
+}
+
 /* Reserve / release the KV mappings (kvcache.c). */
 int dt_kv_reserve(struct dt_context *ctx);
 void dt_kv_release(struct dt_context *ctx);
+/* Stores one token's keys and values (n_head_kv * head_dim f32 each) of a
+ * layer at position pos of seq, converted to the cache's kv_type. */
+void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const float *k, const float *v);
 
 #endif

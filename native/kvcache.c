@@ -1,8 +1,9 @@
 /* KV cache storage and sequence state: length, truncate (restore to a
  * checkpoint), copy, checkpoints, and save / load to bytes.
  *
- * Keys and values are kept in f32, so a restored or loaded sequence
- * continues bit-exactly. With a full cache, truncation is all a restore
+ * Keys and values are kept in the context's kv_type (f32, or f16 rounded
+ * once when stored), and saved, checkpointed and copied in it, so a
+ * restored or loaded sequence continues bit-exactly. With a full cache, truncation is all a restore
  * needs: positions past a sequence's length never reach a result
  * (attention masks them). A ring (dt_context_new_ex) overwrites the slot
  * of position p - R when it stores p, so a sequence holds only [lo, len):
@@ -16,14 +17,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "attention.h"
 #include "context_internal.h"
 #include "ditto.h"
 
 /* ---- reservation ---------------------------------------------------------- */
 
-static float *reserve_floats(size_t n) {
-    void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+static void *reserve_bytes(size_t n) {
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -34,19 +35,44 @@ int dt_kv_reserve(struct dt_context *ctx) {
     /* Checked: the dimensions come from a model file, and a wrapped size
      * would map less than the offsets (dt_kv_head_offset) reach. */
     size_t n = 1;
-    const int64_t dims[] = {m->n_layer, ctx->n_seq, m->n_head_kv, ctx->n_slots, m->head_dim, sizeof(float)};
+    const int64_t dims[] = {m->n_layer, ctx->n_seq, m->n_head_kv, ctx->n_slots, m->head_dim, ctx->kv_esize};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i] <= 0 || __builtin_mul_overflow(n, (size_t)dims[i], &n)) return DT_ERR_NOMEM;
-    ctx->kv_floats = n / sizeof(float);
-    ctx->k = reserve_floats(ctx->kv_floats);
-    ctx->v = reserve_floats(ctx->kv_floats);
+    ctx->kv_elems = n / ctx->kv_esize;
+    ctx->k = reserve_bytes(n);
+    ctx->v = reserve_bytes(n);
     return ctx->k && ctx->v ? DT_OK : DT_ERR_NOMEM;
 }
 
 void dt_kv_release(struct dt_context *ctx) {
-    if (ctx->k) munmap(ctx->k, ctx->kv_floats * sizeof(float));
-    if (ctx->v) munmap(ctx->v, ctx->kv_floats * sizeof(float));
+    if (ctx->k) munmap(ctx->k, ctx->kv_elems * ctx->kv_esize);
+    if (ctx->v) munmap(ctx->v, ctx->kv_elems * ctx->kv_esize);
     ctx->k = ctx->v = NULL;
+}
+
+/* Halves per conversion call when storing f16 keys (a stack buffer). */
+enum { STORE_CHUNK = 64 };
+
+void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const float *k, const float *v) {
+    const int hd = ctx->model->head_dim, slot = dt_kv_slot(ctx, pos);
+    for (int h = 0; h < ctx->model->n_head_kv; h++) {
+        const size_t off = dt_kv_head_offset(ctx, layer, seq, h);
+        const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
+        if (ctx->kv_type == DT_F32) {
+            float *kc = dt_kv_at(ctx, ctx->k, off);
+            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, slot, d)] = kh[d];
+            memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), vh, (size_t)hd * sizeof(float));
+            continue;
+        }
+        /* f16: keys converted in chunks, then spread over their block. */
+        uint16_t *kc = dt_kv_at(ctx, ctx->k, off), half[STORE_CHUNK];
+        for (int d0 = 0; d0 < hd; d0 += STORE_CHUNK) {
+            const int n = hd - d0 < STORE_CHUNK ? hd - d0 : STORE_CHUNK;
+            dt_f16_from_f32(kh + d0, half, n);
+            for (int d = 0; d < n; d++) kc[dt_k_index(hd, slot, d0 + d)] = half[d];
+        }
+        dt_f16_from_f32(vh, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), hd);
+    }
 }
 
 int dt_context_set_precision(dt_context *ctx, int precision) {
@@ -58,6 +84,8 @@ int dt_context_set_precision(dt_context *ctx, int precision) {
 /* ---- sequence operations ---------------------------------------------------- */
 
 int dt_context_ring_slots(const dt_context *ctx) { return ctx ? ctx->ring : DT_ERR_INVALID; }
+
+int dt_context_kv_type(const dt_context *ctx) { return ctx ? ctx->kv_type : DT_ERR_INVALID; }
 
 int dt_seq_len(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
@@ -107,13 +135,13 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
      * are never used. A ring is copied whole. */
     int n_k = ctx->ring ? ctx->ring : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
     int n_v = ctx->ring ? ctx->ring : n;
-    size_t k_span = (size_t)n_k * m->head_dim * sizeof(float);
-    size_t v_span = (size_t)n_v * m->head_dim * sizeof(float);
+    size_t k_span = (size_t)n_k * m->head_dim * ctx->kv_esize;
+    size_t v_span = (size_t)n_v * m->head_dim * ctx->kv_esize;
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t d = dt_kv_head_offset(ctx, l, dst, h), s = dt_kv_head_offset(ctx, l, src, h);
-            memcpy(ctx->k + d, ctx->k + s, k_span);
-            memcpy(ctx->v + d, ctx->v + s, v_span);
+            memcpy(dt_kv_at(ctx, ctx->k, d), dt_kv_at(ctx, ctx->k, s), k_span);
+            memcpy(dt_kv_at(ctx, ctx->v, d), dt_kv_at(ctx, ctx->v, s), v_span);
         }
     ctx->seq_len[dst] = n;
     ctx->seq_lo[dst] = lo;
@@ -128,14 +156,15 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
 static uint8_t *rows_out(const dt_context *ctx, int seq, int p0, int p1, uint8_t *out) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
+    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
             for (int p = p0; p < p1; p++)
-                for (int d = 0; d < hd; d++, out += sizeof(float))
-                    memcpy(out, ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), sizeof(float));
-            for (int p = p0; p < p1; p++, out += (size_t)hd * sizeof(float))
-                memcpy(out, ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), (size_t)hd * sizeof(float));
+                for (int d = 0; d < hd; d++, out += es)
+                    memcpy(out, dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, p), d)), es);
+            for (int p = p0; p < p1; p++, out += row)
+                memcpy(out, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, p), 0)), row);
         }
     return out;
 }
@@ -145,23 +174,22 @@ static uint8_t *rows_out(const dt_context *ctx, int seq, int p0, int p1, uint8_t
 static void rows_in(dt_context *ctx, int seq, int p0, int p1, int from, const uint8_t *in) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
-    const size_t row = (size_t)hd * sizeof(float);
+    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
     for (int l = 0; l < m->n_layer; l++)
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
             for (int p = p0; p < p1; p++, in += row)
                 for (int d = 0; p >= from && d < hd; d++)
-                    memcpy(ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), in + d * sizeof(float),
-                           sizeof(float));
+                    memcpy(dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, p), d)), in + d * es, es);
             for (int p = p0; p < p1; p++, in += row)
-                if (p >= from) memcpy(ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), in, row);
+                if (p >= from) memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, p), 0)), in, row);
         }
 }
 
 /* Bytes of rows_out for n positions. */
 static int64_t rows_bytes(const dt_context *ctx, int n) {
     const dt_model *m = ctx->model;
-    return 2 * (int64_t)m->n_layer * m->n_head_kv * n * m->head_dim * (int64_t)sizeof(float);
+    return 2 * (int64_t)m->n_layer * m->n_head_kv * n * m->head_dim * (int64_t)ctx->kv_esize;
 }
 
 /* ---- checkpoints ----------------------------------------------------------------- */
@@ -247,7 +275,7 @@ struct state_header {
     uint32_t n_layer, n_head_kv, head_dim, n_embd, n_vocab;
     uint32_t n_pos;
     uint32_t first;         /* first position held (> 0 only from a ring) */
-    uint32_t reserved;
+    uint32_t kv_type;       /* element type of the payload: DT_F32 (0) or DT_F16 */
     uint64_t checksum;
 };
 
@@ -284,6 +312,7 @@ static void fill_header(const dt_context *ctx, int first, int n_pos, struct stat
     h->n_vocab = (uint32_t)m->n_vocab;
     h->n_pos = (uint32_t)n_pos;
     h->first = (uint32_t)first;
+    h->kv_type = (uint32_t)ctx->kv_type;
 }
 
 int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written) {
