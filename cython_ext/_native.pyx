@@ -175,7 +175,8 @@ cdef class Context:
 
     kv_ring (sliding-window models only): True, or a number of slots (at
     least the window; rounded up to 16), keeps only the last ring_slots
-    positions of each sequence: True means the window plus DT_RING_SLACK - 1.
+    positions of each sequence in the sliding layers (global-attention
+    layers keep every position): True means the window plus DT_RING_SLACK - 1.
     A ring sequence cannot always be truncated (can_truncate); checkpoint()
     before a pass and restore() after it undo the pass instead.
 
@@ -210,8 +211,6 @@ cdef class Context:
                 raise ValueError("kv_ring must be True, False or a positive number of slots")
         if slots and window <= 0:
             raise ValueError("kv_ring needs a sliding-window model")
-        if slots and not all(model.hparams.layer_slides(i) for i in range(model.m.n_layer)):
-            raise ValueError("kv_ring needs every layer to slide; this model has global-attention layers")
         self.kv_ring = slots > 0
         cdef dt_context_params params
         params.n_seq, params.n_ctx, params.max_batch, params.n_threads = n_seq, n_ctx, max_batch, threads
@@ -236,6 +235,11 @@ cdef class Context:
     def seq_len(self, int seq):
         self._check_seq(seq)
         return dt_seq_len(self.ctx, seq)
+
+    @property
+    def kv_bytes(self):
+        """Bytes of keys and values the context holds when every sequence is full."""
+        return dt_context_kv_bytes(self.ctx)
 
     @property
     def ring_slots(self):

@@ -91,6 +91,7 @@ cdef extern from "ditto.h" nogil:
         int kv_type
     int dt_context_new_params(const dt_model *model, const dt_context_params *params, dt_context **out)
     int dt_context_kv_type(const dt_context *ctx)
+    int64_t dt_context_kv_bytes(const dt_context *ctx)
     int dt_context_ring_slots(const dt_context *ctx)
     void dt_context_free(dt_context *ctx)
     int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,

@@ -173,8 +173,9 @@ int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
 void dt_context_free(dt_context *ctx);
 
 /* A context's shape and KV cache. ring_slots > 0 keeps a ring KV cache
- * for sliding-window models (0: the full cache). Each (layer, sequence,
- * kv head) keeps R slots, R = max(ring_slots, window) rounded up to a
+ * in the sliding layers of a sliding-window model (0: the full cache; the
+ * global-attention layers always keep every position). Each (sliding
+ * layer, sequence, kv head) keeps R slots, R = max(ring_slots, window) rounded up to a
  * multiple of 16; position p lives in slot p % R. dt_decode splits a batch
  * so that no token overwrites a slot a token of the same pass still reads
  * (at most R - window + 1 tokens of a sequence per pass); results are
@@ -199,6 +200,9 @@ typedef struct {
 int dt_context_new_params(const dt_model *model, const dt_context_params *params, dt_context **out);
 /* Element type of the KV cache (DT_F32 or DT_F16). */
 int dt_context_kv_type(const dt_context *ctx);
+/* Bytes of keys and values when every sequence is full (reserved at
+ * creation, committed as sequences grow). */
+int64_t dt_context_kv_bytes(const dt_context *ctx);
 /* Slots per ring (R), or 0 for a full cache. */
 int dt_context_ring_slots(const dt_context *ctx);
 

@@ -109,8 +109,6 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
         max_batch > (1 << 16) || n_threads < 1 || ring_slots < 0 || ring_slots > (1 << 24))
         return DT_ERR_INVALID;
     if (ring_slots > 0 && (m->sliding_window <= 0 || m->sliding_window > (1 << 24))) return DT_ERR_INVALID;
-    for (int l = 0; ring_slots > 0 && l < m->n_layer; l++)
-        if (!m->layers[l].slides) return DT_ERR_INVALID; /* a global layer needs every position */
     dt_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return DT_ERR_NOMEM;
     ctx->model = m;
@@ -157,15 +155,19 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
     /* Attention tiles: up to ATT_ROWS query rows (tokens x group), fewer
      * when the scores of a long context would not fit in ATT_SCRATCH. A
      * ring tile sees positions shifted to its first key block, at most
-     * ring + 16 of them (attention_task), which it may gather into scratch. */
+     * ring + 16 of them (attention_task), which it may gather into scratch;
+     * a layer without a ring sees every position. */
     int group = m->n_head / m->n_head_kv;
-    int span = ctx->ring ? ctx->ring + DT_KV_BLOCK : ctx->n_ctx_pad;
+    const int ring_span = ctx->ring ? ctx->ring + DT_KV_BLOCK : 0;
+    int span = ring_span;
+    for (int l = 0; l < m->n_layer; l++)
+        if (!dt_kv_layer_ring(ctx, l) && span < ctx->n_ctx_pad) span = ctx->n_ctx_pad;
     int rows = (ATT_ROWS / group > 1 ? ATT_ROWS / group : 1) * group;
     while (rows > group && (int64_t)rows * span > ATT_SCRATCH) rows -= group;
     ctx->att_rows = rows;
     int64_t att_floats = (dt_attention_scratch_floats(rows, span, m->head_dim) + 15) & ~(int64_t)15;
     ctx->gather_off = att_floats;
-    ctx->gather_floats = ctx->ring ? (int64_t)span * m->head_dim : 0;
+    ctx->gather_floats = (int64_t)ring_span * m->head_dim;
     if ((rc = dt_pool_reserve_scratch(ctx->pool, att_floats + 2 * ctx->gather_floats)) != DT_OK) {
         dt_context_free(ctx);
         return rc;
@@ -316,7 +318,7 @@ static void attention_task(void *arg, int64_t task, int thread) {
     const char *k = dt_kv_at(ctx, ctx->k, off), *v = dt_kv_at(ctx, ctx->v, off);
     const size_t row = (size_t)hd * ctx->kv_esize; /* bytes per position */
     int pos0 = b->pos[tl->t0];
-    if (ctx->ring) {
+    if (dt_kv_layer_ring(ctx, b->layer)) {
         /* The tile reads positions [lo, hi]; seen from their first key block
          * `base` they are positions lo - base .. hi - base of slots starting
          * at base % R (a multiple of 16): used in place, or gathered into

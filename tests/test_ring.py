@@ -1,7 +1,8 @@
 """Ring KV cache for sliding-window models (Context(kv_ring=...)).
 
-A ring keeps R slots per sequence (position p in slot p % R), so old
-positions are overwritten: its logits must still equal the full cache's bit
+A ring keeps R slots per sequence (position p in slot p % R) in every
+sliding layer (global-attention layers, as Gemma 3 mixes in, keep every
+position), so old positions are overwritten: its logits must still equal the full cache's bit
 for bit (prefill, incremental, mixed batches, every ISA); truncating into
 overwritten positions is refused; a checkpoint taken before a pass,
 restored after it, plus a replay of the accepted tokens, leaves the
@@ -31,6 +32,8 @@ MODELS = {
     "llama-w20": ("llama", Q.Q4_1, 20, {}),
     "qwen2-w5-gqa4": ("qwen2", Q.Q8_0, 5, {"n_head": 8, "n_head_kv": 2}),
     "llama-w16-mha": ("llama", Q.F16, 16, {"n_head_kv": 4}),
+    # layers slide / global / slide: the ring in layers 0 and 2 only
+    "gemma3-w20-mixed": ("gemma3", Q.Q8_0, 20, {"n_layer": 3, "metadata": {"gemma3.attention.sliding_window_pattern": 2}}),
 }
 
 
@@ -83,6 +86,22 @@ def test_ring_size_and_options(model_of, tiny_model_path):
         Context(plain, n_ctx=64, kv_ring=True)                           # no sliding window
     with pytest.raises(ValueError):
         Context(m, n_ctx=64, kv_ring=-3)
+
+
+@pytest.mark.parametrize("kv,esize", [("f32", 4), ("f16", 2)])
+def test_kv_bytes_of_sliding_and_global_layers(model_of, kv, esize):
+    """A ring's memory: R slots in each sliding layer, every position of the
+    context (in whole key blocks) in each global one."""
+    for name in ("llama-w20", "gemma3-w20-mixed"):
+        m = model_of(name)
+        hp = m.hparams
+        slides = [hp.layer_slides(i) for i in range(hp.n_layer)]
+        per_slot = 2 * esize * hp.n_head_kv * hp.head_dim * 3      # keys + values, 3 sequences
+        full = Context(m, n_seq=3, n_ctx=250, kv_type=kv)
+        assert full.kv_bytes == per_slot * 256 * hp.n_layer
+        ring = Context(m, n_seq=3, n_ctx=250, kv_ring=1, kv_type=kv)
+        assert ring.kv_bytes == per_slot * (32 * sum(slides) + 256 * (len(slides) - sum(slides)))
+        assert ring.kv_bytes < full.kv_bytes
 
 
 @pytest.mark.parametrize("isa_id", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
