@@ -1,6 +1,6 @@
 """Engine speed and memory: ditto against llama.cpp, in one run, as ratios.
 
-    python bench/engine.py [--rounds 2] [--reps 3] [--threads 2] [--ctx 4096] [--kv-type f32 [f16]]
+    python bench/engine.py [--rounds 2] [--reps 3] [--threads 2] [--ctx 4096] [--kv-type f16 [f32]]
                            [--llama-bin-dir DIR] [--model GGUF] [--out bench/results/]
 
 Measures, on the same GGUF with the same thread count:
@@ -254,9 +254,9 @@ def main() -> None:
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--depth", type=int, default=2048, help="context depth for the long decode (0: skip)")
     ap.add_argument("--no-server", action="store_true", help="skip the llama-server memory run")
-    from ditto._native import KV_TYPES
-    ap.add_argument("--kv-type", nargs="+", choices=KV_TYPES, default=["f32"],
-                    help="ditto's KV cache element type(s), each measured in every round (default: f32)")
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
+    ap.add_argument("--kv-type", nargs="+", choices=KV_TYPES, default=[DEFAULT_KV_TYPE],
+                    help=f"ditto's KV cache element type(s), each measured in every round (default: {DEFAULT_KV_TYPE})")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     common.exit_on_sigterm()

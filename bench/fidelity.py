@@ -152,9 +152,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(ap)
     ap.add_argument("--no-llama-cpp", action="store_true", help="measure ditto alone")
-    from ditto._native import KV_TYPES, Context, Model
+    from ditto._native import Context, Model
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
 
-    ap.add_argument("--kv-type", choices=KV_TYPES, default="f32", help="ditto's KV cache element type")
+    ap.add_argument("--kv-type", choices=KV_TYPES, default=DEFAULT_KV_TYPE,
+                    help=f"ditto's KV cache element type (default: {DEFAULT_KV_TYPE})")
     args = ap.parse_args()
     args.model = str(common.resolve_model(args.model))
 

@@ -1,7 +1,7 @@
 """KV cache memory: a full cache against the ring (sliding layers only), per
 KV element type, at a long context.
 
-    python bench/kv_memory.py [--model gemma3-270m|GGUF] [--ctx 8192] [--fill 8064] [--kv-type f32 [f16]]
+    python bench/kv_memory.py [--model gemma3-270m|GGUF] [--ctx 8192] [--fill 8064] [--kv-type f16 [f32]]
 
 For each (cache, kv type) a worker process loads the model with a context of
 --ctx tokens, prefills --fill tokens of real code (standard-library files)
@@ -56,11 +56,11 @@ def run(args, model: Path, kv_type: str, ring: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(ap)
-    from ditto._native import KV_TYPES
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
     ap.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default: 8192)")
     ap.add_argument("--fill", type=int, default=8064, help="tokens prefilled before 16 decode steps (default: 8064)")
-    ap.add_argument("--kv-type", nargs="+", choices=KV_TYPES, default=["f32"],
-                    help="KV element type(s) to measure (default: f32)")
+    ap.add_argument("--kv-type", nargs="+", choices=KV_TYPES, default=[DEFAULT_KV_TYPE],
+                    help=f"KV element type(s) to measure (default: {DEFAULT_KV_TYPE})")
     ap.add_argument("--ring", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
