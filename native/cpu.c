@@ -1,5 +1,5 @@
 /* ditto native layer: instruction-set detection and the one place that
- * picks per-ISA kernels (quant kernels and attention).
+ * picks per-ISA kernels (quant kernels, attention and the f16 KV conversion).
  *
  * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
