@@ -15,7 +15,9 @@ Prints JSON:
                            scores (the second half of each prompt truncated to the
                            shortest one), for a like-for-like comparison
 
-    python bench/fidelity.py [--model PATH] [--llama-cpp BUILD_BIN_DIR] [--no-llama-cpp]
+    python bench/fidelity.py [--model PATH] [--kv-type f32|f16] [--llama-cpp BUILD_BIN_DIR] [--no-llama-cpp]
+
+--kv-type is the element type of ditto's KV cache (both precisions run with it).
 
 The llama.cpp build is found at $LLAMA_CPP_BIN or --llama-cpp; it is run with
 --no-repack (this build segfaults in its AMX repacked matmul otherwise).
@@ -150,10 +152,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(ap)
     ap.add_argument("--no-llama-cpp", action="store_true", help="measure ditto alone")
+    from ditto._native import Context, Model
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
+
+    ap.add_argument("--kv-type", choices=KV_TYPES, default=DEFAULT_KV_TYPE,
+                    help=f"ditto's KV cache element type (default: {DEFAULT_KV_TYPE})")
     args = ap.parse_args()
     args.model = str(common.resolve_model(args.model))
 
-    from ditto._native import Context, Model
     from ditto.engine.gguf_model import load_model_file
 
     data = json.load(open(DATA))
@@ -169,7 +175,8 @@ def main():
 
     def measure(precision):
         """KL / top-1 of one ditto precision against the reference, all and same positions."""
-        ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=args.threads, precision=precision)
+        ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=args.threads, precision=precision,
+                      kv_type=args.kv_type)
         kls, agree, kls_same, agree_same, greedy_ok = [], [], [], [], 0
         for r, toks, lr in zip(recs, seqs, ref_full):
             n = len(toks)
@@ -193,6 +200,7 @@ def main():
     fast, fast_same, _, _ = measure("fast")
     out = {
         "model": os.path.basename(args.model),
+        "kv_type": args.kv_type,
         "prompts": len(recs),
         "positions": positions,
         "ditto": exact,

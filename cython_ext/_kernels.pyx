@@ -4,7 +4,7 @@
 Every argument is checked here (ValueError / TypeError with a message); the
 C functions then run with the GIL released.
 """
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t
 from libc.stdlib cimport malloc, free
 
 import numpy as np
@@ -157,8 +157,9 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
 
 cdef extern from "attention.h" nogil:
     ctypedef struct dt_attn_tile:
-        const float *k
-        const float *v
+        const void *k
+        const void *v
+        int kv_type
         const float *q
         int64_t ldq
         float *out
@@ -171,19 +172,35 @@ cdef extern from "attention.h" nogil:
         float scale
     int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim)
     void dt_attention(const dt_attn_tile *a, float *scratch)
+    void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n)
 
 
-def attention(const float[:, :, ::1] q not None, const float[:, ::1] k not None,
-              const float[:, ::1] v not None, pos0, window=0, scale=None):
+def f16_from_f32(const float[::1] x not None):
+    """float32 values rounded to IEEE half by the current ISA's conversion
+    (the one an f16 KV cache stores with); returns their uint16 bits."""
+    cdef int64_t n = x.shape[0]
+    out = np.empty(n, dtype=np.uint16)
+    cdef uint16_t[::1] o = out
+    if n:
+        with nogil:
+            dt_f16_from_f32(&x[0], &o[0], n)
+    return out
+
+
+def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, window=0, scale=None):
     """The attention kernel of the current ISA on one tile (a test hook).
 
     q: (n_tok, group, head_dim) float32, the queries of tokens at positions
     pos0 .. pos0 + n_tok - 1 that share one kv head; k, v: (n_pos, head_dim)
-    float32 rows of that kv head (n_pos >= pos0 + n_tok; later rows must not
-    matter). window: sliding window (0: none); scale: 1/sqrt(head_dim) by
-    default. Keys are laid out in the cache's blocks of 16 positions here.
+    rows of that kv head, both float32 or both float16 (the kv_type the
+    kernel reads; n_pos >= pos0 + n_tok; later rows must not matter).
+    window: sliding window (0: none); scale: 1/sqrt(head_dim) by default.
+    Keys are laid out in the cache's blocks of 16 positions here.
     Returns (n_tok, group, head_dim) float32.
     """
+    k, v = np.asarray(k), np.asarray(v)
+    if k.dtype != v.dtype or k.dtype not in (np.float32, np.float16) or k.ndim != 2 or v.ndim != 2:
+        raise TypeError(f"k and v must be 2-d, both float32 or both float16, not {k.dtype} and {v.dtype}")
     cdef int n_tok = q.shape[0], group = q.shape[1], hd = q.shape[2]
     cdef int64_t n_pos = k.shape[0]
     if not isinstance(pos0, int) or not isinstance(window, int):
@@ -196,15 +213,19 @@ def attention(const float[:, :, ::1] q not None, const float[:, ::1] k not None,
         raise ValueError(f"positions {pos0} .. {pos0 + n_tok - 1} outside the {n_pos} given rows")
     cdef float sc = (1.0 / hd ** 0.5) if scale is None else scale
     cdef int64_t nb = (n_pos + 15) // 16
-    blocked = np.zeros((nb * 16, hd), dtype=np.float32)
+    blocked = np.zeros((nb * 16, hd), dtype=k.dtype)
     blocked[:n_pos] = k
     blocked = np.ascontiguousarray(blocked.reshape(nb, 16, hd).transpose(0, 2, 1))
-    cdef const float[:, :, ::1] kb = blocked
+    values = np.ascontiguousarray(v)
+    # the kernel reads raw elements: views of the bytes, whatever the dtype
+    cdef const uint8_t[::1] kb = blocked.reshape(-1).view(np.uint8)
+    cdef const uint8_t[::1] vb = values.reshape(-1).view(np.uint8)
     out = np.empty((n_tok, group, hd), dtype=np.float32)
     cdef float[:, :, ::1] o = out
     cdef dt_attn_tile a
-    a.k = &kb[0, 0, 0]
-    a.v = &v[0, 0]
+    a.k = &kb[0]
+    a.v = &vb[0]
+    a.kv_type = DT_F16 if k.dtype == np.float16 else DT_F32
     a.q = &q[0, 0, 0]
     a.ldq = <int64_t>group * hd
     a.out = &o[0, 0, 0]

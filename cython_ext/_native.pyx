@@ -18,6 +18,9 @@ from ditto_c cimport *
 # exact: f32 activations, the float64 reference's top token at every tested
 # position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0).
 PRECISIONS = {"exact": 0, "fast": 1}
+# Element type of the KV cache: f16 halves its memory and the bytes attention
+# reads per step (keys and values rounded to half once, when stored).
+KV_TYPES = {"f32": DT_F32, "f16": DT_F16}
 
 _ERRORS = {
     DT_ERR_INVALID: (ValueError, "invalid argument"),
@@ -172,22 +175,27 @@ cdef class Context:
 
     kv_ring (sliding-window models only): True, or a number of slots (at
     least the window; rounded up to 16), keeps only the last ring_slots
-    positions of each sequence: True means the window plus DT_RING_SLACK - 1.
+    positions of each sequence in the sliding layers (global-attention
+    layers keep every position): True means the window plus DT_RING_SLACK - 1.
     A ring sequence cannot always be truncated (can_truncate); checkpoint()
     before a pass and restore() after it undo the pass instead.
+
+    kv_type: "f32" or "f16", the element type of the KV cache (KV_TYPES).
     """
     cdef dt_context *ctx
     cdef readonly Model model
     cdef readonly int n_seq, n_ctx, max_batch, n_threads
-    cdef readonly str precision
+    cdef readonly str precision, kv_type
     cdef readonly bint kv_ring
 
     def __cinit__(self, Model model, int n_seq=1, int n_ctx=4096, int max_batch=512, n_threads=None,
-                  str precision="exact", kv_ring=False):
+                  str precision="exact", kv_ring=False, str kv_type="f32"):
         if n_seq < 1 or n_ctx < 1 or max_batch < 1:
             raise ValueError("n_seq, n_ctx and max_batch must be positive")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, not {kv_type!r}")
         threads = physical_cores() if n_threads is None else int(n_threads)
         if threads < 1:
             raise ValueError("n_threads must be positive")
@@ -203,16 +211,18 @@ cdef class Context:
                 raise ValueError("kv_ring must be True, False or a positive number of slots")
         if slots and window <= 0:
             raise ValueError("kv_ring needs a sliding-window model")
-        if slots and not all(model.hparams.layer_slides(i) for i in range(model.m.n_layer)):
-            raise ValueError("kv_ring needs every layer to slide; this model has global-attention layers")
         self.kv_ring = slots > 0
+        cdef dt_context_params params
+        params.n_seq, params.n_ctx, params.max_batch, params.n_threads = n_seq, n_ctx, max_batch, threads
+        params.ring_slots = slots
+        params.kv_type = KV_TYPES[kv_type]
         cdef int rc
-        cdef int nt = threads
         with nogil:
-            rc = dt_context_new_ex(&model.m, n_seq, n_ctx, max_batch, nt, slots, &self.ctx)
+            rc = dt_context_new_params(&model.m, &params, &self.ctx)
         check(rc, "context")
         check(dt_context_set_precision(self.ctx, PRECISIONS[precision]), "precision")
         self.precision = precision
+        self.kv_type = kv_type
 
     def __dealloc__(self):
         if self.ctx != NULL:
@@ -225,6 +235,11 @@ cdef class Context:
     def seq_len(self, int seq):
         self._check_seq(seq)
         return dt_seq_len(self.ctx, seq)
+
+    @property
+    def kv_bytes(self):
+        """Bytes of keys and values the context holds when every sequence is full."""
+        return dt_context_kv_bytes(self.ctx)
 
     @property
     def ring_slots(self):
@@ -283,7 +298,7 @@ cdef class Context:
         check(rc, "copy")
 
     def save(self, int seq):
-        """The sequence's whole state as bytes (header + f32 KV)."""
+        """The sequence's whole state as bytes (header + KV in the context's kv_type)."""
         self._check_seq(seq)
         cdef int64_t size = dt_seq_state_size(self.ctx, seq)
         check(<int>size if size < 0 else 0, "save")

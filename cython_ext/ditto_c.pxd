@@ -16,6 +16,8 @@ cdef extern from "ditto.h" nogil:
         DT_ISA_AVX512
         DT_PRECISION_EXACT
         DT_PRECISION_FAST
+        DT_F32
+        DT_F16
 
     int dt_type_layout(int type, int *block_size, int *type_size)
     int64_t dt_row_bytes(int type, int64_t n)
@@ -83,8 +85,13 @@ cdef extern from "ditto.h" nogil:
 
     int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
                        int n_threads, dt_context **out)
-    int dt_context_new_ex(const dt_model *model, int n_seq, int n_ctx, int max_batch,
-                          int n_threads, int ring_slots, dt_context **out)
+    ctypedef struct dt_context_params:
+        int n_seq, n_ctx, max_batch, n_threads
+        int ring_slots
+        int kv_type
+    int dt_context_new_params(const dt_model *model, const dt_context_params *params, dt_context **out)
+    int dt_context_kv_type(const dt_context *ctx)
+    int64_t dt_context_kv_bytes(const dt_context *ctx)
     int dt_context_ring_slots(const dt_context *ctx)
     void dt_context_free(dt_context *ctx)
     int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .batch import BatchRewrite
-from .options import DEFAULT_CTX, DEFAULT_PRECISION
+from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION
 from .writeback import Committer, FileResult
 
 
@@ -21,10 +21,11 @@ class RewriteWorker:
     """Lives in a Ray actor process: one model, many files."""
 
     def __init__(self, model_path: str | None, instruction: str, *, speculate: bool, drafter: str,
-                 max_tokens: int | None, n_ctx: int, n_threads: int | None, precision: str) -> None:
+                 max_tokens: int | None, n_ctx: int, n_threads: int | None, precision: str,
+                 kv_type: str = DEFAULT_KV_TYPE) -> None:
         from .llm import LLM
 
-        self.llm = LLM(model_path, n_ctx=n_ctx, n_seq=1, n_threads=n_threads, precision=precision)
+        self.llm = LLM(model_path, n_ctx=n_ctx, n_seq=1, n_threads=n_threads, precision=precision, kv_type=kv_type)
         self.options = dict(speculate=speculate, drafter=drafter, max_tokens=max_tokens)
         self.instruction = instruction
 
@@ -37,7 +38,7 @@ class RewriteWorker:
 def run_on_ray(address: str, files: list[Path], instruction: str, *, actors: int, committer: Committer,
                model_path: str | None, speculate: bool = True, drafter: str = "auto",
                max_tokens: int | None = None, n_ctx: int = DEFAULT_CTX,
-               precision: str = DEFAULT_PRECISION, threads_per_actor: int = 1,
+               precision: str = DEFAULT_PRECISION, kv_type: str = DEFAULT_KV_TYPE, threads_per_actor: int = 1,
                resume: bool = False, on_result: Callable[[FileResult], None] = lambda r: None
                ) -> list[FileResult]:
     try:
@@ -54,7 +55,7 @@ def run_on_ray(address: str, files: list[Path], instruction: str, *, actors: int
     worker = ray.remote(num_cpus=1)(RewriteWorker)
     pool = ActorPool([
         worker.remote(model_path, instruction, speculate=speculate, drafter=drafter, max_tokens=max_tokens,
-                      n_ctx=n_ctx, n_threads=threads_per_actor, precision=precision)
+                      n_ctx=n_ctx, n_threads=threads_per_actor, precision=precision, kv_type=kv_type)
         for _ in range(actors)])
 
     committer.begin(resume)

@@ -20,7 +20,8 @@ from .sampling import SamplingParams
 def load_llm(args: argparse.Namespace, n_seq: int = 1):
     from .llm import LLM
 
-    return LLM(args.model, n_ctx=args.ctx, n_seq=n_seq, n_threads=args.threads, precision=args.precision)
+    return LLM(args.model, n_ctx=args.ctx, n_seq=n_seq, n_threads=args.threads, precision=args.precision,
+               kv_type=args.kv_type)
 
 
 # ---- ditto model ------------------------------------------------------------
@@ -138,7 +139,8 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             results = run_on_ray(args.ray, selection.files, args.instruction, actors=args.actors,
                                  committer=committer, model_path=args.model, n_ctx=args.ctx,
-                                 precision=args.precision, threads_per_actor=args.threads or 1,
+                                 precision=args.precision, kv_type=args.kv_type,
+                                 threads_per_actor=args.threads or 1,
                                  resume=args.resume,
                                  on_result=on_result, **options)
             totals = summarize(results, time.perf_counter() - started)

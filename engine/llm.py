@@ -15,7 +15,7 @@ from .decode import Decoder, Request
 from .drafters.base import Drafter
 from .gguf_model import load_model_file
 from .model_store import resolve_model
-from .options import DEFAULT_CTX, DEFAULT_PRECISION
+from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -23,7 +23,8 @@ from .tokenizer import Tokenizer
 class LLM:
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = DEFAULT_CTX,
                  n_seq: int = 1, n_threads: int | None = None, max_batch: int = 512,
-                 precision: str = DEFAULT_PRECISION) -> None:
+                 precision: str = DEFAULT_PRECISION, kv_type: str = DEFAULT_KV_TYPE,
+                 kv_ring: bool | int = False) -> None:
         from .. import _native  # the compiled extension, installed beside this package
 
         self.path = Path(resolve_model(model_path))
@@ -33,7 +34,7 @@ class LLM:
         self.model = _native.Model(self.file)
         n_ctx = min(n_ctx, self.file.hparams.n_ctx_train) if self.file.hparams.n_ctx_train else n_ctx
         self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
-                                   n_threads=n_threads, precision=precision)
+                                   n_threads=n_threads, precision=precision, kv_type=kv_type, kv_ring=kv_ring)
         self.decoder = Decoder(self.ctx)
 
     @property

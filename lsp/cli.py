@@ -1,7 +1,7 @@
 """The `ditto` command: one parser for every subcommand (generate, tokenize,
 rewrite, model, serve).
 
-The model options (--model, --threads, --ctx, --precision, and --n-seq for
+The model options (--model, --threads, --ctx, --precision, --kv-type, and --n-seq for
 `serve`) are declared once, with the defaults, limits and choices of the
 language server's settings, so `ditto serve --ctx` and the `ctx` setting
 cannot disagree. The engine's commands live in engine/commands.py; `serve`
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine import commands, model_store
-from ..engine.options import DRAFTER_NAMES, PRECISION_HELP, PRECISIONS, VERSION
+from ..engine.options import DRAFTER_NAMES, KV_TYPE_HELP, KV_TYPES, PRECISION_HELP, PRECISIONS, VERSION
 from .settings import Settings, check_setting
 
 DEFAULTS = Settings()
@@ -68,6 +68,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
                    help="; ".join(f"{name} = {about}" for name, about in PRECISION_HELP.items())
                    + f" (default: {DEFAULTS.precision})")
+    p.add_argument("--kv-type", choices=KV_TYPES, default=DEFAULTS.kv_type,
+                   help="; ".join(f"{name} = {about}" for name, about in KV_TYPE_HELP.items())
+                   + f" (default: {DEFAULTS.kv_type})")
 
 
 # ---- ditto serve ---------------------------------------------------------------------

@@ -83,7 +83,7 @@ class Engine:
         self.settings = settings
         t0 = time.perf_counter()
         self.llm = LLM(settings.model, n_ctx=settings.ctx, n_seq=settings.n_seq, n_threads=settings.threads,
-                       precision=settings.precision)
+                       precision=settings.precision, kv_type=settings.kv_type)
         self.load_seconds = time.perf_counter() - t0
         self.slots = SlotManager(self.llm, settings.saved_sessions_mb << 20)
         self.sessions: dict[str, Session] = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.next_edit import FORMATS as NEXT_EDIT_FORMATS
-from ..engine.options import DEFAULT_CTX, DEFAULT_PRECISION, DRAFTER_NAMES, PRECISIONS
+from ..engine.options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION, DRAFTER_NAMES, KV_TYPES, PRECISIONS
 
 NO_DRAFTER = "none"                                 # speculation off
 STYLES = ("auto", "single", "multi")
@@ -31,6 +31,7 @@ class Settings:
     ctx: int = DEFAULT_CTX              # context size per sequence
     n_seq: int = 4                      # sequence slots (documents kept hot in the KV cache)
     precision: str = DEFAULT_PRECISION  # one of the kernels' PRECISIONS
+    kv_type: str = DEFAULT_KV_TYPE      # one of KV_TYPES: the KV cache's element type
     # completion
     max_tokens: int = 16                # tokens per completion
     time_budget_ms: int = 2000          # after this, return what exists
@@ -53,7 +54,7 @@ class Settings:
     # memory
     saved_sessions_mb: int = 1024       # RAM for sessions saved out of the KV cache
 
-    MODEL_KEYS = ("model", "threads", "ctx", "n_seq", "precision")
+    MODEL_KEYS = ("model", "threads", "ctx", "n_seq", "precision", "kv_type")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -67,7 +68,7 @@ _LIMITS: dict[str, tuple[Any, Any]] = {
     "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
     "next_edit_time_budget_ms": (1, 600_000),
 }
-_CHOICES = {"completion_style": STYLES, "precision": PRECISIONS, "drafter": DRAFTERS,
+_CHOICES = {"completion_style": STYLES, "precision": PRECISIONS, "kv_type": KV_TYPES, "drafter": DRAFTERS,
             "rewrite_drafter": REWRITE_DRAFTERS, "next_edit_format": NEXT_EDIT_FORMATS}
 
 

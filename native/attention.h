@@ -12,7 +12,9 @@
  * from its own accumulator, the softmax of a row visits exactly its own
  * positions in a fixed order, and the weighted sum of values runs over its
  * own positions in ascending order. Each ISA has its own (fixed) order;
- * the ISAs agree within float rounding, not bit for bit.
+ * the ISAs agree within float rounding, not bit for bit. With f16 keys and
+ * values each element is widened exactly to f32 where it is loaded, so a
+ * kernel gives the same bits as on the f32 cache holding the same values.
  */
 #ifndef DITTO_ATTENTION_H
 #define DITTO_ATTENTION_H
@@ -22,8 +24,9 @@
 #include "ditto.h"
 
 typedef struct {
-    const float *k;     /* keys of one (layer, seq, kv head): [pos / 16][head_dim][16] */
-    const float *v;     /* values: [pos][head_dim] */
+    const void *k;      /* keys of one (layer, seq, kv head): [pos / 16][head_dim][16] */
+    const void *v;      /* values: [pos][head_dim] */
+    int kv_type;        /* element type of k and v: DT_F32, or DT_F16 (widened when read) */
     const float *q;     /* row (t, g) at q + t * ldq + g * head_dim */
     int64_t ldq;
     float *out;         /* row (t, g) at out + t * ldo + g * head_dim */
@@ -48,6 +51,14 @@ void dt_attention(const dt_attn_tile *a, float *scratch);
 void dt_attention_scalar(const dt_attn_tile *a, float *scratch);
 void dt_attention_avx2(const dt_attn_tile *a, float *scratch);
 void dt_attention_avx512(const dt_attn_tile *a, float *scratch);
+
+/* y[i] = x[i] rounded to IEEE half, to nearest even (overflow gives inf;
+ * NaNs stay NaN, quieted, payload truncated): what F16C's vcvtps2ph does,
+ * bit for bit, on every ISA. Stores keys and values in an f16 cache. */
+void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n);
+void dt_f16_from_f32_scalar(const float *x, uint16_t *y, int64_t n);
+void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n);
+void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n);
 
 /* First position row t attends to. */
 static inline int dt_attn_first(const dt_attn_tile *a, int t) {

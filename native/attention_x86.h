@@ -23,6 +23,11 @@
  *
  * None of these orders depends on the tile, the thread, or on positions
  * outside a row's range, so results are batch invariant (attention.h).
+ *
+ * An f16 cache (kv_type DT_F16) runs the same kernels with every key and
+ * value load widened by vcvtph2ps: half the bytes stream from memory, and
+ * the arithmetic is the f32 kernel's on the widened values. Each kernel is
+ * instantiated for both element types (the F16 argument, a constant).
  */
 #ifndef DITTO_ATTENTION_X86_H
 #define DITTO_ATTENTION_X86_H
@@ -38,12 +43,48 @@
 #define SCORE_ACCS 8      /* accumulators a score kernel keeps in flight */
 #define PV_VECS 4         /* vectors of head_dim per value chunk */
 
+/* ---- f16 elements ------------------------------------------------------------ */
+
+#ifdef __AVX512F__
+typedef __mmask16 vh_mask;
+DT_INLINE vh_mask vh_below(int n) { return vm_below(n); }
+DT_INLINE dt_vf vh_load(const dt_f16 *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+DT_INLINE dt_vf vh_maskz_load(vh_mask m, const dt_f16 *p) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+DT_INLINE void vh_store(dt_f16 *p, dt_vf v) {
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+#else
+typedef __m128i vh_mask; /* 32-bit lanes, each a pair of halves: n is even (head_dim is) */
+DT_INLINE vh_mask vh_below(int n) { return _mm_cmpgt_epi32(_mm_set1_epi32(n / 2), _mm_setr_epi32(0, 1, 2, 3)); }
+DT_INLINE dt_vf vh_load(const dt_f16 *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+DT_INLINE dt_vf vh_maskz_load(vh_mask m, const dt_f16 *p) {
+    return _mm256_cvtph_ps(_mm_maskload_epi32((const int *)p, m));
+}
+DT_INLINE void vh_store(dt_f16 *p, dt_vf v) {
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+#endif
+
+/* DT_VW elements of a cache region from element i on, as f32. */
+DT_INLINE dt_vf kv_load(const void *base, int64_t i, const int F16) {
+    return F16 ? vh_load((const dt_f16 *)base + i) : vf_load((const float *)base + i);
+}
+
+/* The f16 conversion of the ISA (attention.h: dt_f16_from_f32). */
+static void f16_from_f32(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + DT_VW <= n; i += DT_VW) vh_store(y + i, vf_load(x + i));
+    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 /* ---- 1. scores ---------------------------------------------------------------- */
 
 /* s[r][b * 16 + lane] = scale * dot(q[r], keys of block b) for NR rows, NB
- * blocks starting at kb (blocks hd * 16 floats apart). */
-DT_INLINE void score_kernel(const float *kb, int hd, const float *const *q, float *const *s, float scale,
-                            const int NR, const int NB) {
+ * blocks starting at kb (blocks hd * 16 elements apart). */
+DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float *const *s, float scale,
+                            const int NR, const int NB, const int F16) {
     dt_vf acc[SCORE_ROWS][SCORE_ACCS];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)
@@ -53,7 +94,7 @@ DT_INLINE void score_kernel(const float *kb, int hd, const float *const *q, floa
         dt_vf kv[SCORE_ACCS];
 #pragma GCC unroll 8
         for (int h = 0; h < NB * BLOCK_VECS; h++)
-            kv[h] = vf_load(kb + ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW);
+            kv[h] = kv_load(kb, ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW, F16);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             const dt_vf qd = vf_set1(q[r][d]);
@@ -71,48 +112,55 @@ DT_INLINE void score_kernel(const float *kb, int hd, const float *const *q, floa
 /* Blocks per call for NR rows: enough fma chains to hide the latency. */
 #define SCORE_NB(NR) (SCORE_ACCS / ((NR) * BLOCK_VECS) > 1 ? SCORE_ACCS / ((NR) * BLOCK_VECS) : 1)
 
-typedef void (*score_fn)(const float *, int, const float *const *, float *const *, float);
-#define SCORE_FN(NR)                                                                                \
-    static void score_##NR##_many(const float *kb, int hd, const float *const *q, float *const *s,   \
-                                  float scale) {                                                    \
-        score_kernel(kb, hd, q, s, scale, NR, SCORE_NB(NR));                                        \
+typedef void (*score_fn)(const void *, int, const float *const *, float *const *, float);
+#define SCORE_FN(NR, T, F16)                                                                        \
+    static void score_##NR##_many_##T(const void *kb, int hd, const float *const *q, float *const *s, \
+                                      float scale) {                                                \
+        score_kernel(kb, hd, q, s, scale, NR, SCORE_NB(NR), F16);                                   \
     }                                                                                               \
-    static void score_##NR##_one(const float *kb, int hd, const float *const *q, float *const *s,    \
-                                 float scale) {                                                     \
-        score_kernel(kb, hd, q, s, scale, NR, 1);                                                   \
+    static void score_##NR##_one_##T(const void *kb, int hd, const float *const *q, float *const *s,  \
+                                     float scale) {                                                 \
+        score_kernel(kb, hd, q, s, scale, NR, 1, F16);                                              \
     }
-#define SCORE_ENTRY(NR) [NR] = {score_##NR##_many, score_##NR##_one, SCORE_NB(NR)}
-SCORE_FN(1) SCORE_FN(2) SCORE_FN(3) SCORE_FN(4) SCORE_FN(5) SCORE_FN(6)
+#define SCORE_FNS(NR) SCORE_FN(NR, f32, 0) SCORE_FN(NR, f16, 1)
+#define SCORE_ENTRY(NR, T) [NR] = {score_##NR##_many_##T, score_##NR##_one_##T, SCORE_NB(NR)}
+SCORE_FNS(1) SCORE_FNS(2) SCORE_FNS(3) SCORE_FNS(4) SCORE_FNS(5) SCORE_FNS(6)
 #if SCORE_ROWS > 6
-SCORE_FN(7) SCORE_FN(8)
+SCORE_FNS(7) SCORE_FNS(8)
+#define SCORE_MORE(T) SCORE_ENTRY(7, T), SCORE_ENTRY(8, T),
+#else
+#define SCORE_MORE(T)
 #endif
+#define SCORE_TABLE(T)                                                                                \
+    {SCORE_ENTRY(1, T), SCORE_ENTRY(2, T), SCORE_ENTRY(3, T), SCORE_ENTRY(4, T), SCORE_ENTRY(5, T),   \
+     SCORE_ENTRY(6, T), SCORE_MORE(T)}
 
-/* Kernels for NR rows: nb blocks at a time, and one block for the rest. */
-static const struct { score_fn many, one; int nb; } score_kernels[SCORE_ROWS + 1] = {
-    SCORE_ENTRY(1), SCORE_ENTRY(2), SCORE_ENTRY(3), SCORE_ENTRY(4), SCORE_ENTRY(5), SCORE_ENTRY(6),
-#if SCORE_ROWS > 6
-    SCORE_ENTRY(7), SCORE_ENTRY(8),
-#endif
-};
+/* Kernels for NR rows of f32 [0] or f16 [1] keys: nb blocks at a time, and
+ * one block for the rest. */
+static const struct { score_fn many, one; int nb; } score_kernels[2][SCORE_ROWS + 1] = {
+    SCORE_TABLE(f32), SCORE_TABLE(f16)};
 
 /* ---- 3. values ------------------------------------------------------------------ */
 
 /* acc[r][c * DT_VW ..] += p[r][j] * v[j][c * DT_VW ..] for j in [ja, jb], NR
- * rows, NC vectors (the last one masked by `tail`); p[r] is indexed by
- * position. */
-DT_INLINE void pv_kernel(const float *v, int hd, int ja, int jb, const float *const *p, float *const *acc,
-                         dt_vmask tail, const int NR, const int NC) {
+ * rows, NC vectors (of the last one only the first `tail` lanes); p[r] is
+ * indexed by position. */
+DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const float *const *p, float *const *acc,
+                         int tail, const int NR, const int NC, const int F16) {
+    const dt_vmask tail_f = vm_below(tail);
+    const vh_mask tail_h = vh_below(tail);
     dt_vf a[PV_ROWS][PV_VECS];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) a[r][c] = vf_load(acc[r] + c * DT_VW);
     for (int j = ja; j <= jb; j++) {
-        const float *vj = v + (int64_t)j * hd;
+        const int64_t vj = (int64_t)j * hd, last = vj + (NC - 1) * DT_VW;
         dt_vf vv[PV_VECS];
 #pragma GCC unroll 4
-        for (int c = 0; c < NC - 1; c++) vv[c] = vf_load(vj + c * DT_VW);
-        vv[NC - 1] = vf_maskz_load(tail, vj + (NC - 1) * DT_VW);
+        for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, F16);
+        vv[NC - 1] = F16 ? vh_maskz_load(tail_h, (const dt_f16 *)v + last)
+                         : vf_maskz_load(tail_f, (const float *)v + last);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             const dt_vf pj = vf_set1(p[r][j]);
@@ -126,35 +174,39 @@ DT_INLINE void pv_kernel(const float *v, int hd, int ja, int jb, const float *co
         for (int c = 0; c < NC; c++) vf_store(acc[r] + c * DT_VW, a[r][c]);
 }
 
-typedef void (*pv_fn)(const float *, int, int, int, const float *const *, float *const *, dt_vmask);
-#define PV_FN(NR, NC)                                                                                 \
-    static void pv_##NR##_##NC(const float *v, int hd, int ja, int jb, const float *const *p,          \
-                               float *const *acc, dt_vmask tail) {                                     \
-        pv_kernel(v, hd, ja, jb, p, acc, tail, NR, NC);                                                \
+typedef void (*pv_fn)(const void *, int, int, int, const float *const *, float *const *, int);
+#define PV_FN(NR, NC, T, F16)                                                                         \
+    static void pv_##NR##_##NC##_##T(const void *v, int hd, int ja, int jb, const float *const *p,     \
+                                     float *const *acc, int tail) {                                    \
+        pv_kernel(v, hd, ja, jb, p, acc, tail, NR, NC, F16);                                           \
     }
-#define PV_ROW(NR) PV_FN(NR, 1) PV_FN(NR, 2) PV_FN(NR, 3) PV_FN(NR, 4)
-#define PV_ENTRY(NR) [NR] = {pv_##NR##_1, pv_##NR##_2, pv_##NR##_3, pv_##NR##_4}
-PV_ROW(1) PV_ROW(2) PV_ROW(3)
+#define PV_ROW(NR, T, F16) PV_FN(NR, 1, T, F16) PV_FN(NR, 2, T, F16) PV_FN(NR, 3, T, F16) PV_FN(NR, 4, T, F16)
+#define PV_ROWS_OF(NR) PV_ROW(NR, f32, 0) PV_ROW(NR, f16, 1)
+#define PV_ENTRY(NR, T) [NR] = {pv_##NR##_1_##T, pv_##NR##_2_##T, pv_##NR##_3_##T, pv_##NR##_4_##T}
+PV_ROWS_OF(1) PV_ROWS_OF(2) PV_ROWS_OF(3)
 #if PV_ROWS > 3
-PV_ROW(4) PV_ROW(5) PV_ROW(6)
+PV_ROWS_OF(4) PV_ROWS_OF(5) PV_ROWS_OF(6)
+#define PV_MORE(T) PV_ENTRY(4, T), PV_ENTRY(5, T), PV_ENTRY(6, T),
+#else
+#define PV_MORE(T)
 #endif
-static const pv_fn pv_kernels[PV_ROWS + 1][PV_VECS] = {
-    PV_ENTRY(1), PV_ENTRY(2), PV_ENTRY(3),
-#if PV_ROWS > 3
-    PV_ENTRY(4), PV_ENTRY(5), PV_ENTRY(6),
-#endif
-};
+#define PV_TABLE(T) {PV_ENTRY(1, T), PV_ENTRY(2, T), PV_ENTRY(3, T), PV_MORE(T)}
+/* [f16][rows][vectors - 1] */
+static const pv_fn pv_kernels[2][PV_ROWS + 1][PV_VECS] = {PV_TABLE(f32), PV_TABLE(f16)};
 
-/* Runs rows[0..nr) over positions [ja, jb] for every vector of head_dim. */
-static void pv_rows(const float *v, int hd, int ja, int jb, const float *const *p, float *const *acc, int nr) {
+/* Runs rows[0..nr) over positions [ja, jb] for every vector of head_dim;
+ * v holds elements of kv_type (f16: 1, f32: 0). */
+static void pv_rows(const void *v, int f16, int hd, int ja, int jb, const float *const *p, float *const *acc,
+                    int nr) {
     if (ja > jb) return;
     const int nvec = (hd + DT_VW - 1) / DT_VW;
+    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
     for (int c0 = 0; c0 < nvec; c0 += PV_VECS) {
         const int nc = nvec - c0 < PV_VECS ? nvec - c0 : PV_VECS;
-        const dt_vmask tail = vm_below(hd - (c0 + nc - 1) * DT_VW);
         float *ac[PV_ROWS];
         for (int r = 0; r < nr; r++) ac[r] = acc[r] + c0 * DT_VW;
-        pv_kernels[nr][nc - 1](v + c0 * DT_VW, hd, ja, jb, p, ac, tail);
+        pv_kernels[f16][nr][nc - 1]((const char *)v + (size_t)c0 * DT_VW * esize, hd, ja, jb, p, ac,
+                                    hd - (c0 + nc - 1) * DT_VW);
     }
 }
 
@@ -173,6 +225,9 @@ static void attention_tile(const dt_attn_tile *a, float *scratch) {
     float *sums = A + (int64_t)R * la;
     const float *qrow[SCORE_ROWS];
     float *srow[SCORE_ROWS];
+    const int f16 = a->kv_type == DT_F16;
+    const int64_t block_bytes = (int64_t)hd * BLOCK * (f16 ? sizeof(dt_f16) : sizeof(float));
+    const char *keys = a->k;
 
     /* 1. scores for every row over the tile's blocks [b0, b1]. */
     for (int bg = b0; bg <= b1; bg += BLOCK_GROUP) {
@@ -184,13 +239,13 @@ static void attention_tile(const dt_attn_tile *a, float *scratch) {
                 qrow[r] = a->q + (int64_t)t * a->ldq + (int64_t)g * hd;
             }
             int b = bg;
-            for (; b + score_kernels[nr].nb - 1 <= bge; b += score_kernels[nr].nb) {
+            for (; b + score_kernels[f16][nr].nb - 1 <= bge; b += score_kernels[f16][nr].nb) {
                 for (int r = 0; r < nr; r++) srow[r] = S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[nr].many(a->k + (int64_t)b * hd * BLOCK, hd, qrow, srow, a->scale);
+                score_kernels[f16][nr].many(keys + b * block_bytes, hd, qrow, srow, a->scale);
             }
             for (; b <= bge; b++) {
                 for (int r = 0; r < nr; r++) srow[r] = S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[nr].one(a->k + (int64_t)b * hd * BLOCK, hd, qrow, srow, a->scale);
+                score_kernels[f16][nr].one(keys + b * block_bytes, hd, qrow, srow, a->scale);
             }
         }
     }
@@ -232,18 +287,18 @@ static void attention_tile(const dt_attn_tile *a, float *scratch) {
         if (c0 > c1) { /* no common range: one row at a time */
             for (int r = 0; r < nr; r++) {
                 const int t = (r0 + r) / G;
-                pv_rows(a->v, hd, dt_attn_first(a, t), a->pos0 + t, &prow[r], &arow[r], 1);
+                pv_rows(a->v, f16, hd, dt_attn_first(a, t), a->pos0 + t, &prow[r], &arow[r], 1);
             }
             continue;
         }
         for (int r = 0; r < nr; r++) {
             const int t = (r0 + r) / G;
-            pv_rows(a->v, hd, dt_attn_first(a, t), c0 - 1, &prow[r], &arow[r], 1);
+            pv_rows(a->v, f16, hd, dt_attn_first(a, t), c0 - 1, &prow[r], &arow[r], 1);
         }
-        pv_rows(a->v, hd, c0, c1, prow, arow, nr);
+        pv_rows(a->v, f16, hd, c0, c1, prow, arow, nr);
         for (int r = 0; r < nr; r++) {
             const int t = (r0 + r) / G;
-            pv_rows(a->v, hd, c1 + 1, a->pos0 + t, &prow[r], &arow[r], 1);
+            pv_rows(a->v, f16, hd, c1 + 1, a->pos0 + t, &prow[r], &arow[r], 1);
         }
     }
 

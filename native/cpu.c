@@ -1,5 +1,5 @@
 /* ditto native layer: instruction-set detection and the one place that
- * picks per-ISA kernels (quant kernels and attention).
+ * picks per-ISA kernels (quant kernels, attention and the f16 KV conversion).
  *
  * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
@@ -45,10 +45,11 @@ static int detect(void) {
 static const struct {
     const dt_kernels *quant;
     void (*attention)(const dt_attn_tile *a, float *scratch);
+    void (*f16_from_f32)(const float *x, uint16_t *y, int64_t n);
 } tables[] = {
-    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_scalar},
-    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_avx2},
-    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_avx512},
+    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_scalar, dt_f16_from_f32_scalar},
+    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_avx2, dt_f16_from_f32_avx2},
+    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_avx512, dt_f16_from_f32_avx512},
 };
 
 static atomic_int best_isa = -1;
@@ -82,3 +83,5 @@ int dt_isa_set(int isa) {
 const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()].quant; }
 
 void dt_attention(const dt_attn_tile *a, float *scratch) { tables[dt_isa_get()].attention(a, scratch); }
+
+void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].f16_from_f32(x, y, n); }

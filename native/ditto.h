@@ -172,21 +172,37 @@ int dt_context_new(const dt_model *model, int n_seq, int n_ctx, int max_batch,
                    int n_threads, dt_context **out);
 void dt_context_free(dt_context *ctx);
 
-/* dt_context_new with a ring KV cache for sliding-window models when
- * ring_slots > 0 (0: the full cache). Each (layer, sequence, kv head)
- * keeps R slots, R = max(ring_slots, window) rounded up to a multiple of
- * 16; position p lives in slot p % R. dt_decode splits a batch so that no
- * token overwrites a slot a token of the same pass still reads (at most
- * R - window + 1 tokens of a sequence per pass); results are bit-identical
- * to the full cache's. A ring sequence holds positions [lo, len)
- * (dt_seq_held_from): it cannot be truncated to a length whose window
- * reaches below lo (up to R - window + 1 positions of the last pass can
- * always be dropped); dt_seq_checkpoint / dt_seq_restore undo a pass
- * whatever its length. DT_RING_SLACK: slots beyond the window for a
- * default ring (window + DT_RING_SLACK - 1). */
+/* A context's shape and KV cache. ring_slots > 0 keeps a ring KV cache
+ * in the sliding layers of a sliding-window model (0: the full cache; the
+ * global-attention layers always keep every position). Each (sliding
+ * layer, sequence, kv head) keeps R slots, R = max(ring_slots, window) rounded up to a
+ * multiple of 16; position p lives in slot p % R. dt_decode splits a batch
+ * so that no token overwrites a slot a token of the same pass still reads
+ * (at most R - window + 1 tokens of a sequence per pass); results are
+ * bit-identical to the full cache's. A ring sequence holds positions
+ * [lo, len) (dt_seq_held_from): it cannot be truncated to a length whose
+ * window reaches below lo (up to R - window + 1 positions of the last pass
+ * can always be dropped); dt_seq_checkpoint / dt_seq_restore undo a pass
+ * whatever its length. DT_RING_SLACK: slots beyond the window for a default
+ * ring (window + DT_RING_SLACK - 1).
+ *
+ * kv_type: the element type keys and values are stored in. DT_F32, or
+ * DT_F16: each element rounded to half (to nearest even) when stored and
+ * widened exactly when attention reads it, so the cache and the bytes a
+ * decode step streams are halved; logits then differ from the f32 cache's
+ * by that rounding, and are as batch-invariant. */
 enum { DT_RING_SLACK = 64 };
-int dt_context_new_ex(const dt_model *model, int n_seq, int n_ctx, int max_batch,
-                      int n_threads, int ring_slots, dt_context **out);
+typedef struct {
+    int n_seq, n_ctx, max_batch, n_threads; /* as dt_context_new */
+    int ring_slots;                         /* 0: full cache */
+    int kv_type;                            /* DT_F32 or DT_F16 */
+} dt_context_params;
+int dt_context_new_params(const dt_model *model, const dt_context_params *params, dt_context **out);
+/* Element type of the KV cache (DT_F32 or DT_F16). */
+int dt_context_kv_type(const dt_context *ctx);
+/* Bytes of keys and values when every sequence is full (reserved at
+ * creation, committed as sequences grow). */
+int64_t dt_context_kv_bytes(const dt_context *ctx);
 /* Slots per ring (R), or 0 for a full cache. */
 int dt_context_ring_slots(const dt_context *ctx);
 

@@ -1,13 +1,15 @@
 /* KV cache storage and sequence state: length, truncate (restore to a
  * checkpoint), copy, checkpoints, and save / load to bytes.
  *
- * Keys and values are kept in f32, so a restored or loaded sequence
- * continues bit-exactly. With a full cache, truncation is all a restore
+ * Keys and values are kept in the context's kv_type (f32, or f16 rounded
+ * once when stored), and saved, checkpointed and copied in it, so a
+ * restored or loaded sequence continues bit-exactly. With a full cache, truncation is all a restore
  * needs: positions past a sequence's length never reach a result
- * (attention masks them). A ring (dt_context_new_ex) overwrites the slot
- * of position p - R when it stores p, so a sequence holds only [lo, len):
+ * (attention masks them). A ring (dt_context_params.ring_slots) in the
+ * sliding layers overwrites the slot of position p - R when it stores p,
+ * so those layers hold only [lo, len) (the global layers keep [0, len)):
  * truncation is refused when the kept length's window reaches below lo,
- * and a checkpoint copies the slots the next pass will overwrite.
+ * and a checkpoint copies the ring slots the next pass will overwrite.
  * Keys live in blocks of 16 slots (context_internal.h); saved states and
  * checkpoints hold them row by row, [pos][head_dim], like the values, so
  * their bytes depend only on the sequence's contents, not on the layout.
@@ -16,37 +18,76 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "attention.h"
 #include "context_internal.h"
 #include "ditto.h"
 
 /* ---- reservation ---------------------------------------------------------- */
 
-static float *reserve_floats(size_t n) {
-    void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+static void *reserve_bytes(size_t n) {
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
 int dt_kv_reserve(struct dt_context *ctx) {
     const dt_model *m = ctx->model;
     ctx->n_ctx_pad = (ctx->n_ctx + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
-    ctx->n_slots = ctx->ring ? ctx->ring : ctx->n_ctx_pad;
+    ctx->layer_off = malloc((size_t)m->n_layer * sizeof *ctx->layer_off);
+    if (!ctx->layer_off) return DT_ERR_NOMEM;
     /* Checked: the dimensions come from a model file, and a wrapped size
      * would map less than the offsets (dt_kv_head_offset) reach. */
-    size_t n = 1;
-    const int64_t dims[] = {m->n_layer, ctx->n_seq, m->n_head_kv, ctx->n_slots, m->head_dim, sizeof(float)};
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i] <= 0 || __builtin_mul_overflow(n, (size_t)dims[i], &n)) return DT_ERR_NOMEM;
-    ctx->kv_floats = n / sizeof(float);
-    ctx->k = reserve_floats(ctx->kv_floats);
-    ctx->v = reserve_floats(ctx->kv_floats);
+    size_t total = 0;
+    for (int l = 0; l < m->n_layer; l++) {
+        size_t n = 1;
+        const int64_t dims[] = {ctx->n_seq, m->n_head_kv, dt_kv_layer_slots(ctx, l), m->head_dim};
+        for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+            if (dims[i] <= 0 || __builtin_mul_overflow(n, (size_t)dims[i], &n)) return DT_ERR_NOMEM;
+        ctx->layer_off[l] = total;
+        if (__builtin_add_overflow(total, n, &total)) return DT_ERR_NOMEM;
+    }
+    size_t bytes;
+    if (__builtin_mul_overflow(total, ctx->kv_esize, &bytes)) return DT_ERR_NOMEM;
+    ctx->kv_elems = total;
+    ctx->k = reserve_bytes(bytes);
+    ctx->v = reserve_bytes(bytes);
     return ctx->k && ctx->v ? DT_OK : DT_ERR_NOMEM;
 }
 
 void dt_kv_release(struct dt_context *ctx) {
-    if (ctx->k) munmap(ctx->k, ctx->kv_floats * sizeof(float));
-    if (ctx->v) munmap(ctx->v, ctx->kv_floats * sizeof(float));
+    if (ctx->k) munmap(ctx->k, ctx->kv_elems * ctx->kv_esize);
+    if (ctx->v) munmap(ctx->v, ctx->kv_elems * ctx->kv_esize);
     ctx->k = ctx->v = NULL;
+    free(ctx->layer_off);
+    ctx->layer_off = NULL;
+}
+
+int64_t dt_context_kv_bytes(const dt_context *ctx) {
+    return ctx ? (int64_t)(2 * ctx->kv_elems * ctx->kv_esize) : DT_ERR_INVALID;
+}
+
+/* Halves per conversion call when storing f16 keys (a stack buffer). */
+enum { STORE_CHUNK = 64 };
+
+void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const float *k, const float *v) {
+    const int hd = ctx->model->head_dim, slot = dt_kv_slot(ctx, layer, pos);
+    for (int h = 0; h < ctx->model->n_head_kv; h++) {
+        const size_t off = dt_kv_head_offset(ctx, layer, seq, h);
+        const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
+        if (ctx->kv_type == DT_F32) {
+            float *kc = dt_kv_at(ctx, ctx->k, off);
+            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, slot, d)] = kh[d];
+            memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), vh, (size_t)hd * sizeof(float));
+            continue;
+        }
+        /* f16: keys converted in chunks, then spread over their block. */
+        uint16_t *kc = dt_kv_at(ctx, ctx->k, off), half[STORE_CHUNK];
+        for (int d0 = 0; d0 < hd; d0 += STORE_CHUNK) {
+            const int n = hd - d0 < STORE_CHUNK ? hd - d0 : STORE_CHUNK;
+            dt_f16_from_f32(kh + d0, half, n);
+            for (int d = 0; d < n; d++) kc[dt_k_index(hd, slot, d0 + d)] = half[d];
+        }
+        dt_f16_from_f32(vh, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), hd);
+    }
 }
 
 int dt_context_set_precision(dt_context *ctx, int precision) {
@@ -58,6 +99,8 @@ int dt_context_set_precision(dt_context *ctx, int precision) {
 /* ---- sequence operations ---------------------------------------------------- */
 
 int dt_context_ring_slots(const dt_context *ctx) { return ctx ? ctx->ring : DT_ERR_INVALID; }
+
+int dt_context_kv_type(const dt_context *ctx) { return ctx ? ctx->kv_type : DT_ERR_INVALID; }
 
 int dt_seq_len(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
@@ -103,18 +146,19 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
         return DT_OK;
     }
     const dt_model *m = ctx->model;
-    /* Whole key blocks: the last one may hold stale positions >= n, which
-     * are never used. A ring is copied whole. */
-    int n_k = ctx->ring ? ctx->ring : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
-    int n_v = ctx->ring ? ctx->ring : n;
-    size_t k_span = (size_t)n_k * m->head_dim * sizeof(float);
-    size_t v_span = (size_t)n_v * m->head_dim * sizeof(float);
-    for (int l = 0; l < m->n_layer; l++)
+    for (int l = 0; l < m->n_layer; l++) {
+        /* Whole key blocks: the last one may hold stale positions >= n,
+         * which are never used. A ring is copied whole. */
+        const int r = dt_kv_layer_ring(ctx, l);
+        const int n_k = r ? r : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK, n_v = r ? r : n;
+        const size_t k_span = (size_t)n_k * m->head_dim * ctx->kv_esize;
+        const size_t v_span = (size_t)n_v * m->head_dim * ctx->kv_esize;
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t d = dt_kv_head_offset(ctx, l, dst, h), s = dt_kv_head_offset(ctx, l, src, h);
-            memcpy(ctx->k + d, ctx->k + s, k_span);
-            memcpy(ctx->v + d, ctx->v + s, v_span);
+            memcpy(dt_kv_at(ctx, ctx->k, d), dt_kv_at(ctx, ctx->k, s), k_span);
+            memcpy(dt_kv_at(ctx, ctx->v, d), dt_kv_at(ctx, ctx->v, s), v_span);
         }
+    }
     ctx->seq_len[dst] = n;
     ctx->seq_lo[dst] = lo;
     return DT_OK;
@@ -122,46 +166,71 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
 
 /* ---- rows <-> cache ---------------------------------------------------------------- */
 
-/* Positions [p0, p1) of every (layer, kv head) of seq to bytes: per (layer,
- * kv head) the keys [pos][head_dim], then the values. `out` may be
+/* The positions a transfer covers: [p0, p1) in the ring layers, [f0, f1)
+ * in the others (all layers of a full cache). */
+struct span {
+    int p0, p1, f0, f1;
+};
+
+static void layer_range(const dt_context *ctx, int layer, const struct span *s, int *a, int *b) {
+    const int ring = dt_kv_layer_ring(ctx, layer) != 0;
+    *a = ring ? s->p0 : s->f0;
+    *b = ring ? s->p1 : s->f1;
+}
+
+/* The span's positions of every (layer, kv head) of seq to bytes: per
+ * (layer, kv head) the keys [pos][head_dim], then the values. `out` may be
  * unaligned (it points into a caller's buffer): memcpy. Returns the end. */
-static uint8_t *rows_out(const dt_context *ctx, int seq, int p0, int p1, uint8_t *out) {
+static uint8_t *rows_out(const dt_context *ctx, int seq, const struct span *sp, uint8_t *out) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
-    for (int l = 0; l < m->n_layer; l++)
+    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
+    for (int l = 0; l < m->n_layer; l++) {
+        int p0, p1;
+        layer_range(ctx, l, sp, &p0, &p1);
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
             for (int p = p0; p < p1; p++)
-                for (int d = 0; d < hd; d++, out += sizeof(float))
-                    memcpy(out, ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), sizeof(float));
-            for (int p = p0; p < p1; p++, out += (size_t)hd * sizeof(float))
-                memcpy(out, ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), (size_t)hd * sizeof(float));
+                for (int d = 0; d < hd; d++, out += es)
+                    memcpy(out, dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, l, p), d)), es);
+            for (int p = p0; p < p1; p++, out += row)
+                memcpy(out, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, l, p), 0)), row);
         }
+    }
     return out;
 }
 
-/* The inverse of rows_out for bytes of positions [p0, p1); positions below
- * `from` are skipped (a ring loading a longer state keeps the last ones). */
-static void rows_in(dt_context *ctx, int seq, int p0, int p1, int from, const uint8_t *in) {
+/* The inverse of rows_out; positions below `from` are skipped in the ring
+ * layers (a ring loading a longer state keeps the last ones). */
+static void rows_in(dt_context *ctx, int seq, const struct span *sp, int from, const uint8_t *in) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
-    const size_t row = (size_t)hd * sizeof(float);
-    for (int l = 0; l < m->n_layer; l++)
+    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
+    for (int l = 0; l < m->n_layer; l++) {
+        int p0, p1;
+        layer_range(ctx, l, sp, &p0, &p1);
+        const int keep = dt_kv_layer_ring(ctx, l) ? from : p0;
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
             for (int p = p0; p < p1; p++, in += row)
-                for (int d = 0; p >= from && d < hd; d++)
-                    memcpy(ctx->k + off + dt_k_index(hd, dt_kv_slot(ctx, p), d), in + d * sizeof(float),
-                           sizeof(float));
+                for (int d = 0; p >= keep && d < hd; d++)
+                    memcpy(dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, l, p), d)), in + d * es, es);
             for (int p = p0; p < p1; p++, in += row)
-                if (p >= from) memcpy(ctx->v + off + dt_v_index(hd, dt_kv_slot(ctx, p), 0), in, row);
+                if (p >= keep) memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, l, p), 0)), in, row);
         }
+    }
 }
 
-/* Bytes of rows_out for n positions. */
-static int64_t rows_bytes(const dt_context *ctx, int n) {
+/* Bytes of rows_out for a span. */
+static int64_t rows_bytes(const dt_context *ctx, const struct span *sp) {
     const dt_model *m = ctx->model;
-    return 2 * (int64_t)m->n_layer * m->n_head_kv * n * m->head_dim * (int64_t)sizeof(float);
+    int64_t positions = 0;
+    for (int l = 0; l < m->n_layer; l++) {
+        int p0, p1;
+        layer_range(ctx, l, sp, &p0, &p1);
+        positions += p1 - p0;
+    }
+    return 2 * positions * m->n_head_kv * m->head_dim * (int64_t)ctx->kv_esize;
 }
 
 /* ---- checkpoints ----------------------------------------------------------------- */
@@ -175,7 +244,7 @@ struct checkpoint_header {
     int32_t reserved;
 };
 
-/* Of the held positions [lo, len), those whose slots the next n_next
+/* Of the held positions [lo, len), those whose ring slots the next n_next
  * positions overwrite. 64-bit: a forged header may hold any n_next. */
 static void checkpoint_range(const dt_context *ctx, int len, int lo, int n_next, int *p0, int *p1) {
     *p0 = *p1 = len;
@@ -190,7 +259,8 @@ int64_t dt_seq_checkpoint_size(const dt_context *ctx, int seq, int n_next) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq || n_next < 0) return DT_ERR_INVALID;
     int p0, p1;
     checkpoint_range(ctx, ctx->seq_len[seq], ctx->seq_lo[seq], n_next, &p0, &p1);
-    return (int64_t)sizeof(struct checkpoint_header) + rows_bytes(ctx, p1 - p0);
+    const struct span sp = {p0, p1, 0, 0}; /* the global layers are truncated instead */
+    return (int64_t)sizeof(struct checkpoint_header) + rows_bytes(ctx, &sp);
 }
 
 int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int64_t cap, int64_t *written) {
@@ -200,7 +270,8 @@ int dt_seq_checkpoint(const dt_context *ctx, int seq, int n_next, void *buf, int
     struct checkpoint_header h = {CHECKPOINT_MAGIC, seq, ctx->seq_len[seq], ctx->seq_lo[seq], n_next, 0, 0, 0};
     checkpoint_range(ctx, h.len, h.lo, n_next, &h.p0, &h.p1);
     memcpy(buf, &h, sizeof h);
-    rows_out(ctx, seq, h.p0, h.p1, (uint8_t *)buf + sizeof h);
+    const struct span sp = {h.p0, h.p1, 0, 0};
+    rows_out(ctx, seq, &sp, (uint8_t *)buf + sizeof h);
     *written = size;
     return DT_OK;
 }
@@ -217,7 +288,8 @@ static int checkpoint_fits(const dt_context *ctx, int seq, const struct checkpoi
     /* The saved rows are exactly the ones dt_seq_checkpoint saves. */
     int p0, p1;
     checkpoint_range(ctx, h->len, h->lo, h->n_next, &p0, &p1);
-    if (h->p0 != p0 || h->p1 != p1 || len != (int64_t)sizeof *h + rows_bytes(ctx, p1 - p0)) return 0;
+    const struct span sp = {p0, p1, 0, 0};
+    if (h->p0 != p0 || h->p1 != p1 || len != (int64_t)sizeof *h + rows_bytes(ctx, &sp)) return 0;
     /* The sequence moved on by at most n_next positions since. */
     int cur = ctx->seq_len[seq];
     return cur >= h->len && cur <= (int64_t)h->len + h->n_next;
@@ -229,7 +301,8 @@ int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len) {
     if (len < (int64_t)sizeof h) return DT_ERR_STATE;
     memcpy(&h, buf, sizeof h);
     if (!checkpoint_fits(ctx, seq, &h, len)) return DT_ERR_STATE;
-    rows_in(ctx, seq, h.p0, h.p1, h.p0, (const uint8_t *)buf + sizeof h);
+    const struct span sp = {h.p0, h.p1, 0, 0};
+    rows_in(ctx, seq, &sp, h.p0, (const uint8_t *)buf + sizeof h);
     ctx->seq_len[seq] = h.len;
     ctx->seq_lo[seq] = h.lo;
     return DT_OK;
@@ -240,14 +313,15 @@ int dt_seq_restore(dt_context *ctx, int seq, const void *buf, int64_t len) {
 enum { STATE_MAGIC = 0x564b5444 /* "DTKV" */, STATE_VERSION = 3 };
 
 /* Fixed-size header in front of the payload (rows_out of the held
- * positions [first, n_pos)). The checksum covers the payload. */
+ * positions: [first, n_pos) in the ring layers, [0, n_pos) in the others;
+ * first > 0 only from a ring). The checksum covers the payload. */
 struct state_header {
     uint32_t magic, version;
     uint64_t model_id;      /* dt_model.id: which model file wrote it */
     uint32_t n_layer, n_head_kv, head_dim, n_embd, n_vocab;
     uint32_t n_pos;
     uint32_t first;         /* first position held (> 0 only from a ring) */
-    uint32_t reserved;
+    uint32_t kv_type;       /* element type of the payload: DT_F32 (0) or DT_F16 */
     uint64_t checksum;
 };
 
@@ -268,7 +342,8 @@ static uint64_t checksum(const void *data, size_t len) {
 
 int64_t dt_seq_state_size(const dt_context *ctx, int seq) {
     if (!ctx || seq < 0 || seq >= ctx->n_seq) return DT_ERR_INVALID;
-    return (int64_t)sizeof(struct state_header) + rows_bytes(ctx, ctx->seq_len[seq] - ctx->seq_lo[seq]);
+    const struct span sp = {ctx->seq_lo[seq], ctx->seq_len[seq], 0, ctx->seq_len[seq]};
+    return (int64_t)sizeof(struct state_header) + rows_bytes(ctx, &sp);
 }
 
 static void fill_header(const dt_context *ctx, int first, int n_pos, struct state_header *h) {
@@ -284,6 +359,7 @@ static void fill_header(const dt_context *ctx, int first, int n_pos, struct stat
     h->n_vocab = (uint32_t)m->n_vocab;
     h->n_pos = (uint32_t)n_pos;
     h->first = (uint32_t)first;
+    h->kv_type = (uint32_t)ctx->kv_type;
 }
 
 int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, int64_t *written) {
@@ -292,7 +368,8 @@ int dt_seq_state_save(const dt_context *ctx, int seq, void *buf, int64_t cap, in
     if (cap < size) return DT_ERR_CAPACITY;
     int first = ctx->seq_lo[seq], n = ctx->seq_len[seq];
     uint8_t *payload = (uint8_t *)buf + sizeof(struct state_header);
-    uint8_t *end = rows_out(ctx, seq, first, n, payload);
+    const struct span sp = {first, n, 0, n};
+    uint8_t *end = rows_out(ctx, seq, &sp, payload);
     struct state_header hdr;
     fill_header(ctx, first, n, &hdr);
     hdr.checksum = checksum(payload, (size_t)(end - payload));
@@ -312,14 +389,17 @@ int dt_seq_state_load(dt_context *ctx, int seq, const void *buf, int64_t len) {
     want.checksum = hdr.checksum;
     if (memcmp(&hdr, &want, sizeof hdr) != 0) return DT_ERR_STATE;
     int first = (int)hdr.first, n = (int)hdr.n_pos;
-    int64_t payload_len = rows_bytes(ctx, n - first);
+    /* A full cache needs every position (and only a ring state lacks some:
+     * its payload has the ring layers' layout); a ring keeps at most its
+     * last R. */
+    if (!window_held(ctx, first, n) || (!ctx->ring && first > 0)) return DT_ERR_EVICTED;
+    const struct span sp = {first, n, 0, n};
+    int64_t payload_len = rows_bytes(ctx, &sp);
     if ((uint64_t)len != sizeof hdr + (uint64_t)payload_len) return DT_ERR_STATE;
     const uint8_t *payload = (const uint8_t *)buf + sizeof hdr;
     if (checksum(payload, (size_t)payload_len) != hdr.checksum) return DT_ERR_STATE;
-    /* A full cache needs every position; a ring keeps at most its last R. */
-    if (!window_held(ctx, first, n) || (!ctx->ring && first > 0)) return DT_ERR_EVICTED;
     int from = ctx->ring && n - ctx->ring > first ? n - ctx->ring : first;
-    rows_in(ctx, seq, first, n, from, payload);
+    rows_in(ctx, seq, &sp, from, payload);
     ctx->seq_len[seq] = n;
     ctx->seq_lo[seq] = n == 0 ? 0 : from;
     return DT_OK;

@@ -94,25 +94,29 @@ void dt_context_free(dt_context *ctx) {
 
 int dt_context_new(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n_threads,
                    dt_context **out) {
-    return dt_context_new_ex(m, n_seq, n_ctx, max_batch, n_threads, 0, out);
+    const dt_context_params p = {n_seq, n_ctx, max_batch, n_threads, 0, DT_F32};
+    return dt_context_new_params(m, &p, out);
 }
 
-int dt_context_new_ex(const dt_model *m, int n_seq, int n_ctx, int max_batch, int n_threads, int ring_slots,
-                      dt_context **out) {
+int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt_context **out) {
     int rc = dt_model_validate(m);
     if (rc != DT_OK) return rc;
+    if (!params) return DT_ERR_INVALID;
+    const int n_seq = params->n_seq, n_ctx = params->n_ctx, max_batch = params->max_batch;
+    const int n_threads = params->n_threads, ring_slots = params->ring_slots;
+    if (params->kv_type != DT_F32 && params->kv_type != DT_F16) return DT_ERR_INVALID;
     if (!out || n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || max_batch < 1 ||
         max_batch > (1 << 16) || n_threads < 1 || ring_slots < 0 || ring_slots > (1 << 24))
         return DT_ERR_INVALID;
     if (ring_slots > 0 && (m->sliding_window <= 0 || m->sliding_window > (1 << 24))) return DT_ERR_INVALID;
-    for (int l = 0; ring_slots > 0 && l < m->n_layer; l++)
-        if (!m->layers[l].slides) return DT_ERR_INVALID; /* a global layer needs every position */
     dt_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return DT_ERR_NOMEM;
     ctx->model = m;
     ctx->n_seq = n_seq;
     ctx->n_ctx = n_ctx;
     ctx->max_batch = max_batch;
+    ctx->kv_type = params->kv_type;
+    ctx->kv_esize = params->kv_type == DT_F16 ? sizeof(uint16_t) : sizeof(float);
     if (ring_slots > 0) {
         int r = ring_slots > m->sliding_window ? ring_slots : m->sliding_window;
         ctx->ring = (r + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
@@ -151,15 +155,19 @@ int dt_context_new_ex(const dt_model *m, int n_seq, int n_ctx, int max_batch, in
     /* Attention tiles: up to ATT_ROWS query rows (tokens x group), fewer
      * when the scores of a long context would not fit in ATT_SCRATCH. A
      * ring tile sees positions shifted to its first key block, at most
-     * ring + 16 of them (attention_task), which it may gather into scratch. */
+     * ring + 16 of them (attention_task), which it may gather into scratch;
+     * a layer without a ring sees every position. */
     int group = m->n_head / m->n_head_kv;
-    int span = ctx->ring ? ctx->ring + DT_KV_BLOCK : ctx->n_ctx_pad;
+    const int ring_span = ctx->ring ? ctx->ring + DT_KV_BLOCK : 0;
+    int span = ring_span;
+    for (int l = 0; l < m->n_layer; l++)
+        if (!dt_kv_layer_ring(ctx, l) && span < ctx->n_ctx_pad) span = ctx->n_ctx_pad;
     int rows = (ATT_ROWS / group > 1 ? ATT_ROWS / group : 1) * group;
     while (rows > group && (int64_t)rows * span > ATT_SCRATCH) rows -= group;
     ctx->att_rows = rows;
     int64_t att_floats = (dt_attention_scratch_floats(rows, span, m->head_dim) + 15) & ~(int64_t)15;
     ctx->gather_off = att_floats;
-    ctx->gather_floats = ctx->ring ? (int64_t)span * m->head_dim : 0;
+    ctx->gather_floats = (int64_t)ring_span * m->head_dim;
     if ((rc = dt_pool_reserve_scratch(ctx->pool, att_floats + 2 * ctx->gather_floats)) != DT_OK) {
         dt_context_free(ctx);
         return rc;
@@ -290,13 +298,7 @@ static void qkv_post_task(void *arg, int64_t task, int thread) {
         const int neox = (m->flags & DT_ROPE_NEOX) != 0;
         rope(q, m->n_head, hd, neox, c, s);
         rope(k, m->n_head_kv, hd, neox, c, s);
-        for (int h = 0; h < m->n_head_kv; h++) {
-            size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[t], h);
-            const int slot = dt_kv_slot(ctx, b->pos[t]);
-            float *kc = ctx->k + off;
-            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, slot, d)] = k[(int64_t)h * hd + d];
-            memcpy(ctx->v + off + dt_v_index(hd, slot, 0), v + (int64_t)h * hd, (size_t)hd * sizeof(float));
-        }
+        dt_kv_store(ctx, b->layer, b->seq[t], b->pos[t], k, v);
     }
 }
 
@@ -313,9 +315,10 @@ static void attention_task(void *arg, int64_t task, int thread) {
     int hd = m->head_dim, group = m->n_head / m->n_head_kv;
     int64_t qd = (int64_t)m->n_head * hd;
     size_t off = dt_kv_head_offset(ctx, b->layer, b->seq[tl->t0], kvh);
-    const float *k = ctx->k + off, *v = ctx->v + off;
+    const char *k = dt_kv_at(ctx, ctx->k, off), *v = dt_kv_at(ctx, ctx->v, off);
+    const size_t row = (size_t)hd * ctx->kv_esize; /* bytes per position */
     int pos0 = b->pos[tl->t0];
-    if (ctx->ring) {
+    if (dt_kv_layer_ring(ctx, b->layer)) {
         /* The tile reads positions [lo, hi]; seen from their first key block
          * `base` they are positions lo - base .. hi - base of slots starting
          * at base % R (a multiple of 16): used in place, or gathered into
@@ -328,15 +331,16 @@ static void attention_task(void *arg, int64_t task, int thread) {
         const int base = lo / DT_KV_BLOCK * DT_KV_BLOCK, span = pos0 + tl->n_tok - base;
         const int s0 = base % R, n1 = R - s0;
         if (span <= n1) {
-            k += (size_t)s0 * hd;
-            v += (size_t)s0 * hd;
+            k += s0 * row;
+            v += s0 * row;
         } else {
-            float *gk = ctx->pool->scratch[thread] + ctx->gather_off, *gv = gk + ctx->gather_floats;
+            char *gk = (char *)(ctx->pool->scratch[thread] + ctx->gather_off);
+            char *gv = (char *)(ctx->pool->scratch[thread] + ctx->gather_off + ctx->gather_floats);
             const int nk = (span + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
-            memcpy(gk, k + (size_t)s0 * hd, (size_t)n1 * hd * sizeof(float));
-            memcpy(gk + (size_t)n1 * hd, k, (size_t)(nk - n1) * hd * sizeof(float));
-            memcpy(gv, v + (size_t)s0 * hd, (size_t)n1 * hd * sizeof(float));
-            memcpy(gv + (size_t)n1 * hd, v, (size_t)(span - n1) * hd * sizeof(float));
+            memcpy(gk, k + s0 * row, n1 * row);
+            memcpy(gk + n1 * row, k, (size_t)(nk - n1) * row);
+            memcpy(gv, v + s0 * row, n1 * row);
+            memcpy(gv + n1 * row, v, (size_t)(span - n1) * row);
             k = gk;
             v = gv;
         }
@@ -345,6 +349,7 @@ static void attention_task(void *arg, int64_t task, int thread) {
     dt_attn_tile a = {
         .k = k,
         .v = v,
+        .kv_type = ctx->kv_type,
         .q = ctx->q + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,
         .ldq = qd,
         .out = ctx->att + (int64_t)tl->t0 * qd + (int64_t)kvh * group * hd,

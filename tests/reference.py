@@ -114,9 +114,12 @@ class KVCache:
 
 
 class ReferenceModel:
-    def __init__(self, model_file):
+    def __init__(self, model_file, kv_dtype=None):
+        """kv_dtype: keys and values are rounded through it (e.g. np.float16,
+        as an f16 KV cache stores them) before attention; None: exact."""
         self.mf = model_file
         self.hp = model_file.hparams
+        self.kv_dtype = kv_dtype
         self._layers: list[_Layer] | None = None
         self._file: dict | None = None   # the file's tensors by name (gguf.GGUFReader)
 
@@ -163,6 +166,8 @@ class ReferenceModel:
                 q, k = rms_norm(q, L.q_norm, hp.rms_eps), rms_norm(k, L.k_norm, hp.rms_eps)
             q = rope(q, pos, base, hp.rope_neox)
             k = rope(k, pos, base, hp.rope_neox)
+            if self.kv_dtype is not None:
+                k, v = (a.astype(np.float32).astype(self.kv_dtype).astype(np.float64) for a in (k, v))
             if cache.k[il] is not None:
                 k = np.concatenate([cache.k[il], k])
                 v = np.concatenate([cache.v[il], v])

@@ -32,17 +32,18 @@ class NoisyOracle(DrafterBase):
         return draft
 
 
-def plain(model, prompt: list[int], n: int) -> list[int]:
-    """Plain greedy decoding, one token per pass, on a fresh full-cache context."""
+def plain(model, prompt: list[int], n: int, **context_options) -> list[int]:
+    """Plain greedy decoding, one token per pass, on a fresh full-cache context
+    (context_options: Context's precision, kv_type)."""
     from ditto.engine.decode import Decoder
 
-    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1)
+    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1, **context_options)
     req = Request(prompt=prompt, max_tokens=n)
     Decoder(ctx).run([req])
     return req.output
 
 
-def draw_noisy_requests(data, model, *, max_prompt: int, max_new: int, max_draft: int
+def draw_noisy_requests(data, model, *, max_prompt: int, max_new: int, max_draft: int, **context_options
                         ) -> tuple[list[Request], list[list[int]]]:
     """1-3 requests (sequences 0..n-1) with random prompts and noisy-oracle
     drafters of random draft lengths, and each one's plain greedy output."""
@@ -51,7 +52,7 @@ def draw_noisy_requests(data, model, *, max_prompt: int, max_new: int, max_draft
     prompts = [data.draw(st.lists(st.integers(0, n_vocab - 1), min_size=1, max_size=max_prompt), label="prompt")
                for _ in range(n_req)]
     n_new = data.draw(st.integers(1, max_new), label="new tokens")
-    truths = [plain(model, p, n_new) for p in prompts]
+    truths = [plain(model, p, n_new, **context_options) for p in prompts]
     reqs = []
     for i, (p, truth) in enumerate(zip(prompts, truths)):
         drafter = NoisyOracle(truth, len(p), n_vocab, data.draw(st.sampled_from([0.0, 0.05, 0.3, 1.0])), seed=i)

@@ -4,9 +4,12 @@ Every ISA this CPU has: outputs match the float64 reference for short and
 long ranges (around the 16-position key blocks), several group sizes and
 head dims, sliding windows, and tiles of several tokens; a token's output
 is bit-identical whatever tile it is computed in and whatever the cache
-holds past its position; the ISAs agree with the scalar reference. Then the
-blocked key cache through the model: copying a prefix that ends inside a
-block, and save / load, continue bit-exactly.
+holds past its position; the ISAs agree with the scalar reference. An f16
+cache: every ISA's f32 -> f16 conversion gives numpy's bits, and each kernel
+reading f16 keys and values gives exactly its bits on the widened f32
+values (so everything above holds for f16 too). Then the blocked key cache
+through the model: copying a prefix that ends inside a block, and save /
+load, continue bit-exactly, in f32 and f16.
 """
 from __future__ import annotations
 
@@ -101,19 +104,25 @@ def test_sharp_and_flat_softmax(isa):
               TOL_SHARP if sharp > 2 else TOL)
 
 
+KV_DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float16, id="f16")]
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("kv", KV_DTYPES)
 @pytest.mark.parametrize("group,hd,window", [(3, 64, 0), (1, 128, 0), (3, 80, 0), (3, 64, 20), (2, 6, 0)])
-def test_token_result_is_independent_of_its_tile_and_of_later_positions(isa, group, hd, window):
+def test_token_result_is_independent_of_its_tile_and_of_later_positions(isa, kv, group, hd, window):
     K.isa_set(isa)
     n_tok, pos0 = 24, 57
     q, k, v = inputs(pos0 + n_tok + 40, n_tok, group, hd, seed=3)
+    k, v = k.astype(kv), v.astype(kv)
     tile = K.attention(q, k, v, pos0, window=window)
     for t in range(n_tok):
         pos = pos0 + t
         # Alone, with whatever lies past its position replaced by junk.
         kj, vj = k.copy(), v.copy()
-        kj[pos + 1:] = np.float32(1e30) if t % 2 else np.nan
-        vj[pos + 1:] = np.float32(-1e30) if t % 2 else np.inf
+        with np.errstate(over="ignore"):              # 1e30 is inf in f16
+            kj[pos + 1:] = 1e30 if t % 2 else np.nan
+            vj[pos + 1:] = -1e30 if t % 2 else np.inf
         alone = K.attention(q[t:t + 1], kj[:pos + 1 + t % 17], vj[:pos + 1 + t % 17], pos, window=window)
         assert np.array_equal(alone[0], tile[t]), f"token {t}: tile and alone differ"
     # Sub-tiles starting anywhere give the same bits as the full tile.
@@ -123,9 +132,11 @@ def test_token_result_is_independent_of_its_tile_and_of_later_positions(isa, gro
 
 
 @pytest.mark.parametrize("isa", [i for i in ISA_PARAMS if i.values[0] != K.ISA_SCALAR])
+@pytest.mark.parametrize("kv", KV_DTYPES)
 @pytest.mark.parametrize("n,group,hd", [(1, 3, 64), (33, 3, 64), (1000, 3, 64), (517, 8, 128), (77, 2, 80)])
-def test_isa_matches_scalar(isa, n, group, hd):
+def test_isa_matches_scalar(isa, kv, n, group, hd):
     q, k, v = inputs(n, min(n, 10), group, hd, seed=n + hd)
+    k, v = k.astype(kv), v.astype(kv)
     pos0 = n - min(n, 10)
     K.isa_set(K.ISA_SCALAR)
     want = K.attention(q, k, v, pos0)
@@ -133,6 +144,57 @@ def test_isa_matches_scalar(isa, n, group, hd):
     got = K.attention(q, k, v, pos0)
     err = np.abs(got - want).max()
     assert err <= TOL * np.abs(v).max(), f"{K.ISA_NAMES[isa]} vs scalar: {err:.3g}"
+
+
+# ---- f16 keys and values -------------------------------------------------------------
+
+
+def f16_edge_values():
+    """Floats around every rounding decision of f32 -> f16: ties to even,
+    the largest half and the overflow threshold, subnormal halves and the
+    underflow to zero, signed zeros, infinities, quiet NaNs with payloads."""
+    halves = np.arange(0, 1 << 16, dtype=np.uint32).astype(np.uint16)
+    widened = halves.view(np.float16).astype(np.float32).view(np.uint32)
+    finite = widened[(widened & 0x7F800000) != 0x7F800000]
+    # each half exactly, one ulp (of f32) either side, and the midpoints to the next half
+    steps = np.array([0, 1, 0xFFFFFFFF, 0x1000, 0x0FFF, 0x1001, 0x2000], dtype=np.uint32)
+    around = (finite[:, None] + steps[None, :]).reshape(-1)
+    specials = np.array([0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7FE01234, 0x477FE000, 0x477FEFFF,
+                         0x477FF000, 0x477FF001, 0x33000000, 0x33000001, 0x32FFFFFF, 0x38800000, 0x387FFFFF,
+                         0x00000001, 0x80000001, 0x7F7FFFFF], dtype=np.uint32)
+    rng = np.random.default_rng(5)
+    rand = rng.integers(0, 1 << 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    bits = np.concatenate([around, specials, rand])
+    # signalling NaNs are never stored (F16C quiets them, numpy keeps them signalling)
+    snan = ((bits & 0x7F800000) == 0x7F800000) & ((bits & 0x007FFFFF) != 0) & ((bits & 0x00400000) == 0)
+    return bits[~snan].view(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_f16_conversion_is_numpys_round_to_nearest_even(isa):
+    K.isa_set(isa)
+    x = f16_edge_values()
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    for n in (len(x), 1, 7, 8, 9, 15, 17, 33):           # the vector bodies and the scalar tails
+        got = K.f16_from_f32(np.ascontiguousarray(x[:n]))
+        bad = np.flatnonzero(got != want[:n])
+        assert not bad.size, (f"{K.ISA_NAMES[isa]}: {x[bad[0]]!r} (bits {x[bad[0]:bad[0] + 1].view(np.uint32)[0]:#x}) "
+                              f"-> {got[bad[0]]:#x}, numpy {want[bad[0]]:#x}; {bad.size} differ")
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("n,group,hd,window", [(1, 3, 64, 0), (17, 3, 64, 0), (1000, 3, 64, 0), (517, 4, 128, 0),
+                                               (77, 2, 80, 0), (40, 2, 6, 0), (300, 3, 64, 33), (90, 1, 256, 20)])
+def test_f16_kernel_reads_exactly_the_widened_values(isa, n, group, hd, window):
+    K.isa_set(isa)
+    n_tok = min(n, 12)
+    q, k, v = inputs(n + 3, n_tok, group, hd, seed=n + group, sharp=2.0)
+    k16, v16 = k.astype(np.float16), v.astype(np.float16)
+    k32, v32 = k16.astype(np.float32), v16.astype(np.float32)
+    got = K.attention(q, k16, v16, n - n_tok, window=window)
+    assert np.array_equal(got, K.attention(q, k32, v32, n - n_tok, window=window))
+    check(got, reference(q, k32, v32, n - n_tok, window), v32, f"f16 n={n} group={group} hd={hd}")
 
 
 def test_hook_validates_arguments():
@@ -143,6 +205,8 @@ def test_hook_validates_arguments():
         K.attention(q, k[:, :32].copy(), v, 0)
     with pytest.raises(TypeError):
         K.attention(q, k, v, 1.5)
+    with pytest.raises(TypeError, match="both float32 or both float16"):
+        K.attention(q, k.astype(np.float16), v, 0)
 
 
 # ---- the blocked key cache through the model ----------------------------------------
@@ -153,6 +217,9 @@ def model(tiny_model_path):
     return Model(load_model_file(tiny_model_path("llama", Q.F32)))
 
 
+KV_TYPES = ["f32", "f16"]
+
+
 def feed(ctx, seq, tokens):
     start = ctx.seq_len(seq)
     n = len(tokens)
@@ -160,27 +227,29 @@ def feed(ctx, seq, tokens):
                       np.full(n, seq, np.int32))
 
 
+@pytest.mark.parametrize("kv_type", KV_TYPES)
 @pytest.mark.parametrize("n_copy", [0, 1, 15, 16, 17, 33, 47])
-def test_copy_prefix_ending_inside_a_key_block(model, n_copy):
+def test_copy_prefix_ending_inside_a_key_block(model, kv_type, n_copy):
     toks = [(i * 37) % 200 + 1 for i in range(47)]
-    ctx = Context(model, n_seq=2, n_ctx=80, max_batch=64, n_threads=2)
+    ctx = Context(model, n_seq=2, n_ctx=80, max_batch=64, n_threads=2, kv_type=kv_type)
     feed(ctx, 1, [5] * 60)                # stale keys in seq 1 past the copied prefix
     feed(ctx, 0, toks)
     ctx.copy(0, 1, n_copy)
-    fresh = Context(model, n_seq=1, n_ctx=80, max_batch=64, n_threads=1)
+    fresh = Context(model, n_seq=1, n_ctx=80, max_batch=64, n_threads=1, kv_type=kv_type)
     if n_copy:
         feed(fresh, 0, toks[:n_copy])
     assert np.array_equal(feed(ctx, 1, [4, 9, 2]), feed(fresh, 0, [4, 9, 2]))
 
 
+@pytest.mark.parametrize("kv_type", KV_TYPES)
 @pytest.mark.parametrize("n", [1, 16, 23])
-def test_save_load_blocked_keys_bit_exact(model, n):
+def test_save_load_blocked_keys_bit_exact(model, kv_type, n):
     toks = [(i * 11) % 200 + 1 for i in range(n)]
-    ctx = Context(model, n_seq=1, n_ctx=64, max_batch=32, n_threads=2)
+    ctx = Context(model, n_seq=1, n_ctx=64, max_batch=32, n_threads=2, kv_type=kv_type)
     feed(ctx, 0, toks)
     state = ctx.save(0)
     want = feed(ctx, 0, [7, 8])
-    other = Context(model, n_seq=2, n_ctx=48, max_batch=32, n_threads=1)
+    other = Context(model, n_seq=2, n_ctx=48, max_batch=32, n_threads=1, kv_type=kv_type)
     feed(other, 1, [3] * 40)
     other.load(1, state)
     assert other.save(1) == state           # the saved bytes round-trip too

@@ -48,6 +48,34 @@ def test_save_load_round_trip_is_bit_exact(model):
     assert np.array_equal(feed(other, 0, [5]), expected)
 
 
+def test_f16_state_restore_and_save_load_are_bit_exact(model):
+    ctx = Context(model, n_seq=2, n_ctx=128, max_batch=32, n_threads=2, kv_type="f16")
+    feed(ctx, 0, list(range(3, 40)))
+    state = ctx.save(0)
+    f32_state = Context(model, n_seq=1, n_ctx=128, max_batch=32, n_threads=1)
+    feed(f32_state, 0, list(range(3, 40)))
+    assert len(state) < len(f32_state.save(0))           # half the payload
+    expected = feed(ctx, 0, [5])
+    feed(ctx, 0, [9, 9, 9])                              # a rejected draft
+    ctx.truncate(0, 38)
+    assert np.array_equal(feed(ctx, 0, [9]), feed(ctx, 1, list(range(3, 40)) + [5, 9])[-1:])
+    other = Context(model, n_seq=1, n_ctx=128, max_batch=32, n_threads=1, kv_type="f16")
+    other.load(0, state)
+    assert other.save(0) == state
+    assert np.array_equal(feed(other, 0, [5]), expected)
+
+
+def test_state_of_another_kv_type_is_refused(model):
+    f16 = Context(model, n_seq=1, n_ctx=64, max_batch=16, n_threads=1, kv_type="f16")
+    f32 = Context(model, n_seq=1, n_ctx=64, max_batch=16, n_threads=1)
+    for ctx in (f16, f32):
+        feed(ctx, 0, list(range(1, 12)))
+    for src, dst in ((f16, f32), (f32, f16)):
+        with pytest.raises(ValueError, match="saved state does not match"):
+            dst.load(0, src.save(0))
+        assert dst.seq_len(0) == 11                      # unchanged
+
+
 def test_copy_prefix(model):
     ctx = Context(model, n_seq=2, n_ctx=128, max_batch=32, n_threads=2)
     feed(ctx, 0, list(range(3, 30)))

@@ -115,10 +115,17 @@ def test_the_comparison_sees_the_window_and_the_rope_base_of_sliding_layers(mixe
         assert np.abs(other - want).max() > 1e-3 * np.abs(want).max()
 
 
-def test_ring_cache_is_refused_while_global_layers_need_every_position(mixed):
-    _, model, _ = mixed(Q.F32)
-    with pytest.raises(ValueError, match="global-attention layers"):
-        Context(model, n_seq=1, n_ctx=64, max_batch=8, n_threads=1, kv_ring=True)
+def test_ring_cache_in_the_sliding_layers_matches_reference(mixed):
+    """The ring holds the sliding layers' window, the global layer every
+    position: logits far past the ring still equal the reference's
+    (tests/test_ring.py checks them bit for bit against the full cache)."""
+    mf, model, ref = mixed(Q.F32)
+    toks = toks_for(mf, 60, seed=2)
+    ctx = Context(model, n_seq=1, n_ctx=64, max_batch=8, n_threads=1, kv_ring=1)
+    assert ctx.ring_slots == 16
+    rows = [run_seq(ctx, toks[i:i + 5]) for i in range(0, 60, 5)]
+    assert ctx.held_from(0) == 60 - 16
+    assert_close(np.concatenate(rows), ref.logits(toks), "gemma3 ring")
 
 
 # ---------------------------------------------------------------------------
@@ -155,3 +162,27 @@ def test_real_gemma3_teacher_forced_argmax_matches_reference(gemma_model):
 @pytest.mark.slow
 def test_real_gemma3_speculative_rewrite_equals_plain(gemma_path):
     assert_rewrite_lossless(gemma_path)
+
+
+@pytest.mark.slow
+def test_real_gemma3_ring_speculative_rewrite_equals_full_cache_plain(gemma_path):
+    """Sliding layers on the ring (window 512), global layers whole: a
+    speculative rewrite whose prompt is longer than the ring (so every
+    verify pass overwrites ring slots, and rejected drafts are undone by
+    checkpoint, restore and replay) gives plain greedy decoding's tokens
+    on the full cache."""
+    from ditto.engine.llm import LLM
+    from ditto.engine.rewrite import RewriteJob, rewrite
+
+    source = "".join(f"def area_{i}(width, height):\n    return width * height + {i}\n\n\n" for i in range(40))
+    outputs, stats = {}, {}
+    for ring, speculate in ((False, False), (True, True)):
+        llm = LLM(gemma_path, n_ctx=2048, kv_ring=ring)
+        job = RewriteJob(source=source, instruction="Rename the parameter width to w.", language="python")
+        done = rewrite(llm, job, speculate=speculate, max_tokens=200)
+        outputs[ring], stats[ring] = done.request.output, done.request.stats
+        assert len(done.request.prompt) > 600
+        if ring:
+            assert llm.ctx.ring_slots == 576 and llm.ctx.held_from(0) > 0    # the ring wrapped
+    assert outputs[True] == outputs[False]
+    assert stats[True].accepted > 0

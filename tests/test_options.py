@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ditto import _native
-from ditto.engine.options import DEFAULT_CTX, DEFAULT_PRECISION, DRAFTER_NAMES, PRECISION_HELP, PRECISIONS, VERSION
+from ditto.engine.options import (DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION, DRAFTER_NAMES, KV_TYPE_HELP, KV_TYPES,
+                                  PRECISION_HELP, PRECISIONS, VERSION)
 from ditto.lsp.settings import Settings, check_setting, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,18 @@ def test_settings_types_come_from_the_annotations():
             check_setting(name, None)
     with pytest.raises(ValueError, match="must be a string"):
         check_setting("model", 3)
+
+
+def test_kv_types_are_the_kernels_names():
+    assert KV_TYPES == tuple(_native.KV_TYPES)
+    assert DEFAULT_KV_TYPE in KV_TYPES and tuple(KV_TYPE_HELP) == KV_TYPES
+    for name in KV_TYPES:
+        assert check_setting("kv_type", name) == name
+    with pytest.raises(ValueError, match="must be one of"):
+        check_setting("kv_type", "bf16")
+    spec = package_json()["contributes"]["configuration"]["properties"]["ditto.kvType"]
+    assert spec["enum"] == list(KV_TYPES)
+    assert spec["enumDescriptions"] == [KV_TYPE_HELP[k] for k in KV_TYPES]
 
 
 def test_vscode_describes_each_precision_as_the_engine_does():

@@ -1,12 +1,15 @@
 """Ring KV cache for sliding-window models (Context(kv_ring=...)).
 
-A ring keeps R slots per sequence (position p in slot p % R), so old
-positions are overwritten: its logits must still equal the full cache's bit
+A ring keeps R slots per sequence (position p in slot p % R) in every
+sliding layer (global-attention layers, as Gemma 3 mixes in, keep every
+position), so old positions are overwritten: its logits must still equal the full cache's bit
 for bit (prefill, incremental, mixed batches, every ISA); truncating into
 overwritten positions is refused; a checkpoint taken before a pass,
 restored after it, plus a replay of the accepted tokens, leaves the
 sequence exactly as if the draft had never been fed; speculative greedy
 decoding on a ring equals plain greedy decoding; save / load round-trip.
+All of it with an f32 and an f16 cache (KV), against the full cache of the
+same kv_type.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ MODELS = {
     "llama-w20": ("llama", Q.Q4_1, 20, {}),
     "qwen2-w5-gqa4": ("qwen2", Q.Q8_0, 5, {"n_head": 8, "n_head_kv": 2}),
     "llama-w16-mha": ("llama", Q.F16, 16, {"n_head_kv": 4}),
+    # layers slide / global / slide: the ring in layers 0 and 2 only
+    "gemma3-w20-mixed": ("gemma3", Q.Q8_0, 20, {"n_layer": 3, "metadata": {"gemma3.attention.sliding_window_pattern": 2}}),
 }
 
 
@@ -57,10 +62,13 @@ def tokens(model, n, seed):
     return [int(t) for t in np.random.default_rng(seed).integers(0, model.n_vocab, n)]
 
 
-def full_logits(model, toks):
+def full_logits(model, toks, kv_type="f32"):
     """Every token's logits from the full cache, one sequence alone."""
-    ctx = Context(model, n_seq=1, n_ctx=512, max_batch=512, n_threads=2)
+    ctx = Context(model, n_seq=1, n_ctx=512, max_batch=512, n_threads=2, kv_type=kv_type)
     return feed(ctx, 0, toks)
+
+
+KV = ["f32", "f16"]
 
 
 # slots: None = the default ring (window + 63), else the requested slot count
@@ -80,17 +88,34 @@ def test_ring_size_and_options(model_of, tiny_model_path):
         Context(m, n_ctx=64, kv_ring=-3)
 
 
+@pytest.mark.parametrize("kv,esize", [("f32", 4), ("f16", 2)])
+def test_kv_bytes_of_sliding_and_global_layers(model_of, kv, esize):
+    """A ring's memory: R slots in each sliding layer, every position of the
+    context (in whole key blocks) in each global one."""
+    for name in ("llama-w20", "gemma3-w20-mixed"):
+        m = model_of(name)
+        hp = m.hparams
+        slides = [hp.layer_slides(i) for i in range(hp.n_layer)]
+        per_slot = 2 * esize * hp.n_head_kv * hp.head_dim * 3      # keys + values, 3 sequences
+        full = Context(m, n_seq=3, n_ctx=250, kv_type=kv)
+        assert full.kv_bytes == per_slot * 256 * hp.n_layer
+        ring = Context(m, n_seq=3, n_ctx=250, kv_ring=1, kv_type=kv)
+        assert ring.kv_bytes == per_slot * (32 * sum(slides) + 256 * (len(slides) - sum(slides)))
+        assert ring.kv_bytes < full.kv_bytes
+
+
 @pytest.mark.parametrize("isa_id", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("ring", RINGS, ids=lambda r: f"ring{r}")
-def test_ring_equals_full_cache_bit_for_bit(model_of, isa, isa_id, name, ring):
+@pytest.mark.parametrize("kv", KV)
+def test_ring_equals_full_cache_bit_for_bit(model_of, isa, isa_id, name, ring, kv):
     """Prefill far past the ring, then incremental tokens, then batches that
     mix sequences and chunk sizes: every logit equals the full cache's."""
     isa(isa_id)
     model = model_of(name)
     seqs = [tokens(model, 170, seed=s) for s in range(3)]
-    expect = [full_logits(model, s) for s in seqs]
-    ctx = Context(model, n_seq=3, n_ctx=256, max_batch=200, n_threads=3, kv_ring=ring)
+    expect = [full_logits(model, s, kv) for s in seqs]
+    ctx = Context(model, n_seq=3, n_ctx=256, max_batch=200, n_threads=3, kv_ring=ring, kv_type=kv)
     assert 0 < ctx.ring_slots < 170
     # seq 0: one prefill of 150 (several ring laps, split into sub-passes), then one by one
     got = [feed(ctx, 0, seqs[0][:150])] + [feed(ctx, 0, seqs[0][i:i + 1]) for i in range(150, 170)]
@@ -155,14 +180,15 @@ def test_truncate_into_overwritten_positions_is_refused(model_of, name):
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("ring", RINGS, ids=lambda r: f"ring{r}")
 @pytest.mark.parametrize("n_accept", [0, 3, 17])
-def test_restore_and_replay_equals_never_drafting(model_of, name, ring, n_accept):
+@pytest.mark.parametrize("kv", KV)
+def test_restore_and_replay_equals_never_drafting(model_of, name, ring, n_accept, kv):
     """Checkpoint, a verify pass of pending + 40 drafts, restore, replay the
     pending token and n_accept drafts: the next logits (and every later
     one) equal those of a sequence that never saw the draft."""
     model = model_of(name)
     toks = tokens(model, 200, seed=11)
     draft = tokens(model, 40, seed=12)
-    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=2, kv_ring=ring)
+    ctx = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=2, kv_ring=ring, kv_type=kv)
     feed(ctx, 0, toks[:120])
     fed = toks[120:121] + draft
     ck = ctx.checkpoint(0, len(fed))
@@ -176,7 +202,7 @@ def test_restore_and_replay_equals_never_drafting(model_of, name, ring, n_accept
     truth = toks[:120] + fed[:1 + n_accept]
     feed(ctx, 0, fed[:1 + n_accept], want_all=False)             # the replay
     after = feed(ctx, 0, toks[keep:keep + 30])
-    expect = full_logits(model, truth + toks[keep:keep + 30])
+    expect = full_logits(model, truth + toks[keep:keep + 30], kv)
     assert np.array_equal(after, expect[keep:])
 
 
@@ -259,11 +285,12 @@ def test_decoder_restores_and_replays_on_a_ring(model_of):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_save_load_round_trip(model_of, name):
+@pytest.mark.parametrize("kv", KV)
+def test_save_load_round_trip(model_of, name, kv):
     model = model_of(name)
     toks = tokens(model, 150, seed=21)
-    expect = full_logits(model, toks)
-    ring = Context(model, n_seq=2, n_ctx=256, max_batch=64, n_threads=2, kv_ring=1)
+    expect = full_logits(model, toks, kv)
+    ring = Context(model, n_seq=2, n_ctx=256, max_batch=64, n_threads=2, kv_ring=1, kv_type=kv)
     R = ring.ring_slots
     feed(ring, 0, toks[:120])
     state = ring.save(0)
@@ -272,11 +299,11 @@ def test_save_load_round_trip(model_of, name):
     assert ring.seq_len(1) == 120 and ring.held_from(1) == 120 - R
     assert np.array_equal(feed(ring, 1, toks[120:150]), expect[120:150])
     # into another ring context
-    other = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1, kv_ring=1)
+    other = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1, kv_ring=1, kv_type=kv)
     other.load(0, state)
     assert np.array_equal(feed(other, 0, toks[120:130]), expect[120:130])
     # a full cache cannot take a state that lacks early positions...
-    full = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1)
+    full = Context(model, n_seq=1, n_ctx=256, max_batch=64, n_threads=1, kv_type=kv)
     with pytest.raises(ValueError):
         full.load(0, state)
     # ...but a ring takes a full cache's state (keeping its last R positions)
