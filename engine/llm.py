@@ -24,7 +24,9 @@ class LLM:
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = DEFAULT_CTX,
                  n_seq: int = 1, n_threads: int | None = None, max_batch: int = 512,
                  precision: str = DEFAULT_PRECISION, kv_type: str = DEFAULT_KV_TYPE,
-                 kv_ring: bool | int = False) -> None:
+                 kv_ring: bool | int | None = None) -> None:
+        """kv_ring: as Context's; None (the default) puts a sliding-window model's
+        sliding layers on the ring, so a long document costs them the window only."""
         from .. import _native  # the compiled extension, installed beside this package
 
         self.path = Path(resolve_model(model_path))
@@ -33,6 +35,8 @@ class LLM:
         self.chat = ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
         self.model = _native.Model(self.file)
         n_ctx = min(n_ctx, self.file.hparams.n_ctx_train) if self.file.hparams.n_ctx_train else n_ctx
+        if kv_ring is None:
+            kv_ring = self.file.hparams.sliding_window > 0
         self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
                                    n_threads=n_threads, precision=precision, kv_type=kv_type, kv_ring=kv_ring)
         self.decoder = Decoder(self.ctx)
