@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ditto.engine.drafters import (
-    DRAFTER_NAMES, AdaptiveLength, CombinedDrafter, DocumentIndex, DrafterBase,
+    DRAFTER_NAMES, AdaptiveLength, CombinedDrafter, DocumentIndex, DraftRecord, DrafterBase,
     DrafterStats, EditAwareDrafter, HistoryMirror, NgramModDrafter, NgramModPool,
-    make_drafter, simulate,
+    TracingDrafter, make_drafter, simulate,
 )
 
 PROMPT = [90001, 90002, 90003]          # chat-template-like tokens, never in a source
@@ -410,3 +410,18 @@ def test_combined_best_prefers_the_drafter_being_accepted():
     c.feedback(4, 4)
     assert c.draft([0], 8) == [2] * 4
     assert long_wrong.stats.drafted == 16 and long_wrong.stats.accepted == 0
+
+
+def test_tracing_drafter_records_whose_draft_and_what_was_kept():
+    c = CombinedDrafter([_Const("long", [1] * 8), _Const("short", [2] * 4)], mode="first")
+    t = TracingDrafter(c)
+    assert t.name == c.name and t.stats is c.stats
+    assert t.draft([0, 0], 6) == [1] * 6
+    t.feedback(6, 2)
+    assert t.draft([0, 0, 1, 1, 1], 3) == [1] * 3
+    t.feedback(3, 3)
+    assert t.records == [DraftRecord(2, "long", [1] * 6, 2), DraftRecord(5, "long", [1] * 3, 3)]
+    assert t.records[0].rejected and not t.records[1].rejected
+    assert c.stats.drafted == 9 and c.drafters[0].stats.accepted == 5
+    with pytest.raises(ValueError, match="without a draft"):
+        t.feedback(1, 0)

@@ -58,6 +58,11 @@ class DrafterBase:
     def stats(self) -> DrafterStats:
         return self._stats
 
+    @property
+    def last_drafter(self) -> str:
+        """The name of the drafter whose draft draft() returned last."""
+        return self.name
+
     def draft(self, history: Sequence[int], max_len: int) -> list[int]:
         self._stats.calls += 1
         if max_len <= 0:
