@@ -189,6 +189,18 @@ def test_document_index_prefers_longest_then_latest_match():
     assert d.draft(h + [70, 2, 3], 1) == [70]     # now the latest [2, 3] is followed by 70
 
 
+def test_document_index_follows_the_repeat_whose_context_matches_longest():
+    """A looping answer repeats a block in which two lines start alike: the
+    latest occurrence of the tail is the wrong line, the one a block back
+    (same context further back) is right."""
+    start = list(range(300, 310))                   # longer than any n-gram
+    block = [1] + start + [41, 42] + [2] + start + [43, 44]
+    d = DocumentIndex()
+    history = PROMPT + block + block + [1] + start
+    assert d.draft(history, 2) == [41, 42]
+    assert d.draft(history + [41, 42, 2] + start, 2) == [43, 44]
+
+
 def test_document_index_after_rollback_never_reads_stale_tokens():
     d = DocumentIndex(ns=(2,))
     assert d.draft([1, 2, 3, 4, 1, 2], 2) == [3, 4]
