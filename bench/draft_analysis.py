@@ -10,12 +10,17 @@ from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 
 
+# A shorter common run ("(", "self.") is a coincidence, not the answer following the original.
+MIN_COPIED_RUN = 8
+
+
 def copied_positions(source: Sequence[int], output: Sequence[int]) -> list[bool]:
     """Per output token: does it lie in a run the answer copied from the original?"""
     copied = [False] * len(output)
     matcher = SequenceMatcher(a=list(source), b=list(output), autojunk=False)
     for block in matcher.get_matching_blocks():
-        copied[block.b:block.b + block.size] = [True] * block.size
+        if block.size >= MIN_COPIED_RUN:
+            copied[block.b:block.b + block.size] = [True] * block.size
     return copied
 
 

@@ -84,7 +84,7 @@ def test_remaining_source_is_drafted_from_any_point():
     d = EditAwareDrafter(source)
     d.draft(PROMPT, 8)
     m = 700
-    assert d.draft(PROMPT + source[:m], 10**6) == source[m:]
+    assert d.draft(PROMPT + source[:m], 1000) == source[m:m + 1000]
 
 
 @settings(max_examples=60, deadline=None)
@@ -143,6 +143,44 @@ def test_insertion_edit_is_learned():
     assert stats.acceptance_rate > 0.9
 
 
+def test_insertion_learned_again_remembers_where_it_misfired():
+    """ "hexdigest" -> "hexdigest_impl" while ".digest" stays: the insertion
+    after "digest" misfires on ".digest" and is dropped; learned again at the
+    next "hexdigest", it knows not to fire after "." (the token before its
+    context token), so later occurrences of both are drafted straight through."""
+    rng = random.Random(1)
+    hex_, digest, dot, paren, impl = 500, 501, 502, 503, 504
+    source = []
+    for i in range(60):
+        source += [rng.randrange(1000, 3000) for _ in range(rng.randrange(3, 9))]
+        source += [hex_ if i % 2 else dot, digest, paren]
+        source += [rng.randrange(1000, 3000) for _ in range(3)] + [NL]
+    output = []
+    for i, t in enumerate(source):
+        output.append(t)
+        if t == digest and source[i - 1] == hex_:
+            output.append(impl)
+    ref, n_prompt = rewrite_reference(source, output)
+    stats = simulate(EditAwareDrafter(source), ref, n_prompt)
+    assert stats.acceptance_rate > 0.9          # was 0.62: a misfire and a relearning per pair
+    assert stats.calls < len(output) / 20
+
+
+def test_fresh_alignment_drafts_short_until_it_holds():
+    """After a departure the answer may meet the original by coincidence (a
+    looping answer): a new alignment drafts GUESS_LEN tokens, then twice the
+    tokens it has held."""
+    source = list(range(1000, 1500))
+    d = EditAwareDrafter(source)
+    d.draft(PROMPT, 8)
+    history = PROMPT + source[:100] + [7000 + i for i in range(10)] + source[300:303]
+    assert d.draft(history, 64) == source[303:303 + EditAwareDrafter.GUESS_LEN]
+    history += source[303:312]
+    assert d.draft(history, 64) == source[312:312 + 2 * 9]
+    history += source[312:400]
+    assert d.draft(history, 64) == source[400:464]
+
+
 def test_scattered_edits_resynchronise():
     source, _ = code_tokens(5, n_lines=400)
     rng = random.Random(5)
@@ -168,8 +206,9 @@ def test_edit_drafter_resyncs_after_rollback():
     d = EditAwareDrafter(source)
     d.draft(PROMPT, 8)
     assert d.draft(PROMPT + source[:300], 5) == source[300:305]
-    assert d.draft(PROMPT + source[:120], 5) == source[120:125]      # shrank
-    assert d.draft(PROMPT + source[:200], 5) == source[200:205]      # grew again
+    # A fresh alignment is trusted for GUESS_LEN tokens until it holds.
+    assert d.draft(PROMPT + source[:120], 5) == source[120:124]      # shrank
+    assert d.draft(PROMPT + source[:200], 5) == source[200:205]      # grew again: it held
 
 
 # -- document index ----------------------------------------------------------
