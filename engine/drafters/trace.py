@@ -46,5 +46,6 @@ class TracingDrafter:
         if self._last is None:
             raise ValueError("feedback without a draft")
         position, name, tokens = self._last
-        self.records.append(DraftRecord(position, name, tokens[:n_drafted], n_accepted))
+        if n_drafted:
+            self.records.append(DraftRecord(position, name, tokens[:n_drafted], n_accepted))
         self._last = None
