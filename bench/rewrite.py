@@ -2,6 +2,7 @@
 
     python bench/rewrite.py [--files 8] [--quick] [--max-tokens N] [--threads 2]
                             [--llama-bin-dir DIR | --no-llama] [--model GGUF] [--out bench/results/]
+                            [--rejections N] [--keep-tokens]
 
 Files: real Python files of 2-8 KB from this interpreter's standard library,
 spread over its sorted list (or --file PATH ...), each with a rename-style
@@ -32,6 +33,16 @@ whether the output equals the same engine's plain greedy output (token ids).
 Runs alternate between the engines (the order flips on every other file)
 because these shared machines drift by up to 1.5x; the summary gives
 ratios: per file and aggregated (total tokens / total seconds).
+
+ditto_spec's drafting (bench/draft_analysis.py, from a TracingDrafter around
+the drafter): per drafter of a combined one, drafts / drafted / accepted /
+tokens per pass; acceptance where the answer copies the original (runs of 8+
+tokens in common); and every rejected draft with the answer's line, the
+drafted tail vs what the model wrote, and whose draft it was. The summary
+groups them by (drafter, drafted token, model's token), most wasted draft
+tokens first; --rejections N prints the top N. --keep-tokens adds the token
+ids (prompt, source, plain output) so drafters can be replayed offline with
+engine.drafters.simulate: acceptance is deterministic, wall time is not.
 
 JSON to stdout, progress to stderr.
 """
