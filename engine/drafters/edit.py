@@ -6,6 +6,9 @@ the output departs (the edit), it re-synchronises on the latest output
 n-gram that occurs in the original near the pointer, and records what was
 replaced by what as a rule (X -> Y). Rules are applied while drafting, so a
 rename (X -> Y everywhere) drafts straight through every later occurrence.
+A rule that misfires where its neighbours differ is blocked there, and
+remembers it if it is dropped and learned again. A new alignment drafts
+short until it has held: a looping answer meets the original by chance.
 
 All tracking is driven by the history (each new token is consumed once, O(1)
 amortised); feedback() only updates the counters.
@@ -167,6 +170,8 @@ class EditAwareDrafter(DrafterBase):
     # preamble (a code fence, a sentence). They are kept short (GUESS_LEN)
     # because a wrong long draft costs a wide verification batch.
     MAX_GUESS, START_GUESS, GUESS_LEN = 4, 32, 4
+    # An alignment drafts at most TRUST x the tokens it has held so far (at
+    # least GUESS_LEN), so a coincidental re-synchronisation costs little.
     TRUST = 2
 
     def __init__(self, source_tokens: Sequence[int]) -> None:
