@@ -439,6 +439,17 @@ def test_history_mirror_follows_appends_and_rollbacks(ops):
         assert start <= len(history)
 
 
+def test_history_mirror_sees_a_middle_edit_that_keeps_length_and_tail():
+    mirror = HistoryMirror()
+    mirror.sync([0, 1, 0, 0, 0, 0])
+    assert mirror.sync([0, 0, 0, 0, 0, 0, 1]) == 1
+    assert mirror.tokens == [0, 0, 0, 0, 0, 0, 1]
+    # so a drafter never drafts what the history no longer holds
+    d = DocumentIndex(ns=(4, 2))
+    d.draft([0, 1, 0, 0, 0, 0], 6)
+    assert d.draft([0, 0, 0, 0, 0, 0, 1], 6) == []
+
+
 class _Const(DrafterBase):
     """Drafts a fixed token list (a scripted drafter for combination tests)."""
 
