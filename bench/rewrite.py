@@ -2,6 +2,7 @@
 
     python bench/rewrite.py [--files 8] [--quick] [--max-tokens N] [--threads 2]
                             [--llama-bin-dir DIR | --no-llama] [--model GGUF] [--out bench/results/]
+                            [--rejections N] [--keep-tokens]
 
 Files: real Python files of 2-8 KB from this interpreter's standard library,
 spread over its sorted list (or --file PATH ...), each with a rename-style
@@ -33,6 +34,16 @@ Runs alternate between the engines (the order flips on every other file)
 because these shared machines drift by up to 1.5x; the summary gives
 ratios: per file and aggregated (total tokens / total seconds).
 
+ditto_spec's drafting (bench/draft_analysis.py, from a TracingDrafter around
+the drafter): per drafter of a combined one, drafts / drafted / accepted /
+tokens per pass; acceptance where the answer copies the original (runs of 8+
+tokens in common); and every rejected draft with the answer's line, the
+drafted tail vs what the model wrote, and whose draft it was. The summary
+groups them by (drafter, drafted token, model's token), most wasted draft
+tokens first; --rejections N prints the top N. --keep-tokens adds the token
+ids (prompt, source, plain output) so drafters can be replayed offline with
+engine.drafters.simulate: acceptance is deterministic, wall time is not.
+
 JSON to stdout, progress to stderr.
 """
 from __future__ import annotations
@@ -46,6 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import draft_analysis  # noqa: E402
 from common import geomean, log, ratio, rnd  # noqa: E402
 
 LLAMA_MODES = {
@@ -84,12 +96,14 @@ def pick_files(n: int, min_bytes: int, max_bytes: int, explicit: list[str]) -> l
 # ---- ditto ------------------------------------------------------------------------------
 
 def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> dict:
+    from ditto.engine.drafters import TracingDrafter, make_drafter
     from ditto.engine.rewrite import RewriteError, RewriteJob, make_request
 
     llm.decoder.forget(0)          # every run prefills the whole prompt
     job = RewriteJob(source=base.source, instruction=base.instruction, language=base.language,
                      path=base.path, prompt=list(base.prompt), source_tokens=list(base.source_tokens))
-    req = make_request(llm, job, speculate=speculate, drafter_name=drafter, max_tokens=max_tokens)
+    trace = TracingDrafter(make_drafter(drafter, source_tokens=job.source_tokens)) if speculate else None
+    req = make_request(llm, job, speculate=speculate, drafter=trace, max_tokens=max_tokens)
     t0 = time.perf_counter()
     llm.decoder.run([req])
     wall = time.perf_counter() - t0
@@ -118,6 +132,7 @@ def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> d
         "error": error,
         "_tokens": list(req.output),
         "_text": job.text,
+        "_trace": trace.records if trace else None,
     }
 
 
@@ -188,6 +203,7 @@ def aggregate(files: list[dict], config: str) -> dict:
     dec = sum(r["decode_seconds"] or 0 for r in runs)
     drafted = sum(r["drafted"] or 0 for r in runs)
     accepted = sum(r["accepted"] or 0 for r in runs)
+    passes = sum(r.get("forward_passes") or 0 for r in runs)
     same = [r.get("same_as_plain") for r in runs if r.get("same_as_plain") is not None]
     return {
         "files": len(runs),
@@ -197,9 +213,21 @@ def aggregate(files: list[dict], config: str) -> dict:
         "tps": rnd(gen / dec) if dec else None,
         "tps_per_file": [r["tps"] for r in runs],
         "acceptance": rnd(accepted / drafted, 4) if drafted else None,
+        "tokens_per_pass": rnd(gen / passes, 3) if passes else None,
         "same_as_plain": f"{sum(same)}/{len(same)}" if same else None,
         "complete": f"{sum(bool(r['complete']) for r in runs)}/{len(runs)}",
     }
+
+
+def drafting_summary(files: list[dict]) -> dict:
+    """ditto_spec's drafting over all files: per drafter, and where the answer copies the original."""
+    runs = [f["runs"]["ditto_spec"] for f in files if "per_drafter" in f["runs"]["ditto_spec"]]
+    drafters = draft_analysis.merge_per_drafter([r["per_drafter"] for r in runs])
+    drafted = sum(r["where_copying"]["drafted"] for r in runs)
+    accepted = sum(r["where_copying"]["accepted"] for r in runs)
+    return {"per_drafter": drafters,
+            "where_copying": {"drafted": drafted, "accepted": accepted,
+                              "acceptance": rnd(accepted / drafted, 4) if drafted else None}}
 
 
 def summarize(files: list[dict]) -> dict:
@@ -224,6 +252,7 @@ def summarize(files: list[dict]) -> dict:
     best_mode = max(("llama_ngram_mod", "llama_ngram_simple"), key=lambda m: agg[m]["tps"] or 0)
     return {
         "aggregate": agg,
+        "ditto_spec_drafting": drafting_summary(files),
         "ratios": {
             "geomean_per_file": {k: rnd(geomean(p[k] for p in per_file), 3) for k in keys},
             "min_per_file": {k: min((p[k] for p in per_file if p[k]), default=None) for k in keys},
@@ -241,6 +270,28 @@ def summarize(files: list[dict]) -> dict:
         "targets": {"ditto_spec_over_llama_best_ngram_tps": ">= 4", "ditto_spec acceptance": ">= 0.9",
                     "ditto_spec same_as_plain": "every file"},
     }
+
+
+def draft_report(run: dict, base, decode) -> list[dict]:
+    """Adds per-drafter counts and acceptance where the answer copies the
+    original to a speculative run; returns its rejections (tagged with the file)."""
+    records, output = run.pop("_trace"), run["_tokens"]
+    prompt_len = len(base.prompt)
+    run["per_drafter"] = draft_analysis.per_drafter(records)
+    run["where_copying"] = draft_analysis.acceptance_where_copying(records, prompt_len, output,
+                                                                   base.source_tokens)
+    rejects = draft_analysis.rejections(records, prompt_len, output, base.source_tokens, decode)
+    for r in rejects:
+        r["file"] = Path(base.path).name
+    return rejects
+
+
+def log_rejections(groups: list[dict], n: int) -> None:
+    log(f"top {min(n, len(groups))} of {len(groups)} rejection causes (drafter: drafted -> model wrote):")
+    for g in groups[:n]:
+        where = ", ".join(f"{e['file']}:{e['line']}" for e in g["examples"])
+        log(f"  {g['wasted']:5d} tokens in {g['count']:4d} drafts ({g['copying']} while copying)  "
+            f"{g['drafter']}: {g['drafted_token']!r} -> {g['model_token']!r}  e.g. {where}")
 
 
 def no_run(reason: str) -> dict:
@@ -267,6 +318,10 @@ def main() -> None:
                     help="extra llama-server argument (repeatable), e.g. --server-arg=--spec-ngram-mod-n-min=8")
     ap.add_argument("--keep-text", action="store_true", help="include every run's output text in the JSON")
     ap.add_argument("--no-llama", action="store_true", help="run ditto alone (the llama runs are marked skipped)")
+    ap.add_argument("--rejections", type=int, default=10, metavar="N",
+                    help="print the N most costly causes of rejected drafts (the JSON keeps them all)")
+    ap.add_argument("--keep-tokens", action="store_true",
+                    help="include the prompt, source and output token ids in the JSON (for drafter replays)")
     args = ap.parse_args()
     common.exit_on_sigterm()
     if args.quick:
@@ -284,7 +339,7 @@ def main() -> None:
     llm = LLM(model, n_ctx=args.ctx, n_seq=1, n_threads=args.threads)
     log(f"ditto loaded in {time.perf_counter() - t0:.1f}s (n_ctx {llm.ctx.n_ctx}, {llm.ctx.n_threads} threads)")
 
-    results = []
+    results, all_rejections = [], []
     for i, f in enumerate(files):
         base = RewriteJob(source=f["source"], instruction=f["instruction"], language=language_for(f["path"]),
                           path=f["path"])
@@ -327,15 +382,25 @@ def main() -> None:
                 "same_tokens": r["ditto_plain"]["_tokens"] == r["llama_plain"]["_tokens"],
                 "common_prefix_tokens": common_prefix(r["ditto_plain"]["_tokens"], r["llama_plain"]["_tokens"]),
             }
+        if r["ditto_spec"].get("_trace") is not None:
+            file_rejections = draft_report(r["ditto_spec"], base, llm.tokenizer.decode)
+            entry["rejections"] = file_rejections
+            all_rejections += file_rejections
+        if args.keep_tokens:
+            entry["tokens"] = {"prompt": base.prompt, "source": base.source_tokens,
+                               "plain_output": r["ditto_plain"]["_tokens"]}
         for run in r.values():
             run["output_sha"] = digest(run["_tokens"]) if run["_tokens"] else None
             run["output_chars"] = len(run["_text"])
+            run.pop("_trace", None)
             toks, text = run.pop("_tokens"), run.pop("_text")
             if args.keep_text:
                 run["text"] = text
             del toks
         results.append(entry)
 
+    groups = draft_analysis.group_rejections(all_rejections)
+    log_rejections(groups, args.rejections)
     common.emit_json({
         "benchmark": "rewrite",
         "model": str(model),
@@ -345,7 +410,7 @@ def main() -> None:
                    "llama_server_flags": "-fa on -np 1 --cache-ram 0 " + " ".join(args.server_arg),
                    "llama_modes": {k: " ".join(v) or "(none)" for k, v in LLAMA_MODES.items()}},
         "machine": common.machine_info(args.threads),
-        "summary": summarize(results),
+        "summary": {**summarize(results), "rejection_causes": groups},
         "files": results,
         "notes": [
             "tps = generated tokens / decode seconds (prefill excluded); wall_seconds = prefill + decode",

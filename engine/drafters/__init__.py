@@ -8,9 +8,10 @@ from .factory import DRAFTER_NAMES, make_drafter
 from .length import AdaptiveLength
 from .ngram_mod import NgramModDrafter, NgramModPool
 from .simulate import simulate
+from .trace import DraftRecord, TracingDrafter
 
 __all__ = [
-    "AdaptiveLength", "CombinedDrafter", "DRAFTER_NAMES", "DocumentIndex", "Drafter",
+    "AdaptiveLength", "CombinedDrafter", "DRAFTER_NAMES", "DocumentIndex", "DraftRecord", "Drafter",
     "DrafterBase", "DrafterStats", "EditAwareDrafter", "HistoryMirror", "NgramModDrafter",
-    "NgramModPool", "make_drafter", "simulate",
+    "NgramModPool", "TracingDrafter", "make_drafter", "simulate",
 ]

@@ -58,6 +58,11 @@ class DrafterBase:
     def stats(self) -> DrafterStats:
         return self._stats
 
+    @property
+    def last_drafter(self) -> str:
+        """The name of the drafter whose draft draft() returned last."""
+        return self.name
+
     def draft(self, history: Sequence[int], max_len: int) -> list[int]:
         self._stats.calls += 1
         if max_len <= 0:
@@ -81,14 +86,13 @@ class HistoryMirror:
     """A drafter's copy of the history it has consumed.
 
     sync() says where the new tokens start. Appending (the normal case) is
-    detected by comparing a few tail tokens, O(1); a history that shrank or
-    changed costs one longest-common-prefix scan. An edit in the middle that
-    keeps the length and the tail is taken for an append: the drafter's index
-    then holds a stale entry or two, which only costs acceptance, never
-    correctness (the model verifies every draft).
+    checked by comparing the whole mirror with the history's prefix (one
+    C-level list comparison, microseconds next to a forward pass); a history
+    that shrank or changed costs one longest-common-prefix scan. Checking
+    only a few tail tokens once took an edit in the middle that kept the
+    length and the tail for an append, and drafters then drafted text the
+    history no longer held.
     """
-
-    TAIL_CHECK = 4
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
@@ -100,10 +104,7 @@ class HistoryMirror:
         """Make the mirror equal history; return the first position that is new."""
         old = self.tokens
         n_old = len(old)
-        k = min(self.TAIL_CHECK, n_old)
-        if len(history) >= n_old and all(
-            history[i] == old[i] for i in range(n_old - k, n_old)
-        ):
+        if len(history) >= n_old and list(history[:n_old]) == old:
             start = n_old
         else:
             start = 0

@@ -35,6 +35,10 @@ class CombinedDrafter(DrafterBase):
         self._chosen: Drafter | None = None
         self._rate = {id(d): self.PRIOR for d in self.drafters}
 
+    @property
+    def last_drafter(self) -> str:
+        return self._chosen.name if self._chosen is not None else self.name
+
     def _propose(self, history: Sequence[int], max_len: int) -> list[int]:
         if self.mode == "best":
             return self._propose_best(history, max_len)

@@ -8,33 +8,56 @@ from .base import DrafterBase, HistoryMirror
 
 
 class _NgramTable:
-    """For each n: n-gram -> the latest end position that has a next token."""
+    """For each n: n-gram -> the end positions (ascending) that have a next token."""
 
     def __init__(self, ns: tuple[int, ...]) -> None:
         self.ns = ns
-        self.maps: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in ns}
+        self.maps: dict[int, dict[tuple[int, ...], list[int]]] = {n: {} for n in ns}
 
     def add(self, tokens: list[int], start: int) -> None:
         """Index the n-grams that end just before each position >= start."""
         for n, m in self.maps.items():
             for e in range(max(start, n), len(tokens)):
-                m[tuple(tokens[e - n:e])] = e
+                ends = m.setdefault(tuple(tokens[e - n:e]), [])
+                while ends and ends[-1] >= e:    # left by a rolled-back history
+                    ends.pop()
+                ends.append(e)
 
-    def find(self, tokens: list[int], tail: list[int], n: int) -> int | None:
-        """Where the n-gram ending tail was last followed by something in tokens."""
+    def candidates(self, tokens: list[int], tail: list[int], n: int) -> list[int]:
+        """The RECENT latest places where the n-gram ending tail was followed by
+        something in tokens, latest first."""
         key = tuple(tail[-n:])
-        e = self.maps[n].get(key)
-        # Entries may point into a history that was since rolled back: check.
-        if e is None or e >= len(tokens) or tuple(tokens[e - n:e]) != key:
-            return None
-        return e
+        found = []
+        for e in reversed(self.maps[n].get(key, ())):
+            # Entries may point into a history that was since rolled back: check.
+            if e < len(tokens) and tuple(tokens[e - n:e]) == key:
+                found.append(e)
+                if len(found) == RECENT:
+                    break
+        return found
+
+
+# Candidates compared per n-gram, and how far back their contexts are compared.
+RECENT, CONTEXT = 8, 64
+
+
+def context_length(seq: list[int], e: int, tail: list[int], limit: int) -> int:
+    """How many tokens before seq[e] equal the end of tail (at most limit)."""
+    k, n_tail = 0, len(tail)
+    while k < limit and k < e and k < n_tail and seq[e - 1 - k] == tail[n_tail - 1 - k]:
+        k += 1
+    return k
 
 
 class DocumentIndex(DrafterBase):
     """Longest recent match of the history's tail in (source document, history).
 
-    Tries n = ns[0] down to ns[-1]; at each n the history's own latest
-    occurrence wins over the source, because recent text predicts best.
+    Tries n = ns[0] down to ns[-1]; at the first n that matches, the place
+    whose context agrees with the history's tail furthest back wins (among
+    the RECENT latest of each), then the history's own latest occurrence,
+    because recent text predicts best. The longer context tells apart the
+    two lines of a repeated block that start alike ("vline(uly+1, ulx" and
+    "vline(uly, ulx+1"), where the latest occurrence is the wrong one.
     """
 
     name = "doc"
@@ -62,8 +85,13 @@ class DocumentIndex(DrafterBase):
         for n in self.ns:
             if len(tokens) < n:
                 continue
+            best, best_k = None, -1
             for seq, table in ((tokens, self._history), (self._source, self._source_index)):
-                e = table.find(seq, tokens, n)
-                if e is not None:
-                    return seq[e:e + max_len]
+                for e in table.candidates(seq, tokens, n):
+                    k = context_length(seq, e, tokens, CONTEXT)
+                    if k > best_k:
+                        best, best_k = (seq, e), k
+            if best is not None:
+                seq, e = best
+                return seq[e:e + max_len]
         return []

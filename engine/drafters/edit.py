@@ -6,6 +6,9 @@ the output departs (the edit), it re-synchronises on the latest output
 n-gram that occurs in the original near the pointer, and records what was
 replaced by what as a rule (X -> Y). Rules are applied while drafting, so a
 rename (X -> Y everywhere) drafts straight through every later occurrence.
+A rule that misfires where its neighbours differ is blocked there, and
+remembers it if it is dropped and learned again. A new alignment drafts
+short until it has held: a looping answer meets the original by chance.
 
 All tracking is driven by the history (each new token is consumed once, O(1)
 amortised); feedback() only updates the counters.
@@ -69,8 +72,11 @@ class _Rule:
     good: tuple[set, set] = field(default_factory=lambda: (set(), set()))
 
     def neighbours(self, orig: list[int], p: int) -> tuple[int | None, int | None]:
+        # An insertion's context token is part of its match: look one further left
+        # ("hex" in "hexdigest", "." in ".digest" for an insertion after "digest").
+        left = p - 1 if self.x else p - 2
         q = p + len(self.x)
-        return (orig[p - 1] if p > 0 else None, orig[q] if q < len(orig) else None)
+        return (orig[left] if left >= 0 else None, orig[q] if q < len(orig) else None)
 
     def allowed(self, orig: list[int], p: int) -> bool:
         return not any(t in bad and t not in good
@@ -93,6 +99,10 @@ class _Rules:
     def __init__(self) -> None:
         self.subs: dict[int, dict[tuple[int, ...], _Rule]] = {}  # by x[0]
         self.ins: dict[int, _Rule] = {}                          # by context token
+        # Where each edit ever held or misfired, kept after its rule is dropped:
+        # an edit learned again ("hexdigest" -> "hexdigest_impl" after a misfire
+        # on ".digest") starts out knowing where it does not apply.
+        self.seen: dict[tuple, tuple[tuple[set, set], tuple[set, set]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.subs or self.ins)
@@ -108,6 +118,7 @@ class _Rules:
             rule = self.ins[orig[start - 1]] = _Rule((), orig[start - 1], tuple(out))
         else:
             return
+        rule.bad, rule.good = self.seen.setdefault((rule.x, rule.ctx, rule.out), (rule.bad, rule.good))
         rule.note(orig, start, held=True)
 
     def match(self, orig: list[int], p: int, allow_insert: bool) -> _Rule | None:
@@ -159,6 +170,9 @@ class EditAwareDrafter(DrafterBase):
     # preamble (a code fence, a sentence). They are kept short (GUESS_LEN)
     # because a wrong long draft costs a wide verification batch.
     MAX_GUESS, START_GUESS, GUESS_LEN = 4, 32, 4
+    # An alignment drafts at most TRUST x the tokens it has held so far (at
+    # least GUESS_LEN), so a coincidental re-synchronisation costs little.
+    TRUST = 2
 
     def __init__(self, source_tokens: Sequence[int]) -> None:
         super().__init__()
@@ -174,6 +188,7 @@ class EditAwareDrafter(DrafterBase):
         self._rule_k = 0          # tokens of rule.out already written
         self._dep_out = 0         # history position where the departure (or rule) began
         self._starting = True     # nothing of the original written yet
+        self._aligned_at = 0      # history position where the current alignment was found
 
     def seed(self, edits: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
         """Learns the substitutions of edits made before the decode (next-edit:
@@ -257,6 +272,7 @@ class EditAwareDrafter(DrafterBase):
         if not self._starting and e >= near:
             self._learn(tokens, end, e)
         self._mode, self._ptr, self._no_insert_at, self._starting = _ALIGNED, e, -1, False
+        self._aligned_at = end
 
     def _learn(self, tokens: list[int], end: int, e: int) -> None:
         # Walk the common tail back to where output and original rejoined.
@@ -269,6 +285,10 @@ class EditAwareDrafter(DrafterBase):
     # -- drafting -------------------------------------------------------
 
     def _draft(self, tokens: list[int], max_len: int) -> list[int]:
+        if self._mode != _DEPARTED:
+            # A fresh alignment may be a coincidence (the answer looping over its
+            # own text meets the original again): trust it as far as it has held.
+            max_len = min(max_len, max(self.GUESS_LEN, self.TRUST * (len(tokens) - self._aligned_at)))
         if self._mode == _ALIGNED:
             return self._copy_from(self._ptr, max_len, self._no_insert_at)
         if self._mode == _IN_RULE:
