@@ -101,11 +101,11 @@ typedef struct {
 } block_iq4_nl;             /* 18 bytes */
 
 typedef struct {
-    dt_f16 d;                 /* super-block scale */
-    uint16_t scales_h;        /* high 2 bits of the 8 sub-block scales */
+    dt_f16 d;                    /* super-block scale */
+    uint16_t scales_h;           /* high 2 bits of the 8 sub-block scales */
     uint8_t scales_l[QK_K / 64]; /* low 4 bits of the scales, two per byte */
-    uint8_t qs[QK_K / 2];     /* 8 sub-blocks of 32, nibbles as iq4_nl */
-} block_iq4_xs;               /* 136 bytes; x = (d*(ls-32)) * kvalues[q] per 32 values */
+    uint8_t qs[QK_K / 2];        /* 8 sub-blocks of 32, nibbles as iq4_nl */
+} block_iq4_xs;                  /* 136 bytes; x = (d*(ls-32)) * kvalues[q] per 32 values */
 
 _Static_assert(sizeof(block_q5_1) == 24, "q5_1 layout");
 _Static_assert(sizeof(block_q2_K) == 84, "q2_K layout");
