@@ -1,9 +1,10 @@
 """The tensor types of issue 12 (Q5_1, IQ4_NL, IQ4_XS, Q3_K, Q2_K), end to end.
 
-Kernels (as tests/test_kernels.py): dequantization equals gguf.quants bit
-for bit on every ISA (random block bytes cover every bit pattern of the
-quants and scales; the f16 fields get finite values, zeros and subnormals
-included); matmuls are within the f32 bound of float64 numpy, each output is
+Kernels (as tests/test_kernels.py): dequantization equals gguf.quants, and
+ggml's own to_float (tests/data/quants/ggml_blocks.npz), bit for bit on
+every ISA (random block bytes cover every bit pattern of the quants and
+scales; the f16 fields get finite values, zeros and subnormals included);
+matmuls are within the f32 bound of float64 numpy, each output is
 exactly dot_f32 of the dequantized row, and they are batch-invariant; the
 `fast` precision has no kernel for these types and must give the exact
 path's bits. Models (as tests/test_forward.py): tiny random-weight models of
@@ -12,6 +13,8 @@ every ISA, are batch-invariant, and speculation stays lossless.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES
@@ -19,6 +22,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import quants as gquants
 from hypothesis import given, settings, strategies as st
 
+from gguf_factory import _F16_FIELDS
 from test_kernels import ISAS, assert_bits_equal, dot_tol, k, reference, sane_f16, use_isa
 from test_forward import (alone, assert_close, assert_equal_rows, check_batched, load, random_schedule,
                           run_seq, tokens_for)
@@ -29,7 +33,8 @@ from ditto.engine.gguf_model import SUPPORTED_TYPES, load_model_file
 
 NEW_TYPES = [Q.Q5_1, Q.IQ4_NL, Q.IQ4_XS, Q.Q3_K, Q.Q2_K]
 # Byte offsets of the f16 fields of one block (random bits there would be NaN / inf).
-F16_FIELDS = {Q.Q5_1: [0, 2], Q.IQ4_NL: [0], Q.IQ4_XS: [0], Q.Q3_K: [108], Q.Q2_K: [80, 82]}
+F16_FIELDS = {t: [off for off, _ in _F16_FIELDS[t]] for t in NEW_TYPES}
+GGML_BLOCKS = Path(__file__).parent / "data" / "quants" / "ggml_blocks.npz"  # bench/ggml_quant_blocks.py
 ids = lambda t: t.name  # noqa: E731
 
 pytestmark = pytest.mark.usefixtures("restore_isa")
@@ -94,6 +99,16 @@ def test_dequantize_extreme_blocks(qtype):
     want = reference(qtype, raw)
     assert np.all(np.isfinite(want))
     for got in dequantize_all_isas(qtype, raw, len(blocks) * bs).values():
+        assert_bits_equal(got, want)
+
+
+@pytest.mark.parametrize("qtype", NEW_TYPES, ids=ids)
+def test_dequantize_equals_ggml(qtype):
+    """ggml's own to_float, on blocks from ggml's quantizer and on random blocks."""
+    data = np.load(GGML_BLOCKS)
+    raw, want = data[f"{qtype.name}_raw"], data[f"{qtype.name}_ggml"]
+    assert_bits_equal(reference(qtype, raw), want)  # the two oracles agree
+    for got in dequantize_all_isas(qtype, raw, want.size).values():
         assert_bits_equal(got, want)
 
 
