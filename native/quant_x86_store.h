@@ -40,12 +40,16 @@ DT_INLINE void store16(float *dst, __m128i q, float s, float m, const int op) {
 }
 
 /* Byte j (0..15) = bit j of `bits`, as 0 or 1. */
+#ifdef __AVX512F__
+DT_INLINE __m128i bits16_to_bytes(uint32_t bits) { return _mm_maskz_mov_epi8((__mmask16)bits, _mm_set1_epi8(1)); }
+#else
 DT_INLINE __m128i bits16_to_bytes(uint32_t bits) {
     const __m128i b = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)bits),
                                        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
     const __m128i bit = _mm_set1_epi64x((long long)0x8040201008040201ULL);
     return _mm_min_epu8(_mm_and_si128(b, bit), _mm_set1_epi8(1));
 }
+#endif
 
 DT_INLINE __m128i lo128(__m256i v) { return _mm256_castsi256_si128(v); }
 DT_INLINE __m128i hi128(__m256i v) { return _mm256_extracti128_si256(v, 1); }
