@@ -64,7 +64,8 @@ Q = GGMLQuantizationType
 
 SUPPORTED_ARCHS = tuple(ARCHITECTURES)
 SUPPORTED_TYPES = frozenset(
-    {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K}
+    {Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K,
+     Q.IQ4_NL, Q.IQ4_XS}
 )
 # Norms and biases: converted to float32, so only float types make sense.
 VECTOR_TYPES = frozenset({Q.F32, Q.F16, Q.BF16})

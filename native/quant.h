@@ -17,6 +17,8 @@
 #define QK4_0 32
 #define QK4_1 32
 #define QK5_0 32
+#define QK5_1 32
+#define QK4_NL 32
 #define QK8_0 32
 #define QK_K 256
 #define K_SCALE_SIZE 12
@@ -40,6 +42,13 @@ typedef struct {
     uint8_t qh[4];         /* 5th bits: bit j (little-endian u32) belongs to value j */
     uint8_t qs[QK5_0 / 2]; /* low 4 bits as q4_0's nibbles; x = d * (q - 16) */
 } block_q5_0;              /* 22 bytes */
+
+typedef struct {
+    dt_f16 d;              /* scale */
+    dt_f16 m;              /* min */
+    uint8_t qh[4];         /* 5th bits, as q5_0 */
+    uint8_t qs[QK5_1 / 2]; /* low 4 bits, as q5_0; x = d * q + m */
+} block_q5_1;              /* 24 bytes */
 
 typedef struct {
     dt_f16 d;         /* scale */
@@ -68,6 +77,41 @@ typedef struct {
     dt_f16 d;                 /* super-block scale */
 } block_q6_K;                 /* 210 bytes; x = (d*scale) * (q - 32) */
 
+/* The 2- and 3-bit K-quants: value v of a block is bits 2s, 2s+1 of
+ * qs[32 * (v / 128) + v % 32] with s = v % 128 / 32 (four 32-value groups
+ * share 32 bytes), and each 16 values have their own scale. */
+typedef struct {
+    uint8_t scales[QK_K / 16]; /* per 16 values: scale (low 4 bits), min (high 4 bits) */
+    uint8_t qs[QK_K / 4];      /* 2-bit q */
+    dt_f16 d;                  /* super-block scale for the scales */
+    dt_f16 dmin;               /* super-block scale for the mins */
+} block_q2_K;                  /* 84 bytes; x = (d*sc) * q - (dmin*m) */
+
+typedef struct {
+    uint8_t hmask[QK_K / 8];      /* 3rd bit: bit v / 32 of hmask[v % 32]; clear means q - 4 */
+    uint8_t qs[QK_K / 4];         /* low 2 bits, as q2_K */
+    uint8_t scales[K_SCALE_SIZE]; /* 16 scales of 6 bits, packed (dt_q3_K_scales) */
+    dt_f16 d;                     /* super-block scale */
+} block_q3_K;                     /* 110 bytes; x = (d*(sc-32)) * q, q in -4..3 */
+
+/* The non-linear 4-bit types: a nibble indexes dt_kvalues_iq4nl. */
+typedef struct {
+    dt_f16 d;               /* scale */
+    uint8_t qs[QK4_NL / 2]; /* nibbles as q4_0; x = d * kvalues[q] */
+} block_iq4_nl;             /* 18 bytes */
+
+typedef struct {
+    dt_f16 d;                    /* super-block scale */
+    uint16_t scales_h;           /* high 2 bits of the 8 sub-block scales */
+    uint8_t scales_l[QK_K / 64]; /* low 4 bits of the scales, two per byte */
+    uint8_t qs[QK_K / 2];        /* 8 sub-blocks of 32, nibbles as iq4_nl */
+} block_iq4_xs;                  /* 136 bytes; x = (d*(ls-32)) * kvalues[q] per 32 values */
+
+_Static_assert(sizeof(block_q5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K layout");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K layout");
+_Static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl layout");
+_Static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs layout");
 _Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
 _Static_assert(sizeof(block_q5_0) == 22, "q5_0 layout");
@@ -112,6 +156,29 @@ static inline void dt_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t 
         *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
     }
 }
+
+/* The 16 scales of a q3_K block, minus 32: low 4 bits from byte i % 8 (low
+ * or high nibble), high 2 from byte 8 + i % 4 (bits 2 * (i / 4)). Done four
+ * at a time in 32-bit words, as ggml's aux / kmask unpacking. */
+static inline void dt_q3_K_scales(const uint8_t *s, int8_t out[16]) {
+    uint32_t a[3], w[4];
+    memcpy(a, s, sizeof a);
+    for (int g = 0; g < 4; g++)
+        w[g] = ((a[g % 2] >> (4 * (g / 2))) & 0x0F0F0F0Fu) | (((a[2] >> (2 * g)) & 0x03030303u) << 4);
+    uint8_t u[16];
+    memcpy(u, w, sizeof u);
+    for (int i = 0; i < 16; i++) out[i] = (int8_t)(u[i] - 32);
+}
+
+/* The 6-bit scale of sub-block ib of an iq4_xs block, minus 32. */
+static inline int dt_iq4_xs_scale(const block_iq4_xs *b, int ib) {
+    uint16_t h;
+    memcpy(&h, &b->scales_h, sizeof h);
+    return (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((h >> (2 * ib)) & 3) << 4)) - 32;
+}
+
+/* IQ4_NL / IQ4_XS codebook (ggml's kvalues_iq4nl). */
+extern const int8_t dt_kvalues_iq4nl[16];
 
 /* ---- type table --------------------------------------------------------- */
 #define DT_TYPE_MAX 31 /* tables below are indexed by the GGML type number */
@@ -213,9 +280,24 @@ void dt_dequant_q4_0_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q4_1_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q5_0_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q8_0_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q5_1_ref(const void *src, float *dst, int64_t nb); /* quant_lowbit.c */
+void dt_dequant_q2_K_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_q3_K_ref(const void *src, float *dst, int64_t nb);
+void dt_dequant_iq4_nl_ref(const void *src, float *dst, int64_t nb); /* quant_iq4.c */
+void dt_dequant_iq4_xs_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q4_K_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q5_K_ref(const void *src, float *dst, int64_t nb);
 void dt_dequant_q6_K_ref(const void *src, float *dst, int64_t nb);
+/* quant_lowbit_x86.c and quant_iq4_x86.c are compiled once per x86 ISA;
+ * their dequantizers are NAME_avx2 and NAME_avx512. */
+#define DT_X86_TYPES_DECL(ISA)                                            \
+    void dt_dequant_q5_1_##ISA(const void *src, float *dst, int64_t nb);   \
+    void dt_dequant_q2_K_##ISA(const void *src, float *dst, int64_t nb);   \
+    void dt_dequant_q3_K_##ISA(const void *src, float *dst, int64_t nb);   \
+    void dt_dequant_iq4_nl_##ISA(const void *src, float *dst, int64_t nb); \
+    void dt_dequant_iq4_xs_##ISA(const void *src, float *dst, int64_t nb);
+DT_X86_TYPES_DECL(avx2)
+DT_X86_TYPES_DECL(avx512)
 float dt_dot_f32_ref(const float *a, const float *b, int64_t n);
 void dt_gemm_ref(const float *w, int64_t ldw, int64_t n_rows, const float *x, int64_t ldx,
                  int64_t n_tok, float *y, int64_t ldy, int64_t k);

@@ -10,6 +10,7 @@
 #ifndef DITTO_QUANT_X86_H
 #define DITTO_QUANT_X86_H
 
+#include "quant_x86_store.h" /* DT_X86_NAME of the types built per ISA */
 #include "x86.h"
 
 /* Q5_0: values 16*half .. 16*half + 15 of a block as int8 q - 16, from the
@@ -180,7 +181,8 @@ static float dot(const float *a, const float *b, int64_t n) {
 }
 
 /* The dequantizer entries of an x86 kernel table; the including file
- * defines dequant_f16 / bf16 / q4_0 / q4_1 / q8_0 for its width. */
+ * defines dequant_f16 / bf16 / q4_0 / q4_1 / q8_0 for its width (the types
+ * of quant_lowbit_x86.c / quant_iq4_x86.c are built per ISA by meson). */
 #define DT_X86_DEQUANT                     \
     {                                      \
         [DT_F32] = dt_dequant_f32_ref,     \
@@ -193,6 +195,11 @@ static float dot(const float *a, const float *b, int64_t n) {
         [DT_Q4_K] = dequant_q4_K,          \
         [DT_Q5_K] = dequant_q5_K,          \
         [DT_Q6_K] = dequant_q6_K,          \
+        [DT_Q5_1] = DT_X86_NAME(dt_dequant_q5_1),     \
+        [DT_Q2_K] = DT_X86_NAME(dt_dequant_q2_K),     \
+        [DT_Q3_K] = DT_X86_NAME(dt_dequant_q3_K),     \
+        [DT_IQ4_NL] = DT_X86_NAME(dt_dequant_iq4_nl), \
+        [DT_IQ4_XS] = DT_X86_NAME(dt_dequant_iq4_xs), \
     }
 
 #endif

@@ -152,6 +152,8 @@ _F16_FIELDS: dict[GGMLQuantizationType, list[tuple[int, float]]] = {
     Q.Q4_K: [(0, 1.0), (2, 7.5)],
     Q.Q5_K: [(0, 1.0), (2, 15.5)],
     Q.Q6_K: [(208, 1.0)],
+    Q.IQ4_NL: [(0, 1.0)],
+    Q.IQ4_XS: [(0, 1.0)],
 }
 _Q6_K_SCALES = slice(192, 208)  # int8 scales: keep them small so d stays a normal f16
 

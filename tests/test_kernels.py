@@ -92,7 +92,7 @@ def test_type_layout(qtype):
 
 def test_type_layout_rejects_unknown():
     with pytest.raises(ValueError):
-        k.type_layout(7)  # Q5_1: not supported by ditto
+        k.type_layout(16)  # IQ2_XXS: not supported by ditto
     with pytest.raises(ValueError):
         k.type_layout(-1)
     with pytest.raises(TypeError):
