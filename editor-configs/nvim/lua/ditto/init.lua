@@ -10,8 +10,10 @@
 -- Completion comes through Neovim's LSP completion (omnifunc, <C-x><C-o>, and
 -- vim.lsp.completion on 0.11); inline ghost text is drawn with extmarks from
 -- textDocument/inlineCompletion, which the plugin requests itself (no Neovim
--- release advertises the capability). Commands: :DittoRewrite {instruction},
--- :DittoRewriteWorkspace {glob} {instruction}, :DittoCancel, :DittoStatus.
+-- release advertises the capability). Next-edit suggestions are shown in
+-- place after an edit pauses (lua/ditto/next_edit.lua). Commands: :DittoRewrite
+-- {instruction}, :DittoRewriteWorkspace {glob} {instruction}, :DittoCancel,
+-- :DittoNextEdit, :DittoStatus.
 local M = {}
 
 local NAME = "ditto"
@@ -48,6 +50,17 @@ local defaults = {
       next = "<M-]>", -- ask again (also when auto is off)
     },
   },
+  next_edit = {
+    enable = true,
+    auto = true, -- ask after an edit pauses (never while the completion menu is open)
+    debounce_ms = 500,
+    hl_delete = "DittoNextEditDelete", -- text the suggestion would delete
+    hl_add = "DittoNextEditAdd", -- its new lines (virtual lines)
+    keys = {
+      accept = "<Tab>", -- jump to the suggestion, then apply it; a plain <Tab> when none is shown
+      dismiss = "<Esc>", -- normal mode; a plain <Esc> when none is shown
+    },
+  },
   progress = true, -- echo $/progress of rewrites
 }
 
@@ -63,6 +76,7 @@ local function call(client, method, ...)
   end
   return client[method](...)
 end
+M.call = call
 
 local function notify(msg, level)
   vim.notify("ditto: " .. msg, level or vim.log.levels.INFO)
@@ -108,6 +122,9 @@ local function on_attach(client, bufnr)
   end
   if M.config.inline.enable then
     M.inline.attach(bufnr)
+  end
+  if M.config.next_edit.enable then
+    require("ditto.next_edit").attach(bufnr)
   end
 end
 
@@ -215,6 +232,8 @@ function M.setup(opts)
   end
 
   vim.api.nvim_set_hl(0, "DittoGhost", { link = "Comment", default = true })
+  vim.api.nvim_set_hl(0, "DittoNextEditDelete", { link = "DiffDelete", default = true })
+  vim.api.nvim_set_hl(0, "DittoNextEditAdd", { link = "DiffAdd", default = true })
   M.create_commands()
   M.setup_progress()
 
@@ -272,6 +291,7 @@ local function byte_col(line, character, encoding)
   end
   return ok and col or #line
 end
+M.byte_col = byte_col
 
 function inline.clear(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
@@ -509,7 +529,9 @@ function inline.attach(bufnr)
       end
     end, { buffer = bufnr, desc = desc })
   end
-  map(keys.accept, inline.accept, true, "ditto: accept the suggestion")
+  map(keys.accept, function(b)
+    return inline.accept(b) or (M.config.next_edit.enable and require("ditto.next_edit").tab(b))
+  end, true, "ditto: accept the suggestion (or jump to / apply the next edit)")
   map(keys.accept_line, inline.accept_line, false, "ditto: accept a line of the suggestion")
   map(keys.accept_word, inline.accept_word, false, "ditto: accept a word of the suggestion")
   map(keys.dismiss, inline.dismiss, true, "ditto: dismiss the suggestion")
@@ -659,32 +681,15 @@ function M.status(opts)
   return true
 end
 
---- Asks for the next edit at the cursor (ditto/nextEdit); applies it and jumps
---- to it. opts.on_done(err, result) is called with the server's answer.
+--- Asks for the next edit at the cursor (ditto/nextEdit) now and shows it in
+--- place (<Tab> jumps to it, <Tab> again applies it). opts.on_done(err, result)
+--- is called with the server's answer (nil: no suggestion).
 function M.next_edit(opts)
   opts = opts or {}
-  local bufnr = vim.api.nvim_get_current_buf()
-  local client = M.client(bufnr)
-  if not client then
+  if not require("ditto.next_edit").request(nil, opts.on_done) then
     notify("the ditto server is not running", vim.log.levels.ERROR)
     return false
   end
-  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
-  call(client, "request", "ditto/nextEdit", params, function(err, result)
-    if not err and result ~= vim.NIL and result ~= nil then
-      vim.lsp.util.apply_text_edits({ { range = result.range, newText = result.newText } }, bufnr,
-        client.offset_encoding)
-      local line = vim.api.nvim_buf_get_lines(bufnr, result.jump.line, result.jump.line + 1, false)[1] or ""
-      vim.api.nvim_win_set_cursor(0, { result.jump.line + 1, byte_col(line, result.jump.character, client.offset_encoding) })
-    elseif err then
-      notify("next edit: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    else
-      notify("no next edit here")
-    end
-    if opts.on_done then
-      opts.on_done(err, result)
-    end
-  end, bufnr)
   return true
 end
 
@@ -764,7 +769,7 @@ function M.create_commands()
   end, { desc = "ditto: cancel the running rewrites" })
   vim.api.nvim_create_user_command("DittoNextEdit", function()
     M.next_edit()
-  end, { desc = "ditto: apply the next edit the recent edits call for, and jump to it" })
+  end, { desc = "ditto: show the next edit the recent edits call for (<Tab> jumps to it, <Tab> applies it)" })
   vim.api.nvim_create_user_command("DittoStatus", function()
     M.status()
   end, { desc = "ditto: model, memory, sessions and drafter statistics" })
