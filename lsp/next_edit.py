@@ -22,6 +22,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.workspace.position_codec import PositionCodec
 
+from ..engine.decode import DecodeStats
 from ..engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format, lines_of
 from ..engine.rewrite import RewriteError
 from .completer import REWRITE_CHUNK
@@ -49,7 +50,7 @@ class NextEditFeature(LanguageFeature):
         self.inflight: dict[str, CancelToken] = {}
         self.shown: dict[str, str] = {}      # uri -> the text its last suggestion would make
         self.counts = dict.fromkeys(("requests", "suggestions", "applied", "no_suggestion", "cancelled",
-                                     "drafted", "accepted"), 0)
+                                     "generated", "forward_passes", "drafted", "accepted"), 0)
 
     # ---- document events -------------------------------------------------------------------
     def did_open(self, uri: str, text: str) -> None:
@@ -85,6 +86,7 @@ class NextEditFeature(LanguageFeature):
         c = self.counts
         return {**c, "acceptance": round(c["accepted"] / c["drafted"], 3) if c["drafted"] else None,
                 "applied_rate": round(c["applied"] / c["suggestions"], 3) if c["suggestions"] else None,
+                "tokens_per_pass": round(c["generated"] / c["forward_passes"], 2) if c["forward_passes"] else None,
                 "hunks": {uri: len(h.recent()) for uri, h in self.histories.items()}}
 
     # ---- the request ----------------------------------------------------------------------------
@@ -112,8 +114,8 @@ class NextEditFeature(LanguageFeature):
 
         deadline = time.monotonic() + settings.next_edit_time_budget_ms / 1000
         try:
-            suggestion, drafted, accepted = await ls.run_job(run, priority=URGENT, token=token, deadline=deadline,
-                                                             name="next-edit")
+            suggestion, stats = await ls.run_job(run, priority=URGENT, token=token, deadline=deadline,
+                                                 name="next-edit")
         except Cancelled as e:
             if token.cancelled:
                 self.counts["cancelled"] += 1
@@ -124,8 +126,8 @@ class NextEditFeature(LanguageFeature):
         finally:
             if self.inflight.get(uri) is token:
                 del self.inflight[uri]
-        self.counts["drafted"] += drafted     # counted here, on the event loop, not on the model thread
-        self.counts["accepted"] += accepted
+        for key in ("generated", "forward_passes", "drafted", "accepted"):
+            self.counts[key] += getattr(stats, key)     # counted here, on the event loop, not on the model thread
         if suggestion is None:
             self.counts["no_suggestion"] += 1
             return None
@@ -176,15 +178,15 @@ def as_result(codec: PositionCodec, text: str, s: Suggestion) -> NextEditResult:
                           newText=new_text, jump=jump)
 
 
-def run_next_edit(engine, job, uri: str, nej: NextEditJob) -> tuple[Suggestion | None, int, int]:
+def run_next_edit(engine, job, uri: str, nej: NextEditJob) -> tuple[Suggestion | None, DecodeStats]:
     """On the model thread: the decode in the document's own next-edit slot;
-    (suggestion or None, tokens drafted, tokens accepted)."""
+    (suggestion or None, the decode's statistics)."""
     llm = engine.llm
     slot = engine.slots.acquire(("next-edit", uri), pin=True)
     try:
         req = nej.make_request(llm, seq=slot, speculate=engine.settings.drafter != "none")
         llm.decoder.run([req], job.should_stop, prefill_chunk=REWRITE_CHUNK)
         engine.stats.add_drafter("next-edit", req.stats.drafted, req.stats.accepted)
-        return nej.suggestion(), req.stats.drafted, req.stats.accepted
+        return nej.suggestion(), req.stats
     finally:
         engine.slots.unpin(slot)
