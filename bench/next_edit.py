@@ -18,21 +18,23 @@ counters before and after: tokens generated, forward passes, drafted and
 accepted. The summary gives p50 / p95 latency, tokens per forward pass,
 drafts accepted, suggestions and hits.
 
-The same prompts (built in this process by engine/next_edit.py from the same
-edit history, so the token ids are the server's) then go to llama-server
-(-fa on, one slot, cache_prompt on as an editor plugin uses it, temperature
-0, the same token budget and stop string) without speculation and with
---spec-type ngram-simple and ngram-mod, one server per mode; its
-p50 / p95 per suggestion and the ratios to ditto's come out of the same run.
-(Prompts are rebuilt with the times the edits were sent; an edit that the
-server grouped differently, at the 3 s grouping limit, is reported as a
-prompt mismatch in the hunk counts.)
+The same prompt (built in this process by engine/next_edit.py from the same
+edit history, so its token ids are the server's) then goes, right after
+ditto's answer, to llama-server without speculation and with --spec-type
+ngram-simple and ngram-mod (one server per mode, all three started before
+the replay: -fa on, one slot, cache_prompt on as an editor plugin uses it,
+temperature 0, the same token budget and stop string), so the engines
+alternate on every suggestion of the same run and the ratios of their
+p50 / p95 hold on a shared, drifting machine. (The prompt is rebuilt with the
+times the edits were sent; if the server grouped an edit differently, at
+the 3 s grouping limit, the run says so: same_hunks false.)
 
 JSON to stdout, progress to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -129,9 +131,10 @@ def apply_result(text: str, result: dict) -> str:
     return text[:offset(result["range"]["start"])] + result["newText"] + text[offset(result["range"]["end"]):]
 
 
-def replay_ditto(args, sequences: list[Sequence]) -> tuple[list[dict], list[dict]]:
-    """Runs every sequence through `ditto serve`; (per-suggestion results, the
-    requests with the edit times needed to rebuild their prompts)."""
+def replay_ditto(args, sequences: list[Sequence], also) -> list[dict]:
+    """Runs every sequence through `ditto serve`; per suggestion, its results
+    and what also(path, text, cursor line, edits with their times, hunks on the
+    server) adds."""
     cmd = [sys.executable, "-m", "ditto.lsp.cli", "serve", "--threads", str(args.threads), "--model", str(args.model)]
     client = LspClient(cmd)
     client.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {},
@@ -140,7 +143,7 @@ def replay_ditto(args, sequences: list[Sequence]) -> tuple[list[dict], list[dict
     client.notify("initialized", {})
     counters = lambda: client.request("workspace/executeCommand", {"command": "ditto.status"})["next_edit"]  # noqa: E731
     counters()          # waits for the model
-    results, requests = [], []
+    results = []
     for n, seq in enumerate(sequences):
         uri = f"file:///bench/{n}/{seq.path}"
         lines = seq.before.rstrip("\n").split("\n")
@@ -170,56 +173,53 @@ def replay_ditto(args, sequences: list[Sequence]) -> tuple[list[dict], list[dict
                    "suggestion": result is not None,
                    "hit": result is not None and apply_result(text_of(lines), result) == text_of(nxt),
                    "hunks_on_server": new["hunks"].get(uri)}
-            results.append(run)
-            requests.append({"run": run, "path": seq.path, "text": text_of(lines), "cursor_line": cursor["line"],
-                             "edits": list(edits)})
             log(f"{seq.rev} {seq.path} hunk {i + 1}: {ms:.0f} ms, {run['generated']} tokens in "
                 f"{run['forward_passes']} passes, {run['accepted']}/{run['drafted']} accepted, "
                 f"{'hit' if run['hit'] else 'suggestion' if run['suggestion'] else 'none'}")
+            results.append({"ditto": run, **also(seq.path, text_of(lines), cursor["line"], edits,
+                                                 run["hunks_on_server"])})
         client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
         if len(results) >= args.steps:
             break
     client.close()
-    return results, requests
+    return results
 
 
 # ---- the same prompts through llama-server ---------------------------------------------
 
-def prompts(args, requests: list[dict]) -> list[dict]:
-    """Each request's prompt token ids, budget and stop string, as the server built them."""
-    from ditto.engine.llm import LLM
-    from ditto.engine.next_edit import FILE_SEP, EditHistory, NextEditJob, choose_format, lines_of
+class SamePrompts:
+    """Builds each request's prompt as the server did and runs it on every llama-server mode."""
 
-    llm = LLM(str(args.model), n_ctx=4096, n_threads=args.threads, n_seq=1)
-    fmt = choose_format(args.format, llm.tokenizer)
-    out = []
-    for r in requests:
+    def __init__(self, args, servers: dict) -> None:
+        from ditto.engine.llm import LLM
+        from ditto.engine.next_edit import choose_format
+
+        self.llm = LLM(str(args.model), n_ctx=4096, n_threads=args.threads, n_seq=1)
+        self.format = choose_format(args.format, self.llm.tokenizer)
+        self.servers = servers
+
+    def __call__(self, path: str, text: str, cursor_line: int, edits: list, hunks_on_server: int) -> dict:
+        from ditto.engine.next_edit import FILE_SEP, EditHistory, NextEditJob, lines_of
+
         history = EditHistory()
-        for before, after, when in r["edits"]:
+        for before, after, when in edits:
             history.record(before, after, when)
-        job = NextEditJob(r["path"], lines_of(r["text"]), r["cursor_line"], history.recent(), fmt)
-        req = job.make_request(llm, speculate=False)
-        out.append({"prompt": list(req.prompt), "n_predict": req.max_tokens,
-                    "stop": FILE_SEP if fmt == "sweep" else "\n" + job.rewrite.fence,
-                    "same_hunks": len(history.recent()) == r["run"]["hunks_on_server"]})
-    return out
+        job = NextEditJob(path, lines_of(text), cursor_line, history.recent(), self.format)
+        req = job.make_request(self.llm, speculate=False)
+        stop = FILE_SEP if self.format == "sweep" else "\n" + job.rewrite.fence
+        out = {"same_hunks": len(history.recent()) == hunks_on_server}
+        for mode, srv in self.servers.items():
+            out[mode] = llama_run(srv, {"prompt": list(req.prompt), "n_predict": req.max_tokens, "stop": [stop]})
+        return out
 
 
-def replay_llama(args, mode: str, jobs: list[dict]) -> list[dict]:
-    runs = []
-    with common.LlamaServer(args.llama_bin_dir, args.model, threads=args.threads, ctx=4096,
-                            extra=LLAMA_MODES[mode]) as srv:
-        srv.completion({"prompt": jobs[0]["prompt"][:8], "n_predict": 1})     # pages the weights in
-        for job in jobs:
-            t0 = time.perf_counter()
-            res = srv.completion({"prompt": job["prompt"], "n_predict": job["n_predict"], "temperature": 0,
-                                  "top_k": 1, "repeat_penalty": 1.0, "seed": 1, "cache_prompt": True,
-                                  "stop": [job["stop"]]})
-            t = res.get("timings", {})
-            runs.append({"ms": round((time.perf_counter() - t0) * 1000, 1), "generated": t.get("predicted_n"),
-                         "drafted": t.get("draft_n") or 0, "accepted": t.get("draft_n_accepted") or 0})
-    log(f"{mode}: p50 {statistics.median(r['ms'] for r in runs):.0f} ms")
-    return runs
+def llama_run(srv: common.LlamaServer, payload: dict) -> dict:
+    t0 = time.perf_counter()
+    res = srv.completion({**payload, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "seed": 1,
+                          "cache_prompt": True})
+    t = res.get("timings", {})
+    return {"ms": round((time.perf_counter() - t0) * 1000, 1), "generated": t.get("predicted_n"),
+            "drafted": t.get("draft_n") or 0, "accepted": t.get("draft_n_accepted") or 0}
 
 
 # ---- summary ----------------------------------------------------------------------------
@@ -261,15 +261,20 @@ def main() -> int:
     if not sequences:
         raise SystemExit(f"no small multi-hunk Python edits in the last {args.commits} commits of {repo}")
     log(f"{len(sequences)} edit sequences in {repo}")
-    runs, requests = replay_ditto(args, sequences)
-    report = {"ditto": summary(runs)}
-    if not args.no_llama:
-        jobs = prompts(args, requests)
-        report["prompts_rebuilt_with_the_servers_hunks"] = sum(j["same_hunks"] for j in jobs)
-        for mode in LLAMA_MODES:
-            report[mode] = summary(replay_llama(args, mode, jobs))
-        for mode in LLAMA_MODES:
-            report[f"{mode}_p50_over_ditto_p50"] = ratio(report[mode]["p50_ms"], report["ditto"]["p50_ms"])
+    with contextlib.ExitStack() as stack:
+        servers = {} if args.no_llama else {
+            mode: stack.enter_context(common.LlamaServer(args.llama_bin_dir, args.model, threads=args.threads,
+                                                         ctx=4096, extra=extra))
+            for mode, extra in LLAMA_MODES.items()}
+        for srv in servers.values():
+            srv.completion({"prompt": "def", "n_predict": 1})      # pages the weights in
+        runs = replay_ditto(args, sequences, SamePrompts(args, servers) if servers else lambda *a: {})
+    report = {engine: summary([r[engine] for r in runs]) for engine in ["ditto", *servers]}
+    if servers:
+        report["prompts_with_the_servers_hunks"] = sum(r["same_hunks"] for r in runs)
+        for mode in servers:
+            for q in ("p50_ms", "p95_ms"):
+                report[f"{mode}_{q}_over_ditto"] = ratio(report[mode][q], report["ditto"][q])
     common.emit_json({"bench": "next_edit", "repo": str(repo), "model": str(args.model), "format": args.format,
                       "summary": report, "runs": runs, "machine": common.machine_info(args.threads),
                       "llama_version": None if args.no_llama else common.llama_version(args.llama_bin_dir)},
