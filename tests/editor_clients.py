@@ -32,3 +32,38 @@ def wrapper(path: Path, command: list[str]) -> str:
     path.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(c) for c in command) + ' "$@"\n')
     path.chmod(0o755)
     return str(path)
+
+
+# The Lua of a headless Neovim session driven by a coroutine that timers
+# resume, so Neovim's main loop runs between steps and processes typed keys:
+# `co` (the driver sets it), resume() (calls the driver's write(ok, err) and
+# quits when it ends or fails), wait(pred, ms, what), feed(keys), check(cond, msg).
+NVIM_SESSION = r"""local co
+local function resume()
+  local ok, err = coroutine.resume(co)
+  if not ok then
+    write(false, debug.traceback(co, tostring(err)))
+    vim.cmd("cquit 1")
+  elseif coroutine.status(co) == "dead" then
+    write(true)
+    vim.cmd("qa!")
+  end
+end
+local function wait(pred, ms, what)
+  local start = vim.uv.now()
+  while not pred() do
+    if vim.uv.now() - start > ms then
+      error("timed out waiting for " .. what)
+    end
+    vim.defer_fn(resume, 30)
+    coroutine.yield()
+  end
+end
+local function feed(keys)
+  vim.api.nvim_feedkeys(vim.keycode(keys), "m", false)
+  wait(function() return vim.fn.getchar(1) == 0 and vim.fn.state("t") == "" end, 5000, "typeahead: " .. keys)
+end
+local function check(cond, msg)
+  if not cond then error(msg, 2) end
+end
+"""

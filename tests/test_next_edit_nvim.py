@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from editor_clients import NVIM_SESSION
 from lsp_helpers import SCRIPTED_CMD
 from test_nvim import PLUGIN, nvim, run_driver  # noqa: F401  (nvim is a fixture)
 
@@ -43,35 +44,7 @@ ditto.setup({ cmd = vim.split(SERVER, "\t"),
               settings = { model = MODEL, nextEditFormat = "instruct", nextEditTimeBudgetMs = 120000, prefetch = false },
               inline = { enable = false }, next_edit = { debounce_ms = 100 } })
 
-local co
-local function resume()
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    write(false, debug.traceback(co, tostring(err)))
-    vim.cmd("cquit 1")
-  elseif coroutine.status(co) == "dead" then
-    write(true)
-    vim.cmd("qa!")
-  end
-end
-local function wait(pred, ms, what)
-  local start = vim.uv.now()
-  while not pred() do
-    if vim.uv.now() - start > ms then
-      error("timed out waiting for " .. what)
-    end
-    vim.defer_fn(resume, 30)
-    coroutine.yield()
-  end
-end
-local function feed(keys)
-  vim.api.nvim_feedkeys(vim.keycode(keys), "m", false)
-  wait(function() return vim.fn.getchar(1) == 0 and vim.fn.state("t") == "" end, 5000, "typeahead: " .. keys)
-end
-local function check(cond, msg)
-  if not cond then error(msg, 2) end
-end
-local function lines() return vim.api.nvim_buf_get_lines(0, 0, -1, false) end
+""" + NVIM_SESSION + r"""local function lines() return vim.api.nvim_buf_get_lines(0, 0, -1, false) end
 local ns = vim.api.nvim_create_namespace("ditto_next_edit")
 local function marks()
   local out = {}

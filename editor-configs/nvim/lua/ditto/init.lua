@@ -276,8 +276,7 @@ M.inline = inline
 
 -- bufnr -> { text, row, col (0-based bytes), tick, extmark }
 local state = {}
-local pending = {} -- bufnr -> { client, id }
-local timers = {}
+local requests = require("ditto.buffer_requests").new()
 
 local function byte_col(line, character, encoding)
   if encoding == "utf-8" then
@@ -299,14 +298,6 @@ function inline.clear(bufnr)
     vim.api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
   end
   state[bufnr] = nil
-end
-
-local function cancel_pending(bufnr)
-  local p = pending[bufnr]
-  if p then
-    pcall(call, p.client, "cancel_request", p.id)
-    pending[bufnr] = nil
-  end
 end
 
 local function render(bufnr)
@@ -354,7 +345,7 @@ function inline.request(bufnr, on_done)
   if not client then
     return false
   end
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local win = vim.api.nvim_get_current_win()
   local cursor = vim.api.nvim_win_get_cursor(win)
   local row, col = cursor[1] - 1, cursor[2]
@@ -363,9 +354,7 @@ function inline.request(bufnr, on_done)
   local params = vim.lsp.util.make_position_params(win, encoding)
   params.context = { triggerKind = 2 } -- Automatic
   local ok, id = call(client, "request", "textDocument/inlineCompletion", params, function(err, result)
-    if pending[bufnr] and pending[bufnr].id == id then
-      pending[bufnr] = nil
-    end
+    requests.answered(bufnr, id)
     local text
     if not err and result then
       local items = result.items or result
@@ -398,9 +387,7 @@ function inline.request(bufnr, on_done)
       on_done(err, text)
     end
   end, bufnr)
-  if ok then
-    pending[bufnr] = { client = client, id = id }
-  end
+  requests.track(bufnr, client, ok, id)
   return ok
 end
 
@@ -455,26 +442,10 @@ end
 
 function inline.dismiss(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local had = state[bufnr] ~= nil
   inline.clear(bufnr)
   return had
-end
-
-local function schedule_request(bufnr)
-  if timers[bufnr] then
-    timers[bufnr]:stop()
-  else
-    timers[bufnr] = vim.uv.new_timer()
-  end
-  timers[bufnr]:start(M.config.inline.debounce_ms, 0, vim.schedule_wrap(function()
-    -- Not while the completion menu is open or being filled: the server keeps
-    -- one request per document, and this one would supersede the menu's.
-    if vim.api.nvim_buf_is_valid(bufnr) and vim.api.nvim_get_current_buf() == bufnr and vim.fn.mode() == "i"
-      and vim.fn.pumvisible() == 0 and vim.fn.complete_info({ "mode" }).mode == "" then
-      inline.request(bufnr)
-    end
-  end))
 end
 
 local attached = {}
@@ -492,10 +463,16 @@ function inline.attach(bufnr)
       if inline.visible(bufnr) then
         return -- our own accept moved the cursor onto the rest of the suggestion
       end
-      cancel_pending(bufnr)
+      requests.cancel(bufnr)
       inline.clear(bufnr)
       if M.config.inline.auto and vim.fn.pumvisible() == 0 then
-        schedule_request(bufnr)
+        -- Not while the completion menu is open or being filled: the server keeps
+        -- one request per document, and this one would supersede the menu's.
+        requests.debounce(bufnr, M.config.inline.debounce_ms, function()
+          if vim.fn.mode() == "i" then
+            inline.request(bufnr)
+          end
+        end)
       end
     end,
   })
@@ -511,23 +488,13 @@ function inline.attach(bufnr)
     buffer = bufnr,
     callback = function()
       attached[bufnr] = nil
-      state[bufnr], pending[bufnr] = nil, nil
-      if timers[bufnr] then
-        timers[bufnr]:close()
-        timers[bufnr] = nil
-      end
+      state[bufnr] = nil
+      requests.forget(bufnr)
     end,
   })
   local keys = M.config.inline.keys or {}
   local function map(lhs, fn, fallback, desc)
-    if not lhs or lhs == "" then
-      return
-    end
-    vim.keymap.set("i", lhs, function()
-      if not fn(bufnr) and fallback then
-        vim.api.nvim_feedkeys(vim.keycode(lhs), "n", false)
-      end
-    end, { buffer = bufnr, desc = desc })
+    require("ditto.buffer_requests").map("i", lhs, bufnr, fn, fallback, desc)
   end
   map(keys.accept, function(b)
     return inline.accept(b) or (M.config.next_edit.enable and require("ditto.next_edit").tab(b))

@@ -6,15 +6,16 @@
 -- extmarks and its new lines are shown as virtual lines below. <Tab> jumps to
 -- it, a second <Tab> applies it (at once when the cursor is already there);
 -- <Esc> in normal mode, or any other edit, dismisses it.
+local buffer_requests = require("ditto.buffer_requests")
+
 local M = {}
 
 local ns = vim.api.nvim_create_namespace("ditto_next_edit")
 local METHOD = "ditto/nextEdit"
 
--- bufnr -> { result, tick, jumped }: the suggestion shown
+-- bufnr -> { result, tick, encoding, jumped }: the suggestion shown
 local shown = {}
-local pending = {} -- bufnr -> { client, id }
-local timers = {}
+local requests = buffer_requests.new()
 local attached = {}
 
 local function ditto()
@@ -30,14 +31,6 @@ function M.clear(bufnr)
     vim.api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
   end
   shown[bufnr] = nil
-end
-
-local function cancel_pending(bufnr)
-  local p = pending[bufnr]
-  if p then
-    pcall(ditto().call, p.client, "cancel_request", p.id)
-    pending[bufnr] = nil
-  end
 end
 
 --- The suggestion shown in the buffer (a NextEditResult of lsp_ext.ts), or nil.
@@ -100,13 +93,11 @@ function M.request(bufnr, on_done)
   if not client then
     return false
   end
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local tick = vim.api.nvim_buf_get_changedtick(bufnr)
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding or "utf-16")
   local ok, id = ditto().call(client, "request", METHOD, params, function(err, result)
-    if pending[bufnr] and pending[bufnr].id == id then
-      pending[bufnr] = nil
-    end
+    requests.answered(bufnr, id)
     if result == vim.NIL then
       result = nil
     end
@@ -119,9 +110,7 @@ function M.request(bufnr, on_done)
       on_done(err, result)
     end
   end, bufnr)
-  if ok then
-    pending[bufnr] = { client = client, id = id }
-  end
+  requests.track(bufnr, client, ok, id)
   return ok
 end
 
@@ -155,26 +144,10 @@ end
 --- <Esc>: dismisses the suggestion shown. False if none is.
 function M.dismiss(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local had = shown[bufnr] ~= nil
   M.clear(bufnr)
   return had
-end
-
-local function schedule_request(bufnr)
-  if timers[bufnr] then
-    timers[bufnr]:stop()
-  else
-    timers[bufnr] = vim.uv.new_timer()
-  end
-  timers[bufnr]:start(options().debounce_ms, 0, vim.schedule_wrap(function()
-    -- Never over the completion menu or ghost text: Tab belongs to them then.
-    if vim.api.nvim_buf_is_valid(bufnr) and vim.api.nvim_get_current_buf() == bufnr
-      and vim.fn.pumvisible() == 0 and vim.fn.complete_info({ "mode" }).mode == ""
-      and not ditto().inline.visible(bufnr) then
-      M.request(bufnr)
-    end
-  end))
 end
 
 function M.attach(bufnr)
@@ -187,10 +160,14 @@ function M.attach(bufnr)
     group = group,
     buffer = bufnr,
     callback = function()
-      cancel_pending(bufnr)
+      requests.cancel(bufnr)
       M.clear(bufnr)
       if options().auto then
-        schedule_request(bufnr)
+        requests.debounce(bufnr, options().debounce_ms, function()
+          if not ditto().inline.visible(bufnr) then -- Tab belongs to the ghost text then
+            M.request(bufnr)
+          end
+        end)
       end
     end,
   })
@@ -205,28 +182,17 @@ function M.attach(bufnr)
     group = group,
     buffer = bufnr,
     callback = function()
-      attached[bufnr], shown[bufnr], pending[bufnr] = nil, nil, nil
-      if timers[bufnr] then
-        timers[bufnr]:close()
-        timers[bufnr] = nil
-      end
+      attached[bufnr], shown[bufnr] = nil, nil
+      requests.forget(bufnr)
     end,
   })
   local keys = options().keys
-  local function map(modes, lhs, fn, desc)
-    if lhs and lhs ~= "" then
-      vim.keymap.set(modes, lhs, function()
-        if not fn(bufnr) then
-          vim.api.nvim_feedkeys(vim.keycode(lhs), "n", false)
-        end
-      end, { buffer = bufnr, desc = desc })
-    end
-  end
   -- In insert mode the ghost text's accept key comes first and falls back to M.tab (init.lua).
   local inline = ditto().config.inline
   local insert_taken = inline.enable and (inline.keys or {}).accept == keys.accept
-  map(insert_taken and "n" or { "n", "i" }, keys.accept, M.tab, "ditto: jump to the next edit, then apply it")
-  map("n", keys.dismiss, M.dismiss, "ditto: dismiss the next edit")
+  buffer_requests.map(insert_taken and "n" or { "n", "i" }, keys.accept, bufnr, M.tab, true,
+    "ditto: jump to the next edit, then apply it")
+  buffer_requests.map("n", keys.dismiss, bufnr, M.dismiss, true, "ditto: dismiss the next edit")
 end
 
 return M
