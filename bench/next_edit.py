@@ -210,6 +210,8 @@ class SamePrompts:
         out = {"same_hunks": len(history.recent()) == hunks_on_server}
         for mode, srv in self.servers.items():
             out[mode] = llama_run(srv, {"prompt": list(req.prompt), "n_predict": req.max_tokens, "stop": [stop]})
+        log("    " + ", ".join(f"{mode} {out[mode]['ms']:.0f} ms ({out[mode]['generated']} tokens)"
+                              for mode in self.servers))
         return out
 
 
