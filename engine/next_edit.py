@@ -187,7 +187,11 @@ class NextEditJob:
     format: str = "instruct"
 
     def __post_init__(self) -> None:
-        self.start, self.end = window_bounds(len(self.lines), self.cursor_line)
+        # A text ending in a newline has no line after it: the empty string
+        # split() leaves there is not shown, or the answer (which ends with a
+        # newline before its fence, like the rewrite's) would seem to drop it.
+        n_lines = len(self.lines) - (len(self.lines) > 1 and self.lines[-1] == "")
+        self.start, self.end = window_bounds(n_lines, self.cursor_line)
         self.window = self.lines[self.start:self.end]
         self.window_text = "\n".join(self.window) + "\n"
         # Reuses the rewrite's fence and closing-fence detection for the instruct answer.

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 class LanguageFeature:
     status_key: str | None = None     # the key of describe()'s report in ditto.status, if any
+    experimental: dict | None = None  # what it advertises under capabilities.experimental.ditto, if anything
 
     def __init__(self, server: DittoServer) -> None:
         self.server = server

@@ -202,7 +202,9 @@ class DittoProtocol(LanguageServerProtocol):
         if self._initialized_once:
             raise JsonRpcInvalidRequest("the server is already initialized")
         self._initialized_once = True
-        return (yield from super().lsp_initialize(params))
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = self._server.experimental_capabilities()
+        return result
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
     def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):

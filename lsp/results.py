@@ -1,9 +1,9 @@
-"""The results of ditto's commands, declared once.
+"""The results of ditto's commands and of its own request ditto/nextEdit, declared once.
 
 Clients read these shapes: editor-configs/vscode/src/lsp_ext.ts mirrors them
 field for field (as rust-analyzer's lsp_ext.ts mirrors its server), and a
 test checks that the mirror and every client's reads match these fields.
-A field that is None is left out of the JSON.
+A field that is None is left out of the JSON; LSP types are lsprotocol's.
 """
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import attrs
+from lsprotocol import converters, types
+
 from ..engine.rewrite import Status
+
+LSP_CONVERTER = converters.get_converter()
 
 
 def to_json(result: Any) -> Any:
@@ -23,6 +28,8 @@ def to_json(result: Any) -> Any:
         return [to_json(item) for item in result]
     if isinstance(result, Status):
         return str(result)
+    if attrs.has(type(result)):         # an LSP type (lsprotocol's attrs classes)
+        return LSP_CONVERTER.unstructure(result)
     return result
 
 
@@ -57,3 +64,12 @@ class RewriteWorkspaceResult:
     applied: int = 0                    # files whose edit the editor applied
     results: list[FileResult] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+
+
+@dataclass
+class NextEditResult:
+    """ditto/nextEdit (null: no suggestion): replace `range`, whole lines, with
+    `newText`, and put the cursor at `jump`."""
+    range: types.Range
+    newText: str
+    jump: types.Position

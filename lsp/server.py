@@ -66,6 +66,10 @@ class DittoServer(LanguageServer):
         for feature in self.language_features:
             event(feature)
 
+    def experimental_capabilities(self) -> dict:
+        """capabilities.experimental: ditto's own methods, as the features advertise them."""
+        return {"ditto": {k: v for f in self.language_features for k, v in (f.experimental or {}).items()}}
+
     def stop_all(self, reason: str) -> None:
         """The session ends: every feature stops its work, then the model thread stops."""
         self.tell_features(lambda f: f.stop(reason))

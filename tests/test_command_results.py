@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LSP_EXT = ROOT / "editor-configs" / "vscode" / "src" / "lsp_ext.ts"
 EXTENSION = ROOT / "editor-configs" / "vscode" / "src" / "extension.ts"
 INIT_LUA = ROOT / "editor-configs" / "nvim" / "lua" / "ditto" / "init.lua"
+# The clients' next-edit code, which reads ditto/nextEdit's result.
+NEXT_EDIT_CLIENTS = [ROOT / "editor-configs" / "vscode" / "src" / "next_edit.ts",
+                     ROOT / "editor-configs" / "vscode" / "src" / "next_edit_plan.ts",
+                     ROOT / "editor-configs" / "nvim" / "lua" / "ditto" / "next_edit.lua"]
 
 RESULT_TYPES = [t for t in vars(results).values() if dataclasses.is_dataclass(t) and t.__module__ == results.__name__]
 RESULT_FIELDS = {f.name for t in RESULT_TYPES for f in dataclasses.fields(t)}
@@ -81,7 +85,26 @@ def test_the_reads_are_found():
     assert {"applied", "stats", "results", "status", "files", "skipped"} <= reads(lua, r"\b(?:r|result|f)\.(\w+)")
 
 
+def test_next_edit_clients_read_only_its_result_fields():
+    fields = {f.name for f in dataclasses.fields(results.NextEditResult)}
+    seen = set()
+    for path in NEXT_EDIT_CLIENTS:
+        read = reads(path.read_text(), r"\bresult\??\.(\w+)")
+        assert read <= fields, f"{path.name} reads {read - fields}"
+        seen |= read
+    assert seen == fields       # the reads are found
+
 def test_results_reach_the_client_without_absent_fields():
     result = results.RewriteWorkspaceResult(files=1, results=[results.FileResult("file:///a.py", Status.APPLIED)])
     assert results.to_json(result) == {"files": 1, "applied": 0, "skipped": [],
                                        "results": [{"uri": "file:///a.py", "status": "applied"}]}
+
+
+def test_next_edit_result_is_lsp_json():
+    from lsprotocol import types
+
+    at = types.Position(line=2, character=13)
+    result = results.NextEditResult(types.Range(start=types.Position(line=2, character=0), end=types.Position(line=3, character=0)),
+                                    "    for v in items:\n", at)
+    assert results.to_json(result) == {"range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
+                                       "newText": "    for v in items:\n", "jump": {"line": 2, "character": 13}}

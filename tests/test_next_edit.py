@@ -13,8 +13,8 @@ from ditto.engine.drafters import EditAwareDrafter
 from ditto.engine.drafters.simulate import simulate
 from ditto.engine.gguf_model import load_model_file
 from ditto.engine.next_edit import (
-    LINE_TOLERANCE, EditHistory, Hunk, instruct_message, original_window, parse_answer, sweep_prompt,
-    window_bounds,
+    LINE_TOLERANCE, EditHistory, Hunk, NextEditJob, instruct_message, lines_of, original_window, parse_answer,
+    sweep_prompt, window_bounds,
 )
 from speculation import plain
 
@@ -92,6 +92,17 @@ def test_window_is_21_lines_around_the_cursor_inside_the_text(n, cursor):
     start, end = window_bounds(n, cursor)
     assert 0 <= start <= cursor < end <= n
     assert end - start == min(21, n)
+
+
+def test_window_ends_at_the_last_line_not_after_the_final_newline():
+    """The model's answer ends its last line with a newline before the closing
+    fence; a window with the empty string after the final newline in it would
+    make every answer seem to delete that line."""
+    for cursor in (0, 2, 3):
+        job = NextEditJob("a.py", lines_of("a\nb\nc\n"), cursor, [])
+        assert (job.window, job.window_text) == (["a", "b", "c"], "a\nb\nc\n")
+    assert NextEditJob("a.py", lines_of("a\nb"), 1, []).window == ["a", "b"]
+    assert NextEditJob("a.py", lines_of(""), 0, []).window == [""]
 
 
 def test_original_window_undoes_the_last_hunk():

@@ -1,6 +1,8 @@
 """ditto/nextEdit: a scripted decode gives an exact suggestion; the real
 server answers a rename with a well-formed suggestion or null, refuses bad
-params with a message, cancels on the next keystroke and counts in ditto.status."""
+params with a message, cancels on the next keystroke and counts in ditto.status;
+a server whose model follows a script advertises the method, returns the exact
+suggestion and counts it applied when the next change makes its text."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +11,9 @@ from pygls.workspace.position_codec import PositionCodec
 
 from ditto.engine.next_edit import EditHistory, NextEditJob, Suggestion, choose_format
 from ditto.lsp.next_edit import NextEditFeature, as_result
+from ditto.lsp.results import to_json
 from ditto.lsp.scheduler import CancelToken
-from lsp_helpers import RawServer
+from lsp_helpers import SCRIPTED_CMD, RawServer
 from test_rewrite_safety import ScriptedDecoder
 
 SOURCE = ("def scale(values, factor):\n"
@@ -65,13 +68,13 @@ def test_result_keeps_the_documents_line_endings_and_whole_lines():
     codec = PositionCodec(types.PositionEncodingKind.Utf16)
     text = SOURCE.replace("\n", "\r\n")
     s = Suggestion(2, 3, ["    for v in items:"], 2, 13)
-    assert as_result(codec, text, s) == {
+    assert to_json(as_result(codec, text, s)) == {
         "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
         "newText": "    for v in items:\r\n", "jump": {"line": 2, "character": 13}}
     unterminated = "a = 1\nb = 1"
-    assert as_result(codec, unterminated, Suggestion(1, 2, ["b = 2"], 1, 4))["range"]["end"] == \
-        {"line": 1, "character": 5}
-    assert as_result(codec, unterminated, Suggestion(1, 2, ["b = 2"], 1, 4))["newText"] == "b = 2"
+    result = as_result(codec, unterminated, Suggestion(1, 2, ["b = 2"], 1, 4))
+    assert result.range.end == types.Position(line=1, character=5)
+    assert result.newText == "b = 2"
 
 
 def test_crlf_edits_make_hunks_without_carriage_returns():
@@ -145,3 +148,33 @@ def test_the_next_keystroke_cancels_a_next_edit_in_flight_in_its_document_only()
     feature.did_change("a.py", RENAMED, edited_line=0)
     assert here.cancelled and not there.cancelled
     assert feature.histories["a.py"].recent()[0].updated == ["def scale(items, factor):"]
+
+
+def test_scripted_server_advertises_returns_and_counts_the_applied_suggestion():
+    s = RawServer(SCRIPTED_CMD)
+    try:
+        init = s.initialize({"nSeq": 2, "prefetch": False, "nextEditTimeBudgetMs": 600_000})
+        assert init["capabilities"]["experimental"] == {"ditto": {"nextEdit": True}}
+        s.open(URI, SOURCE)
+        rename_param(s, 2)
+        result = s.call("ditto/nextEdit", {"textDocument": {"uri": URI}, "position": {"line": 0, "character": 15}},
+                        timeout=600)
+        assert result == {"range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
+                          "newText": "    for v in items:\n", "jump": {"line": 2, "character": 13}}
+        s.notify("textDocument/didChange", {"textDocument": {"uri": URI, "version": 3},
+                                            "contentChanges": [{"range": result["range"], "text": result["newText"]}]})
+        counts = s.call("workspace/executeCommand", {"command": "ditto.status", "arguments": []})["next_edit"]
+        assert (counts["suggestions"], counts["applied"], counts["applied_rate"]) == (1, 1, 1.0)
+    finally:
+        s.close()
+
+
+def test_a_change_other_than_the_suggestion_is_not_counted_applied():
+    from ditto.lsp.server import DittoServer
+
+    feature = NextEditFeature(DittoServer())
+    feature.did_open("a.py", RENAMED)
+    feature.shown["a.py"] = RENAMED.replace("in values", "in items")
+    feature.did_change("a.py", RENAMED + "# typed\n", edited_line=5)
+    feature.did_change("a.py", RENAMED.replace("in values", "in items"), edited_line=2)
+    assert feature.counts["applied"] == 0 and "a.py" not in feature.shown

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from editor_clients import ditto_command
+from editor_clients import NVIM_SESSION, ditto_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editor-configs" / "nvim"
@@ -95,35 +95,7 @@ ditto.setup({
   inline = { debounce_ms = 50 },
 })
 
-local co
-local function resume()
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    write(false, debug.traceback(co, tostring(err)))
-    vim.cmd("cquit 1")
-  elseif coroutine.status(co) == "dead" then
-    write(true)
-    vim.cmd("qa!")
-  end
-end
-local function wait(pred, ms, what)
-  local start = vim.uv.now()
-  while not pred() do
-    if vim.uv.now() - start > ms then
-      error("timed out waiting for " .. what)
-    end
-    vim.defer_fn(resume, 30)
-    coroutine.yield()
-  end
-end
-local function feed(keys)
-  vim.api.nvim_feedkeys(vim.keycode(keys), "m", false)
-  wait(function() return vim.fn.getchar(1) == 0 and vim.fn.state("t") == "" end, 5000, "typeahead: " .. keys)
-end
-local function check(cond, msg)
-  if not cond then error(msg, 2) end
-end
-local function text(buf)
+""" + NVIM_SESSION + r"""local function text(buf)
   return table.concat(vim.api.nvim_buf_get_lines(buf or 0, 0, -1, false), "\n")
 end
 local function step(name, data)

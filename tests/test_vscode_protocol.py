@@ -9,7 +9,9 @@
   options the extension computes (out/config.js), initializes with
   vscode-languageclient's capabilities, asks for inline completions, runs
   ditto.rewriteFile and answers workspace/applyEdit as VS Code does, and
-  cancels a rewrite from the progress notification.
+  cancels a rewrite from the progress notification. test/next_edit.mjs
+  does the same for ditto/nextEdit against a server whose model follows a
+  script (tests/scripted_model.py), so the applied text is exact.
 
 The npm parts are skipped when node or npm is missing; `npm ci` runs when
 node_modules is missing (it needs the npm registry).
@@ -27,12 +29,12 @@ from pathlib import Path
 import pytest
 
 from ditto.lsp.settings import Settings
-from editor_clients import ditto_command
+from editor_clients import ditto_command, scripted_ditto_command
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT = ROOT / "editor-configs" / "vscode"
 FIXTURE = EXT / "test" / "fixtures" / "calc.py"
-CLIENT_ONLY = ("server.", "inlineCompletion.", "statusBar.", "trace.")
+CLIENT_ONLY = ("server.", "inlineCompletion.", "nextEdit.", "statusBar.", "trace.")
 
 
 def _snake(name: str) -> str:
@@ -101,10 +103,16 @@ def test_contributed_commands():
     titles = {c["command"]: f"{c.get('category', '')}: {c['title']}" for c in pkg["contributes"]["commands"]}
     assert set(titles.values()) == {
         "ditto: Rewrite File with Instruction…", "ditto: Rewrite Files in Workspace…",
-        "ditto: Show Status", "ditto: Restart Server"}
+        "ditto: Show Status", "ditto: Restart Server", "ditto: Suggest the Next Edit",
+        "ditto: Jump to / Apply the Next Edit", "ditto: Dismiss the Next Edit"}
     source = (EXT / "src" / "extension.ts").read_text()
+    source += (EXT / "src" / "next_edit.ts").read_text()
     for command in titles:
         assert f"registerCommand('{command}'" in source, command
+    # Tab and Escape belong to next edit only while one is shown and no menu or ghost text is.
+    for binding in pkg["contributes"]["keybindings"]:
+        assert binding["command"] in titles and "ditto.nextEditVisible" in binding["when"], binding
+        assert "!suggestWidgetVisible" in binding["when"], binding
     assert pkg["main"] == "./out/extension.js"
     assert pkg["engines"]["vscode"]
     assert "vscode-languageclient" in pkg["dependencies"]
@@ -179,3 +187,26 @@ def test_protocol_path(protocol_run):
 @pytest.mark.slow
 def test_cancel_request_stops_a_rewrite(protocol_run):
     assert protocol_run["cancelRequest"]["honoured"], protocol_run["cancelRequest"]
+
+
+@pytest.mark.slow
+def test_next_edit_protocol_path(npm_ready, tmp_path, default_model_path):
+    """ditto/nextEdit as the extension sends it: the suggestion for the next use
+    of a renamed parameter, shown with decorations (not on the cursor's line),
+    applied as VS Code applies an edit, counted applied by the server."""
+    r = _run([str(npm_ready / ".bin" / "tsc"), "-p", "."], timeout=300)   # out/next_edit_plan.js
+    assert r.returncode == 0, r.stdout + r.stderr
+    settings = {"model": default_model_path, "nextEditFormat": "instruct", "prefetch": False,
+                "nextEditTimeBudgetMs": 300_000}
+    env = dict(os.environ, DITTO_SERVER_PATH=scripted_ditto_command(tmp_path), DITTO_VSCODE_SETTINGS=json.dumps(settings))
+    r = _run(["node", "test/next_edit.mjs", str(EXT / "test" / "fixtures" / "scale.py")], timeout=420, env=env)
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
+    out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    assert out["before"].split("\n")[0] == "def scale(items, factor):"
+    assert out["result"] == {"range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
+                             "newText": "    for v in items:\n", "jump": {"line": 2, "character": 13}}
+    assert out["plan"] == {"kind": "decorate", "deleted": [{"line": 2, "start": 13, "end": 18}],
+                           "added": ["    for v in items:"], "afterLine": 2}
+    assert out["after"] == out["before"].replace("in values", "in items")
+    assert (out["counts"]["suggestions"], out["counts"]["applied"]) == (1, 1)
+    assert out["serverExit"] == 0

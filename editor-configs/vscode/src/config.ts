@@ -15,7 +15,7 @@ export interface ServerCommand {
 }
 
 /** Settings under `ditto.` that are the client's own (everything else goes to the server). */
-export const CLIENT_ONLY_PREFIXES = ['server.', 'inlineCompletion.', 'statusBar.', 'trace.'];
+export const CLIENT_ONLY_PREFIXES = ['server.', 'inlineCompletion.', 'nextEdit.', 'statusBar.', 'trace.'];
 
 /** The camelCase names of the server settings: `ditto.X` keys of package.json's configuration, minus the client's own. */
 export function serverSettingKeys(packageJson: any): string[] {

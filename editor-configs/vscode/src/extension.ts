@@ -7,6 +7,8 @@
 //   instruction, run ditto.rewriteFile / ditto.rewriteWorkspace and show the
 //   server's $/progress in a cancellable notification; the result arrives as one
 //   workspace/applyEdit, which the language client applies;
+// - next-edit suggestions after an edit pauses (next_edit.ts: ghost text or
+//   decorations, Tab jumps to them and applies them);
 // - a status bar item shows the model and the last acceptance rate of the
 //   speculative drafts (from ditto.status);
 // - settings changes reach the server at once (workspace/didChangeConfiguration);
@@ -32,6 +34,7 @@ import {
 import { acceptanceRate, connectSocket, serverCommand, serverSettingKeys, serverSettings, serverSocket } from './config';
 import { DID_FOCUS, DidFocusParams, FocusTracker, MOVE_DEBOUNCE_MS } from './focus';
 import { FileStatus, RewriteFileResult, RewriteWorkspaceResult } from './lsp_ext';
+import { NextEdit } from './next_edit';
 
 const SECTION = 'ditto';
 
@@ -73,6 +76,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         vscode.commands.registerCommand('ditto.showStatus', showStatus),
         vscode.commands.registerCommand('ditto.restartServer', restart),
         vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
+        new NextEdit(() => client, config),
         { dispose: () => stopRefresh() },
         watchFocus(),
     );

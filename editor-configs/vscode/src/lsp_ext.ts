@@ -1,7 +1,12 @@
-// The results of ditto's commands, mirrored field for field from the
-// server's lsp/results.py (as rust-analyzer's lsp_ext.ts mirrors its server).
-// A test checks that the two declare the same fields; optional (?) fields are
-// the ones the server leaves out when they do not apply.
+// The results of ditto's commands and of its request ditto/nextEdit, mirrored
+// field for field from the server's lsp/results.py (as rust-analyzer's
+// lsp_ext.ts mirrors its server). A test checks that the two declare the same
+// fields; optional (?) fields are the ones the server leaves out when they do
+// not apply.
+import type { Position, Range } from 'vscode-languageclient';
+
+/** The method, advertised as capabilities.experimental.ditto.nextEdit. */
+export const NEXT_EDIT_METHOD = 'ditto/nextEdit';
 
 /** What became of one file (engine/rewrite.py Status). */
 export type FileStatus =
@@ -51,4 +56,11 @@ export interface RewriteWorkspaceResult {
     applied: number;
     results: FileResult[];
     skipped: SkippedFile[];
+}
+
+/** ditto/nextEdit (null: no suggestion): replace `range`, whole lines, with `newText`, and put the cursor at `jump`. */
+export interface NextEditResult {
+    range: Range;
+    newText: string;
+    jump: Position;
 }

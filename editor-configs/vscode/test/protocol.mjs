@@ -24,192 +24,31 @@
 //
 // Usage: node test/protocol.mjs FILE   (environment: DITTO_SERVER_PATH,
 // DITTO_VSCODE_SETTINGS = JSON of ditto.* settings without the prefix)
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
-    ApplyWorkspaceEditRequest,
     CancellationTokenSource,
     CompletionRequest,
     DidChangeConfigurationNotification,
     DidChangeTextDocumentNotification,
     DidOpenTextDocumentNotification,
     ExecuteCommandRequest,
-    ExitNotification,
-    InitializeRequest,
-    InitializedNotification,
     InlineCompletionRequest,
     InlineCompletionTriggerKind,
-    LogMessageNotification,
-    RegistrationRequest,
-    ShowMessageNotification,
-    ShutdownRequest,
-    StreamMessageReader,
-    StreamMessageWriter,
-    WorkDoneProgress,
     WorkDoneProgressCancelNotification,
-    WorkDoneProgressCreateRequest,
-    ConfigurationRequest,
-    createProtocolConnection,
 } from 'vscode-languageserver-protocol/node';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = dirname(here);
-const require = createRequire(import.meta.url);
-const { serverCommand, serverSettingKeys, serverSettings } = require(join(root, 'out', 'config.js'));
-const { DID_FOCUS, FocusTracker } = require(join(root, 'out', 'focus.js'));
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+import { applyAndSend, check, closeSession, currentSettings, openSession, trail, userSettings, waitFor, withTimeout } from './lsp_client.mjs';
 
-const REQUEST_TIMEOUT_MS = Number(process.env.DITTO_REQUEST_TIMEOUT_MS || 120_000);
-
-const trail = { messages: [], stderr: '' };
-
-function fail(message) {
-    console.error(`protocol test FAILED: ${message}`);
-    console.error(`server messages:\n${trail.messages.slice(-40).join('\n')}\nserver stderr (end):\n${trail.stderr.slice(-3000)}`);
-    process.exitCode = 1;
-    throw new Error(message);
-}
-
-function check(cond, message) {
-    if (!cond) fail(message);
-}
-
-function withTimeout(promise, what, ms = REQUEST_TIMEOUT_MS) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function waitFor(pred, what, ms = REQUEST_TIMEOUT_MS) {
-    const start = Date.now();
-    while (!pred()) {
-        if (Date.now() - start > ms) fail(`${what}: not seen in ${ms} ms`);
-        await new Promise((r) => setTimeout(r, 20));
-    }
-}
-
-// ---- VS Code's view of the settings: package.json defaults, plus the user's ----
-const userSettings = JSON.parse(process.env.DITTO_VSCODE_SETTINGS || '{}');
-if (process.env.DITTO_SERVER_PATH) userSettings['server.path'] = process.env.DITTO_SERVER_PATH;
-const properties = pkg.contributes.configuration.properties;
-const get = (key) => (key in userSettings ? userSettings[key] : properties[`ditto.${key}`]?.default);
-const keys = serverSettingKeys(pkg);
-
-// ---- a document as VS Code holds it ----
-class Document {
-    constructor(uri, text) {
-        this.uri = uri;
-        this.text = text;
-        this.version = 1;
-    }
-    offsetAt({ line, character }) {
-        const lines = this.text.split('\n');
-        let off = 0;
-        for (let i = 0; i < line; i++) off += lines[i].length + 1;
-        return off + character; // ASCII test files: UTF-16 units are characters
-    }
-    positionAt(offset) {
-        const before = this.text.slice(0, offset).split('\n');
-        return { line: before.length - 1, character: before[before.length - 1].length };
-    }
-    applyEdits(edits) {
-        const sorted = [...edits].sort((a, b) => this.offsetAt(b.range.start) - this.offsetAt(a.range.start));
-        for (const e of sorted) {
-            this.text = this.text.slice(0, this.offsetAt(e.range.start)) + e.newText + this.text.slice(this.offsetAt(e.range.end));
-        }
-        this.version += 1;
-    }
-}
-
-// What vscode-languageclient 11 puts in ClientCapabilities (the parts ditto reads, and the usual rest).
-const capabilities = {
-    general: {
-        positionEncodings: ['utf-16'],
-        staleRequestSupport: { cancel: true, retryOnContentModified: [] },
-        regularExpressions: { engine: 'ECMAScript', version: 'ES2020' },
-        markdown: { parser: 'marked', version: '1.1.0' },
-    },
-    window: {
-        workDoneProgress: true,
-        showMessage: { messageActionItem: { additionalPropertiesSupport: true } },
-        showDocument: { support: true },
-    },
-    workspace: {
-        applyEdit: true,
-        workspaceEdit: {
-            documentChanges: true,
-            resourceOperations: ['create', 'rename', 'delete'],
-            failureHandling: 'textOnlyTransactional',
-            normalizesLineEndings: true,
-            changeAnnotationSupport: { groupsOnLabel: true },
-        },
-        didChangeConfiguration: { dynamicRegistration: true },
-        didChangeWatchedFiles: { dynamicRegistration: true, relativePatternSupport: true },
-        executeCommand: { dynamicRegistration: true },
-        configuration: true,
-        workspaceFolders: true,
-    },
-    textDocument: {
-        synchronization: { dynamicRegistration: true, willSave: true, willSaveWaitUntil: true, didSave: true },
-        completion: {
-            dynamicRegistration: true,
-            contextSupport: true,
-            completionItem: {
-                snippetSupport: true,
-                commitCharactersSupport: true,
-                documentationFormat: ['markdown', 'plaintext'],
-                deprecatedSupport: true,
-                preselectSupport: true,
-                tagSupport: { valueSet: [1] },
-                insertReplaceSupport: true,
-                resolveSupport: { properties: ['documentation', 'detail', 'additionalTextEdits'] },
-                insertTextModeSupport: { valueSet: [1, 2] },
-                labelDetailsSupport: true,
-            },
-            insertTextMode: 2,
-            completionItemKind: { valueSet: Array.from({ length: 25 }, (_, i) => i + 1) },
-            completionList: { itemDefaults: ['commitCharacters', 'editRange', 'insertTextFormat', 'insertTextMode', 'data'] },
-        },
-        inlineCompletion: { dynamicRegistration: true },
-        hover: { dynamicRegistration: true, contentFormat: ['markdown', 'plaintext'] },
-        publishDiagnostics: { relatedInformation: true, versionSupport: false, tagSupport: { valueSet: [1, 2] } },
-    },
-};
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const { DID_FOCUS, FocusTracker } = createRequire(import.meta.url)(join(root, 'out', 'focus.js'));
 
 async function main() {
     const source = process.argv[2];
     check(source, 'usage: node test/protocol.mjs FILE');
-    const dir = mkdtempSync(join(tmpdir(), 'ditto-vscode-'));
-    const file = join(dir, basename(source));
-    writeFileSync(file, readFileSync(source, 'utf8'));
-    const doc = new Document(pathToFileURL(file).href, readFileSync(file, 'utf8'));
-    const log = { messages: trail.messages, progress: {}, applyEdits: 0, created: [] };
-
-    // ---- start the server as the extension does ----
-    const cmd = serverCommand(get);
-    const proc = spawn(cmd.command, cmd.args, { env: { ...process.env, ...cmd.env }, cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stderr = '';
-    proc.stderr.on('data', (d) => (stderr += d.toString(), trail.stderr = stderr));
-    proc.on('error', (e) => fail(`cannot start ${cmd.command}: ${e.message}`));
-    const conn = createProtocolConnection(new StreamMessageReader(proc.stdout), new StreamMessageWriter(proc.stdin));
-
-    // ---- what VS Code answers ----
-    conn.onRequest(WorkDoneProgressCreateRequest.type, (params) => {
-        log.created.push(params.token);
-        log.progress[params.token] = [];
-        conn.onProgress(WorkDoneProgress.type, params.token, (value) => log.progress[params.token].push(value));
-        return null;
-    });
     let editsAllowed = true;
-    conn.onRequest(ApplyWorkspaceEditRequest.type, (params) => {
-        log.applyEdits += 1;
-        log.lastEdit = params;
+    const { doc, conn, proc, cmd, log, request, init } = await openSession(source, (params, doc) => {
         if (!editsAllowed) {
             return { applied: false, failureReason: 'the test did not expect an edit now' };
         }
@@ -220,42 +59,16 @@ async function main() {
                 if (change.textDocument.version !== null && change.textDocument.version !== doc.version) {
                     return { applied: false, failureReason: `version ${change.textDocument.version} != ${doc.version}` };
                 }
-                doc.applyEdits(change.edits);
             }
+            applyAndSend(conn, doc, edit.documentChanges.flatMap((change) => change.edits));
         } else if (edit.changes) {
-            for (const [uri, edits] of Object.entries(edit.changes)) {
+            for (const uri of Object.keys(edit.changes)) {
                 if (uri !== doc.uri) return { applied: false, failureReason: 'unknown document' };
-                doc.applyEdits(edits);
             }
+            applyAndSend(conn, doc, Object.values(edit.changes).flat());
         }
-        // VS Code then sends the change to the server (full-range replacement
-        // of what changed; here: the whole document).
-        conn.sendNotification(DidChangeTextDocumentNotification.type, {
-            textDocument: { uri: doc.uri, version: doc.version },
-            contentChanges: [{ text: doc.text }],
-        });
         return { applied: true };
     });
-    conn.onRequest(RegistrationRequest.type, () => null);
-    conn.onRequest(ConfigurationRequest.type, (params) => params.items.map(() => serverSettings(get, keys)));
-    conn.onNotification(ShowMessageNotification.type, (p) => log.messages.push(`show ${p.type}: ${p.message}`));
-    conn.onNotification(LogMessageNotification.type, (p) => log.messages.push(`log ${p.type}: ${p.message}`));
-    conn.listen();
-
-    const request = (type, params, what, ms, token) => withTimeout(conn.sendRequest(type, params, token), what, ms);
-
-    // ---- initialize ----
-    const init = await request(InitializeRequest.type, {
-        processId: process.pid,
-        clientInfo: { name: 'Visual Studio Code', version: '1.91.0' },
-        locale: 'en',
-        rootPath: dir,
-        rootUri: pathToFileURL(dir).href,
-        workspaceFolders: [{ uri: pathToFileURL(dir).href, name: basename(dir) }],
-        capabilities,
-        initializationOptions: serverSettings(get, keys),
-        trace: get('trace.server'),
-    }, 'initialize', 60_000);
     const caps = init.capabilities;
     check(caps.inlineCompletionProvider, 'the server does not advertise inlineCompletionProvider');
     check(caps.completionProvider, 'the server does not advertise completionProvider');
@@ -263,11 +76,10 @@ async function main() {
     for (const c of ['ditto.rewriteFile', 'ditto.status']) check(commands.includes(c), `${c} is not advertised`);
     const syncKind = typeof caps.textDocumentSync === 'number' ? caps.textDocumentSync : caps.textDocumentSync?.change;
     check(syncKind === 2, `textDocumentSync is ${JSON.stringify(caps.textDocumentSync)}, not incremental`);
-    conn.sendNotification(InitializedNotification.type, {});
 
     // A settings change, as the extension sends it (the whole ditto section).
     userSettings.maxTokens = Number(userSettings.maxTokens ?? 12);
-    conn.sendNotification(DidChangeConfigurationNotification.type, { settings: { ditto: serverSettings(get, keys) } });
+    conn.sendNotification(DidChangeConfigurationNotification.type, { settings: { ditto: currentSettings() } });
 
     conn.sendNotification(DidOpenTextDocumentNotification.type, {
         textDocument: { uri: doc.uri, languageId: 'python', version: doc.version, text: doc.text },
@@ -413,9 +225,7 @@ async function main() {
         serverMessages: log.messages.slice(shownBefore).filter((m) => /rewrite/.test(m)),
     };
 
-    await request(ShutdownRequest.type, undefined, 'shutdown', 30_000);
-    conn.sendNotification(ExitNotification.type);
-    await withTimeout(new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r))), 'server exit', 15_000);
+    const serverExit = await closeSession({ conn, proc, request });
 
     console.log(JSON.stringify({
         ok: true,
@@ -428,9 +238,9 @@ async function main() {
         rewrite: { result, ms: rewriteMs, progressReports: runProgress.length },
         newText: doc.text,
         status: { model: status.model.name, drafted: status.stats.drafted, accepted: status.stats.accepted },
-        serverExit: proc.exitCode,
+        serverExit,
     }));
-    if (process.env.DITTO_DEBUG) console.error(stderr, log.messages.join('\n'));
+    if (process.env.DITTO_DEBUG) console.error(trail.stderr, log.messages.join('\n'));
 }
 
 main().then(

@@ -10,8 +10,10 @@
 -- Completion comes through Neovim's LSP completion (omnifunc, <C-x><C-o>, and
 -- vim.lsp.completion on 0.11); inline ghost text is drawn with extmarks from
 -- textDocument/inlineCompletion, which the plugin requests itself (no Neovim
--- release advertises the capability). Commands: :DittoRewrite {instruction},
--- :DittoRewriteWorkspace {glob} {instruction}, :DittoCancel, :DittoStatus.
+-- release advertises the capability). Next-edit suggestions are shown in
+-- place after an edit pauses (lua/ditto/next_edit.lua). Commands: :DittoRewrite
+-- {instruction}, :DittoRewriteWorkspace {glob} {instruction}, :DittoCancel,
+-- :DittoNextEdit, :DittoStatus.
 local M = {}
 
 local NAME = "ditto"
@@ -48,6 +50,17 @@ local defaults = {
       next = "<M-]>", -- ask again (also when auto is off)
     },
   },
+  next_edit = {
+    enable = true,
+    auto = true, -- ask after an edit pauses (never while the completion menu is open)
+    debounce_ms = 500,
+    hl_delete = "DittoNextEditDelete", -- text the suggestion would delete
+    hl_add = "DittoNextEditAdd", -- its new lines (virtual lines)
+    keys = {
+      accept = "<Tab>", -- jump to the suggestion, then apply it; a plain <Tab> when none is shown
+      dismiss = "<Esc>", -- normal mode; a plain <Esc> when none is shown
+    },
+  },
   progress = true, -- echo $/progress of rewrites
 }
 
@@ -63,6 +76,7 @@ local function call(client, method, ...)
   end
   return client[method](...)
 end
+M.call = call
 
 local function notify(msg, level)
   vim.notify("ditto: " .. msg, level or vim.log.levels.INFO)
@@ -108,6 +122,9 @@ local function on_attach(client, bufnr)
   end
   if M.config.inline.enable then
     M.inline.attach(bufnr)
+  end
+  if M.config.next_edit.enable then
+    require("ditto.next_edit").attach(bufnr)
   end
   M.focus_attach(client, bufnr)
 end
@@ -239,6 +256,8 @@ function M.setup(opts)
   end
 
   vim.api.nvim_set_hl(0, "DittoGhost", { link = "Comment", default = true })
+  vim.api.nvim_set_hl(0, "DittoNextEditDelete", { link = "DiffDelete", default = true })
+  vim.api.nvim_set_hl(0, "DittoNextEditAdd", { link = "DiffAdd", default = true })
   M.create_commands()
   M.setup_progress()
 
@@ -281,8 +300,7 @@ M.inline = inline
 
 -- bufnr -> { text, row, col (0-based bytes), tick, extmark }
 local state = {}
-local pending = {} -- bufnr -> { client, id }
-local timers = {}
+local requests = require("ditto.buffer_requests").new()
 
 local function byte_col(line, character, encoding)
   if encoding == "utf-8" then
@@ -296,6 +314,7 @@ local function byte_col(line, character, encoding)
   end
   return ok and col or #line
 end
+M.byte_col = byte_col
 
 function inline.clear(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
@@ -303,14 +322,6 @@ function inline.clear(bufnr)
     vim.api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
   end
   state[bufnr] = nil
-end
-
-local function cancel_pending(bufnr)
-  local p = pending[bufnr]
-  if p then
-    pcall(call, p.client, "cancel_request", p.id)
-    pending[bufnr] = nil
-  end
 end
 
 local function render(bufnr)
@@ -358,7 +369,7 @@ function inline.request(bufnr, on_done)
   if not client then
     return false
   end
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local win = vim.api.nvim_get_current_win()
   local cursor = vim.api.nvim_win_get_cursor(win)
   local row, col = cursor[1] - 1, cursor[2]
@@ -367,9 +378,7 @@ function inline.request(bufnr, on_done)
   local params = vim.lsp.util.make_position_params(win, encoding)
   params.context = { triggerKind = 2 } -- Automatic
   local ok, id = call(client, "request", "textDocument/inlineCompletion", params, function(err, result)
-    if pending[bufnr] and pending[bufnr].id == id then
-      pending[bufnr] = nil
-    end
+    requests.answered(bufnr, id)
     local text
     if not err and result then
       local items = result.items or result
@@ -402,9 +411,7 @@ function inline.request(bufnr, on_done)
       on_done(err, text)
     end
   end, bufnr)
-  if ok then
-    pending[bufnr] = { client = client, id = id }
-  end
+  requests.track(bufnr, client, ok, id)
   return ok
 end
 
@@ -459,26 +466,10 @@ end
 
 function inline.dismiss(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
-  cancel_pending(bufnr)
+  requests.cancel(bufnr)
   local had = state[bufnr] ~= nil
   inline.clear(bufnr)
   return had
-end
-
-local function schedule_request(bufnr)
-  if timers[bufnr] then
-    timers[bufnr]:stop()
-  else
-    timers[bufnr] = vim.uv.new_timer()
-  end
-  timers[bufnr]:start(M.config.inline.debounce_ms, 0, vim.schedule_wrap(function()
-    -- Not while the completion menu is open or being filled: the server keeps
-    -- one request per document, and this one would supersede the menu's.
-    if vim.api.nvim_buf_is_valid(bufnr) and vim.api.nvim_get_current_buf() == bufnr and vim.fn.mode() == "i"
-      and vim.fn.pumvisible() == 0 and vim.fn.complete_info({ "mode" }).mode == "" then
-      inline.request(bufnr)
-    end
-  end))
 end
 
 local attached = {}
@@ -496,10 +487,16 @@ function inline.attach(bufnr)
       if inline.visible(bufnr) then
         return -- our own accept moved the cursor onto the rest of the suggestion
       end
-      cancel_pending(bufnr)
+      requests.cancel(bufnr)
       inline.clear(bufnr)
       if M.config.inline.auto and vim.fn.pumvisible() == 0 then
-        schedule_request(bufnr)
+        -- Not while the completion menu is open or being filled: the server keeps
+        -- one request per document, and this one would supersede the menu's.
+        requests.debounce(bufnr, M.config.inline.debounce_ms, function()
+          if vim.fn.mode() == "i" then
+            inline.request(bufnr)
+          end
+        end)
       end
     end,
   })
@@ -515,25 +512,17 @@ function inline.attach(bufnr)
     buffer = bufnr,
     callback = function()
       attached[bufnr] = nil
-      state[bufnr], pending[bufnr] = nil, nil
-      if timers[bufnr] then
-        timers[bufnr]:close()
-        timers[bufnr] = nil
-      end
+      state[bufnr] = nil
+      requests.forget(bufnr)
     end,
   })
   local keys = M.config.inline.keys or {}
   local function map(lhs, fn, fallback, desc)
-    if not lhs or lhs == "" then
-      return
-    end
-    vim.keymap.set("i", lhs, function()
-      if not fn(bufnr) and fallback then
-        vim.api.nvim_feedkeys(vim.keycode(lhs), "n", false)
-      end
-    end, { buffer = bufnr, desc = desc })
+    require("ditto.buffer_requests").map("i", lhs, bufnr, fn, fallback, desc)
   end
-  map(keys.accept, inline.accept, true, "ditto: accept the suggestion")
+  map(keys.accept, function(b)
+    return inline.accept(b) or (M.config.next_edit.enable and require("ditto.next_edit").tab(b))
+  end, true, "ditto: accept the suggestion (or jump to / apply the next edit)")
   map(keys.accept_line, inline.accept_line, false, "ditto: accept a line of the suggestion")
   map(keys.accept_word, inline.accept_word, false, "ditto: accept a word of the suggestion")
   map(keys.dismiss, inline.dismiss, true, "ditto: dismiss the suggestion")
@@ -683,32 +672,15 @@ function M.status(opts)
   return true
 end
 
---- Asks for the next edit at the cursor (ditto/nextEdit); applies it and jumps
---- to it. opts.on_done(err, result) is called with the server's answer.
+--- Asks for the next edit at the cursor (ditto/nextEdit) now and shows it in
+--- place (<Tab> jumps to it, <Tab> again applies it). opts.on_done(err, result)
+--- is called with the server's answer (nil: no suggestion).
 function M.next_edit(opts)
   opts = opts or {}
-  local bufnr = vim.api.nvim_get_current_buf()
-  local client = M.client(bufnr)
-  if not client then
+  if not require("ditto.next_edit").request(nil, opts.on_done) then
     notify("the ditto server is not running", vim.log.levels.ERROR)
     return false
   end
-  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
-  call(client, "request", "ditto/nextEdit", params, function(err, result)
-    if not err and result ~= vim.NIL and result ~= nil then
-      vim.lsp.util.apply_text_edits({ { range = result.range, newText = result.newText } }, bufnr,
-        client.offset_encoding)
-      local line = vim.api.nvim_buf_get_lines(bufnr, result.jump.line, result.jump.line + 1, false)[1] or ""
-      vim.api.nvim_win_set_cursor(0, { result.jump.line + 1, byte_col(line, result.jump.character, client.offset_encoding) })
-    elseif err then
-      notify("next edit: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    else
-      notify("no next edit here")
-    end
-    if opts.on_done then
-      opts.on_done(err, result)
-    end
-  end, bufnr)
   return true
 end
 
@@ -788,7 +760,7 @@ function M.create_commands()
   end, { desc = "ditto: cancel the running rewrites" })
   vim.api.nvim_create_user_command("DittoNextEdit", function()
     M.next_edit()
-  end, { desc = "ditto: apply the next edit the recent edits call for, and jump to it" })
+  end, { desc = "ditto: show the next edit the recent edits call for (<Tab> jumps to it, <Tab> applies it)" })
   vim.api.nvim_create_user_command("DittoStatus", function()
     M.status()
   end, { desc = "ditto: model, memory, sessions and drafter statistics" })
