@@ -183,6 +183,18 @@ int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
     return dt_matmul_p(pool, DT_PRECISION_EXACT, w, x, ldx, n_tok, y, ldy);
 }
 
+/* The fast path's tokens, quantized once for all panels (and matrices) of
+ * a dispatch: n_tok rows of *ldxp pairs, to be freed. NULL if out of memory. */
+static dt_xpair *prep_tokens(dt_pool *pool, int type, const float *x, int64_t ldx, int64_t cols, int64_t n_tok,
+                             int64_t *ldxp) {
+    *ldxp = dt_xpairs(cols);
+    dt_xpair *buf = aligned_alloc(64, (size_t)(n_tok * *ldxp) * sizeof(dt_xpair));
+    if (!buf) return NULL;
+    struct prep_job pj = {type, x, ldx, cols, *ldxp, buf};
+    dt_pool_run(pool, prep_task, &pj, n_tok);
+    return buf;
+}
+
 int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
                 int64_t n_tok, float *y, int64_t ldy) {
     if (!pool || !w || !x || !y || n_tok < 0 || ldx < w->cols || ldy < w->rows) return DT_ERR_INVALID;
@@ -193,16 +205,12 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
     int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
     if (n_tok == 0 || n_panels == 0) return DT_OK;
     dt_fast_fn fast = fast_kernel(precision, w);
-    void *buf = NULL;
+    dt_xpair *buf = NULL;
     if (fast) { /* validate as dt_matmul_rows_p would, then quantize every token once */
         int bs;
         if (dt_type_layout(w->type, &bs, NULL) != DT_OK || w->cols <= 0 || w->cols % bs || !w->data)
             return DT_ERR_INVALID;
-        job.ldxp = dt_xpairs(w->cols);
-        buf = aligned_alloc(64, (size_t)(n_tok * job.ldxp) * sizeof(dt_xpair));
-        if (!buf) return DT_ERR_NOMEM;
-        struct prep_job pj = {w->type, x, ldx, w->cols, job.ldxp, buf};
-        dt_pool_run(pool, prep_task, &pj, n_tok);
+        if (!(buf = prep_tokens(pool, w->type, x, ldx, w->cols, n_tok, &job.ldxp))) return DT_ERR_NOMEM;
         job.fast = fast;
         job.xp = buf;
     }
@@ -224,6 +232,9 @@ struct group_job {
     int64_t first_panel[GROUP_MAX + 1];   /* panels of matrices before i */
     const float *x;
     int64_t ldx, n_tok;
+    dt_fast_fn fast[GROUP_MAX]; /* fast path: every matrix's kernel, tokens prepared once in xp */
+    const dt_xpair *xp;
+    int64_t ldxp;
 };
 
 static void group_task(void *arg, int64_t task, int thread) {
@@ -233,15 +244,35 @@ static void group_task(void *arg, int64_t task, int thread) {
     int64_t begin = (task - job->first_panel[i]) * MATMUL_PANEL_ROWS;
     int64_t end = begin + MATMUL_PANEL_ROWS;
     if (end > job->w[i]->rows) end = job->w[i]->rows;
-    dt_matmul_rows_p(DT_PRECISION_EXACT, job->w[i], job->x, job->ldx, job->n_tok, job->y[i], job->ldy[i],
-                     begin, end, job->pool->scratch[thread]);
+    if (job->fast[i])
+        fast_rows(job->fast[i], job->w[i], job->xp, job->ldxp, job->n_tok, job->y[i], job->ldy[i], begin, end);
+    else
+        dt_matmul_rows_p(DT_PRECISION_EXACT, job->w[i], job->x, job->ldx, job->n_tok, job->y[i], job->ldy[i],
+                         begin, end, job->pool->scratch[thread]);
+}
+
+/* 1 if the fast path covers every matrix of the group with one activation
+ * format (same type and width), so the tokens are quantized once; 0 if it
+ * covers none (the group runs exact); -1 otherwise. */
+static int group_fast(int n, const dt_tensor *const *w) {
+    int covered = 0;
+    for (int i = 0; i < n; i++) covered += fast_kernel(DT_PRECISION_FAST, w[i]) != NULL;
+    if (covered == 0) return 0;
+    if (covered < n) return -1;
+    for (int i = 1; i < n; i++)
+        if (w[i]->type != w[0]->type || w[i]->cols != w[0]->cols) return -1;
+    return 1;
 }
 
 int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy) {
     if (!pool || n < 1 || n > GROUP_MAX || !w || !y || !ldy) return DT_ERR_INVALID;
-    if (precision != DT_PRECISION_EXACT) {
-        /* the fast path quantizes activations per matrix type: one dispatch each */
+    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
+    for (int i = 0; i < n; i++)
+        if (!w[i]) return DT_ERR_INVALID;
+    const int fast = precision == DT_PRECISION_FAST ? group_fast(n, w) : 0;
+    if (fast < 0) {
+        /* activations quantized per matrix type: one dispatch each */
         for (int i = 0; i < n; i++) {
             int rc = dt_matmul_p(pool, precision, w[i], x, ldx, n_tok, y[i], ldy[i]);
             if (rc != DT_OK) return rc;
@@ -251,7 +282,7 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
     struct group_job job = {.pool = pool, .n = n, .x = x, .ldx = ldx, .n_tok = n_tok};
     int64_t max_cols = 0;
     for (int i = 0; i < n; i++) {
-        if (!w[i] || !y[i] || !x || n_tok < 0 || ldx < w[i]->cols || ldy[i] < w[i]->rows)
+        if (!y[i] || !x || n_tok < 0 || ldx < w[i]->cols || ldy[i] < w[i]->rows)
             return DT_ERR_INVALID;
         job.w[i] = w[i];
         job.y[i] = y[i];
@@ -262,6 +293,18 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
     int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
     if (rc != DT_OK) return rc;
     if (n_tok == 0) return DT_OK;
+    dt_xpair *buf = NULL;
+    if (fast) {
+        int bs;
+        if (dt_type_layout(w[0]->type, &bs, NULL) != DT_OK || w[0]->cols % bs) return DT_ERR_INVALID;
+        for (int i = 0; i < n; i++) {
+            if (!w[i]->data) return DT_ERR_INVALID;
+            job.fast[i] = fast_kernel(precision, w[i]);
+        }
+        if (!(buf = prep_tokens(pool, w[0]->type, x, ldx, w[0]->cols, n_tok, &job.ldxp))) return DT_ERR_NOMEM;
+        job.xp = buf;
+    }
     dt_pool_run(pool, group_task, &job, job.first_panel[n]);
+    free(buf);
     return DT_OK;
 }

@@ -17,9 +17,12 @@ struct dt_pool {
     struct worker_arg *args;       /* (n_threads) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    _Atomic uint64_t generation;   /* bumped once per dt_pool_run, wakes workers */
-    _Atomic uint64_t job;          /* packed (generation, n_tasks, next task): see threadpool.c */
-    _Atomic int64_t n_done;        /* tasks of the current run completed */
+    /* Own cache lines: idle workers spin reading `generation` while the
+     * running threads claim tasks from `job`. */
+    _Alignas(64) _Atomic uint64_t generation; /* bumped once per dt_pool_run, wakes workers */
+    _Alignas(64) _Atomic uint64_t job;        /* packed (generation, n_tasks, next task): see threadpool.c */
+    _Atomic int64_t n_done;                   /* tasks of the current run completed */
+    char pad_[64 - sizeof(uint64_t) - sizeof(int64_t)];
     _Atomic int stop;
     dt_task_fn fn;
     void *arg;

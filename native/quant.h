@@ -228,11 +228,12 @@ typedef void (*dt_fused_fn)(const void *w, int64_t row_bytes, int64_t n_rows,
  * with dw, m, dx those of the lane's block; then the hsum16 tree
  * (L + L+8, + L+4, + L+2, + L+1). */
 typedef struct {
-    int8_t xq[64];   /* the pair's activations in the type's byte order (Q8_0: xq + 128 as uint8) */
-    float dx[16];    /* per lane: scale of its block */
-    float sx[16];    /* per lane: dx * sum of its 4 xq */
-    int32_t xs8[16]; /* per lane: 8 * sum of its 4 xq */
-} dt_xpair;          /* 256 bytes */
+    int8_t xq[64];    /* the pair's activations in the type's byte order */
+    float dx[16];     /* per lane: scale of its block */
+    float sx[16];     /* per lane: dx * sum of its 4 xq */
+    int32_t xoff[16]; /* per lane: -(weight offset) * sum of its 4 xq (Q4_0: -8, Q8_0: -128, Q4_1: 0);
+                       * seeds the integer sum of weights stored unsigned (q, or q + 128 for Q8_0) */
+} dt_xpair;           /* 256 bytes */
 _Static_assert(sizeof(dt_xpair) == 256, "xpair layout");
 
 /* Pairs per row of k values (k a multiple of 32). */

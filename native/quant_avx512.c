@@ -161,7 +161,7 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
                                                              const int type, const int ts, const int R,
                                                              const int T) {
     const int per = type == DT_Q4_1 ? 2 : 1; /* scale floats per block */
-    float sc[4][2 * FUSED_CHUNK] __attribute__((aligned(64)));
+    float sc[4][2 * FUSED_CHUNK + 4] __attribute__((aligned(64))); /* + the zeros of scales_* */
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)

@@ -3,6 +3,7 @@
  * must give these floats bit for bit: the integer sums are exact, the float
  * operations below are the definition. */
 #include <math.h>
+#include <string.h>
 
 #include "quant.h"
 
@@ -39,9 +40,9 @@ void dt_fast_prep(int type, const float *x, int64_t k, dt_xpair *out) {
             for (int j = 0; j < 4; j++) s += q[4 * L + j];
             o->dx[L] = dxb[p];
             o->sx[L] = dxb[p] * (float)s;
-            o->xs8[L] = 8 * s;
+            o->xoff[L] = (type == DT_Q8_0 ? -128 : type == DT_Q4_0 ? -8 : 0) * s;
         }
-        for (int i = 0; i < 64; i++) o->xq[i] = type == DT_Q8_0 ? (int8_t)(uint8_t)(q[i] + 128) : q[i];
+        memcpy(o->xq, q, sizeof q);
     }
 }
 
@@ -79,11 +80,8 @@ static float dot_fast_ref(int type, const uint8_t *w, const dt_xpair *xp, int64_
         for (int L = 0; L < 16; L++) {
             const int p = type == DT_Q8_0 ? L / 8 : (L / 4) % 2;
             int32_t s = 0;
-            for (int j = 0; j < 4; j++) {
-                const int xq = type == DT_Q8_0 ? (int)(uint8_t)o->xq[4 * L + j] - 128 : o->xq[4 * L + j];
-                s += wq[4 * L + j] * xq;
-            }
-            if (type == DT_Q4_0) s -= o->xs8[L];
+            for (int j = 0; j < 4; j++) s += wq[4 * L + j] * o->xq[4 * L + j];
+            if (type == DT_Q4_0) s -= 8 * (o->xq[4 * L] + o->xq[4 * L + 1] + o->xq[4 * L + 2] + o->xq[4 * L + 3]);
             acc[L] = fmaf(dw[p] * o->dx[L], (float)s, acc[L]);
             if (type == DT_Q4_1) acc[L] = fmaf(mw[p], o->sx[L], acc[L]);
         }

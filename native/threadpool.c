@@ -46,17 +46,23 @@ struct worker_arg {
     int id;
 };
 
-/* Claims and runs tasks of generation `gen` until none are left. */
+/* Claims and runs tasks of generation `gen` until none are left. A claim
+ * takes a share of what is left (guided scheduling: big runs first, single
+ * tasks at the end), so a loop of a thousand tasks costs a few dozen
+ * transfers of the job word between cores instead of two per task. */
 static void run_tasks(dt_pool *pool, uint64_t gen, int thread) {
+    const uint64_t share = 2 * (uint64_t)pool->n_threads;
     uint64_t w = atomic_load_explicit(&pool->job, memory_order_acquire);
     for (;;) {
         if (job_gen(w) != gen || job_next(w) >= job_n(w)) return;
-        if (!atomic_compare_exchange_weak_explicit(&pool->job, &w, w + 1, memory_order_acq_rel,
+        uint64_t take = (job_n(w) - job_next(w)) / share;
+        take = take ? take : 1;
+        if (!atomic_compare_exchange_weak_explicit(&pool->job, &w, w + take, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
-        /* The claimed task keeps this job open, so fn and arg are its own. */
-        pool->fn(pool->arg, pool->task_base + (int64_t)job_next(w), thread);
-        atomic_fetch_add_explicit(&pool->n_done, 1, memory_order_acq_rel);
+        /* The claimed tasks keep this job open, so fn and arg are their own. */
+        for (uint64_t i = 0; i < take; i++) pool->fn(pool->arg, pool->task_base + (int64_t)(job_next(w) + i), thread);
+        atomic_fetch_add_explicit(&pool->n_done, (int64_t)take, memory_order_acq_rel);
         w = atomic_load_explicit(&pool->job, memory_order_acquire);
     }
 }
@@ -86,8 +92,9 @@ static void *worker_main(void *p) {
 
 int dt_pool_new(int n_threads, dt_pool **out) {
     if (n_threads < 1 || n_threads > 1024 || !out) return DT_ERR_INVALID;
-    dt_pool *pool = calloc(1, sizeof *pool);
+    dt_pool *pool = aligned_alloc(_Alignof(dt_pool), sizeof *pool); /* its atomics sit on their own lines */
     if (!pool) return DT_ERR_NOMEM;
+    memset(pool, 0, sizeof *pool);
     pool->n_threads = n_threads;
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);

@@ -50,36 +50,25 @@ DT_INLINE float hmax16(__m512 v) {
     return hmax8(_mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
-/* Block scales of a row (blocks ts bytes apart) converted for nb blocks at
- * once: one gather and one vcvtph2ps per 8 or 16 blocks. */
-DT_INLINE __m512i iota_ts(int64_t ts) {
-    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                              _mm512_set1_epi32((int)ts));
-}
+/* Block scales of a row (blocks ts bytes apart) converted for nb blocks,
+ * one F16C conversion per block (cheaper than a gather for the short rows
+ * of decode), then 4 zero floats so a pair's 4-float read past the last
+ * block sees zeros. */
 
-/* dm[2j], dm[2j+1] = d, m of block j (the f16 pair at offset 0, as Q4_1);
- * zeros after the last block up to the next multiple of 8. */
+/* dm[2j], dm[2j+1] = d, m of block j (the f16 pair at offset 0, as Q4_1). */
 DT_INLINE void scales_pair(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
-    const __m512i idx = iota_ts(ts);
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(dm + 2 * j, _mm512_cvtph_ps(_mm512_castsi512_si256(v)));
-        if (n > 8) _mm512_storeu_ps(dm + 2 * j + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
+    for (int64_t j = 0; j < nb; j++) {
+        uint32_t v;
+        memcpy(&v, p + j * ts, sizeof v);
+        _mm_storel_pi((__m64 *)(dm + 2 * j), _mm_cvtph_ps(_mm_cvtsi32_si128((int)v)));
     }
+    _mm_storeu_ps(dm + 2 * nb, _mm_setzero_ps());
 }
 
-/* d[j] = scale of block j (the f16 at offset 0, as Q4_0 / Q8_0); zeros
- * after the last block up to a multiple of 16. */
+/* d[j] = scale of block j (the f16 at offset 0, as Q4_0 / Q8_0). */
 DT_INLINE void scales_one(const uint8_t *p, int64_t ts, int64_t nb, float *d) {
-    const __m512i idx = iota_ts(ts);
-    for (int64_t j = 0; j < nb; j += 16) {
-        const int64_t n = nb - j < 16 ? nb - j : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1);
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, p + j * ts, 1);
-        _mm512_storeu_ps(d + j, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)));
-    }
+    for (int64_t j = 0; j < nb; j++) d[j] = h2f(dt_load_f16(p + j * ts));
+    _mm_storeu_ps(d + nb, _mm_setzero_ps());
 }
 #endif
 

@@ -234,6 +234,25 @@ def test_matmul_against_float64_and_dot(qtype, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("nb", [1, 2, 9, 18, 33, 48, 70])
+def test_decode_matmul_any_row_length(qtype, isa, nb):
+    """Decode batches (1-4 tokens, the fused kernels) over rows of any block
+    count, across the kernels' chunks of block scales: each output is
+    dt_dot_f32 of the dequantized row, as for a big batch."""
+    use_isa(isa)
+    rng = np.random.default_rng(41 + int(qtype) + nb)
+    rows, cols = 7, 32 * nb
+    raw = make_weight(qtype, rows, cols, rng)
+    x = rng.standard_normal((6, cols)).astype(np.float32)
+    w = reference(qtype, raw.reshape(-1)).reshape(rows, cols)
+    want = np.array([[k.dot_f32(w[r], x[t]) for r in range(rows)] for t in range(6)], np.float32)
+    for n in (1, 2, 3, 4):
+        assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x[:n]), want[:n])
+    assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x), want)
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_matmul_batch_invariance(qtype, isa):
     use_isa(isa)
