@@ -1,6 +1,7 @@
 """Engine speed and memory: ditto against llama.cpp, in one run, as ratios.
 
     python bench/engine.py [--rounds 2] [--reps 3] [--threads 2] [--ctx 4096] [--kv-type f16 [f32]]
+                           [--precision exact [fast]]
                            [--llama-bin-dir DIR] [--model GGUF] [--out bench/results/]
 
 Measures, on the same GGUF with the same thread count:
@@ -11,10 +12,11 @@ Measures, on the same GGUF with the same thread count:
   * peak memory (RSS high-water mark) with a context of --ctx tokens,
     serving a 2048-token prompt and 128 generated tokens.
 
-ditto runs in a subprocess of this script (`--worker`), once per --kv-type
-(the KV cache's element type; each is named in the JSON, `ditto_f32`,
-`ditto_f16`, with its ratios to llama.cpp and, given both, f16 / f32), so its
-peak RSS is its own; the worker times the native Context directly (decode(tokens,
+ditto runs in a subprocess of this script (`--worker`), once per --precision
+and --kv-type (the matmuls' precision and the KV cache's element type; each
+variant is named in the JSON, `ditto_exact_f16`, `ditto_fast_f32`, ..., with
+its ratios to llama.cpp and, given both KV types, f16 / f32), so its peak
+RSS is its own; the worker times the native Context directly (decode(tokens,
 positions, seq_ids, want)), as llama-bench times llama_decode: no sampling,
 real text tokens. llama.cpp runs as `llama-bench -fa 1 -t T -p 512 -n 128
 -o json` and `llama-bench -fa 1 -t T -p 0 -n 128 -d 2048 -o json` (its
@@ -67,7 +69,8 @@ def worker(args) -> None:
     from ditto.engine.llm import LLM
     import_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    llm = LLM(args.model, n_ctx=args.ctx, n_seq=1, n_threads=args.threads, max_batch=512, kv_type=args.kv_type[0])
+    llm = LLM(args.model, n_ctx=args.ctx, n_seq=1, n_threads=args.threads, max_batch=512,
+              precision=args.precision[0], kv_type=args.kv_type[0])
     load_seconds = time.perf_counter() - t0
     ctx = llm.ctx
     need = max(args.pp, args.depth) + args.tg
@@ -117,14 +120,15 @@ def worker(args) -> None:
         "pp_tps": pp, "tg_tps": tg, "tg_depth_tps": tg_depth,
         "depth_prefill_tps": args.depth / depth_prefill if depth_prefill else None,
         "import_seconds": import_seconds, "load_seconds": load_seconds,
-        "n_ctx": ctx.n_ctx, "n_threads": ctx.n_threads, "kv_type": ctx.kv_type,
+        "n_ctx": ctx.n_ctx, "n_threads": ctx.n_threads, "precision": ctx.precision, "kv_type": ctx.kv_type,
     }))
 
 
-def run_ditto(args, model: Path, kv_type: str) -> dict:
+def run_ditto(args, model: Path, precision: str, kv_type: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", str(model),
            "--threads", str(args.threads), "--ctx", str(args.ctx), "--pp", str(args.pp),
-           "--tg", str(args.tg), "--depth", str(args.depth), "--reps", str(args.reps), "--kv-type", kv_type]
+           "--tg", str(args.tg), "--depth", str(args.depth), "--reps", str(args.reps), "--kv-type", kv_type,
+           "--precision", precision]
     for attempt in range(3):
         res = common.run_measured(cmd, timeout=3600)
         if res["returncode"] == 0:
@@ -144,6 +148,7 @@ def run_ditto(args, model: Path, kv_type: str) -> dict:
         "samples": {k: [rnd(x) for x in data[k]] for k in ("pp_tps", "tg_tps", "tg_depth_tps")},
         "peak_rss_mb": mb(res["peak_rss_bytes"]),
         "n_ctx": data["n_ctx"],
+        "precision": data["precision"],
         "kv_type": data["kv_type"],
         "load_seconds": rnd(data["load_seconds"], 3),
         "import_seconds": rnd(data["import_seconds"], 3),
@@ -254,9 +259,11 @@ def main() -> None:
     ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--depth", type=int, default=2048, help="context depth for the long decode (0: skip)")
     ap.add_argument("--no-server", action="store_true", help="skip the llama-server memory run")
-    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
+    from ditto.engine.options import DEFAULT_KV_TYPE, DEFAULT_PRECISION, KV_TYPES, PRECISIONS
     ap.add_argument("--kv-type", nargs="+", choices=KV_TYPES, default=[DEFAULT_KV_TYPE],
                     help=f"ditto's KV cache element type(s), each measured in every round (default: {DEFAULT_KV_TYPE})")
+    ap.add_argument("--precision", nargs="+", choices=PRECISIONS, default=[DEFAULT_PRECISION],
+                    help=f"ditto's matmul precision(s), each measured in every round (default: {DEFAULT_PRECISION})")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     common.exit_on_sigterm()
@@ -270,11 +277,13 @@ def main() -> None:
     depth_ok = bench_supports_depth(args.llama_bin_dir)
     prompt = depth_prompt(model, args.depth) if args.depth and not args.no_server else None
     work = work_per_token(args, model)
+    variants = [(p, kv) for p in args.precision for kv in args.kv_type]
+    dittos = [f"ditto_{p}_{kv}" for p, kv in variants]
     rounds = []
     for r in range(args.rounds):
         entry = {"round": r + 1, "order": "ditto-first" if r % 2 == 0 else "llama-first"}
         steps = [("machine", lambda: machine_limits.measure(args.threads))]
-        steps += [(f"ditto_{kv}", lambda kv=kv: run_ditto(args, model, kv)) for kv in args.kv_type]
+        steps += [(name, lambda p=p, kv=kv: run_ditto(args, model, p, kv)) for name, (p, kv) in zip(dittos, variants)]
         steps.append(("llama_bench", lambda: run_llama_bench(args, model, depth_ok)))
         if prompt:
             steps.append(("llama_server", lambda: run_llama_server(args, model, prompt)))
@@ -291,20 +300,21 @@ def main() -> None:
         llama_depth = lb.get("tg_depth_tps") or ls.get("tg_depth_tps")
         entry["ratios"] = {}
         entry["fraction_of_machine"] = {"llama_cpp": fractions(lb, llama_depth, entry["machine"], work, kv="f16")}
-        for kv in args.kv_type:
-            d = entry[f"ditto_{kv}"]
-            entry["ratios"][f"ditto_{kv}"] = {
+        for name, (_p, kv) in zip(dittos, variants):
+            d = entry[name]
+            entry["ratios"][name] = {
                 "pp": ratio(d["pp_tps"], lb.get("pp_tps")),
                 "tg": ratio(d["tg_tps"], lb.get("tg_tps")),
                 "tg_at_depth": ratio(d["tg_depth_tps"], llama_depth),
                 "tg_at_depth_vs_server": ratio(d["tg_depth_tps"], ls.get("tg_depth_tps")),
                 "peak_rss": ratio(d["peak_rss_mb"], ls.get("peak_rss_mb")),
             }
-            entry["fraction_of_machine"][f"ditto_{kv}"] = fractions(d, d["tg_depth_tps"], entry["machine"], work, kv=kv)
+            entry["fraction_of_machine"][name] = fractions(d, d["tg_depth_tps"], entry["machine"], work, kv=kv)
         if {"f32", "f16"} <= set(args.kv_type):
-            a, b = entry["ditto_f16"], entry["ditto_f32"]
-            entry["ratios"]["ditto_f16_over_f32"] = {k: ratio(a[k], b[k]) for k in
-                                                     ("pp_tps", "tg_tps", "tg_depth_tps", "peak_rss_mb")}
+            for p in args.precision:
+                a, b = entry[f"ditto_{p}_f16"], entry[f"ditto_{p}_f32"]
+                entry["ratios"][f"ditto_{p}_f16_over_f32"] = {k: ratio(a[k], b[k]) for k in
+                                                              ("pp_tps", "tg_tps", "tg_depth_tps", "peak_rss_mb")}
         rounds.append(entry)
 
     def med(path: tuple[str, ...]):
@@ -314,7 +324,6 @@ def main() -> None:
             return e if e != {} else None
         return rnd(median(get(e) for e in rounds), 3)
 
-    dittos = [f"ditto_{kv}" for kv in args.kv_type]
     summary = {
         **{name: {k: med((name, k)) for k in ("pp_tps", "tg_tps", "tg_depth_tps", "peak_rss_mb")} for name in dittos},
         "llama_cpp": {
@@ -337,7 +346,7 @@ def main() -> None:
         "benchmark": "engine",
         "model": str(model),
         "config": {"threads": args.threads, "pp": args.pp, "tg": args.tg, "depth": args.depth,
-                   "kv_types": args.kv_type,
+                   "precisions": args.precision, "kv_types": args.kv_type,
                    "ctx_for_memory": args.ctx, "reps": args.reps, "rounds": args.rounds,
                    "llama_bin_dir": args.llama_bin_dir, "llama_version": common.llama_version(args.llama_bin_dir),
                    "llama_flash_attn": True, "llama_bench_has_depth": depth_ok},
@@ -345,7 +354,7 @@ def main() -> None:
         "summary": summary,
         "rounds": rounds,
         "notes": [
-            "tokens/s; ratios are ditto / llama.cpp within one round (ditto_f16_over_f32: the two KV types), "
+            "tokens/s; ratios are ditto / llama.cpp within one round (ditto_P_f16_over_f32: the two KV types), "
             "median over rounds",
             "ditto: native Context.decode timed in a subprocess, no sampling; llama.cpp: llama-bench -fa 1",
             "loadavg_1min_after: the machine's load after each step; llama.cpp's worker threads "
