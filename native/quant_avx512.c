@@ -149,6 +149,26 @@ static inline __attribute__((always_inline)) void block32_fast(const uint8_t *p,
         const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)));
         *v0 = _mm512_permutexvar_ps(q, t);
         *v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), t);
+    } else if (type == DT_Q5_0 || type == DT_Q5_1) {
+        /* 32-entry table in two vectors, indexed by the 5-bit value: the low
+         * nibble from qs, the fifth bit from qh (bit v for value v). */
+        const int qh_at = type == DT_Q5_0 ? 2 : 4; /* after d (and m) */
+        const __m512 j1 = _mm512_add_ps(iota, _mm512_set1_ps(16.0f));
+        __m512 t0, t1;
+        if (type == DT_Q5_0) { /* d * (q - 16) */
+            t0 = _mm512_mul_ps(_mm512_set1_ps(sc[0]), _mm512_sub_ps(iota, _mm512_set1_ps(16.0f)));
+            t1 = _mm512_mul_ps(_mm512_set1_ps(sc[0]), iota);
+        } else {               /* d * q + m, d * q exact as for Q4_1 */
+            t0 = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[0]), _mm512_set1_ps(sc[1]));
+            t1 = _mm512_fmadd_ps(j1, _mm512_set1_ps(sc[0]), _mm512_set1_ps(sc[1]));
+        }
+        uint32_t qh;
+        memcpy(&qh, p + qh_at, sizeof qh);
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + qh_at + 4)));
+        const __m512i fifth = _mm512_set1_epi32(16);
+        const __m512i lo = _mm512_and_si512(q, _mm512_set1_epi32(0xF)), hi = _mm512_srli_epi32(q, 4);
+        *v0 = _mm512_permutex2var_ps(t0, _mm512_mask_or_epi32(lo, (__mmask16)qh, lo, fifth), t1);
+        *v1 = _mm512_permutex2var_ps(t0, _mm512_mask_or_epi32(hi, (__mmask16)(qh >> 16), hi, fifth), t1);
     } else { /* DT_Q8_0 */
         const __m512 d = _mm512_set1_ps(sc[0]);
         *v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), d);
@@ -160,7 +180,7 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
                                                              int64_t ldx, float *y, int64_t ldy, int64_t k,
                                                              const int type, const int ts, const int R,
                                                              const int T) {
-    const int per = type == DT_Q4_1 ? 2 : 1; /* scale floats per block */
+    const int per = type == DT_Q4_1 || type == DT_Q5_1 ? 2 : 1; /* scale floats per block */
     float sc[4][2 * FUSED_CHUNK + 4] __attribute__((aligned(64))); /* + the zeros of scales_* */
     __m512 acc[4][4];
 #pragma GCC unroll 4
@@ -233,13 +253,16 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
 FUSED(q4_0, DT_Q4_0, 18)
 FUSED(q4_1, DT_Q4_1, 20)
 FUSED(q8_0, DT_Q8_0, 34)
+FUSED(q5_0, DT_Q5_0, 22)
+FUSED(q5_1, DT_Q5_1, 24)
 
 const dt_kernels dt_kernels_avx512 = {
     .name = "avx512",
     .dequant = DT_X86_DEQUANT,
     .dot = dot,
     .gemm = gemm,
-    .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0},
+    .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0,
+              [DT_Q5_0] = fused_q5_0, [DT_Q5_1] = fused_q5_1},
     .fused_max_tok = 4,
     .fast = {[DT_Q4_0] = dt_fast_avx512_q4_0, [DT_Q4_1] = dt_fast_avx512_q4_1, [DT_Q8_0] = dt_fast_avx512_q8_0},
 };

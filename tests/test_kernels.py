@@ -18,12 +18,12 @@ k = pytest.importorskip("ditto._kernels")
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 LAYOUT = {
     Q.F32: (1, 4), Q.F16: (1, 2), Q.BF16: (1, 2), Q.Q8_0: (32, 34), Q.Q4_0: (32, 18),
-    Q.Q4_1: (32, 20), Q.Q5_0: (32, 22), Q.Q4_K: (256, 144), Q.Q5_K: (256, 176), Q.Q6_K: (256, 210),
+    Q.Q4_1: (32, 20), Q.Q5_0: (32, 22), Q.Q5_1: (32, 24), Q.Q4_K: (256, 144), Q.Q5_K: (256, 176), Q.Q6_K: (256, 210),
 }
 # Byte offsets of the f16 scale fields inside one block: random bits there
 # would give NaN / inf, so they get sane values instead.
 F16_FIELDS = {
-    Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+    Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
 }
 ISAS = [k.ISA_SCALAR, k.ISA_AVX2, k.ISA_AVX512]
 
@@ -234,7 +234,7 @@ def test_matmul_against_float64_and_dot(qtype, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
-@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q5_0, Q.Q5_1], ids=lambda t: t.name)
 @pytest.mark.parametrize("nb", [1, 2, 9, 18, 33, 48, 70])
 def test_decode_matmul_any_row_length(qtype, isa, nb):
     """Decode batches (1-4 tokens, the fused kernels) over rows of any block
