@@ -77,14 +77,20 @@ def ditto_ready(args) -> float:
         client.close()
 
 
+def open_document(client: LspClient, args, text: str) -> tuple[str, float]:
+    """Initializes the server and opens the benchmark file: (its URI, when it was opened)."""
+    initialize(client, {"maxTokens": 16})
+    uri = "file:///bench/" + Path(args.file).name
+    t0 = time.perf_counter()
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",
+                                                            "version": 1, "text": text}})
+    return uri, t0
+
+
 def ditto_first_completion(args, text: str, cursor: int) -> tuple[float, bool]:
     client = LspClient(serve_cmd(args))
     try:
-        initialize(client, {"maxTokens": 16})
-        uri = "file:///bench/" + Path(args.file).name
-        t0 = time.perf_counter()
-        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",
-                                                                "version": 1, "text": text}})
+        uri, t0 = open_document(client, args, text)
         res = client.request("textDocument/completion",
                              {"textDocument": {"uri": uri}, "position": position(text, cursor)})
         return time.perf_counter() - t0, nonempty(res)
@@ -96,11 +102,7 @@ def ditto_focus(args, text: str, cursor: int) -> tuple[float, float, bool]:
     """(didOpen -> prefill at the cursor done, keystroke -> completion, non-empty)."""
     client = LspClient(serve_cmd(args))
     try:
-        initialize(client, {"maxTokens": 16})
-        uri = "file:///bench/" + Path(args.file).name
-        t0 = time.perf_counter()
-        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",
-                                                                "version": 1, "text": text}})
+        uri, t0 = open_document(client, args, text)
         where = position(text, cursor)
         client.notify("ditto/didFocus", {"textDocument": {"uri": uri}, "position": where})
         done = f" of {uri} at line {where['line'] + 1}"
