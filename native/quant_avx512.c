@@ -136,7 +136,7 @@ static void gemm(const float *w, int64_t ldw, int64_t n_rows, const float *x, in
 /* One 32-value block (scales already converted) as two vectors of weights,
  * the same floats as dequant_*. */
 static inline __attribute__((always_inline)) void block32_fast(const uint8_t *p, const float *sc, int type,
-                                                               __m512 *v0, __m512 *v1) {
+                                                               int high, __m512 *v0, __m512 *v1) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     if (type == DT_Q4_1) {
         const __m512 t = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[0]), _mm512_set1_ps(sc[1]));
@@ -149,6 +149,15 @@ static inline __attribute__((always_inline)) void block32_fast(const uint8_t *p,
         const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)));
         *v0 = _mm512_permutexvar_ps(q, t);
         *v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), t);
+    } else if (type == DT_Q4_K) {
+        /* a sub-block of 32: 32 bytes, their low (even sub-block) or high
+         * nibbles; x = d1 * q - m1 */
+        const __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(sc[0]), iota), _mm512_set1_ps(sc[1]));
+        __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16)));
+        if (high) q0 = _mm512_srli_epi32(q0, 4), q1 = _mm512_srli_epi32(q1, 4);
+        *v0 = _mm512_permutexvar_ps(q0, t);
+        *v1 = _mm512_permutexvar_ps(q1, t);
     } else if (type == DT_Q5_0 || type == DT_Q5_1) {
         /* 32-entry table in two vectors, indexed by the 5-bit value: the low
          * nibble from qs, the fifth bit from qh (bit v for value v). */
@@ -176,11 +185,32 @@ static inline __attribute__((always_inline)) void block32_fast(const uint8_t *p,
     }
 }
 
+/* (d1, m1) of the nb sub-blocks of 32 from the super-block at p on, as the
+ * Q4_K reference computes them: d * sc, dmin * m. */
+static inline __attribute__((always_inline)) void scales_q4_K(const uint8_t *p, int64_t ts, int64_t nb, float *dm) {
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = p + (b / 8) * ts;
+        uint8_t sc, m;
+        dt_scale_min_k4((int)(b % 8), blk + 4, &sc, &m);
+        dm[2 * b] = h2f(dt_load_f16(blk)) * sc;
+        dm[2 * b + 1] = h2f(dt_load_f16(blk + 2)) * m;
+    }
+}
+
+/* Where sub-block ib of a row starts: Q4_K's 32 values live in the nibbles
+ * of 32 bytes shared with its neighbour (after the super-block's 16-byte
+ * header); every other type's block is ts bytes of its own. */
+static inline __attribute__((always_inline)) const uint8_t *block_at(const uint8_t *row, int64_t ib, int type,
+                                                                     int ts) {
+    if (type == DT_Q4_K) return row + (ib / 8) * ts + 16 + 32 * ((ib % 8) / 2);
+    return row + ib * ts;
+}
+
 static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, int64_t rb, const float *x,
                                                              int64_t ldx, float *y, int64_t ldy, int64_t k,
                                                              const int type, const int ts, const int R,
                                                              const int T) {
-    const int per = type == DT_Q4_1 || type == DT_Q5_1 ? 2 : 1; /* scale floats per block */
+    const int per = type == DT_Q4_1 || type == DT_Q5_1 || type == DT_Q4_K ? 2 : 1; /* scale floats per block */
     float sc[4][2 * FUSED_CHUNK + 4] __attribute__((aligned(64))); /* + the zeros of scales_* */
     __m512 acc[4][4];
 #pragma GCC unroll 4
@@ -192,7 +222,8 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
         const int64_t nc = nb - c0 < FUSED_CHUNK ? nb - c0 : FUSED_CHUNK;
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            if (per == 2) scales_pair(w + r * rb + c0 * ts, ts, nc, sc[r]);
+            if (type == DT_Q4_K) scales_q4_K(w + r * rb + c0 / 8 * ts, ts, nc, sc[r]); /* c0: whole super-blocks */
+            else if (per == 2) scales_pair(w + r * rb + c0 * ts, ts, nc, sc[r]);
             else scales_one(w + r * rb + c0 * ts, ts, nc, sc[r]);
         }
         for (int64_t b = 0; b < nc; b++) {
@@ -200,9 +231,9 @@ static inline __attribute__((always_inline)) void fused_tile(const uint8_t *w, i
             __m512 w0[4], w1[4];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                const uint8_t *p = w + r * rb + ib * ts;
+                const uint8_t *p = block_at(w + r * rb, ib, type, ts);
                 prefetch_ahead(p);
-                block32_fast(p, sc[r] + per * b, type, &w0[r], &w1[r]);
+                block32_fast(p, sc[r] + per * b, type, (int)(ib & 1), &w0[r], &w1[r]);
             }
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
@@ -255,6 +286,7 @@ FUSED(q4_1, DT_Q4_1, 20)
 FUSED(q8_0, DT_Q8_0, 34)
 FUSED(q5_0, DT_Q5_0, 22)
 FUSED(q5_1, DT_Q5_1, 24)
+FUSED(q4_K, DT_Q4_K, 144)
 
 const dt_kernels dt_kernels_avx512 = {
     .name = "avx512",
@@ -262,7 +294,7 @@ const dt_kernels dt_kernels_avx512 = {
     .dot = dot,
     .gemm = gemm,
     .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0,
-              [DT_Q5_0] = fused_q5_0, [DT_Q5_1] = fused_q5_1},
+              [DT_Q5_0] = fused_q5_0, [DT_Q5_1] = fused_q5_1, [DT_Q4_K] = fused_q4_K},
     .fused_max_tok = 4,
     .fast = {[DT_Q4_0] = dt_fast_avx512_q4_0, [DT_Q4_1] = dt_fast_avx512_q4_1, [DT_Q8_0] = dt_fast_avx512_q8_0},
 };

@@ -234,7 +234,7 @@ def test_matmul_against_float64_and_dot(qtype, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
-@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q5_0, Q.Q5_1], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q5_0, Q.Q5_1, Q.Q4_K], ids=lambda t: t.name)
 @pytest.mark.parametrize("nb", [1, 2, 9, 18, 33, 48, 70])
 def test_decode_matmul_any_row_length(qtype, isa, nb):
     """Decode batches (1-4 tokens, the fused kernels) over rows of any block
@@ -242,7 +242,7 @@ def test_decode_matmul_any_row_length(qtype, isa, nb):
     dt_dot_f32 of the dequantized row, as for a big batch."""
     use_isa(isa)
     rng = np.random.default_rng(41 + int(qtype) + nb)
-    rows, cols = 7, 32 * nb
+    rows, cols = 7, 32 * nb * (8 if qtype == Q.Q4_K else 1)   # Q4_K: nb super-blocks of 8 sub-blocks
     raw = make_weight(qtype, rows, cols, rng)
     x = rng.standard_normal((6, cols)).astype(np.float32)
     w = reference(qtype, raw.reshape(-1)).reshape(rows, cols)
