@@ -44,6 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
+# llama-server's speculation modes the benchmarks compare against, and their flags.
+LLAMA_MODES = {
+    "llama_plain": [],
+    "llama_ngram_mod": ["--spec-type", "ngram-mod"],
+    "llama_ngram_simple": ["--spec-type", "ngram-simple"],
+}
 
 
 # ---- arguments -----------------------------------------------------------------

@@ -46,14 +46,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import log, ratio, rnd  # noqa: E402
+from common import LLAMA_MODES, log, ratio, rnd  # noqa: E402
 from lsp_client import LspClient  # noqa: E402
 
-LLAMA_MODES = {
-    "llama_plain": [],
-    "llama_ngram_simple": ["--spec-type", "ngram-simple"],
-    "llama_ngram_mod": ["--spec-type", "ngram-mod"],
-}
 COUNTERS = ("generated", "forward_passes", "drafted", "accepted")
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 

@@ -58,13 +58,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import draft_analysis  # noqa: E402
-from common import geomean, log, ratio, rnd  # noqa: E402
+from common import LLAMA_MODES, geomean, log, ratio, rnd  # noqa: E402
 
-LLAMA_MODES = {
-    "llama_plain": [],
-    "llama_ngram_mod": ["--spec-type", "ngram-mod"],
-    "llama_ngram_simple": ["--spec-type", "ngram-simple"],
-}
 STOP = "\n```"
 
 
