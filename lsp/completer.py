@@ -132,6 +132,14 @@ class Engine:
         self.slots.forget(short_window_key(uri))
 
     # ---- completion ------------------------------------------------------------------
+    def _prompt(self, text: str, offset: int, chunks: tuple[str, ...] = (), *, start: int | None = None,
+                suffix_tokens: int | None = None) -> tuple[Prompt, list[int]]:
+        """build_prompt with the settings (the window at `start` if given)."""
+        st = self.settings
+        return build_prompt(self.llm.tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
+                            suffix_tokens=st.suffix_tokens if suffix_tokens is None else suffix_tokens,
+                            style=st.completion_style, chunks=chunks, start=start)
+
     def _from_cache(self, s: Session, prefix: str) -> CompletionResult | None:
         for sug, source in ((s.last, "cache"), (s.prefetched, "prefetch")):
             if sug is None or not prefix.startswith(sug.prefix):
@@ -146,9 +154,7 @@ class Engine:
         st = self.settings
         s = self.session(uri)
         t0 = time.perf_counter()
-        prompt, below = build_prompt(self.llm.tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
-                                     suffix_tokens=st.suffix_tokens, style=st.completion_style,
-                                     chunks=chunks)
+        prompt, below = self._prompt(text, offset, chunks)
         self.stats.completions += 1
         s.completions += 1
         if st.completion_cache:
@@ -205,12 +211,11 @@ class Engine:
         tokens in the document's short-window slot, and how many it has not
         cached. The window the last one started at is kept while it fits
         (typing on goes on from its cache)."""
-        st, tokenizer = self.settings, self.llm.tokenizer
+        tokenizer = self.llm.tokenizer
         slot = self.slots.acquire(short_window_key(s.uri))
 
         def at(start: int) -> tuple[Prompt, list[int], int]:
-            p, b = build_prompt(tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
-                                suffix_tokens=st.suffix_tokens, style=st.completion_style, start=start)
+            p, b = self._prompt(text, offset, start=start)
             return p, b, len(p.tokens) - self.llm.decoder.cached_prefix(slot, p.tokens, len(p.tokens) - 1)
 
         kept = s.short_start
@@ -265,9 +270,7 @@ class Engine:
             return None
         s = self.sessions[uri]
         new_text = text[:offset] + suggestion + text[offset:]
-        prompt, below = build_prompt(self.llm.tokenizer, new_text, offset + len(suggestion),
-                                     prompt_tokens=st.prompt_tokens, suffix_tokens=st.suffix_tokens,
-                                     style=st.completion_style, chunks=chunks)
+        prompt, below = self._prompt(new_text, offset + len(suggestion), chunks)
         self.stats.prefetches += 1
         result = self._decode(job, s, prompt, below, PREFETCH_CHUNK, st.max_tokens)
         if result.source != "model" or not result.text:
@@ -281,8 +284,7 @@ class Engine:
         prompt (these chunks of other files, the window up to the cursor)
         without FIM's suffix part. Typing at the cursor changes only its end."""
         st = self.settings
-        prompt, _below = build_prompt(self.llm.tokenizer, text, offset, prompt_tokens=st.prompt_tokens,
-                                      suffix_tokens=0, style=st.completion_style, chunks=chunks)
+        prompt, _below = self._prompt(text, offset, chunks, suffix_tokens=0)
         tokens = prompt.tokens[:-2] if self.has_fim else prompt.tokens   # drop <fim_suffix><fim_middle>
         return tokens[:max(0, self.llm.ctx.n_ctx - st.max_tokens - 2)]   # what a completion has room for
 
