@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..engine.decode import Request
 from ..engine.drafters import AdaptiveLength, DocumentIndex
 from ..engine.llm import LLM
-from .prefill_budget import PrefillMeter, prefill_budget_seconds
+from .prefill_budget import MIN_MEASURED_TOKENS, PrefillMeter, prefill_budget_seconds
 from .prompt import CHARS_PER_TOKEN, Prompt, StopRule, build_prompt, frame_tokens, nearest_lines_start
 from .scheduler import JobContext
 from .sessions import Session, SlotManager, Suggestion
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 URGENT_CHUNK = 128     # prompt tokens per forward pass for a completion
 PREFETCH_CHUNK = 64
 REWRITE_CHUNK = 256
-MEASURE_CHUNK = 32     # prompt tokens timed for a first measure of the prefill speed
+MEASURE_CHUNK = MIN_MEASURED_TOKENS        # prompt tokens timed for a first measure of the prefill speed
+# Evaluated before them, too few for the meter: the first pass pays one-time costs (page faults in the weights).
+WARM_UP_CHUNK = MIN_MEASURED_TOKENS // 2
 
 
 @dataclass
@@ -181,15 +183,17 @@ class Engine:
         the whole window if what it has not cached fits the prefill budget at
         the measured speed (one chunk always fits), else the lines nearest the
         cursor that do. With no speed measured yet, the head of the whole
-        window is evaluated first and timed."""
+        window is evaluated first, its second pass timed."""
         slot = self.slots.acquire(s.uri)
         tokens = prompt.tokens
         seconds = prefill_budget_seconds(self.settings)
         uncached = len(tokens) - self.llm.decoder.cached_prefix(slot, tokens, len(tokens) - 1)
         if uncached > URGENT_CHUNK and self.meter.rate is None:
-            head = len(tokens) - uncached + MEASURE_CHUNK
+            head = len(tokens) - uncached
             t0 = time.perf_counter()
-            self._prefill(job, slot, tokens[:head], MEASURE_CHUNK)
+            for n in (WARM_UP_CHUNK, MEASURE_CHUNK):
+                head += n
+                self._prefill(job, slot, tokens[:head], n)
             seconds -= time.perf_counter() - t0
             uncached = len(tokens) - self.llm.decoder.cached_prefix(slot, tokens, len(tokens) - 1)
         budget = self.meter.tokens_within(seconds, URGENT_CHUNK)
