@@ -32,7 +32,7 @@ URGENT_CHUNK = 128     # prompt tokens per forward pass for a completion
 PREFETCH_CHUNK = 64
 REWRITE_CHUNK = 256
 MEASURE_CHUNK = MIN_MEASURED_TOKENS        # prompt tokens timed for a first measure of the prefill speed
-# Evaluated before them, too few for the meter: the first pass pays one-time costs (page faults in the weights).
+# Evaluated before them, too few for the meter: the first pass pays one-time costs (first touches of weights, buffers).
 WARM_UP_CHUNK = MIN_MEASURED_TOKENS // 2
 
 
