@@ -53,20 +53,19 @@ def lsp_position(position: types.Position) -> dict:
     return {"line": position.line, "character": position.character}
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
-async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual_studio_code"), initialization_options=OPTIONS))
-    yield
-    await lsp_client.shutdown_session()
+def server_with(options: dict):
+    """A fixture: a client of a fresh server initialized with `options`."""
+    @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+    async def session(lsp_client: LanguageClient):
+        await lsp_client.initialize_session(types.InitializeParams(
+            capabilities=client_capabilities("visual_studio_code"), initialization_options=options))
+        yield
+        await lsp_client.shutdown_session()
+    return session
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
-async def cold_client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual_studio_code"), initialization_options=COLD_OPTIONS))
-    yield
-    await lsp_client.shutdown_session()
+client = server_with(OPTIONS)
+cold_client = server_with(COLD_OPTIONS)
 
 
 async def complete(client: LanguageClient, uri: str, text: str, offset: int):
