@@ -247,7 +247,8 @@ class Engine:
                                        draft_max=st.draft_max)
         self.stats.model_calls += 1
         self.llm.decoder.run([req], job.should_stop, prefill_chunk=chunk)
-        self.meter.add(req.stats.prompt_tokens - req.stats.reused_tokens, req.stats.prefill_seconds)
+        if req.finish_reason != "cancelled":     # else its prompt may be evaluated in part only
+            self.meter.add(req.stats.prompt_tokens - req.stats.reused_tokens, req.stats.prefill_seconds)
         if drafter is not None:
             self.stats.add_drafter("doc", drafter.stats.drafted - before[0], drafter.stats.accepted - before[1])
         text = rule.finish()
