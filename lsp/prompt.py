@@ -79,7 +79,7 @@ def nearest_lines_start(tokenizer, text: str, offset: int, max_tokens: int) -> i
     floor = len(starts) - 1
     if floor > 0 and not text[starts[floor]:offset].strip():
         floor -= 1
-    # Code averages about CHARS_PER_TOKEN characters a token: lines further up would not fit.
+    # Lines further up than MAX_TOKEN_CHARS characters a token would not fit code (CHARS_PER_TOKEN on average).
     lo, hi = 0, floor
     while lo < hi and offset - starts[lo] > max(0, max_tokens) * MAX_TOKEN_CHARS:
         lo += 1
