@@ -6,11 +6,11 @@ and owns a Context with `n_seq` sequences that a Decoder drives.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .chat import ChatTemplate
 from .decode import Decoder, Request
 from .drafters.base import Drafter
 from .gguf_model import load_model_file
@@ -32,7 +32,6 @@ class LLM:
         self.path = Path(resolve_model(model_path))
         self.file = load_model_file(self.path)
         self.tokenizer = Tokenizer(self.file.tokenizer)
-        self.chat = ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
         self.model = _native.Model(self.file)
         n_ctx = min(n_ctx, self.file.hparams.n_ctx_train) if self.file.hparams.n_ctx_train else n_ctx
         if kv_ring is None:
@@ -40,6 +39,14 @@ class LLM:
         self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
                                    n_threads=n_threads, precision=precision, kv_type=kv_type, kv_ring=kv_ring)
         self.decoder = Decoder(self.ctx)
+
+    @functools.cached_property
+    def chat(self):
+        """The chat template (a ChatTemplate), compiled on first use: it needs
+        jinja2, which completion and next-edit never load (~6 MB resident).
+        A template that does not parse raises ChatTemplateError here."""
+        from .chat import ChatTemplate
+        return ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
 
     @property
     def name(self) -> str:
