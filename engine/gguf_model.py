@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from .architectures import ARCHITECTURES, Architecture
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from .gguf_reader import MAX_ARRAY_LEN, Field, GGUFError, GGUFFile, TensorInfo, read_gguf
 from .packed import PackedStrings
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from .packed import PackedBytes
 
 Q = GGMLQuantizationType

@@ -11,15 +11,18 @@ import subprocess
 import sys
 import tracemalloc
 
+import gguf
 import pytest
 
+from ditto.engine import ggml_types
 from ditto.engine.gguf_model import load_model_file
 from ditto.engine.packed import PackedBytes, PackedStrings
 from ditto.engine.tokenizer import Tokenizer
 
 # Not needed to load a model and decode: jinja2 only renders chat templates
-# (LLM.chat loads it on first use), the rest belong to other layers or tools.
-ENGINE_MUST_NOT_IMPORT = ("jinja2", "ditto.engine.chat", "ditto.lsp", "pygls", "ray", "rich")
+# (LLM.chat loads it on first use), gguf (and the PyYAML it pulls in) is for
+# tests and tools (engine/ggml_types.py), the rest belong to other layers.
+ENGINE_MUST_NOT_IMPORT = ("jinja2", "ditto.engine.chat", "gguf", "yaml", "ditto.lsp", "pygls", "ray", "rich")
 
 
 def _modules_after(code: str) -> set[str]:
@@ -63,6 +66,16 @@ def test_vocabulary_is_held_packed(tiny_model_path):
         tracemalloc.stop()
     assert tok.n_vocab == n_vocab
     assert kept / n_vocab < 48, f"{kept / n_vocab:.1f} bytes per token"
+
+
+def test_ggml_types_match_the_gguf_package():
+    """ditto's copy of the format's numbers (so that loading does not import
+    `gguf`) is the `gguf` package's, entry for entry."""
+    for ours, theirs in ((ggml_types.GGUFValueType, gguf.GGUFValueType),
+                         (ggml_types.GGMLQuantizationType, gguf.GGMLQuantizationType)):
+        assert [(m.name, m.value) for m in ours] == [(m.name, m.value) for m in theirs]
+    assert {int(k): v for k, v in ggml_types.GGML_QUANT_SIZES.items()} == \
+        {int(k): v for k, v in gguf.GGML_QUANT_SIZES.items()}
 
 
 @pytest.mark.parametrize("items", [[], [b""], [b"a", b"", b"bc", b"\xff\x00"], [b"x" * 300] * 3])
