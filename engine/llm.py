@@ -14,6 +14,7 @@ from pathlib import Path
 from .decode import Decoder, Request
 from .drafters.base import Drafter
 from .gguf_model import load_model_file
+from .malloc_policy import keep_big_blocks_out_of_heap
 from .model_store import resolve_model
 from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION
 from .sampling import SamplingParams
@@ -29,6 +30,7 @@ class LLM:
         sliding layers on the ring, so a long document costs them the window only."""
         from .. import _native  # the compiled extension, installed beside this package
 
+        keep_big_blocks_out_of_heap()  # before the vocabulary's big transient blocks
         self.path = Path(resolve_model(model_path))
         self.file = load_model_file(self.path)
         self.tokenizer = Tokenizer(self.file.tokenizer)
