@@ -46,7 +46,7 @@ import numpy as np
 from .architectures import ARCHITECTURES, Architecture
 from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from .gguf_reader import MAX_ARRAY_LEN, Field, GGUFError, GGUFFile, TensorInfo, read_gguf
-from .packed import PackedStrings
+from .packed import InvalidItem, PackedStrings
 
 __all__ = [
     "GGUFError",
@@ -289,10 +289,10 @@ class _Meta:
         f = self._array(key, frozenset({GGUFValueType.STRING}), default)
         if f is None:
             return default
-        for i, b in enumerate(f.value):
-            if not _is_utf8(b):
-                raise GGUFError(f"metadata key {key!r}: element {i} is not valid UTF-8")
-        return PackedStrings.from_utf8(f.value)
+        try:
+            return PackedStrings.from_utf8(f.value)
+        except InvalidItem as e:
+            raise GGUFError(f"metadata key {key!r}: element {e.index} is not valid UTF-8") from None
 
     def floats(self, key: str, default: Any = _REQUIRED) -> Any:
         """A float array as array('d')."""
@@ -308,14 +308,6 @@ class _Meta:
         if f is None:
             return default
         return [int(v) for v in f.value]
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _plain_metadata(fields: dict[str, Field]) -> dict[str, object]:

@@ -24,6 +24,8 @@ silently change text.
 from __future__ import annotations
 
 import heapq
+import operator
+from itertools import compress
 from typing import Sequence
 
 __all__ = ["SpmEncoder", "SPACE"]
@@ -35,15 +37,15 @@ class SpmEncoder:
     def __init__(self, tokens: Sequence[str], scores: Sequence[float], normal: Sequence[bool],
                  user_defined: Sequence[int], add_space_prefix: bool) -> None:
         """normal[i]: token i is plain text (merges may make it)."""
-        ids: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            ids[t] = i  # duplicates: the last id wins, as llama.cpp's map
         # Two disjoint maps rather than all ids plus the plain ones again: the
         # merge loop looks up plain tokens only, and at 262k tokens a second
-        # full dict costs ~10 MB.
-        self._plain = {t: i for t, i in ids.items() if normal[i]}
-        self._other = {t: i for t, i in ids.items() if not normal[i]}
-        del ids
+        # full dict costs ~10 MB. Duplicates: the last id wins, as llama.cpp's map.
+        ids = dict(zip(tokens, range(len(tokens))))
+        self._other: dict[str, int] = {}
+        for i in compress(range(len(tokens)), map(operator.not_, normal)):
+            if ids.get(tokens[i]) == i:
+                self._other[tokens[i]] = ids.pop(tokens[i])
+        self._plain = ids
         self._scores = scores
         # llama.cpp sorts its special-token cache by length, longest first
         self._user = sorted((tokens[i] for i in user_defined if tokens[i]), key=len, reverse=True)
