@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import platform
 import subprocess
 import sys
 import tracemalloc
@@ -16,7 +17,9 @@ import pytest
 
 from ditto.engine import ggml_types
 from ditto.engine.gguf_model import load_model_file
-from ditto.engine.packed import PackedBytes, PackedStrings
+from ditto.engine.malloc_policy import keep_big_blocks_out_of_heap
+from ditto.engine.packed import InvalidItem, PackedBytes, PackedStrings
+from ditto.engine.spm import SpmEncoder
 from ditto.engine.tokenizer import Tokenizer
 
 # Not needed to load a model and decode: jinja2 only renders chat templates
@@ -98,3 +101,31 @@ def test_packed_strings_round_trip_unicode():
     assert list(p) == items and p[4] == "日本語" and p == items and p != items[:-1]
     assert PackedStrings.from_utf8(PackedBytes([s.encode() for s in items])) == items
     assert p.index("<|im_end|>") == 3 and "Ġthe" in p
+
+
+@pytest.mark.parametrize("items, bad", [([b"ok", b"\xff"], 1), ([b"\xe6\x97", b"\xa5"], 0),
+                                        ([b"a", b"", b"\x80b"], 2)])
+def test_packed_strings_name_the_first_item_that_is_not_utf8(items, bad):
+    """Checked on the whole buffer at once, which must not accept a character
+    split across two items (each half is invalid on its own)."""
+    with pytest.raises(InvalidItem) as err:
+        PackedStrings.from_utf8(PackedBytes(items))
+    assert err.value.index == bad
+
+
+def test_spm_maps_are_disjoint_and_the_last_duplicate_wins():
+    """Plain and other tokens in two maps (not all ids plus the plain ones
+    again); a string listed twice keeps its last id, in whichever map that
+    id's type puts it."""
+    tokens = ["a", "b", "ab", "<c>", "b", "ab"]
+    normal = [True, True, True, False, False, True]
+    enc = SpmEncoder(tokens, [0.0] * 6, normal, [], add_space_prefix=False)
+    assert [enc.token_id(t) for t in ("a", "b", "ab", "<c>", "zz")] == [0, 4, 5, 3, None]
+    assert enc.encode("ab") == [5]          # merges make plain tokens only
+    assert enc.encode("b") == []            # "b" is id 4, not plain; no byte token either
+
+
+def test_malloc_policy_applies_under_glibc():
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert keep_big_blocks_out_of_heap()
