@@ -33,7 +33,7 @@ class PackedBytes(Sequence[bytes]):
         len(blob) and never decrease (the caller built them so)."""
         out = cls.__new__(cls)
         out._blob = blob
-        out._off = array("q", offsets)
+        out._off = array("q", np.ascontiguousarray(offsets, dtype=np.int64).tobytes())
         return out
 
     def __len__(self) -> int:
@@ -65,14 +65,10 @@ class PackedBytes(Sequence[bytes]):
         return self._raw_items()
 
     def join(self, ids: Iterable[int]) -> bytes:
-        """b"".join(self[i] for i in ids) without a method call per item
-        (ids are trusted to be in range, as list indexing would check)."""
+        """b"".join(self[i] for i in ids) without a method call per item;
+        ids must lie in [0, len) (one past the end raises IndexError)."""
         blob, off = self._blob, self._off
         return b"".join([blob[off[i]:off[i + 1]] for i in ids])
-
-    def nbytes(self) -> int:
-        """Bytes held: the blob and the offsets."""
-        return len(self._blob) + self._off.itemsize * len(self._off)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
