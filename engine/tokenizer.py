@@ -178,7 +178,7 @@ class Tokenizer:
 
         # Tokens that encode_with_specials recognises in text (what llama.cpp
         # parses with parse_special=true), longest first as llama.cpp tries them.
-        special = {self._tokens[i]: i for i, (t, ty) in enumerate(zip(tokens, types))
+        special = {t: i for i, (t, ty) in enumerate(zip(tokens, types))
                    if t and ty in (TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED)}
         self._special_ids = special
         # Phi-3 (llama.cpp sets RSTRIP by the model's name, as Phi-3's own
