@@ -6,8 +6,8 @@ loop and allocate for ever; tensor data past the end of the file comes back
 as a silently short array), and it builds a numpy view per string, which
 costs seconds on a 50k-262k token vocabulary. Here every read is checked
 against the file size and the MAX_* limits first, numeric arrays become one
-numpy array each, string arrays one buffer each (``PackedBytes``), and tensor data stays in
-the mapping, untouched until a kernel reads it. ``gguf.GGUFReader`` remains
+numpy array each, string arrays one buffer each (``PackedBytes``), and
+tensor data stays in the mapping, untouched until a kernel reads it. ``gguf.GGUFReader`` remains
 the reference these results are tested against.
 
 Only little-endian GGUF, versions 2 and 3.
