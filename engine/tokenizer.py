@@ -175,6 +175,9 @@ class Tokenizer:
         # drops them silently, as llama.cpp does, so text holding them cannot
         # round-trip. Callers may check with can_round_trip().
         self.missing_bytes = frozenset(range(256)) - have
+        # Characters that decode as something else: SentencePiece writes a
+        # space as U+2581, so a U+2581 in the text comes back as a space.
+        self.lossy_chars = frozenset({SPACE}) if spm else frozenset()
 
         # Tokens that encode_with_specials recognises in text (what llama.cpp
         # parses with parse_special=true), longest first as llama.cpp tries them.
@@ -318,7 +321,10 @@ class Tokenizer:
         return self.encode_pieces(self.split_specials(text))
 
     def can_round_trip(self, text: str) -> bool:
-        """False if text holds a byte the vocabulary cannot express."""
+        """False if text holds a byte the vocabulary cannot express, or a
+        character that decodes as another (lossy_chars)."""
+        if any(c in text for c in self.lossy_chars):
+            return False
         return not self.missing_bytes or self.missing_bytes.isdisjoint(
             _clean(text).encode("utf-8"))
 
