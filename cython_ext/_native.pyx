@@ -9,6 +9,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free
 
 import hashlib
+import mmap
 import os
 
 import numpy as np
@@ -75,6 +76,27 @@ def model_identity(model_file):
         h.update(np.asarray(w.data[0]).tobytes())
         h.update(np.asarray(w.data[w.rows - 1]).tobytes())
     return int.from_bytes(h.digest()[:8], "little")
+
+
+def drop_mapped_pages(a):
+    """Gives the process's pages of the whole pages inside array `a` back to
+    the OS if `a` lies on a memory-mapped file (mmap.mmap; the file's bytes
+    stay and are read in again if touched); anything else is left alone.
+    Returns the bytes dropped."""
+    owner = a
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):   # np.frombuffer's view of the mapping
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap):
+        return 0
+    start = a.ctypes.data - np.frombuffer(owner, dtype=np.uint8, count=0).ctypes.data
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = (start + a.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end <= first:
+        return 0
+    owner.madvise(mmap.MADV_DONTNEED, first, end - first)
+    return end - first
 
 
 ctypedef int (*state_reader)(dt_context *ctx, int seq, const void *buf, int64_t len) noexcept nogil
@@ -161,11 +183,27 @@ cdef class Model:
         return a
 
     def prepare_q16(self, int n_threads):
-        """Repacks the weight matrices for precision q16 (once per model)."""
+        """Repacks the weight matrices for precision q16 (once per model), then
+        drops the mapped originals' pages from the process so the weights are
+        not held twice (exact contexts read them in again if they run)."""
+        if self.m.output.q16 != NULL:
+            return
         cdef int rc
+        cdef dt_layer *L
         with nogil:
             rc = dt_model_q16_prepare(&self.m, n_threads)
         check(rc, "q16 repack")
+        mf = self.file
+        # a tied head's rows are embedded from its repacked copy under q16 (model.c)
+        repacked = [(mf.output, self.m.output.q16 != NULL)]
+        for i, lw in enumerate(mf.layers):
+            L = &self.layers[i]
+            repacked += [(lw.wq, L.wq.q16 != NULL), (lw.wk, L.wk.q16 != NULL), (lw.wv, L.wv.q16 != NULL),
+                         (lw.wo, L.wo.q16 != NULL), (lw.w_gate, L.w_gate.q16 != NULL),
+                         (lw.w_up, L.w_up.q16 != NULL), (lw.w_down, L.w_down.q16 != NULL)]
+        for w, done in repacked:
+            if done:
+                drop_mapped_pages(w.data)
 
     def __dealloc__(self):
         dt_model_q16_release(&self.m)

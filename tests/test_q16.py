@@ -187,3 +187,39 @@ def test_hostile_blocks_do_not_crash():
     assert np.isnan(results[0][0, 3]) and np.isfinite(results[0][0, 0])
     if len(results) > 2:
         assert_bits_equal(results[2], results[0])
+
+
+def test_dropped_pages_read_back_and_heap_arrays_are_left_alone(tmp_path):
+    from ditto._native import drop_mapped_pages
+    import mmap
+
+    data = np.random.default_rng(1).integers(0, 256, 5 * mmap.PAGESIZE, dtype=np.uint8)
+    path = tmp_path / "blob"
+    path.write_bytes(data.tobytes())
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    a = np.frombuffer(mm, dtype=np.uint8, count=3 * mmap.PAGESIZE + 10, offset=100).reshape(-1, 2)
+    assert drop_mapped_pages(a) == 2 * mmap.PAGESIZE      # only whole pages inside the array
+    assert np.array_equal(a.reshape(-1), data[100:100 + a.nbytes])
+    heap = data.copy()
+    assert drop_mapped_pages(heap) == 0 and np.array_equal(heap, data)
+    del a
+    mm.close()
+
+
+def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path):
+    """The tied embedding's mapped pages are dropped under q16 and its rows
+    come from the head's repacked copy: logits stay close to exact ones."""
+    from ditto._native import Context, Model
+    from ditto.engine.gguf_model import load_model_file
+
+    toks = list(range(3, 20))
+    exact = Context(Model(load_model_file(tiny_model_path("llama", Q.Q8_0))), n_seq=1, n_ctx=64, max_batch=64,
+                    n_threads=2, precision="exact")
+    want = exact.decode(toks, range(len(toks)), [0] * len(toks))
+    mf = load_model_file(tiny_model_path("llama", Q.Q8_0))
+    assert mf.tied_output
+    ctx = Context(Model(mf), n_seq=1, n_ctx=64, max_batch=64, n_threads=2, precision="q16")
+    got = ctx.decode(toks, range(len(toks)), [0] * len(toks))
+    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
+    assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
