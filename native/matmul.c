@@ -235,7 +235,10 @@ static void *prep_tokens(dt_pool *pool, const int_kernel *ik, int type, const fl
     uint8_t *buf = aligned_alloc(64, (size_t)((n_tok * tb + 63) & ~(int64_t)63));
     if (!buf) return NULL;
     struct prep_job pj = {ik, type, x, ldx, cols, tb, buf};
-    dt_pool_run(pool, prep_task, &pj, n_tok);
+    if (n_tok <= FAST_TOK) /* decode: a few microseconds, less than a dispatch */
+        for (int64_t t = 0; t < n_tok; t++) prep_task(&pj, t, 0);
+    else
+        dt_pool_run(pool, prep_task, &pj, n_tok);
     return buf;
 }
 

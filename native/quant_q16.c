@@ -38,13 +38,8 @@ static int tile_code(int type, const uint8_t *codes, int r, int v) {
     return (codes[at] >> shift) & (type == DT_Q8_0 ? 0xFF : 0xF);
 }
 
-/* Where a block's quants start in a GGUF block, and its unsigned code of value v. */
+/* Where a block's quants start in a GGUF block. */
 static int quant_offset(int type) { return type == DT_Q4_1 ? 4 : 2; }
-static uint8_t gguf_code(int type, const uint8_t *blk, int v) {
-    const uint8_t *qs = blk + quant_offset(type);
-    if (type == DT_Q8_0) return (uint8_t)(qs[v] + 128);
-    return v < 16 ? qs[v] & 0xF : qs[v - 16] >> 4;
-}
 
 void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *dst, int64_t tile_begin,
                    int64_t tile_end) {
@@ -59,10 +54,14 @@ void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = row + b * ts;
                 uint8_t *codes = tile + b * cb;
-                for (int v = 0; v < 32; v++) {
-                    int shift;
-                    const int64_t at = code_at(type, r, v, &shift);
-                    codes[at] |= (uint8_t)(gguf_code(type, blk, v) << shift);
+                /* GGUF's Q4 byte v holds values v and v + 16: exactly the tile's byte
+                 * for group v / 4 (low nibble) and v / 4 + 4 (high), so groups of 4
+                 * bytes move whole; Q8_0's 4 values of a group become q + 128 */
+                if (type == DT_Q8_0) {
+                    for (int g = 0; g < 8; g++)
+                        for (int i = 0; i < 4; i++) codes[64 * g + 4 * r + i] = (uint8_t)(blk[2 + 4 * g + i] ^ 0x80);
+                } else {
+                    for (int g = 0; g < 4; g++) memcpy(codes + 64 * g + 4 * r, blk + quant_offset(type) + 4 * g, 4);
                 }
                 memcpy(dw + b * 32 + 2 * r, blk, 2);
                 if (type == DT_Q4_1) memcpy(mw + b * 32 + 2 * r, blk + 2, 2);
