@@ -97,8 +97,8 @@ int dt_model_q16_prepare(dt_model *m, int n_threads) {
     for (int i = 0; i < n && rc == DT_OK; i++) {
         const int64_t bytes = dt_q16_repacked_bytes(ws[i]);
         if (ws[i]->q16 || bytes <= 0) continue;
-        /* anonymous pages (64-byte aligned): freed whole when released */
-        void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        /* anonymous pages (64-byte aligned), populated in one go: freed whole when released */
+        void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
         if (p == MAP_FAILED) {
             rc = DT_ERR_NOMEM;
             break;

@@ -45,9 +45,13 @@ void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *
                    int64_t tile_end) {
     const int64_t nb = cols / 32, ts = dt_types[type].type_size, rb = nb * ts;
     const int64_t cb = code_bytes(type), tb = dt_q16_tile_bytes(type, cols);
+    const int64_t used = nb * (cb + scale_bytes(type));
     for (int64_t t = tile_begin; t < tile_end; t++) {
         uint8_t *tile = (uint8_t *)dst + t * tb;
-        memset(tile, 0, (size_t)tb);
+        if ((t + 1) * DT_Q16_ROWS > rows) /* zero rows pad the last tile */
+            memset(tile, 0, (size_t)tb);
+        else /* every other byte is written below */
+            memset(tile + used, 0, (size_t)(tb - used));
         uint8_t *dw = tile + nb * cb, *mw = dw + nb * 32;
         for (int r = 0; r < DT_Q16_ROWS && t * DT_Q16_ROWS + r < rows; r++) {
             const uint8_t *row = (const uint8_t *)src + (t * DT_Q16_ROWS + r) * rb;
@@ -90,21 +94,33 @@ void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, vo
     }
 }
 
+/* Written without libm calls so the compiler vectorizes it: comparisons
+ * that skip NaNs (as fmaxf), the clamp before the rounding (same result:
+ * rounding keeps [-32639, 32639]), and round-to-nearest-even by adding and
+ * subtracting 1.5 * 2^23 (exact for |v| <= 2^22). */
 void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out) {
+    const float magic = 12582912.0f;
     for (int64_t b = 0; b < k / 32; b++) {
         const float *xb = x + 32 * b;
         dt_xq16 *o = out + b;
         float amax = 0.0f;
-        for (int v = 0; v < 32; v++) amax = fmaxf(amax, fabsf(xb[v]));
-        const float d = amax / 32639.0f;
-        int32_t s = 0;
         for (int v = 0; v < 32; v++) {
-            /* fmaxf first: a NaN quotient becomes -32639, as SIMD max/cvt would */
-            const float r = d != 0.0f ? fminf(fmaxf(nearbyintf(xb[v] / d), -32639.0f), 32639.0f) : 0.0f;
-            const int q = (int)r, lo = (int8_t)(q & 0xFF);
+            const float a = fabsf(xb[v]);
+            amax = a > amax ? a : amax; /* a NaN does not count */
+        }
+        const float d = amax / 32639.0f;
+        int32_t q[32], s = 0;
+        for (int v = 0; v < 32; v++) {
+            float r = d != 0.0f ? xb[v] / d : 0.0f;
+            r = r > 32639.0f ? 32639.0f : r;
+            r = r >= -32639.0f ? r : -32639.0f; /* a NaN becomes -32639 */
+            q[v] = (int32_t)((r + magic) - magic);
+        }
+        for (int v = 0; v < 32; v++) {
+            const int32_t lo = (int8_t)(q[v] & 0xFF);
             o->xl[v] = (int8_t)lo;
-            o->xh[v] = (int8_t)((q - lo) / 256);
-            s += q;
+            o->xh[v] = (int8_t)((q[v] - lo) >> 8);
+            s += q[v];
         }
         o->dx = d;
         o->s = s;
