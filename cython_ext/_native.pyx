@@ -78,25 +78,15 @@ def model_identity(model_file):
     return int.from_bytes(h.digest()[:8], "little")
 
 
-def drop_mapped_pages(a):
-    """Gives the process's pages of the whole pages inside array `a` back to
-    the OS if `a` lies on a memory-mapped file (mmap.mmap; the file's bytes
-    stay and are read in again if touched); anything else is left alone.
-    Returns the bytes dropped."""
+def on_file_mapping(a):
+    """True if array `a` lies on a memory-mapped file (an mmap.mmap, as the
+    GGUF loader maps models; np.frombuffer views it through a memoryview)."""
     owner = a
     while isinstance(owner, np.ndarray):
         owner = owner.base
-    if isinstance(owner, memoryview):   # np.frombuffer's view of the mapping
+    if isinstance(owner, memoryview):
         owner = owner.obj
-    if not isinstance(owner, mmap.mmap):
-        return 0
-    start = a.ctypes.data - np.frombuffer(owner, dtype=np.uint8, count=0).ctypes.data
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    end = (start + a.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-    if end <= first:
-        return 0
-    owner.madvise(mmap.MADV_DONTNEED, first, end - first)
-    return end - first
+    return isinstance(owner, mmap.mmap)
 
 
 ctypedef int (*state_reader)(dt_context *ctx, int seq, const void *buf, int64_t len) noexcept nogil
@@ -183,27 +173,16 @@ cdef class Model:
         return a
 
     def prepare_q16(self, int n_threads):
-        """Repacks the weight matrices for precision q16 (once per model), then
-        drops the mapped originals' pages from the process so the weights are
-        not held twice (exact contexts read them in again if they run)."""
+        """Repacks the weight matrices for precision q16 (once per model). The
+        loader's read-only file mapping then gives each matrix's pages back as
+        soon as it is repacked, so the weights are held once (exact contexts
+        read them in again if they run)."""
         if self.m.output.q16 != NULL:
             return
-        cdef int rc
-        cdef dt_layer *L
+        cdef int rc, drop = 1 if on_file_mapping(self.file.output.data) else 0
         with nogil:
-            rc = dt_model_q16_prepare(&self.m, n_threads)
+            rc = dt_model_q16_prepare(&self.m, n_threads, drop)
         check(rc, "q16 repack")
-        mf = self.file
-        # a tied head's rows are embedded from its repacked copy under q16 (model.c)
-        repacked = [(mf.output, self.m.output.q16 != NULL)]
-        for i, lw in enumerate(mf.layers):
-            L = &self.layers[i]
-            repacked += [(lw.wq, L.wq.q16 != NULL), (lw.wk, L.wk.q16 != NULL), (lw.wv, L.wv.q16 != NULL),
-                         (lw.wo, L.wo.q16 != NULL), (lw.w_gate, L.w_gate.q16 != NULL),
-                         (lw.w_up, L.w_up.q16 != NULL), (lw.w_down, L.w_down.q16 != NULL)]
-        for w, done in repacked:
-            if done:
-                drop_mapped_pages(w.data)
 
     def __dealloc__(self):
         dt_model_q16_release(&self.m)

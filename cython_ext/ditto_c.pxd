@@ -84,7 +84,7 @@ cdef extern from "ditto.h" nogil:
         dt_layer *layers
 
     int dt_model_validate(const dt_model *model)
-    int dt_model_q16_prepare(dt_model *model, int n_threads)
+    int dt_model_q16_prepare(dt_model *model, int n_threads, int drop_mapped)
     void dt_model_q16_release(dt_model *model)
 
     ctypedef struct dt_context:

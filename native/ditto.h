@@ -184,8 +184,14 @@ int dt_model_validate(const dt_model *model);
 /* Gives every layer matrix and the output head that DT_PRECISION_Q16
  * covers its repacked copy (tensor.q16, anonymous memory the model then
  * owns), repacking on n_threads threads; matrices that have one are kept.
+ * drop_mapped: the weights lie on a read-only file mapping, so each
+ * matrix's whole pages are dropped from the process (madvise DONTNEED) once
+ * it is repacked, and the weights are held once; the file's bytes are read
+ * in again if an exact context touches them. Never set it for weights in
+ * ordinary memory, whose contents that would discard. Under q16 a tied
+ * output head's rows are embedded from its repacked copy.
  * DT_ERR_NOMEM leaves the copies made so far (dt_model_q16_release frees them). */
-int dt_model_q16_prepare(dt_model *model, int n_threads);
+int dt_model_q16_prepare(dt_model *model, int n_threads, int drop_mapped);
 /* Frees the repacked copies and sets tensor.q16 back to NULL. */
 void dt_model_q16_release(dt_model *model);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "attention.h"
 #include "context_internal.h"
@@ -88,7 +89,15 @@ static int weight_matrices(dt_model *m, dt_tensor **out) {
 
 enum { LAYER_MATRICES = 7 };
 
-int dt_model_q16_prepare(dt_model *m, int n_threads) {
+/* Drops the process's pages of the whole pages inside w's data. */
+static void drop_pages(const dt_tensor *w) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)w->data;
+    const uintptr_t end = begin + (uintptr_t)(w->rows * dt_row_bytes(w->type, w->cols));
+    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
+int dt_model_q16_prepare(dt_model *m, int n_threads, int drop_mapped) {
     if (!m || !m->layers || m->n_layer <= 0 || n_threads < 1) return DT_ERR_INVALID;
     dt_tensor **ws = malloc(sizeof *ws * (1 + (size_t)m->n_layer * LAYER_MATRICES));
     dt_pool *pool = NULL;
@@ -108,6 +117,7 @@ int dt_model_q16_prepare(dt_model *m, int n_threads) {
             break;
         }
         ws[i]->q16 = p;
+        if (drop_mapped) drop_pages(ws[i]);
     }
     if (pool) dt_pool_free(pool);
     free(ws);

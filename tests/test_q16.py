@@ -189,22 +189,14 @@ def test_hostile_blocks_do_not_crash():
         assert_bits_equal(results[2], results[0])
 
 
-def test_dropped_pages_read_back_and_heap_arrays_are_left_alone(tmp_path):
-    from ditto._native import drop_mapped_pages
-    import mmap
+def test_only_file_mapped_weights_have_their_pages_dropped(tiny_model_path):
+    from ditto._native import on_file_mapping
+    from ditto.engine.gguf_model import load_model_file
 
-    data = np.random.default_rng(1).integers(0, 256, 5 * mmap.PAGESIZE, dtype=np.uint8)
-    path = tmp_path / "blob"
-    path.write_bytes(data.tobytes())
-    with open(path, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    a = np.frombuffer(mm, dtype=np.uint8, count=3 * mmap.PAGESIZE + 10, offset=100).reshape(-1, 2)
-    assert drop_mapped_pages(a) == 2 * mmap.PAGESIZE      # only whole pages inside the array
-    assert np.array_equal(a.reshape(-1), data[100:100 + a.nbytes])
-    heap = data.copy()
-    assert drop_mapped_pages(heap) == 0 and np.array_equal(heap, data)
-    del a
-    mm.close()
+    mf = load_model_file(tiny_model_path("llama", Q.Q4_1))
+    assert on_file_mapping(mf.layers[0].wq.data) and on_file_mapping(mf.output.data)
+    assert not on_file_mapping(np.array(mf.layers[0].wq.data))
+    assert not on_file_mapping(np.zeros(3))
 
 
 def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path):
