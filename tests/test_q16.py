@@ -215,3 +215,14 @@ def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_pa
     got = ctx.decode(toks, range(len(toks)), [0] * len(toks))
     assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
     assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
+
+
+@pytest.mark.parametrize("qtype", [Q.F32, Q.Q5_0, Q.Q4_K, Q.Q6_K], ids=lambda t: t.name)
+def test_other_types_run_exact(qtype):
+    rng = np.random.default_rng(int(qtype))
+    rows, cols = 19, 512
+    raw = make_weight(qtype, rows, cols, rng)
+    x = rng.standard_normal((5, cols)).astype(np.float32)
+    want = k.matmul_rows(raw, int(qtype), cols, x)
+    assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x, precision=P), want)
+    assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x, 2, P), want)
