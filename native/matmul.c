@@ -38,10 +38,12 @@ static int64_t tok_bytes(int precision, int64_t cols) {
 
 int64_t dt_matmul_scratch_floats(int64_t cols) {
     if (cols <= 0) return 0;
-    const int64_t exact = panel_rows(cols) * panel_ld(cols);
-    int64_t ints = FAST_TOK * tok_bytes(DT_PRECISION_FAST, cols) / 4;
-    if (FAST_TOK * tok_bytes(DT_PRECISION_Q16, cols) / 4 > ints) ints = FAST_TOK * tok_bytes(DT_PRECISION_Q16, cols) / 4;
-    return (exact > ints ? exact : ints) + 16; /* + room to align to 64 bytes */
+    const int64_t fast = FAST_TOK * tok_bytes(DT_PRECISION_FAST, cols) / 4;
+    const int64_t q16 = FAST_TOK * tok_bytes(DT_PRECISION_Q16, cols) / 4;
+    int64_t need = panel_rows(cols) * panel_ld(cols);
+    if (fast > need) need = fast;
+    if (q16 > need) need = q16;
+    return need + 16; /* + room to align to 64 bytes */
 }
 
 float dt_dot_f32(const float *a, const float *b, int64_t n) {
