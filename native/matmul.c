@@ -70,9 +70,10 @@ static int int_covered(const int_kernel *k) { return k->fast || k->q16; }
 
 /* Quantizes one token for an integer path. */
 static void int_prep(const int_kernel *k, int type, const float *x, int64_t cols, void *out) {
-    if (k->q16)
-        dt_q16_prep(x, cols, out);
-    else
+    if (k->q16) {
+        const dt_q16_prep_fn prep = dt_kernels_current()->q16_prep;
+        (prep ? prep : dt_q16_prep)(x, cols, out);
+    } else
         dt_fast_prep(type, x, cols, out);
 }
 

@@ -299,8 +299,11 @@ void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *
                    int64_t tile_end);
 /* The GGUF bytes of row r back from a repacked matrix (dt_row_bytes bytes). */
 void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, void *dst);
-/* Quantizes one token (k values, a multiple of 32) into k / 32 blocks. */
+/* Quantizes one token (k values, a multiple of 32) into k / 32 blocks
+ * (the reference; every ISA's version gives the same bytes). */
+typedef void (*dt_q16_prep_fn)(const float *x, int64_t k, dt_xq16 *out);
 void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out);
+void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out);
 /* Tile kernel: y[t * ldy + l] for lanes (rows of the tile) l in [lane0, lane1)
  * and t < n_tok; token t's blocks at xq + t * ldxq. */
 typedef void (*dt_q16_fn)(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok,
@@ -321,6 +324,7 @@ typedef struct {
     int fused_max_tok;
     dt_fast_fn fast[DT_TYPE_MAX];       /* NULL: the exact path */
     dt_q16_fn q16[DT_TYPE_MAX];         /* NULL: the exact path */
+    dt_q16_prep_fn q16_prep;            /* NULL: dt_q16_prep */
 } dt_kernels;
 
 extern const dt_kernels dt_kernels_scalar; /* quant.c */

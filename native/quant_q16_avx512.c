@@ -88,3 +88,35 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
 Q16(q4_0, DT_Q4_0)
 Q16(q4_1, DT_Q4_1)
 Q16(q8_0, DT_Q8_0)
+
+/* dt_q16_prep with the same operations 16 lanes at a time: max_ps returns
+ * its second operand for a NaN (so NaNs do not count in amax, and a NaN
+ * quotient clamps to -32639 first, as the reference's comparisons do), the
+ * clamp keeps cvtps2dq's round-to-even within [-32639, 32639], and the
+ * integer sum is exact in any order. */
+void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
+    const __m512 zero = _mm512_setzero_ps(), lo = _mm512_set1_ps(-32639.0f), hi = _mm512_set1_ps(32639.0f);
+    for (int64_t b = 0; b < k / 32; b++) {
+        const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        const __m512 a = _mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), zero), _mm512_max_ps(_mm512_abs_ps(x1), zero));
+        const float d = _mm512_reduce_max_ps(a) / 32639.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
+        if (d != 0.0f) {
+            const __m512 dv = _mm512_set1_ps(d);
+            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x0, dv), lo), hi));
+            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x1, dv), lo), hi));
+        }
+        dt_xq16 *o = out + b;
+        const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24);
+        const __m512i l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
+        _mm_storeu_si128((__m128i *)o->xl, _mm512_cvtepi32_epi8(l0));
+        _mm_storeu_si128((__m128i *)(o->xl + 16), _mm512_cvtepi32_epi8(l1));
+        _mm_storeu_si128((__m128i *)o->xh, _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8)));
+        _mm_storeu_si128((__m128i *)(o->xh + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8)));
+        const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        o->dx = d;
+        o->s = s;
+        o->sx = d * (float)s;
+        o->pad = 0;
+    }
+}
