@@ -173,12 +173,11 @@ cdef class Model:
         return a
 
     def prepare_q16(self, int n_threads):
-        """Repacks the weight matrices for precision q16 (once per model). The
+        """Repacks the weight matrices for precision q16 (those already
+        repacked are kept, so a second q16 context repacks nothing). The
         loader's read-only file mapping then gives each matrix's pages back as
         soon as it is repacked, so the weights are held once (exact contexts
         read them in again if they run)."""
-        if self.m.output.q16 != NULL:
-            return
         cdef int rc, drop = 1 if on_file_mapping(self.file.output.data) else 0
         with nogil:
             rc = dt_model_q16_prepare(&self.m, n_threads, drop)
