@@ -15,9 +15,12 @@ Prints JSON:
                            scores (the second half of each prompt truncated to the
                            shortest one), for a like-for-like comparison
 
-    python bench/fidelity.py [--model PATH] [--kv-type f32|f16] [--llama-cpp BUILD_BIN_DIR] [--no-llama-cpp]
+    python bench/fidelity.py [--model PATH] [--kv-type f32|f16] [--precision exact fast q16 ...]
+                             [--llama-cpp BUILD_BIN_DIR] [--no-llama-cpp]
 
---kv-type is the element type of ditto's KV cache (both precisions run with it).
+--kv-type is the element type of ditto's KV cache (every precision runs with it).
+--precision lists the precisions measured (default: exact fast); exact is
+reported as `ditto`, the others as `ditto_<precision>`.
 
 The llama.cpp build is found at $LLAMA_CPP_BIN or --llama-cpp; it is run with
 --no-repack (this build segfaults in its AMX repacked matmul otherwise).
@@ -153,10 +156,12 @@ def main():
     common.add_common_args(ap)
     ap.add_argument("--no-llama-cpp", action="store_true", help="measure ditto alone")
     from ditto._native import Context, Model
-    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES, PRECISIONS
 
     ap.add_argument("--kv-type", choices=KV_TYPES, default=DEFAULT_KV_TYPE,
                     help=f"ditto's KV cache element type (default: {DEFAULT_KV_TYPE})")
+    ap.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["exact", "fast"],
+                    help="precisions to measure (default: exact fast)")
     args = ap.parse_args()
     args.model = str(common.resolve_model(args.model))
 
@@ -196,18 +201,12 @@ def main():
                 {"kl_mean": float(kls_same.mean()), "kl_max": float(kls_same.max()),
                  "top1_agreement": float(agree_same.mean())}, int(len(kls)), int(len(kls_same)))
 
-    exact, exact_same, positions, positions_same = measure("exact")
-    fast, fast_same, _, _ = measure("fast")
-    out = {
-        "model": os.path.basename(args.model),
-        "kv_type": args.kv_type,
-        "prompts": len(recs),
-        "positions": positions,
-        "ditto": exact,
-        "ditto_fast": fast,
-        "same_positions": {"n_ctx": n_ctx_cmp, "positions": positions_same, "ditto": exact_same,
-                           "ditto_fast": fast_same},
-    }
+    out = {"model": os.path.basename(args.model), "kv_type": args.kv_type, "prompts": len(recs)}
+    same = {"n_ctx": n_ctx_cmp}
+    for precision in dict.fromkeys(args.precision):
+        name = "ditto" if precision == "exact" else f"ditto_{precision}"
+        out[name], same[name], out["positions"], same["positions"] = measure(precision)
+    out["same_positions"] = same
     lc = args.llama_bin_dir
     if args.no_llama_cpp:
         out["llama_cpp"] = "skipped (--no-llama-cpp)"

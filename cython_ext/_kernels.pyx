@@ -17,6 +17,8 @@ ISA_AVX2 = DT_ISA_AVX2
 ISA_AVX512 = DT_ISA_AVX512
 PRECISION_EXACT = DT_PRECISION_EXACT
 PRECISION_FAST = DT_PRECISION_FAST
+PRECISION_Q16 = DT_PRECISION_Q16
+PRECISIONS = (DT_PRECISION_EXACT, DT_PRECISION_FAST, DT_PRECISION_Q16)
 ISA_NAMES = {DT_ISA_SCALAR: "scalar", DT_ISA_AVX2: "avx2", DT_ISA_AVX512: "avx512"}
 
 
@@ -103,7 +105,68 @@ cdef dt_tensor tensor_of(const uint8_t[:, ::1] raw, int type, int64_t cols):
     w.type = type
     w.rows = raw.shape[0]
     w.cols = cols
+    w.q16 = NULL
     return w
+
+
+def aligned_bytes(n):
+    """A zeroed uint8 array of n bytes starting on a 64-byte boundary."""
+    raw = np.zeros(n + 64, dtype=np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + n]
+
+
+cdef object repack_into(dt_tensor *w):
+    """Sets w.q16 to a repacked copy of w (for precision q16) and returns the
+    array that owns it; None if q16 does not cover w's type."""
+    cdef int64_t n = dt_q16_repacked_bytes(w)
+    if n <= 0:
+        return None
+    packed = aligned_bytes(n)
+    cdef uint8_t[::1] view = packed
+    cdef dt_pool *pool = NULL
+    if dt_pool_new(1, &pool) != DT_OK:
+        raise MemoryError()
+    cdef int rc
+    with nogil:
+        rc = dt_q16_repack_tensor(pool, w, &view[0])
+    dt_pool_free(pool)
+    if rc != DT_OK:
+        raise ValueError(f"dt_q16_repack_tensor failed ({rc})")
+    w.q16 = &view[0]
+    return packed
+
+
+def q16_repack(const uint8_t[:, ::1] weight_raw not None, type, cols):
+    """The q16 repacked copy (uint8 array) of GGUF rows of `type`."""
+    _check_type(type)
+    if weight_raw.shape[1] != dt_row_bytes(type, cols):
+        raise ValueError("weight row bytes mismatch")
+    cdef dt_tensor w = tensor_of(weight_raw, type, cols)
+    packed = repack_into(&w)
+    if packed is None:
+        raise ValueError(f"q16 does not cover type {type}")
+    return packed
+
+
+def q16_unpack(const uint8_t[::1] packed not None, type, rows, cols):
+    """The GGUF rows (rows, row_bytes) back from a q16 repacked copy."""
+    _check_type(type)
+    cdef dt_tensor w
+    w.data = &packed[0]
+    w.type = type
+    w.rows = rows
+    w.cols = cols
+    w.q16 = &packed[0]
+    if packed.shape[0] != dt_q16_repacked_bytes(&w):
+        raise ValueError("packed size does not match the shape")
+    out = np.zeros((rows, dt_row_bytes(type, cols)), dtype=np.uint8)
+    cdef uint8_t[:, ::1] o = out
+    cdef int64_t r
+    for r in range(rows):
+        if dt_q16_unpack(&w, r, &o[r, 0]) != DT_OK:
+            raise ValueError("dt_q16_unpack failed")
+    return out
 
 
 def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
@@ -111,11 +174,11 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
     """Y = X W^T for rows [row_begin, row_end) of W.
 
     weight_raw: (rows, row_bytes) uint8, GGUF bytes of `type` with `cols`
-    values per row; x: (n_tok, cols) float32; precision: PRECISION_EXACT or
-    PRECISION_FAST. Returns (n_tok, rows) float32 (columns outside the row
+    values per row; x: (n_tok, cols) float32; precision: one of PRECISIONS
+    (q16 repacks the weights first). Returns (n_tok, rows) float32 (columns outside the row
     range are zero).
     """
-    if precision not in (DT_PRECISION_EXACT, DT_PRECISION_FAST):
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     cdef int prec = precision
     cdef int bs = _check_type(type)
@@ -143,6 +206,7 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
         return out
     cdef float[:, ::1] y = out
     cdef dt_tensor w = tensor_of(weight_raw, t, c)
+    keep = repack_into(&w) if prec == DT_PRECISION_Q16 else None
     cdef float *scratch = <float *> malloc(dt_matmul_scratch_floats(c) * sizeof(float))
     if scratch == NULL:
         raise MemoryError()
@@ -251,7 +315,7 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     """Y = X W^T over all rows with dt_matmul_p on a pool of n_threads."""
     cdef int bs = _check_type(type)
     cdef int t = type
-    if precision not in (DT_PRECISION_EXACT, DT_PRECISION_FAST):
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if not isinstance(n_threads, int) or not 1 <= n_threads <= 64:
         raise ValueError("n_threads must be an int in [1, 64]")
@@ -270,6 +334,7 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     cdef dt_tensor w = tensor_of(weight_raw, t, c)
     cdef dt_pool *pool = NULL
     cdef int prec = precision, nt = n_threads, rc
+    keep = repack_into(&w) if prec == DT_PRECISION_Q16 else None
     if dt_pool_new(nt, &pool) != DT_OK:
         raise MemoryError()
     with nogil:

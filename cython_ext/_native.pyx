@@ -9,6 +9,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free
 
 import hashlib
+import mmap
 import os
 
 import numpy as np
@@ -16,8 +17,9 @@ import numpy as np
 from ditto_c cimport *
 
 # exact: f32 activations, the float64 reference's top token at every tested
-# position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0).
-PRECISIONS = {"exact": 0, "fast": 1}
+# position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0);
+# q16: 16-bit activations, integer block sums on repacked weights (ditto.h).
+PRECISIONS = {"exact": DT_PRECISION_EXACT, "fast": DT_PRECISION_FAST, "q16": DT_PRECISION_Q16}
 # Element type of the KV cache: f16 halves its memory and the bytes attention
 # reads per step (keys and values rounded to half once, when stored).
 KV_TYPES = {"f32": DT_F32, "f16": DT_F16}
@@ -76,6 +78,17 @@ def model_identity(model_file):
     return int.from_bytes(h.digest()[:8], "little")
 
 
+def on_file_mapping(a):
+    """True if array `a` lies on a memory-mapped file (an mmap.mmap, as the
+    GGUF loader maps models; np.frombuffer views it through a memoryview)."""
+    owner = a
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return isinstance(owner, mmap.mmap)
+
+
 ctypedef int (*state_reader)(dt_context *ctx, int seq, const void *buf, int64_t len) noexcept nogil
 
 
@@ -86,6 +99,7 @@ cdef dt_tensor as_tensor(w) except *:
     t.type = w.type
     t.rows = w.rows
     t.cols = w.cols
+    t.q16 = NULL
     return t
 
 
@@ -158,7 +172,19 @@ cdef class Model:
         self._keep.append(a)
         return a
 
+    def prepare_q16(self, int n_threads):
+        """Repacks the weight matrices for precision q16 (those already
+        repacked are kept, so a second q16 context repacks nothing). The
+        loader's read-only file mapping then gives each matrix's pages back as
+        soon as it is repacked, so the weights are held once (exact contexts
+        read them in again if they run)."""
+        cdef int rc, drop = 1 if on_file_mapping(self.file.output.data) else 0
+        with nogil:
+            rc = dt_model_q16_prepare(&self.m, n_threads, drop)
+        check(rc, "q16 repack")
+
     def __dealloc__(self):
+        dt_model_q16_release(&self.m)
         free(self.layers)
 
     @property
@@ -217,6 +243,8 @@ cdef class Context:
         params.ring_slots = slots
         params.kv_type = KV_TYPES[kv_type]
         cdef int rc
+        if precision == "q16":
+            model.prepare_q16(threads)
         with nogil:
             rc = dt_context_new_params(&model.m, &params, &self.ctx)
         check(rc, "context")

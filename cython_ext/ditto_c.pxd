@@ -16,6 +16,7 @@ cdef extern from "ditto.h" nogil:
         DT_ISA_AVX512
         DT_PRECISION_EXACT
         DT_PRECISION_FAST
+        DT_PRECISION_Q16
         DT_F32
         DT_F16
 
@@ -33,6 +34,7 @@ cdef extern from "ditto.h" nogil:
         int type
         int64_t rows
         int64_t cols
+        const void *q16
 
     int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
                        float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
@@ -48,6 +50,9 @@ cdef extern from "ditto.h" nogil:
     void dt_pool_free(dt_pool *pool)
     int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
                     int64_t n_tok, float *y, int64_t ldy)
+    int64_t dt_q16_repacked_bytes(const dt_tensor *w)
+    int dt_q16_repack_tensor(dt_pool *pool, const dt_tensor *w, void *dst)
+    int dt_q16_unpack(const dt_tensor *w, int64_t r, void *dst)
 
     ctypedef struct dt_layer:
         const float *attn_norm
@@ -79,6 +84,8 @@ cdef extern from "ditto.h" nogil:
         dt_layer *layers
 
     int dt_model_validate(const dt_model *model)
+    int dt_model_q16_prepare(dt_model *model, int n_threads, int drop_mapped)
+    void dt_model_q16_release(dt_model *model)
 
     ctypedef struct dt_context:
         pass

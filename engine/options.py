@@ -11,12 +11,14 @@ VERSION = "0.1.0"   # pyproject.toml's and meson.build's (tests/test_options.py)
                     # the installed metadata: importlib.metadata costs ~50 ms at every start
 
 DEFAULT_CTX = 4096                  # context size in tokens per sequence
-PRECISIONS = tuple(_native.PRECISIONS)   # the kernels' own names: exact, fast
+PRECISIONS = tuple(_native.PRECISIONS)   # the kernels' own names: exact, fast, q16
 DEFAULT_PRECISION = "exact"
 PRECISION_HELP = {
     "exact": "f32 activations: greedy output equals a float64 reference",
     "fast": "int8 activations per block with VNNI dot products (Q4_0, Q4_1, Q8_0): faster single-token steps, "
             "not bit-exact",
+    "q16": "16-bit activations per block, integer dot products on repacked weights (Q4_0, Q4_1, Q8_0): "
+           "faster steps, close to exact",
 }
 KV_TYPES = tuple(_native.KV_TYPES)      # the KV cache's element types: f32, f16
 # f16 by measurement (bench/fidelity.py, exact precision, SmolLM2): greedy

@@ -72,6 +72,8 @@ typedef struct {
     int type;
     int64_t rows;     /* output features */
     int64_t cols;     /* input features */
+    const void *q16;  /* the weights repacked for DT_PRECISION_Q16 (dt_q16_repack_tensor),
+                       * 64-byte aligned, or NULL: that precision then runs exact */
 } dt_tensor;
 
 /* Y[t, r] = sum_k W[r, k] * X[t, k] for t < n_tok and row_begin <= r < row_end.
@@ -92,9 +94,14 @@ int64_t dt_matmul_scratch_floats(int64_t cols);
  * integers, f32 only per block; for Q4_0, Q4_1 and Q8_0 weights (other
  * types, and ISAs without a fast kernel, run EXACT; Q5_0 too for now: the
  * exact path is the one the float64 reference checks, and Gemma 3's Q5_0
- * matrices are small next to its Q8_0 output head). Both are
- * batch-invariant: a (row, token) output never depends on the batch. */
-enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1 };
+ * matrices are small next to its Q8_0 output head). Q16: X quantized per
+ * block of 32 to 16 bits (scale amax / 32639) and split in two int8 halves,
+ * integer dot products with the weights, one f32 fma per block and row (no
+ * horizontal sum); for Q4_0, Q4_1 and Q8_0 weights whose tensor carries its
+ * repacked copy (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other
+ * types and tensors without the copy run EXACT). All are batch-invariant: a
+ * (row, token) output never depends on the batch. */
+enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1, DT_PRECISION_Q16 = 2 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats
  * (which covers both precisions). */
 int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
@@ -124,6 +131,14 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
  * y[i] = w[i] x for i < n (n <= 4). Results equal n separate dt_matmul_p. */
 int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy);
+
+/* Bytes of w's repacked copy for Q16 (0: q16 does not cover its type). */
+int64_t dt_q16_repacked_bytes(const dt_tensor *w);
+/* Repacks w's weights into dst (dt_q16_repacked_bytes, 64-byte aligned) on
+ * the pool's threads; the caller then sets w->q16 = dst and owns dst. */
+int dt_q16_repack_tensor(dt_pool *pool, const dt_tensor *w, void *dst);
+/* Row r of w's repacked copy (w->q16) back as GGUF bytes (dt_row_bytes(w->type, w->cols)). */
+int dt_q16_unpack(const dt_tensor *w, int64_t r, void *dst);
 
 /* ---- model -------------------------------------------------------------- */
 /* What an architecture computes, as capability flags (engine/architectures.py
@@ -166,6 +181,19 @@ typedef struct {
 
 /* Checks shapes and types of every tensor against the hyperparameters. */
 int dt_model_validate(const dt_model *model);
+/* Gives every layer matrix and the output head that DT_PRECISION_Q16
+ * covers its repacked copy (tensor.q16, anonymous memory the model then
+ * owns), repacking on n_threads threads; matrices that have one are kept.
+ * drop_mapped: the weights lie on a read-only file mapping, so each
+ * matrix's whole pages are dropped from the process (madvise DONTNEED) once
+ * it is repacked, and the weights are held once; the file's bytes are read
+ * in again if an exact context touches them. Never set it for weights in
+ * ordinary memory, whose contents that would discard. Under q16 a tied
+ * output head's rows are embedded from its repacked copy.
+ * DT_ERR_NOMEM leaves the copies made so far (dt_model_q16_release frees them). */
+int dt_model_q16_prepare(dt_model *model, int n_threads, int drop_mapped);
+/* Frees the repacked copies and sets tensor.q16 back to NULL. */
+void dt_model_q16_release(dt_model *model);
 
 /* ---- context: KV cache for several sequences, decode ----------------- */
 typedef struct dt_context dt_context;

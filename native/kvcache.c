@@ -99,7 +99,7 @@ void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const floa
 }
 
 int dt_context_set_precision(dt_context *ctx, int precision) {
-    if (!ctx || (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST)) return DT_ERR_INVALID;
+    if (!ctx || precision < DT_PRECISION_EXACT || precision > DT_PRECISION_Q16) return DT_ERR_INVALID;
     ctx->precision = precision;
     return DT_OK;
 }

@@ -25,14 +25,25 @@ static int64_t panel_rows(int64_t cols) {
     return p < 4 ? 4 : p;
 }
 
-/* The fast path quantizes up to FAST_TOK tokens at a time into scratch. */
+/* The integer-activation paths (fast, q16) quantize up to FAST_TOK tokens
+ * at a time into scratch. */
 #define FAST_TOK 4
-static int64_t xpair_floats(int64_t cols) { return dt_xpairs((cols + 31) / 32 * 32) * (int64_t)(sizeof(dt_xpair) / 4); }
+
+/* Bytes of one token's activations in the format of an integer path. */
+static int64_t tok_bytes(int precision, int64_t cols) {
+    const int64_t k = (cols + 31) / 32 * 32;
+    return precision == DT_PRECISION_Q16 ? k / 32 * (int64_t)sizeof(dt_xq16)
+                                         : dt_xpairs(k) * (int64_t)sizeof(dt_xpair);
+}
 
 int64_t dt_matmul_scratch_floats(int64_t cols) {
     if (cols <= 0) return 0;
-    const int64_t exact = panel_rows(cols) * panel_ld(cols), fast = FAST_TOK * xpair_floats(cols);
-    return (exact > fast ? exact : fast) + 16; /* + room to align to 64 bytes */
+    const int64_t fast = FAST_TOK * tok_bytes(DT_PRECISION_FAST, cols) / 4;
+    const int64_t q16 = FAST_TOK * tok_bytes(DT_PRECISION_Q16, cols) / 4;
+    int64_t need = panel_rows(cols) * panel_ld(cols);
+    if (fast > need) need = fast;
+    if (q16 > need) need = q16;
+    return need + 16; /* + room to align to 64 bytes */
 }
 
 float dt_dot_f32(const float *a, const float *b, int64_t n) {
@@ -40,25 +51,61 @@ float dt_dot_f32(const float *a, const float *b, int64_t n) {
     return dt_kernels_current()->dot(a, b, n);
 }
 
-/* The fast kernel of w's type on this ISA, or NULL (exact path). */
-static dt_fast_fn fast_kernel(int precision, const dt_tensor *w) {
-    if (precision != DT_PRECISION_FAST || w->type < 0 || w->type >= DT_TYPE_MAX || !dt_fast_type(w->type))
-        return NULL;
-    return dt_kernels_current()->fast[w->type];
+/* An integer-activation kernel for one matrix: the fast path's or q16's
+ * (exactly one set), or neither (the exact path). */
+typedef struct {
+    int precision;
+    dt_fast_fn fast;
+    dt_q16_fn q16;
+} int_kernel;
+
+static int_kernel int_kernel_of(int precision, const dt_tensor *w) {
+    int_kernel k = {precision, NULL, NULL};
+    if (w->type < 0 || w->type >= DT_TYPE_MAX) return k;
+    if (precision == DT_PRECISION_FAST && dt_fast_type(w->type)) k.fast = dt_kernels_current()->fast[w->type];
+    if (precision == DT_PRECISION_Q16 && dt_q16_type(w->type) && w->q16) k.q16 = dt_kernels_current()->q16[w->type];
+    return k;
+}
+static int int_covered(const int_kernel *k) { return k->fast || k->q16; }
+
+/* Quantizes one token for an integer path. */
+static void int_prep(const int_kernel *k, int type, const float *x, int64_t cols, void *out) {
+    if (k->q16) {
+        const dt_q16_prep_fn prep = dt_kernels_current()->q16_prep;
+        (prep ? prep : dt_q16_prep)(x, cols, out);
+    } else
+        dt_fast_prep(type, x, cols, out);
 }
 
-/* Rows [row_begin, row_end) of the fast path for tokens already prepared
- * (xp: n_tok tokens, ldxp pairs apart). Row groups stay in L1 while the
- * tokens stream past. */
-static void fast_rows(dt_fast_fn fn, const dt_tensor *w, const dt_xpair *xp, int64_t ldxp, int64_t n_tok,
-                      float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+/* Rows [row_begin, row_end) of an integer path for tokens already prepared
+ * (xp: n_tok tokens, tok_bytes apart). Row groups (q16: tiles) stay in L1
+ * while the tokens stream past. */
+static void int_rows(const int_kernel *k, const dt_tensor *w, const void *xp, int64_t n_tok, float *y,
+                     int64_t ldy, int64_t row_begin, int64_t row_end) {
+    const int64_t tb = tok_bytes(k->precision, w->cols);
+    if (k->q16) {
+        const int64_t nb = w->cols / 32, tile_bytes = dt_q16_tile_bytes(w->type, w->cols);
+        for (int64_t t = row_begin / DT_Q16_ROWS; t * DT_Q16_ROWS < row_end; t++) {
+            const int64_t r0 = t * DT_Q16_ROWS;
+            const int lane0 = row_begin > r0 ? (int)(row_begin - r0) : 0;
+            const int lane1 = row_end - r0 < DT_Q16_ROWS ? (int)(row_end - r0) : DT_Q16_ROWS;
+            k->q16((const uint8_t *)w->q16 + t * tile_bytes, nb, xp, tb / (int64_t)sizeof(dt_xq16), n_tok, y + r0,
+                   ldy, lane0, lane1);
+        }
+        return;
+    }
     const int64_t row_bytes = dt_row_bytes(w->type, w->cols);
     const uint8_t *base = (const uint8_t *)w->data;
     const int64_t rg = n_tok <= FAST_TOK ? row_end - row_begin : 16;
     for (int64_t r0 = row_begin; r0 < row_end; r0 += rg) {
         const int64_t nr = row_end - r0 < rg ? row_end - r0 : rg;
-        fn(base + r0 * row_bytes, row_bytes, nr, xp, ldxp, n_tok, y + r0, ldy, w->cols);
+        k->fast(base + r0 * row_bytes, row_bytes, nr, xp, tb / (int64_t)sizeof(dt_xpair), n_tok, y + r0, ldy,
+                w->cols);
     }
+}
+
+static int valid_precision(int precision) {
+    return precision == DT_PRECISION_EXACT || precision == DT_PRECISION_FAST || precision == DT_PRECISION_Q16;
 }
 
 int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
@@ -69,7 +116,7 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
 
 int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t ldx, int64_t n_tok,
                      float *y, int64_t ldy, int64_t row_begin, int64_t row_end, float *scratch) {
-    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
+    if (!valid_precision(precision)) return DT_ERR_INVALID;
     if (!w || !w->data || w->cols <= 0 || w->rows < 0) return DT_ERR_INVALID;
     int bs, ts;
     if (dt_type_layout(w->type, &bs, &ts) != DT_OK) return DT_ERR_UNSUPPORTED;
@@ -79,15 +126,15 @@ int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t 
     if (n_tok == 0 || row_begin == row_end) return DT_OK;
     if (!x || !y || ldx < cols || (n_tok > 1 && ldy < row_end)) return DT_ERR_INVALID;
 
-    dt_fast_fn fast = fast_kernel(precision, w);
-    if (fast) { /* quantize FAST_TOK tokens at a time into scratch */
+    const int_kernel ik = int_kernel_of(precision, w);
+    if (int_covered(&ik)) { /* quantize FAST_TOK tokens at a time into scratch */
         if (!scratch) return DT_ERR_INVALID;
-        dt_xpair *xp = (dt_xpair *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        const int64_t ldxp = dt_xpairs(cols);
+        uint8_t *xp = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        const int64_t tb = tok_bytes(precision, cols);
         for (int64_t t0 = 0; t0 < n_tok; t0 += FAST_TOK) {
             const int64_t nt = n_tok - t0 < FAST_TOK ? n_tok - t0 : FAST_TOK;
-            for (int64_t t = 0; t < nt; t++) dt_fast_prep(w->type, x + (t0 + t) * ldx, cols, xp + t * ldxp);
-            fast_rows(fast, w, xp, ldxp, nt, y + t0 * ldy, ldy, row_begin, row_end);
+            for (int64_t t = 0; t < nt; t++) int_prep(&ik, w->type, x + (t0 + t) * ldx, cols, xp + t * tb);
+            int_rows(&ik, w, xp, nt, y + t0 * ldy, ldy, row_begin, row_end);
         }
         return DT_OK;
     }
@@ -148,9 +195,8 @@ struct matmul_job {
     float *y;
     int64_t ldy;
     int64_t panel_rows;
-    dt_fast_fn fast;       /* fast path: tokens prepared once, shared by all panels */
-    const dt_xpair *xp;
-    int64_t ldxp;
+    int_kernel ik;         /* integer path: tokens prepared once in xp, shared by all panels */
+    const void *xp;
 };
 
 static void matmul_task(void *arg, int64_t task, int thread) {
@@ -158,24 +204,25 @@ static void matmul_task(void *arg, int64_t task, int thread) {
     int64_t begin = task * job->panel_rows;
     int64_t end = begin + job->panel_rows;
     if (end > job->w->rows) end = job->w->rows;
-    if (job->fast)
-        fast_rows(job->fast, job->w, job->xp, job->ldxp, job->n_tok, job->y, job->ldy, begin, end);
+    if (int_covered(&job->ik))
+        int_rows(&job->ik, job->w, job->xp, job->n_tok, job->y, job->ldy, begin, end);
     else
         dt_matmul_rows_p(job->precision, job->w, job->x, job->ldx, job->n_tok, job->y, job->ldy, begin, end,
                          job->pool->scratch[thread]);
 }
 
 struct prep_job {
+    const int_kernel *ik;
     int type;
     const float *x;
-    int64_t ldx, cols, ldxp;
-    dt_xpair *xp;
+    int64_t ldx, cols, tb;
+    uint8_t *xp;
 };
 
 static void prep_task(void *arg, int64_t t, int thread) {
     (void)thread;
     struct prep_job *job = arg;
-    dt_fast_prep(job->type, job->x + t * job->ldx, job->cols, job->xp + t * job->ldxp);
+    int_prep(job->ik, job->type, job->x + t * job->ldx, job->cols, job->xp + t * job->tb);
 }
 
 int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
@@ -183,35 +230,37 @@ int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
     return dt_matmul_p(pool, DT_PRECISION_EXACT, w, x, ldx, n_tok, y, ldy);
 }
 
-/* The fast path's tokens, quantized once for all panels (and matrices) of
- * a dispatch: n_tok rows of *ldxp pairs, to be freed. NULL if out of memory. */
-static dt_xpair *prep_tokens(dt_pool *pool, int type, const float *x, int64_t ldx, int64_t cols, int64_t n_tok,
-                             int64_t *ldxp) {
-    *ldxp = dt_xpairs(cols);
-    dt_xpair *buf = aligned_alloc(64, (size_t)(n_tok * *ldxp) * sizeof(dt_xpair));
+/* An integer path's tokens, quantized once for all panels (and matrices)
+ * of a dispatch: n_tok rows of tok_bytes, to be freed. NULL if out of memory. */
+static void *prep_tokens(dt_pool *pool, const int_kernel *ik, int type, const float *x, int64_t ldx, int64_t cols,
+                         int64_t n_tok) {
+    const int64_t tb = tok_bytes(ik->precision, cols);
+    uint8_t *buf = aligned_alloc(64, (size_t)((n_tok * tb + 63) & ~(int64_t)63));
     if (!buf) return NULL;
-    struct prep_job pj = {type, x, ldx, cols, *ldxp, buf};
-    dt_pool_run(pool, prep_task, &pj, n_tok);
+    struct prep_job pj = {ik, type, x, ldx, cols, tb, buf};
+    if (n_tok <= FAST_TOK) /* decode: a few microseconds, less than a dispatch */
+        for (int64_t t = 0; t < n_tok; t++) prep_task(&pj, t, 0);
+    else
+        dt_pool_run(pool, prep_task, &pj, n_tok);
     return buf;
 }
 
 int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
                 int64_t n_tok, float *y, int64_t ldy) {
     if (!pool || !w || !x || !y || n_tok < 0 || ldx < w->cols || ldy < w->rows) return DT_ERR_INVALID;
-    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
+    if (!valid_precision(precision)) return DT_ERR_INVALID;
     int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(w->cols));
     if (rc != DT_OK) return rc;
-    struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, NULL, NULL, 0};
+    struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, {precision, NULL, NULL}, NULL};
     int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
     if (n_tok == 0 || n_panels == 0) return DT_OK;
-    dt_fast_fn fast = fast_kernel(precision, w);
-    dt_xpair *buf = NULL;
-    if (fast) { /* validate as dt_matmul_rows_p would, then quantize every token once */
+    void *buf = NULL;
+    job.ik = int_kernel_of(precision, w);
+    if (int_covered(&job.ik)) { /* validate as dt_matmul_rows_p would, then quantize every token once */
         int bs;
         if (dt_type_layout(w->type, &bs, NULL) != DT_OK || w->cols <= 0 || w->cols % bs || !w->data)
             return DT_ERR_INVALID;
-        if (!(buf = prep_tokens(pool, w->type, x, ldx, w->cols, n_tok, &job.ldxp))) return DT_ERR_NOMEM;
-        job.fast = fast;
+        if (!(buf = prep_tokens(pool, &job.ik, w->type, x, ldx, w->cols, n_tok))) return DT_ERR_NOMEM;
         job.xp = buf;
     }
     dt_pool_run(pool, matmul_task, &job, n_panels);
@@ -232,9 +281,8 @@ struct group_job {
     int64_t first_panel[GROUP_MAX + 1];   /* panels of matrices before i */
     const float *x;
     int64_t ldx, n_tok;
-    dt_fast_fn fast[GROUP_MAX]; /* fast path: every matrix's kernel, tokens prepared once in xp */
-    const dt_xpair *xp;
-    int64_t ldxp;
+    int_kernel ik[GROUP_MAX]; /* integer path: every matrix's kernel, tokens prepared once in xp */
+    const void *xp;
 };
 
 static void group_task(void *arg, int64_t task, int thread) {
@@ -244,34 +292,38 @@ static void group_task(void *arg, int64_t task, int thread) {
     int64_t begin = (task - job->first_panel[i]) * MATMUL_PANEL_ROWS;
     int64_t end = begin + MATMUL_PANEL_ROWS;
     if (end > job->w[i]->rows) end = job->w[i]->rows;
-    if (job->fast[i])
-        fast_rows(job->fast[i], job->w[i], job->xp, job->ldxp, job->n_tok, job->y[i], job->ldy[i], begin, end);
+    if (int_covered(&job->ik[i]))
+        int_rows(&job->ik[i], job->w[i], job->xp, job->n_tok, job->y[i], job->ldy[i], begin, end);
     else
         dt_matmul_rows_p(DT_PRECISION_EXACT, job->w[i], job->x, job->ldx, job->n_tok, job->y[i], job->ldy[i],
                          begin, end, job->pool->scratch[thread]);
 }
 
-/* 1 if the fast path covers every matrix of the group with one activation
- * format (same type and width), so the tokens are quantized once; 0 if it
- * covers none (the group runs exact); -1 otherwise. */
-static int group_fast(int n, const dt_tensor *const *w) {
+/* 1 if the integer path covers every matrix of the group with one
+ * activation format (same width; the fast path: same type too), so the
+ * tokens are quantized once; 0 if it covers none (the group runs exact); -1
+ * otherwise. */
+static int group_int(int precision, int n, const dt_tensor *const *w) {
     int covered = 0;
-    for (int i = 0; i < n; i++) covered += fast_kernel(DT_PRECISION_FAST, w[i]) != NULL;
+    for (int i = 0; i < n; i++) {
+        const int_kernel ik = int_kernel_of(precision, w[i]);
+        covered += int_covered(&ik);
+    }
     if (covered == 0) return 0;
     if (covered < n) return -1;
     for (int i = 1; i < n; i++)
-        if (w[i]->type != w[0]->type || w[i]->cols != w[0]->cols) return -1;
+        if ((precision == DT_PRECISION_FAST && w[i]->type != w[0]->type) || w[i]->cols != w[0]->cols) return -1;
     return 1;
 }
 
 int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy) {
     if (!pool || n < 1 || n > GROUP_MAX || !w || !y || !ldy) return DT_ERR_INVALID;
-    if (precision != DT_PRECISION_EXACT && precision != DT_PRECISION_FAST) return DT_ERR_INVALID;
+    if (!valid_precision(precision)) return DT_ERR_INVALID;
     for (int i = 0; i < n; i++)
         if (!w[i]) return DT_ERR_INVALID;
-    const int fast = precision == DT_PRECISION_FAST ? group_fast(n, w) : 0;
-    if (fast < 0) {
+    const int ints = group_int(precision, n, w);
+    if (ints < 0) {
         /* activations quantized per matrix type: one dispatch each */
         for (int i = 0; i < n; i++) {
             int rc = dt_matmul_p(pool, precision, w[i], x, ldx, n_tok, y[i], ldy[i]);
@@ -293,15 +345,15 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
     int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
     if (rc != DT_OK) return rc;
     if (n_tok == 0) return DT_OK;
-    dt_xpair *buf = NULL;
-    if (fast) {
-        int bs;
-        if (dt_type_layout(w[0]->type, &bs, NULL) != DT_OK || w[0]->cols % bs) return DT_ERR_INVALID;
+    void *buf = NULL;
+    if (ints) {
         for (int i = 0; i < n; i++) {
-            if (!w[i]->data) return DT_ERR_INVALID;
-            job.fast[i] = fast_kernel(precision, w[i]);
+            int bs;
+            if (dt_type_layout(w[i]->type, &bs, NULL) != DT_OK || w[i]->cols % bs || !w[i]->data)
+                return DT_ERR_INVALID;
+            job.ik[i] = int_kernel_of(precision, w[i]);
         }
-        if (!(buf = prep_tokens(pool, w[0]->type, x, ldx, w[0]->cols, n_tok, &job.ldxp))) return DT_ERR_NOMEM;
+        if (!(buf = prep_tokens(pool, &job.ik[0], w[0]->type, x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
         job.xp = buf;
     }
     dt_pool_run(pool, group_task, &job, job.first_panel[n]);

@@ -14,6 +14,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "attention.h"
 #include "context_internal.h"
@@ -69,6 +71,70 @@ int dt_model_validate(const dt_model *m) {
         if ((rc = check_matrix(&L->w_down, m->n_embd, m->n_ff))) return rc;
     }
     return DT_OK;
+}
+
+/* ---- q16 repacked weights ----------------------------------------------- */
+
+/* The matrices a forward pass multiplies (the token embedding is only read by rows). */
+static int weight_matrices(dt_model *m, dt_tensor **out) {
+    int n = 0;
+    out[n++] = &m->output;
+    for (int l = 0; l < m->n_layer; l++) {
+        dt_layer *L = &m->layers[l];
+        dt_tensor *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) out[n++] = ws[i];
+    }
+    return n;
+}
+
+enum { LAYER_MATRICES = 7 };
+
+/* Drops the process's pages of the whole pages inside w's data. */
+static void drop_pages(const dt_tensor *w) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)w->data;
+    const uintptr_t end = begin + (uintptr_t)(w->rows * dt_row_bytes(w->type, w->cols));
+    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
+int dt_model_q16_prepare(dt_model *m, int n_threads, int drop_mapped) {
+    if (!m || !m->layers || m->n_layer <= 0 || n_threads < 1) return DT_ERR_INVALID;
+    dt_tensor **ws = malloc(sizeof *ws * (1 + (size_t)m->n_layer * LAYER_MATRICES));
+    dt_pool *pool = NULL;
+    int rc = ws ? dt_pool_new(n_threads, &pool) : DT_ERR_NOMEM;
+    const int n = ws ? weight_matrices(m, ws) : 0;
+    for (int i = 0; i < n && rc == DT_OK; i++) {
+        const int64_t bytes = dt_q16_repacked_bytes(ws[i]);
+        if (ws[i]->q16 || bytes <= 0) continue;
+        /* anonymous pages (64-byte aligned), populated in one go: freed whole when released */
+        void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p == MAP_FAILED) {
+            rc = DT_ERR_NOMEM;
+            break;
+        }
+        if ((rc = dt_q16_repack_tensor(pool, ws[i], p)) != DT_OK) {
+            munmap(p, (size_t)bytes);
+            break;
+        }
+        ws[i]->q16 = p;
+        if (drop_mapped) drop_pages(ws[i]);
+    }
+    if (pool) dt_pool_free(pool);
+    free(ws);
+    return rc;
+}
+
+void dt_model_q16_release(dt_model *m) {
+    if (!m || !m->layers) return;
+    dt_tensor **ws = malloc(sizeof *ws * (1 + (size_t)m->n_layer * LAYER_MATRICES));
+    if (!ws) return;
+    const int n = weight_matrices(m, ws);
+    for (int i = 0; i < n; i++)
+        if (ws[i]->q16) {
+            munmap((void *)ws[i]->q16, (size_t)dt_q16_repacked_bytes(ws[i]));
+            ws[i]->q16 = NULL;
+        }
+    free(ws);
 }
 
 /* ---- context ------------------------------------------------------------ */
@@ -252,9 +318,17 @@ static void embed_task(void *arg, int64_t task, int thread) {
     struct batch *b = arg;
     const dt_model *m = b->ctx->model;
     int64_t row_bytes = dt_row_bytes(m->tok_embd.type, m->n_embd);
+    /* q16 with a tied head reads rows from the head's repacked copy (the
+     * mapped original's pages may have been dropped); xn row t is free now */
+    const int from_q16 = b->ctx->precision == DT_PRECISION_Q16 && m->output.q16 && m->output.data == m->tok_embd.data;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (int64_t)b->tokens[t] * row_bytes;
         float *x = b->ctx->x + (int64_t)t * m->n_embd;
+        if (from_q16) {
+            uint8_t *buf = (uint8_t *)(b->ctx->xn + (int64_t)t * m->n_embd);
+            dt_q16_unpack(&m->output, b->tokens[t], buf);
+            row = buf;
+        }
         dt_dequantize_row(m->tok_embd.type, row, x, m->n_embd);
         if (m->embd_scale != 1.0f)
             for (int i = 0; i < m->n_embd; i++) x[i] *= m->embd_scale;

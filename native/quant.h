@@ -256,6 +256,65 @@ void dt_fast_avx512_q4_0(const void *, int64_t, int64_t, const dt_xpair *, int64
 void dt_fast_avx512_q4_1(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
 void dt_fast_avx512_q8_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
 
+/* ---- q16 path (precision = DT_PRECISION_Q16) ----------------------------
+ * Activations per token and block of 32: amax = max|x|, dx = amax / 32639,
+ * xq = round-to-even(x / dx) clamped to [-32639, 32639] (0 when dx is 0; a
+ * NaN becomes -32639), split xq = 256 * xh + xl with xl the signed low byte
+ * and xh = (xq - xl) >> 8 (both in [-128, 127]); S = sum of xq, sx = dx * S.
+ * Weights as unsigned codes u (Q4_0 / Q4_1: the nibble; Q8_0: q + 128) with
+ * offset c (8, 0, 128). Per (row, block), exact in int32:
+ *   isum = 256 * sum(u * xh) + sum(u * xl) - c * S
+ * and per (row, token), over blocks in order, one float lane:
+ *   acc = fma(dw * dx, (float)isum, acc);  Q4_1 only: acc = fma(mw, sx, acc)
+ * y = acc: no horizontal sum, so nothing depends on tiling, batch or ISA.
+ *
+ * Weights are repacked once (dt_q16_repack) into tiles of 16 rows (the last
+ * padded with zero rows), each tile DT_Q16_TILE_BYTES apart:
+ *   codes: nb blocks of Q4: 256 bytes, Q8_0: 512 bytes. Byte 4 * r + i of
+ *          64-byte vector j is row r's value 4 * g + i: Q8_0: g = j (u8);
+ *          Q4: low nibble g = j, high nibble g = j + 4 (j < 4)
+ *   then dw of the 16 rows as f16 for each block (nb * 32 bytes), then for
+ *   Q4_1 mw likewise. So one vpdpbusd with 4 broadcast activation bytes
+ *   multiplies all 16 rows, and a tile streams once, in GGUF's bytes per weight. */
+typedef struct {
+    int8_t xh[32], xl[32]; /* xq = 256 * xh + xl */
+    float dx;              /* amax / 32639 */
+    float sx;              /* dx * (float)s */
+    int32_t s;             /* sum of the block's xq */
+    int32_t pad;
+} dt_xq16;                 /* 80 bytes */
+_Static_assert(sizeof(dt_xq16) == 80, "xq16 layout");
+
+#define DT_Q16_ROWS 16
+/* 1 for the types q16 covers (Q4_0, Q4_1, Q8_0). */
+int dt_q16_type(int type);
+/* Bytes of one repacked tile of `cols` values (a multiple of 32; whole
+ * 64-byte lines), or 0 for a type q16 does not cover. */
+int64_t dt_q16_tile_bytes(int type, int64_t cols);
+/* Bytes of a repacked (rows, cols) matrix. */
+int64_t dt_q16_bytes(int type, int64_t rows, int64_t cols);
+/* Repacks tiles [tile_begin, tile_end) of the GGUF rows at src into dst (the
+ * whole repacked matrix). */
+void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *dst, int64_t tile_begin,
+                   int64_t tile_end);
+/* The GGUF bytes of row r back from a repacked matrix (dt_row_bytes bytes). */
+void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, void *dst);
+/* Quantizes one token (k values, a multiple of 32) into k / 32 blocks
+ * (the reference; every ISA's version gives the same bytes). */
+typedef void (*dt_q16_prep_fn)(const float *x, int64_t k, dt_xq16 *out);
+void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out);
+void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out);
+/* Tile kernel: y[t * ldy + l] for lanes (rows of the tile) l in [lane0, lane1)
+ * and t < n_tok; token t's blocks at xq + t * ldxq. */
+typedef void (*dt_q16_fn)(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok,
+                          float *y, int64_t ldy, int lane0, int lane1);
+void dt_q16_ref_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_q16_ref_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_q16_ref_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_q16_avx512_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_q16_avx512_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_q16_avx512_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+
 typedef struct {
     const char *name;
     dt_dequant_fn dequant[DT_TYPE_MAX]; /* NULL for unsupported types */
@@ -264,6 +323,8 @@ typedef struct {
     dt_fused_fn fused[DT_TYPE_MAX];     /* NULL: dequant + gemm */
     int fused_max_tok;
     dt_fast_fn fast[DT_TYPE_MAX];       /* NULL: the exact path */
+    dt_q16_fn q16[DT_TYPE_MAX];         /* NULL: the exact path */
+    dt_q16_prep_fn q16_prep;            /* NULL: dt_q16_prep */
 } dt_kernels;
 
 extern const dt_kernels dt_kernels_scalar; /* quant.c */

@@ -398,6 +398,6 @@ def test_precision_validates():
     raw = np.zeros((3, 18), np.uint8)
     x = np.zeros((2, 32), np.float32)
     with pytest.raises(ValueError):
-        k.matmul_rows(raw, int(Q.Q4_0), 32, x, precision=2)
+        k.matmul_rows(raw, int(Q.Q4_0), 32, x, precision=3)
     with pytest.raises(ValueError):
         k.matmul_threaded(raw, int(Q.Q4_0), 32, x, 2, -1)

@@ -38,8 +38,10 @@ ARCH_TYPES = [("llama", Q.Q4_1), ("qwen2", Q.Q8_0), ("llama", Q.Q6_K)]
 @given(data=st.data())
 def test_speculative_greedy_equals_plain(tiny_model_path, arch, wtype, data):
     model = model_for(tiny_model_path(arch, wtype))
-    reqs, truths = draw_noisy_requests(data, model, max_prompt=40, max_new=40, max_draft=24)
-    ctx = Context(model, n_seq=len(reqs), n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])), n_threads=2)
+    precision = data.draw(st.sampled_from(["exact", "q16"]))
+    reqs, truths = draw_noisy_requests(data, model, max_prompt=40, max_new=40, max_draft=24, precision=precision)
+    ctx = Context(model, n_seq=len(reqs), n_ctx=256, max_batch=data.draw(st.sampled_from([7, 64])), n_threads=2,
+                  precision=precision)
     Decoder(ctx).run(reqs)
     for req, truth in zip(reqs, truths):
         assert req.output == truth

@@ -1,0 +1,122 @@
+/* ditto native layer: q16 tile kernels for AVX-512 VNNI (compiled with the
+ * AVX-512 flags; used only when cpu.c finds them). They compute exactly the
+ * definition in quant.h (scalar reference: quant_q16.c). A tile-block's
+ * codes are 16 rows x 4 values per 64-byte vector, so one vpdpbusd with 4
+ * activation bytes broadcast to every lane does 64 multiply-adds for all 16
+ * rows; the codes are unpacked once per block and reused by up to 4 tokens.
+ * Per token and block: 16 vpdpbusd (xh and xl parts, each in two chains),
+ * a shift and adds, one cvt, one mul and one fma (two for Q4_1), 16 rows
+ * at a time with one float lane per row. Every line is prefetched into L2
+ * ahead of use, as the exact kernels do: this host's hardware prefetch
+ * alone leaves decode waiting on memory. */
+#include "x86.h"
+
+DT_INLINE __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, float *y, int64_t ldy,
+                        __mmask16 mask, const int type, const int T) {
+    const int64_t cb = type == DT_Q8_0 ? 512 : 256;
+    const int32_t c = type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0;
+    const uint8_t *dws = tile + nb * cb, *mws = dws + nb * 32;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *codes = tile + b * cb;
+        /* every line of the stream, DT_PREFETCH_BYTES ahead into L2 (x86.h) */
+#pragma GCC unroll 8
+        for (int64_t l = 0; l < cb; l += 64) prefetch_ahead(codes + l);
+        prefetch_ahead(dws + b * 32);
+        if (type == DT_Q4_1) prefetch_ahead(mws + b * 32);
+        __m512i u[8];
+        if (type == DT_Q8_0) {
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) u[j] = _mm512_load_si512(codes + 64 * j);
+        } else {
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                const __m512i v = _mm512_load_si512(codes + 64 * j);
+                u[j] = _mm512_and_si512(v, lo4);
+                u[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dws + b * 32)));
+        const __m512 mw = type == DT_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mws + b * 32)))
+                                          : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const dt_xq16 *x = xq + t * ldxq + b;
+            __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
+            __m512i l0 = _mm512_set1_epi32(-c * x->s), l1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int j = 0; j < 8; j += 2) {
+                h0 = _mm512_dpbusd_epi32(h0, u[j], bcast4(x->xh + 4 * j));
+                h1 = _mm512_dpbusd_epi32(h1, u[j + 1], bcast4(x->xh + 4 * j + 4));
+                l0 = _mm512_dpbusd_epi32(l0, u[j], bcast4(x->xl + 4 * j));
+                l1 = _mm512_dpbusd_epi32(l1, u[j + 1], bcast4(x->xl + 4 * j + 4));
+            }
+            const __m512i isum =
+                _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x->dx)), _mm512_cvtepi32_ps(isum), acc[t]);
+            if (type == DT_Q4_1) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->sx), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mask, acc[t]);
+}
+
+#define Q16(NAME, TYPE)                                                                                        \
+    void dt_q16_avx512_##NAME(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok, \
+                              float *y, int64_t ldy, int lane0, int lane1) {                                   \
+        const __mmask16 mask = (__mmask16)(((1u << lane1) - 1) & ~((1u << lane0) - 1));                         \
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {                                                            \
+            const dt_xq16 *x = xq + t0 * ldxq;                                                                 \
+            float *yt = y + t0 * ldy;                                                                          \
+            switch (n_tok - t0 < 4 ? n_tok - t0 : 4) {                                                         \
+            case 1: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 1); break;                                \
+            case 2: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 2); break;                                \
+            case 3: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 3); break;                                \
+            default: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 4); break;                               \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+Q16(q4_0, DT_Q4_0)
+Q16(q4_1, DT_Q4_1)
+Q16(q8_0, DT_Q8_0)
+
+/* dt_q16_prep with the same operations 16 lanes at a time: max_ps returns
+ * its second operand for a NaN (so NaNs do not count in amax, and a NaN
+ * quotient clamps to -32639 first, as the reference's comparisons do), the
+ * clamp keeps cvtps2dq's round-to-even within [-32639, 32639], and the
+ * integer sum is exact in any order. */
+void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
+    const __m512 zero = _mm512_setzero_ps(), lo = _mm512_set1_ps(-32639.0f), hi = _mm512_set1_ps(32639.0f);
+    for (int64_t b = 0; b < k / 32; b++) {
+        const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        const __m512 a = _mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), zero), _mm512_max_ps(_mm512_abs_ps(x1), zero));
+        const float d = _mm512_reduce_max_ps(a) / 32639.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
+        if (d != 0.0f) {
+            const __m512 dv = _mm512_set1_ps(d);
+            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x0, dv), lo), hi));
+            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x1, dv), lo), hi));
+        }
+        dt_xq16 *o = out + b;
+        const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24);
+        const __m512i l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
+        _mm_storeu_si128((__m128i *)o->xl, _mm512_cvtepi32_epi8(l0));
+        _mm_storeu_si128((__m128i *)(o->xl + 16), _mm512_cvtepi32_epi8(l1));
+        _mm_storeu_si128((__m128i *)o->xh, _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8)));
+        _mm_storeu_si128((__m128i *)(o->xh + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8)));
+        const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        o->dx = d;
+        o->s = s;
+        o->sx = d * (float)s;
+        o->pad = 0;
+    }
+}
