@@ -16,6 +16,8 @@ DT_INLINE __m512 vf_exp(__m512 x) {
 
 #include "attention_x86.h"
 
-void dt_attention_avx512(const dt_attn_tile *a, float *scratch) { attention_tile(a, scratch); }
+void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    attention_chunks(a, c0, c1, part, scratch);
+}
 
 void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }
