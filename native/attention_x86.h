@@ -24,6 +24,10 @@
  *
  * A call computes the chunks [c0, c1] it is given: scores only over their
  * key blocks, so the chunks of one long row can run on several threads.
+ * Keys and values stream from memory once per tile: both loops prefetch
+ * (x86.h's prefetch_ahead; one thread's decode attention at 2048 f16
+ * positions went from ~10.5 to 13-17 GB/s, which the distance, 4-32 KB,
+ * hardly changed).
  * None of these orders depends on the tile, the thread, or on positions
  * outside a row's range, so results are batch invariant (attention.h).
  *
@@ -96,8 +100,11 @@ DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float
     for (int d = 0; d < hd; d++) {
         dt_vf kv[SCORE_ACCS];
 #pragma GCC unroll 8
-        for (int h = 0; h < NB * BLOCK_VECS; h++)
-            kv[h] = kv_load(kb, ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW, F16);
+        for (int h = 0; h < NB * BLOCK_VECS; h++) {
+            const int64_t i = ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW;
+            if (h % BLOCK_VECS == 0) prefetch_ahead((const char *)kb + i * (F16 ? sizeof(dt_f16) : sizeof(float)));
+            kv[h] = kv_load(kb, i, F16);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             const dt_vf qd = vf_set1(q[r][d]);
@@ -159,6 +166,8 @@ DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const float *con
         for (int c = 0; c < NC; c++) a[r][c] = vf_load(acc[r] + c * DT_VW);
     for (int j = ja; j <= jb; j++) {
         const int64_t vj = (int64_t)j * hd, last = vj + (NC - 1) * DT_VW;
+        const size_t esize = F16 ? sizeof(dt_f16) : sizeof(float);
+        for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
         dt_vf vv[PV_VECS];
 #pragma GCC unroll 4
         for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, F16);
