@@ -408,7 +408,8 @@ static void attention(struct batch *b) {
     dt_context *ctx = b->ctx;
     const int n_kv = ctx->model->n_head_kv;
     const int pairs = b->n_tiles * n_kv;
-    if (dt_kv_layer_ring(ctx, b->layer) || pairs >= SPLIT_TASKS * dt_pool_threads(ctx->pool)) {
+    const int threads = dt_pool_threads(ctx->pool);
+    if (dt_kv_layer_ring(ctx, b->layer) || threads == 1 || pairs >= SPLIT_TASKS * threads) {
         dt_pool_run(ctx->pool, attention_task, b, pairs);
         return;
     }
