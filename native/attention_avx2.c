@@ -6,6 +6,7 @@
 
 #define SCORE_ROWS 6 /* 6 rows x 2 vectors of accumulators + keys fit 16 ymm */
 #define PV_ROWS 3
+#define SCORE_ACCS 8
 
 /* e^x for x <= 88; x < -87.3 (and -inf) gives 0; 2^n from exponent bits. */
 DT_INLINE __m256 vf_exp(__m256 x) {

@@ -6,6 +6,7 @@
 
 #define SCORE_ROWS 8 /* rows per score chunk */
 #define PV_ROWS 6    /* rows per value chunk */
+#define SCORE_ACCS 12 /* 8 -> 12: a decode tile's 3 rows score 4 blocks a call, 6% faster */
 
 /* e^x for x <= 88 (the softmax feeds x <= 0); x < -104 (and -inf) gives 0. */
 DT_INLINE __m512 vf_exp(__m512 x) {

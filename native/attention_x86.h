@@ -3,6 +3,7 @@
  * Included by attention_avx2.c (8-lane dt_vf) and attention_avx512.c
  * (16-lane), which define before including it:
  *   SCORE_ROWS  rows per score chunk (bounded by the register file)
+ *   SCORE_ACCS  accumulators a score kernel keeps in flight
  *   PV_ROWS     rows per value chunk
  *   vf_exp()    e^x of their ISA
  * A tile's R = n_tok * group query rows share every key / value load:
@@ -47,7 +48,6 @@
 #define BLOCK 16          /* positions per key block */
 #define BLOCK_VECS (BLOCK / DT_VW)
 #define BLOCK_GROUP 8     /* key blocks kept in L1 across row chunks */
-#define SCORE_ACCS 8      /* accumulators a score kernel keeps in flight */
 #define PV_VECS 4         /* vectors of head_dim per value chunk */
 
 /* ---- f16 elements ------------------------------------------------------------ */
@@ -119,8 +119,10 @@ DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float
         for (int h = 0; h < NB * BLOCK_VECS; h++) vf_store(s[r] + h * DT_VW, vf_mul(acc[r][h], vs));
 }
 
-/* Blocks per call for NR rows: enough fma chains to hide the latency. */
-#define SCORE_NB(NR) (SCORE_ACCS / ((NR) * BLOCK_VECS) > 1 ? SCORE_ACCS / ((NR) * BLOCK_VECS) : 1)
+/* Blocks per call for NR rows: enough fma chains to hide the latency, a
+ * power of 2 so that calls tile a BLOCK_GROUP. */
+#define SCORE_POW2(x) ((x) >= BLOCK_GROUP ? BLOCK_GROUP : (x) >= 4 ? 4 : (x) >= 2 ? 2 : 1)
+#define SCORE_NB(NR) SCORE_POW2(SCORE_ACCS / ((NR) * BLOCK_VECS))
 
 typedef void (*score_fn)(const void *, int, const float *const *, float *const *, float);
 #define SCORE_FN(NR, T, F16)                                                                        \

@@ -346,19 +346,24 @@ def test_save_load_blocked_keys_bit_exact(model, kv_type, n):
 
 @pytest.mark.parametrize("kv_type", KV_TYPES)
 def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type):
-    """Tokens decoded one at a time at positions around chunk boundaries
-    (attention split by chunk over two threads) get exactly the logits
-    they get inside prefill tiles (not split)."""
+    """Tokens of two sequences decoded one step at a time, both in each
+    step, at positions around chunk boundaries (attention split by chunk
+    over two threads, two tiles) get exactly the logits they get inside
+    prefill tiles (not split)."""
     n = 2 * C + 6
-    toks = [(i * 29) % 200 + 1 for i in range(n)]
-    ctx = Context(model, n_seq=1, n_ctx=n, max_batch=n, n_threads=2, kv_type=kv_type)
-    tile = ctx.decode(np.asarray(toks, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
-                      want=np.ones(n, np.uint8))
-    step = Context(model, n_seq=1, n_ctx=n, max_batch=4, n_threads=2, kv_type=kv_type)
-    for p, tok in enumerate(toks):
-        got = feed(step, 0, [tok])
+    streams = [[(i * 29) % 200 + 1 for i in range(n)], [(i * 13) % 190 + 3 for i in range(n)]]
+    tiles = []
+    for toks in streams:
+        ctx = Context(model, n_seq=1, n_ctx=n, max_batch=n, n_threads=2, kv_type=kv_type)
+        tiles.append(ctx.decode(np.asarray(toks, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
+                                want=np.ones(n, np.uint8)))
+    step = Context(model, n_seq=2, n_ctx=n, max_batch=4, n_threads=2, kv_type=kv_type)
+    for p in range(n):
+        got = step.decode(np.asarray([streams[0][p], streams[1][p]], np.int32), np.asarray([p, p], np.int32),
+                          np.asarray([0, 1], np.int32), want=np.ones(2, np.uint8))
         if p % C in (C - 2, C - 1, 0, 1, 5) and p >= C - 2:
-            assert np.array_equal(got[0], tile[p]), f"position {p}"
+            for s in (0, 1):
+                assert np.array_equal(got[s], tiles[s][p]), f"sequence {s}, position {p}"
 
 
 @pytest.mark.parametrize("kv_type", KV_TYPES)
