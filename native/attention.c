@@ -19,8 +19,6 @@
 #define CHUNK DT_ATTN_CHUNK
 
 static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
-static int max_int(int x, int y) { return x > y ? x : y; }
-static int min_int(int x, int y) { return x < y ? x : y; }
 
 int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim) {
     if (n_rows < 1) n_rows = 1;
@@ -115,13 +113,12 @@ static void chunk_scalar(const dt_attn_tile *a, const float *q, int L, int H, fl
 void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
     const int hd = a->head_dim;
     for (int t = 0; t < a->n_tok; t++) {
-        const int pos = a->pos0 + t, first = dt_attn_first(a, t);
-        const int ca = max_int(c0, dt_attn_chunk(a, first)), cb = min_int(c1, dt_attn_chunk(a, pos));
         for (int g = 0; g < a->group; g++) {
             const float *q = a->q + (int64_t)t * a->ldq + (int64_t)g * hd;
-            for (int c = ca; c <= cb; c++) {
-                const int L = max_int(first, c * CHUNK - a->origin), H = min_int(pos, (c + 1) * CHUNK - 1 - a->origin);
-                chunk_scalar(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c), scratch);
+            for (int c = c0; c <= c1; c++) {
+                int L, H;
+                if (dt_attn_row_range(a, t, c, c, &L, &H))
+                    chunk_scalar(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c), scratch);
             }
         }
     }

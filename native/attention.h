@@ -73,6 +73,16 @@ static inline int dt_attn_first(const dt_attn_tile *a, int t) {
     return (a->window > 0 && pos >= a->window) ? pos - a->window + 1 : 0;
 }
 
+/* Tile positions [*L, *H] that row t attends to in chunks [c0, c1]; false
+ * when there are none. */
+static inline int dt_attn_row_range(const dt_attn_tile *a, int t, int c0, int c1, int *L, int *H) {
+    const int first = dt_attn_first(a, t), lo = c0 * DT_ATTN_CHUNK - a->origin;
+    const int pos = a->pos0 + t, hi = (c1 + 1) * DT_ATTN_CHUNK - 1 - a->origin;
+    *L = first > lo ? first : lo;
+    *H = pos < hi ? pos : hi;
+    return *L <= *H;
+}
+
 /* The tile's chunks: [dt_attn_chunk0, + dt_attn_chunks). */
 static inline int dt_attn_chunk0(const dt_attn_tile *a) { return dt_attn_chunk(a, dt_attn_first(a, 0)); }
 static inline int dt_attn_chunks(const dt_attn_tile *a) {

@@ -227,15 +227,6 @@ static void pv_rows(const void *v, int f16, int hd, int ja, int jb, const float 
 /* ---- the tile ---------------------------------------------------------------------- */
 
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-static int imax(int x, int y) { return x > y ? x : y; }
-static int imin(int x, int y) { return x < y ? x : y; }
-
-/* Tile positions [*L, *H] of row t in chunk c; false when they are none. */
-static int row_in_chunk(const dt_attn_tile *a, int t, int c, int *L, int *H) {
-    *L = imax(dt_attn_first(a, t), c * DT_ATTN_CHUNK - a->origin);
-    *H = imin(a->pos0 + t, (c + 1) * DT_ATTN_CHUNK - 1 - a->origin);
-    return *L <= *H;
-}
 
 /* 1. s[r][p] for every row over key blocks [b0, b1] (S: rows ls apart, from
  * block b0 on). */
@@ -293,28 +284,30 @@ static void chunk_values(const dt_attn_tile *a, int r0, int nr, int c, const flo
     const int hd = a->head_dim, G = a->group, f16 = a->kv_type == DT_F16;
     const int ta = r0 / G, tb = (r0 + nr - 1) / G;
     /* The positions of chunk c every row covers: from the last row's first to the first row's last. */
-    const int c0 = imax(dt_attn_first(a, tb), c * DT_ATTN_CHUNK - a->origin);
-    const int c1 = imin(a->pos0 + ta, (c + 1) * DT_ATTN_CHUNK - 1 - a->origin);
+    int c0, c1, unused;
+    dt_attn_row_range(a, tb, c, c, &c0, &unused);
+    dt_attn_row_range(a, ta, c, c, &unused, &c1);
     const int common = c0 <= c1;
     float *arow[PV_ROWS];
     for (int r = 0; r < nr; r++) {
         int L, H;
-        arow[r] = row_in_chunk(a, (r0 + r) / G, c, &L, &H) ? dt_attn_part(a, part, r0 + r, c) : NULL;
+        arow[r] = dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H) ? dt_attn_part(a, part, r0 + r, c) : NULL;
         if (arow[r]) pv_rows(a->v, f16, hd, L, common ? c0 - 1 : H, &prow[r], &arow[r], 1);
     }
     if (!common) return;
     pv_rows(a->v, f16, hd, c0, c1, prow, arow, nr);
     for (int r = 0; r < nr; r++) {
         int L, H;
-        row_in_chunk(a, (r0 + r) / G, c, &L, &H);
+        dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H);
         pv_rows(a->v, f16, hd, c1 + 1, H, &prow[r], &arow[r], 1);
     }
 }
 
 static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
     const int hd = a->head_dim, G = a->group, R = a->n_tok * G;
-    const int lo = imax(dt_attn_first(a, 0), c0 * DT_ATTN_CHUNK - a->origin);
-    const int hi = imin(a->pos0 + a->n_tok - 1, (c1 + 1) * DT_ATTN_CHUNK - 1 - a->origin);
+    int lo, hi, unused; /* positions of the call: from row 0's first to the last row's last */
+    dt_attn_row_range(a, 0, c0, c1, &lo, &unused);
+    dt_attn_row_range(a, a->n_tok - 1, c0, c1, &unused, &hi);
     if (lo > hi) return;
     const int b0 = lo / BLOCK, b1 = hi / BLOCK;
     const int64_t ls = (int64_t)(b1 - b0 + 1) * BLOCK; /* score row stride */
@@ -326,7 +319,7 @@ static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part,
         float *s = S + (int64_t)r * ls - (int64_t)b0 * BLOCK; /* indexed by position */
         for (int c = c0; c <= c1; c++) {
             int L, H;
-            if (row_in_chunk(a, r / G, c, &L, &H)) chunk_softmax(s, L, H, dt_attn_part(a, part, r, c), hd);
+            if (dt_attn_row_range(a, r / G, c, c, &L, &H)) chunk_softmax(s, L, H, dt_attn_part(a, part, r, c), hd);
         }
     }
 
