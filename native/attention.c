@@ -54,10 +54,10 @@ void dt_attention_combine(const dt_attn_tile *a, const float *part) {
             const int r = t * a->group + g;
             float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
             float M = -INFINITY;
-            for (int c = cf; c <= cl; c++) M = fmaxf(M, dt_attn_part(a, (float *)part, r, c)[hd]);
+            for (int c = cf; c <= cl; c++) M = fmaxf(M, dt_attn_part(a, part, r, c)[hd]);
             float l = 0.0f;
             for (int c = cf; c <= cl; c++) {
-                const float *pc = dt_attn_part(a, (float *)part, r, c);
+                const float *pc = dt_attn_part(a, part, r, c);
                 const float w = expf(pc[hd] - M);
                 if (c == cf) { /* w * o_c, not 0 + w * o_c: one chunk gives o_c / l_c exactly */
                     l = w * pc[hd + 1];

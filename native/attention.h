@@ -91,8 +91,8 @@ static inline int dt_attn_chunks(const dt_attn_tile *a) {
 
 /* The partial of row r = t * group + g, chunk c, in a tile's partials
  * `part`: o at [0, head_dim), m at [head_dim], l at [head_dim + 1]. */
-static inline float *dt_attn_part(const dt_attn_tile *a, float *part, int r, int c) {
-    return part + ((int64_t)r * dt_attn_chunks(a) + c - dt_attn_chunk0(a)) * dt_attn_part_floats(a->head_dim);
+static inline float *dt_attn_part(const dt_attn_tile *a, const float *part, int r, int c) {
+    return (float *)part + ((int64_t)r * dt_attn_chunks(a) + c - dt_attn_chunk0(a)) * dt_attn_part_floats(a->head_dim);
 }
 
 /* Floats of a tile's partials, n_rows rows spanning n_pos positions. */
