@@ -173,7 +173,7 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
         dt_context_free(ctx);
         return rc;
     }
-    /* Split attention (attention_split): partials of fewer than
+    /* Split attention (attention()): the partials of fewer than
      * SPLIT_TASKS * threads (tile, kv head) pairs over every position. */
     const int pairs = SPLIT_TASKS * dt_pool_threads(ctx->pool);
     ctx->att_part = alloc_floats(pairs * dt_attention_part_floats(rows, ctx->n_ctx_pad, m->head_dim));
