@@ -9,7 +9,9 @@ process:
                           model loaded (ditto.status answers once it is)
   ditto_first_completion  a new `ditto serve`: initialize, open a real file,
                           ask for a completion at once; seconds from didOpen to
-                          the answer, and whether the answer was non-empty
+                          the answer, whether the answer was non-empty, and the
+                          prompt tokens it was answered from (a short window
+                          when the whole one did not fit the prefill budget)
   ditto_focus_prefill     a new `ditto serve`: initialize, open the file and send
                           ditto/didFocus at the cursor as the editor plugins do when
                           a document becomes active; seconds from didOpen to the
@@ -87,13 +89,16 @@ def open_document(client: LspClient, args, text: str) -> tuple[str, float]:
     return uri, t0
 
 
-def ditto_first_completion(args, text: str, cursor: int) -> tuple[float, bool]:
+def ditto_first_completion(args, text: str, cursor: int) -> tuple[float, bool, int | None]:
+    """(didOpen -> answer, non-empty, the prompt tokens it came from or None)."""
     client = LspClient(serve_cmd(args))
     try:
         uri, t0 = open_document(client, args, text)
         res = client.request("textDocument/completion",
                              {"textDocument": {"uri": uri}, "position": position(text, cursor)})
-        return time.perf_counter() - t0, nonempty(res)
+        seconds = time.perf_counter() - t0
+        items = (res or {}).get("items") or []
+        return seconds, nonempty(res), (items[0].get("data") or {}).get("prompt_tokens") if items else None
     finally:
         client.close()
 
@@ -162,6 +167,7 @@ def main(argv=None) -> int:
 
     runs: dict[str, list] = {k: [] for k in ("ditto_import_seconds", "ditto_llm_seconds", "ditto_ready_seconds",
                                              "ditto_first_completion_seconds", "ditto_first_completion_nonempty",
+                                             "ditto_first_completion_prompt_tokens",
                                              "ditto_focus_prefill_seconds", "ditto_focus_keystroke_seconds",
                                              "ditto_focus_keystroke_nonempty", "llama_ready_seconds")}
     for r in range(args.rounds):
@@ -175,16 +181,18 @@ def main(argv=None) -> int:
             runs["ditto_import_seconds"].append(imports)
             runs["ditto_llm_seconds"].append(build)
             runs["ditto_ready_seconds"].append(ditto_ready(args))
-            seconds, nonempty = ditto_first_completion(args, text, cursor)
+            seconds, nonempty, prompt_tokens = ditto_first_completion(args, text, cursor)
             runs["ditto_first_completion_seconds"].append(seconds)
             runs["ditto_first_completion_nonempty"].append(nonempty)
+            runs["ditto_first_completion_prompt_tokens"].append(prompt_tokens)
             prefill, keystroke, nonempty = ditto_focus(args, text, cursor)
             runs["ditto_focus_prefill_seconds"].append(prefill)
             runs["ditto_focus_keystroke_seconds"].append(keystroke)
             runs["ditto_focus_keystroke_nonempty"].append(nonempty)
-        common.log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {float(v[-1]):.3f}" for k, v in runs.items() if v))
+        common.log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {float(v[-1] or 0):.3f}" for k, v in runs.items() if v))
 
-    med = {k: common.rnd(common.median(v), 3) for k, v in runs.items() if v and not k.endswith("_nonempty")}
+    med = {k: common.rnd(common.median(v), 3) for k, v in runs.items()
+           if v and not k.endswith(("_nonempty", "_prompt_tokens"))}
     result = {
         "benchmark": "startup",
         "machine": common.machine_info(args.threads),

@@ -3,8 +3,9 @@
 The one decode API every caller uses: `Decoder.run` runs a set of requests
 (with should-stop, prefill-chunk and between-passes hooks; requests returned
 by the between hook join the run), `Decoder.prefill` evaluates tokens into
-a sequence without computing any logits, and `forget` / `adopt` /
-`cached_tokens` manage the tokens a sequence's cache holds.
+a sequence without computing any logits, `forget` / `adopt` /
+`cached_tokens` manage the tokens a sequence's cache holds, and
+`cached_prefix` says how much of a prompt it would reuse.
 
 Every request owns one sequence of a native Context. A forward pass takes
 one slice from every active request: a prompt chunk, or the request's
@@ -173,15 +174,21 @@ class Decoder:
                              f"not the {len(tokens)} tokens given")
         self._cached[seq] = list(tokens)
 
-    def _reuse_prefix(self, seq: int, tokens: Sequence[int], limit: int) -> int:
-        """Keeps the longest cached prefix of `tokens` (at most `limit` tokens)
-        in sequence `seq`, drops the rest, and returns its length."""
+    def cached_prefix(self, seq: int, tokens: Sequence[int], limit: int | None = None) -> int:
+        """How many leading `tokens` (at most `limit`) sequence `seq` holds in a
+        form a prefill or a run would reuse: what they would not evaluate again."""
         held = self.cached_tokens(seq)
-        n, limit = 0, min(len(held), limit)
+        n, limit = 0, min(len(held), len(tokens) if limit is None else limit)
         while n < limit and held[n] == tokens[n]:
             n += 1
         if not self.ctx.can_truncate(seq, n):
             n = 0  # a ring cache no longer holds the window before n: start over
+        return n
+
+    def _reuse_prefix(self, seq: int, tokens: Sequence[int], limit: int) -> int:
+        """Keeps the longest cached prefix of `tokens` (at most `limit` tokens)
+        in sequence `seq`, drops the rest, and returns its length."""
+        n = self.cached_prefix(seq, tokens, limit)
         self.ctx.truncate(seq, n)
         self._cached[seq] = list(tokens[:n])
         return n

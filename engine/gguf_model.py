@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from .architectures import ARCHITECTURES, Architecture
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from .gguf_reader import MAX_ARRAY_LEN, Field, GGUFError, GGUFFile, TensorInfo, read_gguf
+from .packed import InvalidItem, PackedStrings
 
 __all__ = [
     "GGUFError",
@@ -165,9 +168,9 @@ class LayerWeights:
 class TokenizerData:
     model: str                      # tokenizer.ggml.model ("gpt2", "llama", ...)
     pre: str                        # tokenizer.ggml.pre, "default" if absent
-    tokens: list[str]
+    tokens: Sequence[str]           # PackedStrings: one buffer, not 50k-262k objects
     token_types: list[int]          # 1 normal, 3 control, 4 user-defined, ...
-    merges: list[str]
+    merges: Sequence[str]           # PackedStrings
     bos_id: int | None
     eos_id: int | None
     eot_id: int | None
@@ -180,7 +183,7 @@ class TokenizerData:
     fim_pad_id: int | None = None
     fim_rep_id: int | None = None       # repository name (repo-level FIM prompts)
     fim_sep_id: int | None = None       # file separator (repo-level FIM prompts)
-    scores: list[float] | None = None   # SentencePiece ("llama") vocabularies: merge priorities
+    scores: Sequence[float] | None = None  # array('d'); SentencePiece ("llama") vocabularies: merge priorities
     add_space_prefix: bool = False      # SentencePiece: a space before the text
     # Phi-3 (llama.cpp decides by general.name): parsed special tokens eat the whitespace after them
     rstrip_specials: bool = False
@@ -281,38 +284,30 @@ class _Meta:
             raise GGUFError(f"metadata key {key!r} has elements of the wrong type {f.element.name}")
         return f
 
-    def str_list(self, key: str, default: Any = _REQUIRED) -> Any:
+    def strings(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A string array, packed (PackedStrings)."""
         f = self._array(key, frozenset({GGUFValueType.STRING}), default)
         if f is None:
             return default
         try:
-            return [b.decode("utf-8") for b in f.value]
-        except UnicodeDecodeError:
-            i = next(i for i, b in enumerate(f.value) if not _is_utf8(b))
-            raise GGUFError(f"metadata key {key!r}: element {i} is not valid UTF-8") from None
+            return PackedStrings.from_utf8(f.value)
+        except InvalidItem as e:
+            raise GGUFError(f"metadata key {key!r}: element {e.index} is not valid UTF-8") from None
 
-    def float_list(self, key: str, default: Any = _REQUIRED) -> Any:
+    def floats(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A float array as array('d')."""
         f = self._array(key, _FLOAT_VTYPES, default)
         if f is None:
             return default
-        values = [float(v) for v in f.value]
-        if not all(math.isfinite(v) for v in values):
+        if not np.isfinite(f.value).all():
             raise GGUFError(f"metadata key {key!r} holds a value that is not finite")
-        return values
+        return array("d", f.value.astype(np.float64).tobytes())
 
     def int_list(self, key: str, default: Any = _REQUIRED) -> Any:
         f = self._array(key, _INT_VTYPES, default)
         if f is None:
             return default
         return [int(v) for v in f.value]
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _plain_metadata(fields: dict[str, Field]) -> dict[str, object]:
@@ -435,7 +430,7 @@ def _check_rope_scaling(meta: _Meta, a: str) -> None:
 def _read_tokenizer(meta: _Meta) -> TokenizerData:
     t = "tokenizer.ggml."
     model = meta.str(t + "model")
-    tokens = meta.str_list(t + "tokens")
+    tokens = meta.strings(t + "tokens")
     n_vocab = len(tokens)
     if n_vocab == 0:
         raise GGUFError("tokenizer.ggml.tokens is empty")
@@ -444,8 +439,8 @@ def _read_tokenizer(meta: _Meta) -> TokenizerData:
         types = [1] * n_vocab
     elif len(types) != n_vocab:
         raise GGUFError(f"tokenizer.ggml.token_type has {len(types)} entries for {n_vocab} tokens")
-    merges = meta.str_list(t + "merges", default=[])
-    scores = meta.float_list(t + "scores", default=None)
+    merges = meta.strings(t + "merges", default=[])
+    scores = meta.floats(t + "scores", default=None)
     if scores is not None and len(scores) != n_vocab:
         raise GGUFError(f"tokenizer.ggml.scores has {len(scores)} entries for {n_vocab} tokens")
 

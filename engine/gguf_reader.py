@@ -6,8 +6,8 @@ loop and allocate for ever; tensor data past the end of the file comes back
 as a silently short array), and it builds a numpy view per string, which
 costs seconds on a 50k-262k token vocabulary. Here every read is checked
 against the file size and the MAX_* limits first, numeric arrays become one
-numpy array each, string arrays a list of ``bytes``, and tensor data stays in
-the mapping, untouched until a kernel reads it. ``gguf.GGUFReader`` remains
+numpy array each, string arrays one buffer each (``PackedBytes``), and
+tensor data stays in the mapping, untouched until a kernel reads it. ``gguf.GGUFReader`` remains
 the reference these results are tested against.
 
 Only little-endian GGUF, versions 2 and 3.
@@ -19,11 +19,14 @@ import math
 import mmap
 import os
 import struct
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+from .packed import PackedBytes
 
 Q = GGMLQuantizationType
 V = GGUFValueType
@@ -67,8 +70,8 @@ class Field:
     (None for an empty array whose type the file did not say, or NESTED
     arrays, which ditto walks but does not keep). value: a Python scalar,
     ``bytes`` for a string (undecoded: the caller names the key in the
-    error), a numpy array for a numeric array, a list of ``bytes`` for a
-    string array, None for nested arrays.
+    error), a numpy array for a numeric array, a ``PackedBytes`` (a sequence
+    of ``bytes``) for a string array, None for nested arrays.
     """
     type: GGUFValueType
     value: Any
@@ -224,11 +227,14 @@ class _Reader:
             self.value(itype, key, depth + 1)
         return Field(V.ARRAY, None, it, nested=True)
 
-    def strings(self, n: int, key: str) -> list[bytes]:
-        """n consecutive strings: the tight loop that a 262k vocabulary runs through."""
+    def strings(self, n: int, key: str) -> PackedBytes:
+        """n consecutive strings: the tight loop that a 262k vocabulary runs
+        through. Only offsets are collected here (no object per string); the
+        bytes are then gathered into one buffer, the length fields left out."""
         buf, pos, size, unpack = self.buf, self.pos, self.size, _U64.unpack_from
-        out = []
-        append = out.append
+        starts = array("q")
+        append = starts.append
+        first = pos
         for i in range(n):
             if size - pos < 8:
                 self.pos = pos
@@ -239,10 +245,19 @@ class _Reader:
                 self.pos = pos
                 raise GGUFError(f"metadata key {key!r}: element {i} has length {ln}, past the end of "
                                 f"the file or the limit of {MAX_STRING_LEN} bytes")
-            append(buf[pos:pos + ln])
+            append(pos)
             pos += ln
         self.pos = pos
-        return out
+        if not n:
+            return PackedBytes([])
+        begin = np.frombuffer(starts, dtype=np.int64) - first   # string starts in the region
+        region = np.frombuffer(buf, dtype=np.uint8, count=pos - first, offset=first)
+        keep = np.ones(pos - first, dtype=bool)
+        for k in range(1, 9):       # the 8 length bytes before each string
+            keep[begin - k] = False
+        ends = np.append(begin[1:] - 8, pos - first)
+        offsets = np.concatenate(([0], np.cumsum(ends - begin)))
+        return PackedBytes.from_buffer(region[keep].tobytes(), offsets)
 
     # ---- the tensor table --------------------------------------------------------------
     def tensor_infos(self) -> list[tuple[str, list[int], int, int]]:

@@ -6,14 +6,15 @@ and owns a Context with `n_seq` sequences that a Decoder drives.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .chat import ChatTemplate
 from .decode import Decoder, Request
 from .drafters.base import Drafter
 from .gguf_model import load_model_file
+from .malloc_policy import keep_big_blocks_out_of_heap
 from .model_store import resolve_model
 from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION
 from .sampling import SamplingParams
@@ -29,10 +30,10 @@ class LLM:
         sliding layers on the ring, so a long document costs them the window only."""
         from .. import _native  # the compiled extension, installed beside this package
 
+        keep_big_blocks_out_of_heap()  # before the vocabulary's big transient blocks
         self.path = Path(resolve_model(model_path))
         self.file = load_model_file(self.path)
         self.tokenizer = Tokenizer(self.file.tokenizer)
-        self.chat = ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
         self.model = _native.Model(self.file)
         n_ctx = min(n_ctx, self.file.hparams.n_ctx_train) if self.file.hparams.n_ctx_train else n_ctx
         if kv_ring is None:
@@ -40,6 +41,14 @@ class LLM:
         self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
                                    n_threads=n_threads, precision=precision, kv_type=kv_type, kv_ring=kv_ring)
         self.decoder = Decoder(self.ctx)
+
+    @functools.cached_property
+    def chat(self):
+        """The chat template (a ChatTemplate), compiled on first use: it needs
+        jinja2, which completion and next-edit never load (~6 MB resident).
+        A template that does not parse raises ChatTemplateError here."""
+        from .chat import ChatTemplate
+        return ChatTemplate.for_model(self.tokenizer, self.file.tokenizer)
 
     @property
     def name(self) -> str:

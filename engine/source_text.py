@@ -111,6 +111,12 @@ def check_encodable(tokenizer, text: str, what: str = "the text", first_line: in
     (counted from `first_line`, for a piece of a longer text)."""
     if tokenizer.can_round_trip(text):
         return
+    lossy = [i for i in (text.find(c) for c in tokenizer.lossy_chars) if i >= 0]
+    if lossy:
+        index = min(lossy)
+        raise UnsafeText(f"{what} holds {text[index]!r} (U+{ord(text[index]):04X}) on line "
+                         f"{first_line - 1 + line_of(text, index)}, which the model's tokenizer reads as a "
+                         f"space: it would be changed, so the text is refused")
     data = text.encode("utf-8", "surrogatepass")
     index = min(i for i in (data.find(bytes([b])) for b in tokenizer.missing_bytes) if i >= 0)
     start = index

@@ -24,6 +24,8 @@ silently change text.
 from __future__ import annotations
 
 import heapq
+import operator
+from itertools import compress
 from typing import Sequence
 
 __all__ = ["SpmEncoder", "SPACE"]
@@ -35,21 +37,32 @@ class SpmEncoder:
     def __init__(self, tokens: Sequence[str], scores: Sequence[float], normal: Sequence[bool],
                  user_defined: Sequence[int], add_space_prefix: bool) -> None:
         """normal[i]: token i is plain text (merges may make it)."""
-        self._ids: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            self._ids[t] = i  # duplicates: the last id wins, as llama.cpp's map
-        self._plain = {t: i for t, i in self._ids.items() if normal[i]}
+        # Two disjoint maps rather than all ids plus the plain ones again: the
+        # merge loop looks up plain tokens only, and at 262k tokens a second
+        # full dict costs ~10 MB. Duplicates: the last id wins, as llama.cpp's map.
+        ids = dict(zip(tokens, range(len(tokens))))
+        self._other: dict[str, int] = {}
+        for i in compress(range(len(tokens)), map(operator.not_, normal)):
+            if ids.get(tokens[i]) == i:
+                self._other[tokens[i]] = ids.pop(tokens[i])
+        self._plain = ids
         self._scores = scores
         # llama.cpp sorts its special-token cache by length, longest first
         self._user = sorted((tokens[i] for i in user_defined if tokens[i]), key=len, reverse=True)
-        self._byte_ids = [self._ids.get(f"<0x{b:02X}>", self._plain.get(chr(b))) for b in range(256)]
+        self._byte_ids = [self._byte_token(b) for b in range(256)]
         self.add_space_prefix = add_space_prefix
+
+    def _byte_token(self, b: int) -> int | None:
+        """<0xNN>, else the plain token of that one character."""
+        tid = self.token_id(f"<0x{b:02X}>")
+        return tid if tid is not None else self._plain.get(chr(b))
 
     def byte_id(self, b: int) -> int | None:
         return self._byte_ids[b]
 
     def token_id(self, text: str) -> int | None:
-        return self._ids.get(text)
+        tid = self._plain.get(text)
+        return tid if tid is not None else self._other.get(text)
 
     def encode(self, text: str) -> list[int]:
         out: list[int] = []
@@ -73,7 +86,7 @@ class SpmEncoder:
         for tok in self._user:
             if tok[0] not in chars or not any(isinstance(p, str) and tok in p for p in pieces):
                 continue
-            tid = self._ids[tok]
+            tid = self.token_id(tok)
             split: list[str | int] = []
             for p in pieces:
                 if isinstance(p, int) or tok not in p:

@@ -27,6 +27,7 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from .gguf_reader import GGUFError
 from .fim import FimTokens, find_fim_tokens
+from .packed import PackedBytes, PackedStrings
 from .spm import SPACE, SpmEncoder
 
 __all__ = ["Tokenizer", "TokenizerError", "StreamDecoder", "SUPPORTED_PRE"]
@@ -145,7 +146,7 @@ class Tokenizer:
         keyed = FimTokens(*(_field(data, f"fim_{r}_id") for r in _FIM_FIELDS))
         self.fim = find_fim_tokens(tokens, keyed)
         self.fim_prefix_id, self.fim_suffix_id, self.fim_middle_id = self.fim.pre, self.fim.suf, self.fim.mid
-        self._tokens = tokens
+        self._tokens = data.tokens if isinstance(data.tokens, PackedStrings) else PackedStrings(tokens)
 
         # llama.cpp forces EOG-looking tokens, and FIM tokens it found by
         # their text, to control type, so do the same: it decides whether
@@ -153,7 +154,8 @@ class Tokenizer:
         fim_by_text = self.fim.ids() - keyed.ids()
         types = [TT_CONTROL if t in _EOG_TEXTS or i in fim_by_text else ty
                  for i, (t, ty) in enumerate(zip(tokens, types))]
-        self._types = types
+        # one byte per token; a type number ditto does not know is none of TT_*
+        self._types = bytes(ty if 0 <= ty < 256 else 0 for ty in types)
         eog = {i for i, t in enumerate(tokens) if t in _EOG_TEXTS}
         eog.update(i for i in (self.eos_id, self.eot_id) if i is not None)
         eog.update(self.fim.ends_generation())
@@ -173,6 +175,9 @@ class Tokenizer:
         # drops them silently, as llama.cpp does, so text holding them cannot
         # round-trip. Callers may check with can_round_trip().
         self.missing_bytes = frozenset(range(256)) - have
+        # Characters that decode as something else: SentencePiece writes a
+        # space as U+2581, so a U+2581 in the text comes back as a space.
+        self.lossy_chars = frozenset({SPACE}) if spm else frozenset()
 
         # Tokens that encode_with_specials recognises in text (what llama.cpp
         # parses with parse_special=true), longest first as llama.cpp tries them.
@@ -220,7 +225,7 @@ class Tokenizer:
         return SpmEncoder(tokens, scores, normal, user, bool(_field(data, "add_space_prefix", False)))
 
     @staticmethod
-    def _build_spm_piece_bytes(tokens, types) -> list[bytes]:
+    def _build_spm_piece_bytes(tokens, types) -> PackedBytes:
         """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)
         for SentencePiece: U+2581 is a space, <0xNN> a byte."""
         out = []
@@ -233,10 +238,10 @@ class Tokenizer:
                 out.append(t.encode("utf-8"))
             else:  # unused
                 out.append(b"")
-        return out
+        return PackedBytes(out)
 
     @staticmethod
-    def _build_piece_bytes(tokens, types) -> list[bytes]:
+    def _build_piece_bytes(tokens, types) -> PackedBytes:
         """Raw bytes of every token, as llama.cpp's token_to_piece(special=true)."""
         out = []
         for t, ty in zip(tokens, types):
@@ -249,7 +254,7 @@ class Tokenizer:
                     out.append(t.encode("utf-8"))
             else:  # unused / byte tokens: llama.cpp renders nothing for BPE unused
                 out.append(b"")
-        return out
+        return PackedBytes(out)
 
     # ------------------------------------------------------------- encoding
     def encode(self, text: str) -> list[int]:
@@ -316,7 +321,10 @@ class Tokenizer:
         return self.encode_pieces(self.split_specials(text))
 
     def can_round_trip(self, text: str) -> bool:
-        """False if text holds a byte the vocabulary cannot express."""
+        """False if text holds a byte the vocabulary cannot express, or a
+        character that decodes as another (lossy_chars)."""
+        if any(c in text for c in self.lossy_chars):
+            return False
         return not self.missing_bytes or self.missing_bytes.isdisjoint(
             _clean(text).encode("utf-8"))
 
@@ -334,8 +342,8 @@ class Tokenizer:
     def decode_bytes(self, ids: Iterable[int], *, skip_control: bool = False) -> bytes:
         pb, types = self._piece_bytes, self._types
         if skip_control:
-            return b"".join(pb[i] for i in ids if types[i] not in (TT_CONTROL, TT_UNKNOWN))
-        return b"".join(pb[i] for i in ids)
+            return pb.join(i for i in ids if types[i] not in (TT_CONTROL, TT_UNKNOWN))
+        return pb.join(ids)
 
     def decode(self, ids: Iterable[int], *, skip_control: bool = False) -> str:
         """Text of a token sequence. Control tokens appear as their text unless

@@ -61,5 +61,6 @@ def completion_item(result: CompletionResult, text: str, offset: int, cursor: ty
         data={"source": result.source, "prompt_tokens": result.prompt_tokens,
               "reused_tokens": result.reused_tokens, "generated": result.generated,
               "finish_reason": result.finish_reason, "text": result.text,
-              "ms": round(result.seconds * 1000, 1)},
+              "ms": round(result.seconds * 1000, 1),
+              **(result.window.as_dict() if result.window is not None else {})},
     )

@@ -17,6 +17,7 @@ from ..engine.source_text import check_encodable
 BLOCK_LINES = 32      # the window's first line moves in steps of this many lines
 CHARS_PER_TOKEN = 3   # estimate for code, to place the window without tokenizing
 HARD_FACTOR = 2       # tokens beyond prompt_tokens * HARD_FACTOR are cut from the front
+MAX_TOKEN_CHARS = 16  # a window search looks no further up than this many characters a token
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,46 @@ def completion_style(style: str, line_before: str) -> bool:
     return line_before.strip() == ""
 
 
+def nearest_lines_start(tokenizer, text: str, offset: int, max_tokens: int) -> int:
+    """Start of the window of the lines nearest the cursor whose text up to the
+    cursor encodes to at most `max_tokens` tokens. It holds the cursor's line
+    at least (and the line above, when nothing but blanks precedes the cursor
+    on its own), whatever that costs."""
+    starts = line_starts(text[:offset])
+    floor = len(starts) - 1
+    if floor > 0 and not text[starts[floor]:offset].strip():
+        floor -= 1
+    # Lines further up than MAX_TOKEN_CHARS characters a token would not fit code (CHARS_PER_TOKEN on average).
+    lo, hi = 0, floor
+    while lo < hi and offset - starts[lo] > max(0, max_tokens) * MAX_TOKEN_CHARS:
+        lo += 1
+    # Binary search for the first line that fits; hi always names one that does (or the floor).
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.encode(text[starts[mid]:offset])) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return starts[hi]
+
+
+def frame_tokens(tokenizer, below: list[int]) -> int:
+    """Tokens of a prompt that are not document text before the cursor: BOS,
+    and with FIM the three markers and the text below the cursor."""
+    fim = 3 + len(below) if tokenizer.fim.can_infill else 0
+    return len(tokenizer.bos_prefix()) + fim
+
+
 def build_prompt(tokenizer, text: str, offset: int, *, prompt_tokens: int, suffix_tokens: int,
-                 style: str, chunks: tuple[str, ...] = ()) -> tuple[Prompt, list[int]]:
+                 style: str, chunks: tuple[str, ...] = (), start: int | None = None) -> tuple[Prompt, list[int]]:
     """The prompt for a completion at `offset`, and the tokens below the cursor
     (for the drafter). Raw prefix for plain models; prefix/suffix/middle
     (llama.cpp's PSM order) whenever the vocabulary has the three FIM tokens.
-    UnsafeText if the document text in the prompt holds a byte the model
-    cannot encode."""
-    start = window_start(text, offset, prompt_tokens)
+    The window starts at `start` if given (a line start), else where
+    `window_start` puts it for `prompt_tokens`. UnsafeText if the document
+    text in the prompt holds a byte the model cannot encode."""
+    if start is None:
+        start = window_start(text, offset, prompt_tokens)
     prefix = text[start:offset]
     line_start = text.rfind("\n", 0, offset) + 1
     line_before = text[line_start:offset]

@@ -44,6 +44,9 @@ class Session:
     reused_tokens: int = 0
     evaluated_tokens: int = 0
     prefilled_tokens: int = 0            # the last prefill ahead of a completion (didOpen, ditto/didFocus)
+    short_start: int | None = None       # where the short window of the last completion starts (completer.py)
+    short_windows: int = 0               # completions answered from a short window
+    window: Any = None                   # the window of the last model completion (completer.Window)
     chunk_snapshot: tuple[str, ...] | None = None
 
 

@@ -35,6 +35,7 @@ class Settings:
     # completion
     max_tokens: int = 16                # tokens per completion
     time_budget_ms: int = 2000          # after this, return what exists
+    prefill_budget_ms: int | None = None    # prompt evaluation a completion may wait for; None: a quarter of time_budget_ms
     completion_style: str = "auto"      # auto | single | multi
     prompt_tokens: int = 1536           # prefix budget (tokens before the cursor)
     suffix_tokens: int = 256            # text after the cursor (FIM models, drafter)
@@ -63,7 +64,8 @@ class Settings:
 
 _LIMITS: dict[str, tuple[Any, Any]] = {
     "threads": (1, 256), "ctx": (256, 1 << 20), "n_seq": (2, 64), "max_tokens": (1, 4096),
-    "time_budget_ms": (1, 600_000), "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
+    "time_budget_ms": (1, 600_000), "prefill_budget_ms": (1, 600_000),
+    "prompt_tokens": (16, 1 << 20), "suffix_tokens": (0, 1 << 16),
     "extra_chunks": (0, 64), "chunk_lines": (1, 1000), "draft_max": (1, 256),
     "rewrite_max_tokens": (1, 1 << 20), "saved_sessions_mb": (0, 1 << 20),
     "next_edit_time_budget_ms": (1, 600_000),

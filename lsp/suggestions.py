@@ -11,7 +11,10 @@ last edited line.
 On didOpen the document's first prompt window is prefilled in the
 background (no logits), so the first completion there is served from the
 cache; `ditto/didFocus` (focus.py) prefills the prompt of a completion at
-the editor's cursor the same way, chunks of other files included.
+the editor's cursor the same way, chunks of other files included. A
+completion that comes before its prompt is cached, and cannot evaluate it
+within its prefill budget, is answered from a short window (completer.py)
+and the whole window is prefilled after it.
 Those jobs run at PREFETCH priority: a completion never waits behind one
 (it gives way between forward passes as soon as more urgent work waits,
 and is submitted again afterwards, going on from what is cached). Its
@@ -112,10 +115,16 @@ class Suggestions(LanguageFeature):
                 del self.inflight[uri]
         if result.source == "cancelled":
             return None, offset, text
+        window = result.window
+        short = "" if window is None or not window.short else (
+            f", a short window from line {window.line + 1} ({window.uncached_tokens} tokens of the whole "
+            f"window uncached, {window.budget_tokens} within the prefill budget)")
         ls.log(f"completion {uri_name(uri)} {result.source}: {len(result.text)} chars, "
                f"{result.prompt_tokens} prompt tokens ({result.reused_tokens} reused), "
-               f"{result.generated} generated, {result.seconds * 1000:.0f} ms")
-        if settings.prefetch and result.source in ("model", "prefetch") and result.text:
+               f"{result.generated} generated, {result.seconds * 1000:.0f} ms{short}")
+        if short:       # the next completions get the whole window
+            self.prefill(uri, text, offset, position.line, "a completion was answered from a short window")
+        elif settings.prefetch and result.source in ("model", "prefetch") and result.text:
             self._start_prefetch(uri, text, offset, result.text, chunks)
         return result, offset, text
 

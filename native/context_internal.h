@@ -44,7 +44,9 @@ struct dt_context {
     int *seq_lo;        /* (n_seq) the ring layers hold positions [seq_lo, seq_len) (0 without a ring);
                          * the others hold [0, seq_len) */
 
-    /* batch buffers, max_batch rows each */
+    /* batch buffers, max_batch rows each, carved from `work`; some share
+     * memory (dt_context_new_params says which) */
+    float *work;
     float *x;           /* (max_batch, n_embd) residual stream */
     float *xn;          /* (max_batch, max(n_embd, n_ff)) normed input / ffn hidden */
     float *q;           /* (max_batch, n_head * head_dim) */

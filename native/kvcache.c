@@ -26,7 +26,15 @@
 
 static void *reserve_bytes(size_t n) {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_NOHUGEPAGE
+    /* Where transparent huge pages are on for every mapping, the first
+     * position written in a region would commit 2 MB, i.e. several whole
+     * (layer, seq, head) regions: the cache would stop growing with the
+     * tokens held. Advice only; an error changes nothing. */
+    madvise(p, n, MADV_NOHUGEPAGE);
+#endif
+    return p;
 }
 
 int dt_kv_reserve(struct dt_context *ctx) {

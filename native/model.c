@@ -80,6 +80,8 @@ enum {
 };
 
 static float *alloc_floats(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; } /* whole 64-byte lines */
 
 void dt_context_free(dt_context *ctx) {
     if (!ctx) return;
@@ -87,8 +89,8 @@ void dt_context_free(dt_context *ctx) {
     dt_pool_free(ctx->pool);
     free(ctx->seq_len);
     free(ctx->seq_lo);
-    free(ctx->x); free(ctx->xn); free(ctx->q); free(ctx->kb); free(ctx->vb);
-    free(ctx->att); free(ctx->att_part); free(ctx->att_pending); free(ctx->gate); free(ctx->up); free(ctx->proj);
+    free(ctx->work);
+    free(ctx->att_part); free(ctx->att_pending);
     free(ctx->rope_cos); free(ctx->rope_sin); free(ctx->inv_freq);
     free(ctx);
 }
@@ -127,20 +129,27 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
     int64_t half = m->head_dim / 2;
     ctx->seq_len = calloc((size_t)n_seq, sizeof(int));
     ctx->seq_lo = calloc((size_t)n_seq, sizeof(int));
-    ctx->x = alloc_floats(B * E);
-    ctx->xn = alloc_floats(B * (E > F ? E : F));
-    ctx->q = alloc_floats(B * qd);
-    ctx->kb = alloc_floats(B * kvd);
-    ctx->vb = alloc_floats(B * kvd);
-    ctx->att = alloc_floats(B * qd);
-    ctx->gate = alloc_floats(B * F);
-    ctx->up = alloc_floats(B * F);
-    ctx->proj = alloc_floats(B * E);
+    /* One block; buffers that are never live at once share memory (a
+     * layer: xn -> q,kb,vb -> att -> proj -> xn -> gate,up -> xn -> proj):
+     * att lives in xn (xn is dead from the qkv matmul until the ffn norm),
+     * gate and up in q, kb, vb's place (dead after attention). */
+    const int64_t n_xn = pad16(B * max64(max64(E, F), qd));
+    const int64_t n_phase = max64(pad16(B * qd) + 2 * pad16(B * kvd), 2 * pad16(B * F));
+    ctx->work = alloc_floats(2 * pad16(B * E) + n_xn + n_phase);
+    if (ctx->work) {
+        ctx->x = ctx->work;
+        ctx->proj = ctx->x + pad16(B * E);
+        ctx->xn = ctx->att = ctx->proj + pad16(B * E);
+        ctx->q = ctx->xn + n_xn;
+        ctx->kb = ctx->q + pad16(B * qd);
+        ctx->vb = ctx->kb + pad16(B * kvd);
+        ctx->gate = ctx->q;
+        ctx->up = ctx->gate + pad16(B * F);
+    }
     ctx->rope_cos = alloc_floats(2 * B * half);
     ctx->rope_sin = alloc_floats(2 * B * half);
     ctx->inv_freq = malloc((size_t)(2 * half) * sizeof(double));
-    if (!ctx->seq_len || !ctx->seq_lo || !ctx->x || !ctx->xn || !ctx->q || !ctx->kb || !ctx->vb || !ctx->att ||
-        !ctx->gate || !ctx->up || !ctx->proj || !ctx->rope_cos || !ctx->rope_sin || !ctx->inv_freq) {
+    if (!ctx->seq_len || !ctx->seq_lo || !ctx->work || !ctx->rope_cos || !ctx->rope_sin || !ctx->inv_freq) {
         dt_context_free(ctx);
         return DT_ERR_NOMEM;
     }

@@ -3,7 +3,9 @@ the document's first prompt window in the background (no logits, PREFETCH
 priority), the completion is served from that cache, and a completion that
 arrives while the model still loads waits for it instead of spending its
 time budget on the load. `ditto/didFocus` does the same for the window
-around a cursor that the open prefill did not reach."""
+around a cursor that the open prefill did not reach. A completion whose
+prompt is not cached beyond its prefill budget is answered from the lines
+nearest the cursor that fit, and the next ones from the whole window."""
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +18,17 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from lsp_helpers import SERVER_CMD, cold_completion_text, cold_llm, open_doc, position_at  # noqa: F401
 
+from ditto.lsp.completer import URGENT_CHUNK, cold_completion
+from ditto.lsp.prompt import build_prompt, line_starts
+
 pytestmark = pytest.mark.slow
 
 # A generous budget: what is tested is where the time goes, not how fast it is.
 OPTIONS = {"maxTokens": 8, "timeBudgetMs": 120000, "promptTokens": 512, "nSeq": 2,
            "prefetch": False, "extraChunks": 0}
+# A prefill budget no machine evaluates more than one chunk in: the short window is
+# then bounded by the one-chunk floor, whatever the speed.
+COLD_OPTIONS = {**OPTIONS, "prefillBudgetMs": 1}
 WAIT = 600      # seconds: a bound for a shared, loaded machine, not a speed claim
 
 
@@ -45,12 +53,19 @@ def lsp_position(position: types.Position) -> dict:
     return {"line": position.line, "character": position.character}
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
-async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual_studio_code"), initialization_options=OPTIONS))
-    yield
-    await lsp_client.shutdown_session()
+def server_with(options: dict):
+    """A fixture: a client of a fresh server initialized with `options`."""
+    @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+    async def session(lsp_client: LanguageClient):
+        await lsp_client.initialize_session(types.InitializeParams(
+            capabilities=client_capabilities("visual_studio_code"), initialization_options=options))
+        yield
+        await lsp_client.shutdown_session()
+    return session
+
+
+client = server_with(OPTIONS)
+cold_client = server_with(COLD_OPTIONS)
 
 
 async def complete(client: LanguageClient, uri: str, text: str, offset: int):
@@ -199,3 +214,74 @@ async def test_time_budget_starts_when_the_model_is_loaded():
         assert result.seconds >= load_end + budget_ms / 1000    # the deadline, counted from the load's end
     finally:
         ls.scheduler.stop()
+
+
+def far_cursor() -> tuple[str, int]:
+    """abc.py and a cursor whose prompt window shares nothing with the first one."""
+    doc = abc_source()
+    return doc, doc.index("def update_abstractmethods(cls):") + len("def update_abstractmethods(")
+
+
+def cold_text_from_line(llm, doc: str, cursor: int, line: int) -> str:
+    """The cold completion of a prompt whose window starts at `line` (0-based)."""
+    prompt, _below = build_prompt(llm.tokenizer, doc, cursor, prompt_tokens=OPTIONS["promptTokens"],
+                                  suffix_tokens=256, style="auto", start=line_starts(doc)[line])
+    return cold_completion(llm, prompt, OPTIONS["maxTokens"])
+
+
+async def test_an_uncached_prompt_beyond_the_budget_is_answered_from_a_short_window(
+        cold_client: LanguageClient, cold_llm):
+    """Asked at once after didOpen (the model may still load): the answer comes
+    from the lines nearest the cursor within the budget, then the whole window
+    is prefilled and the next completion is served from it."""
+    client = cold_client
+    doc, cursor = far_cursor()
+    uri = "file:///workspace/abc_short_window.py"
+    open_doc(client, uri, doc)
+    first = await complete(client, uri, doc, cursor)
+    assert first["source"] == "model" and first["text"].strip()
+    assert first["window"] == "short"
+    assert first["uncached_tokens"] > first["budget_tokens"] >= URGENT_CHUNK      # the rule chose it
+    assert first["prompt_tokens"] - first["reused_tokens"] <= first["budget_tokens"]   # and it fits
+    assert first["text"] == cold_text_from_line(cold_llm, doc, cursor, first["window_line"])
+
+    line = doc.count("\n", 0, cursor)
+    held = await prefilled(client, uri, line=line + 1)    # the whole window, behind the answer
+    typed = "x" if not first["text"].startswith("x") else "y"    # off the suggestion: no cache hit
+    doc2 = doc[:cursor] + typed + doc[cursor:]
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=position_at(doc, cursor), end=position_at(doc, cursor)), text=typed)]))
+    second = await complete(client, uri, doc2, cursor + 1)
+    assert second["source"] == "model" and second["window"] == "full"
+    assert second["prompt_tokens"] - 3 <= second["reused_tokens"] < second["prompt_tokens"] <= held + 3
+    assert second["text"] == cold_completion_text(cold_llm, doc2, cursor + 1, OPTIONS)
+
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="ditto.status"))
+    session = next(s for s in status["sessions"] if s["uri"] == uri)
+    assert session["short_windows"] == 1 and session["window"]["window"] == "full"
+    assert status["stats"]["short_windows"] == 1
+    assert status["prefill"]["tokens_per_second"] > 0 and status["prefill"]["budget_ms"] == 1
+    assert not any("short window" in (slot["owner"] or "") for slot in status["slots"]["slots"])
+
+
+async def test_completions_while_the_model_loads_are_all_answered(cold_client: LanguageClient, cold_llm):
+    """Two completions and a status sent at once after didOpen: every request
+    gets its answer; the superseded completion may come back empty, the last
+    one is the model's."""
+    client = cold_client
+    doc, cursor = far_cursor()
+    uri = "file:///workspace/abc_loading.py"
+    open_doc(client, uri, doc)
+    params = types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                    position=position_at(doc, cursor))
+    answers = await asyncio.wait_for(asyncio.gather(
+        client.text_document_completion_async(params), client.text_document_completion_async(params),
+        client.workspace_execute_command_async(types.ExecuteCommandParams(command="ditto.status"))), WAIT)
+    superseded, last, status = answers
+    assert superseded is not None and status["model"]["name"]
+    assert last.items, "the last completion came back empty"
+    data = last.items[0].data
+    assert data["source"] == "model" and data["window"] == "short"
+    assert data["text"] == cold_text_from_line(cold_llm, doc, cursor, data["window_line"])
