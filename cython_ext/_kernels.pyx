@@ -220,6 +220,7 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
 
 
 cdef extern from "attention.h" nogil:
+    enum: DT_ATTN_CHUNK
     ctypedef struct dt_attn_tile:
         const void *k
         const void *v
@@ -233,10 +234,18 @@ cdef extern from "attention.h" nogil:
         int n_tok
         int pos0
         int window
+        int origin
         float scale
     int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim)
+    int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim)
     void dt_attention(const dt_attn_tile *a, float *scratch)
+    void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch)
+    void dt_attention_combine(const dt_attn_tile *a, const float *part)
     void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n)
+
+
+# Positions per chunk of attention's chunked softmax (attention.h).
+ATTN_CHUNK = DT_ATTN_CHUNK
 
 
 def f16_from_f32(const float[::1] x not None):
@@ -251,14 +260,20 @@ def f16_from_f32(const float[::1] x not None):
     return out
 
 
-def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, window=0, scale=None):
+def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, window=0, scale=None,
+              origin=0, chunk_ranges=None):
     """The attention kernel of the current ISA on one tile (a test hook).
 
     q: (n_tok, group, head_dim) float32, the queries of tokens at positions
     pos0 .. pos0 + n_tok - 1 that share one kv head; k, v: (n_pos, head_dim)
     rows of that kv head, both float32 or both float16 (the kv_type the
     kernel reads; n_pos >= pos0 + n_tok; later rows must not matter).
-    window: sliding window (0: none); scale: 1/sqrt(head_dim) by default.
+    window: sliding window (0: none); scale: 1/sqrt(head_dim) by default;
+    origin: absolute position of row 0 of k and v (a multiple of 16; chunk
+    boundaries are absolute). chunk_ranges: None runs dt_attention; else
+    a list of (c0, c1) absolute chunk ranges, each computed by its own
+    dt_attention_chunks call, then dt_attention_combine (as a decode split
+    over threads does); together they must cover the tile's chunks.
     Keys are laid out in the cache's blocks of 16 positions here.
     Returns (n_tok, group, head_dim) float32.
     """
@@ -267,14 +282,16 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
         raise TypeError(f"k and v must be 2-d, both float32 or both float16, not {k.dtype} and {v.dtype}")
     cdef int n_tok = q.shape[0], group = q.shape[1], hd = q.shape[2]
     cdef int64_t n_pos = k.shape[0]
-    if not isinstance(pos0, int) or not isinstance(window, int):
-        raise TypeError("pos0 and window must be ints")
+    if not isinstance(pos0, int) or not isinstance(window, int) or not isinstance(origin, int):
+        raise TypeError("pos0, window and origin must be ints")
     if n_tok < 1 or group < 1 or hd < 2 or hd % 2:
         raise ValueError(f"bad q shape {(n_tok, group, hd)}: need tokens, heads >= 1 and an even head_dim")
     if k.shape[1] != hd or v.shape[1] != hd or v.shape[0] != n_pos:
         raise ValueError(f"k ({k.shape[0]}, {k.shape[1]}) and v ({v.shape[0]}, {v.shape[1]}) must be (n_pos, {hd})")
     if pos0 < 0 or window < 0 or pos0 + n_tok > n_pos:
         raise ValueError(f"positions {pos0} .. {pos0 + n_tok - 1} outside the {n_pos} given rows")
+    if origin < 0 or origin % 16 or origin + n_pos >= 2 ** 30:
+        raise ValueError(f"origin {origin} is not a multiple of 16 in range")
     cdef float sc = (1.0 / hd ** 0.5) if scale is None else scale
     cdef int64_t nb = (n_pos + 15) // 16
     blocked = np.zeros((nb * 16, hd), dtype=k.dtype)
@@ -299,14 +316,33 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     a.n_tok = n_tok
     a.pos0 = pos0
     a.window = window
+    a.origin = origin
     a.scale = sc
-    cdef float *scratch = <float *> malloc(
-        dt_attention_scratch_floats(n_tok * group, pos0 + n_tok, hd) * sizeof(float))
-    if scratch == NULL:
+    cdef int first = pos0 - window + 1 if 0 < window <= pos0 else 0
+    cdef int tile_c0 = (first + origin) // DT_ATTN_CHUNK, tile_c1 = (pos0 + n_tok - 1 + origin) // DT_ATTN_CHUNK
+    ranges = [] if chunk_ranges is None else [(int(r[0]), int(r[1])) for r in chunk_ranges]
+    covered = sorted(c for c0, c1 in ranges for c in range(max(c0, tile_c0), min(c1, tile_c1) + 1))
+    if chunk_ranges is not None and covered != list(range(tile_c0, tile_c1 + 1)):
+        raise ValueError(f"chunk ranges {ranges} do not cover chunks {tile_c0} .. {tile_c1} once each")
+    cdef int64_t n_scratch = dt_attention_scratch_floats(n_tok * group, pos0 + n_tok, hd)
+    cdef float *scratch = <float *> malloc(n_scratch * sizeof(float))
+    cdef float *part = <float *> malloc(dt_attention_part_floats(n_tok * group, pos0 + n_tok, hd) * sizeof(float))
+    if scratch == NULL or part == NULL:
+        free(scratch)
+        free(part)
         raise MemoryError()
+    cdef int c0, c1
     with nogil:
-        dt_attention(&a, scratch)
+        if chunk_ranges is None:
+            dt_attention(&a, scratch)
+    for c0, c1 in ranges:
+        with nogil:
+            dt_attention_chunks(&a, c0, c1, part, scratch)
+    if ranges:
+        with nogil:
+            dt_attention_combine(&a, part)
     free(scratch)
+    free(part)
     return out
 
 

@@ -1,11 +1,14 @@
-/* ditto native layer: attention, the scalar reference (cpu.c picks the ISA).
+/* ditto native layer: attention, the scalar reference (cpu.c picks the ISA)
+ * and the combine step every ISA shares.
  *
- * The reference takes one query row at a time: scores in position order
- * (each a plain multiply-add chain over head_dim, then * scale), the max,
- * p = expf(s - max) with the sum in double, then out = (sum_j p_j v_j) / sum
- * accumulated in ascending position order. The SIMD files (attention_x86.h
- * for attention_avx2.c and attention_avx512.c) load every key / value row once for all rows of the
- * tile; their order of operations is fixed too (see attention.h).
+ * The reference takes one query row and one chunk at a time: scores in
+ * position order (each a plain multiply-add chain over head_dim, then
+ * * scale), the max m_c, p = expf(s - m_c) with the sum in double (stored
+ * as l_c, rounded to float), then o_c = sum_j p_j v_j accumulated in
+ * ascending position order. The SIMD files (attention_x86.h for
+ * attention_avx2.c and attention_avx512.c) load every key / value row once
+ * for all rows of the tile; their order of operations is fixed too (see
+ * attention.h).
  */
 #include <math.h>
 
@@ -13,13 +16,60 @@
 #include "quant.h"
 
 #define BLOCK 16 /* positions per key block (DT_KV_BLOCK) */
+#define CHUNK DT_ATTN_CHUNK
 
 static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
-int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim) {
+int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim) {
+    if (n_rows < 1) n_rows = 1;
+    if (n_pos < 1) n_pos = 1;
+    return (int64_t)n_rows * (n_pos / CHUNK + 2) * dt_attn_part_floats(head_dim);
+}
+
+/* The kernels' own scratch (scores of every row over the call's key
+ * blocks, and room for the SIMD files' alignment), then the partials. */
+static int64_t kernel_floats(int n_rows, int n_pos, int head_dim) {
     if (n_rows < 1) n_rows = 1;
     if (n_pos < 1) n_pos = 1;
     return (int64_t)n_rows * (round16(n_pos) + round16(head_dim) + 16) + 64;
+}
+
+int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim) {
+    return round16(kernel_floats(n_rows, n_pos, head_dim)) + dt_attention_part_floats(n_rows, n_pos, head_dim);
+}
+
+void dt_attention(const dt_attn_tile *a, float *scratch) {
+    const int n_pos = a->pos0 + a->n_tok;
+    float *part = scratch + round16(kernel_floats(a->n_tok * a->group, n_pos, a->head_dim));
+    const int c0 = dt_attn_chunk0(a);
+    dt_attention_chunks(a, c0, c0 + dt_attn_chunks(a) - 1, part, scratch);
+    dt_attention_combine(a, part);
+}
+
+void dt_attention_combine(const dt_attn_tile *a, const float *part) {
+    const int hd = a->head_dim;
+    for (int t = 0; t < a->n_tok; t++) {
+        const int cf = dt_attn_chunk(a, dt_attn_first(a, t)), cl = dt_attn_chunk(a, a->pos0 + t);
+        for (int g = 0; g < a->group; g++) {
+            const int r = t * a->group + g;
+            float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
+            float M = -INFINITY;
+            for (int c = cf; c <= cl; c++) M = fmaxf(M, dt_attn_part(a, part, r, c)[hd]);
+            float l = 0.0f;
+            for (int c = cf; c <= cl; c++) {
+                const float *pc = dt_attn_part(a, part, r, c);
+                const float w = expf(pc[hd] - M);
+                if (c == cf) { /* w * o_c, not 0 + w * o_c: one chunk gives o_c / l_c exactly */
+                    l = w * pc[hd + 1];
+                    for (int d = 0; d < hd; d++) out[d] = w * pc[d];
+                } else {
+                    l += w * pc[hd + 1];
+                    for (int d = 0; d < hd; d++) out[d] += w * pc[d];
+                }
+            }
+            for (int d = 0; d < hd; d++) out[d] /= l;
+        }
+    }
 }
 
 /* Element i of a cache region of kv_type, as f32. */
@@ -35,34 +85,41 @@ static inline float value(const dt_attn_tile *a, int pos, int d) {
     return kv_elem(a->v, a->kv_type, (int64_t)pos * a->head_dim + d);
 }
 
-void dt_attention_scalar(const dt_attn_tile *a, float *scratch) {
+/* The partial of query row q over positions [L, H]: o into pc[0, hd),
+ * m into pc[hd], l into pc[hd + 1]. */
+static void chunk_scalar(const dt_attn_tile *a, const float *q, int L, int H, float *pc, float *score) {
+    const int hd = a->head_dim, n = H - L + 1;
+    float max = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++) s += q[d] * key(a, L + j, d);
+        score[j] = s * a->scale;
+        if (score[j] > max) max = score[j];
+    }
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        score[j] = expf(score[j] - max);
+        sum += score[j];
+    }
+    for (int d = 0; d < hd; d++) pc[d] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float p = score[j];
+        for (int d = 0; d < hd; d++) pc[d] += p * value(a, L + j, d);
+    }
+    pc[hd] = max;
+    pc[hd + 1] = (float)sum;
+}
+
+void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
     const int hd = a->head_dim;
-    float *score = scratch;
-    float *acc = scratch + round16(a->pos0 + a->n_tok);
     for (int t = 0; t < a->n_tok; t++) {
-        const int pos = a->pos0 + t, first = dt_attn_first(a, t), n = pos - first + 1;
         for (int g = 0; g < a->group; g++) {
             const float *q = a->q + (int64_t)t * a->ldq + (int64_t)g * hd;
-            float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
-            float max = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += q[d] * key(a, first + j, d);
-                score[j] = s * a->scale;
-                if (score[j] > max) max = score[j];
+            for (int c = c0; c <= c1; c++) {
+                int L, H;
+                if (dt_attn_row_range(a, t, c, c, &L, &H))
+                    chunk_scalar(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c), scratch);
             }
-            double sum = 0.0;
-            for (int j = 0; j < n; j++) {
-                score[j] = expf(score[j] - max);
-                sum += score[j];
-            }
-            for (int d = 0; d < hd; d++) acc[d] = 0.0f;
-            for (int j = 0; j < n; j++) {
-                const float p = score[j];
-                for (int d = 0; d < hd; d++) acc[d] += p * value(a, first + j, d);
-            }
-            const float fsum = (float)sum;
-            for (int d = 0; d < hd; d++) out[d] = acc[d] / fsum;
         }
     }
 }

@@ -6,15 +6,28 @@
  * [first(t), pos0 + t], first(t) = pos - window + 1 with a sliding window,
  * else 0: scores = scale * q.k, softmax, weighted sum of values.
  *
+ * The chunked definition. A row's positions split into chunks at fixed
+ * absolute boundaries: chunk c holds positions [c * DT_ATTN_CHUNK,
+ * (c + 1) * DT_ATTN_CHUNK - 1]. Per chunk the row has m_c = max score,
+ * l_c = sum of exp(s - m_c) and o_c[d] = sum of exp(s - m_c) * v[d] over
+ * its positions in the chunk, both sums in ascending position order (the
+ * partials, dt_attention_chunks). Then, in chunk order (dt_attention_combine,
+ * shared by every ISA): M = max m_c, w_c = expf(m_c - M), l = w_first * l_first,
+ * then l += w_c * l_c, o likewise, and out = o / l. With one chunk w = 1 and
+ * out = o_c / l_c exactly: the unchunked softmax. Chunks let one row's
+ * positions be computed by several threads (model.c splits long decode rows
+ * over chunk ranges) with results that do not depend on the split.
+ *
  * Batch invariance: a row's output is computed by the same float
- * operations whatever the tile is (its other rows, n_tok, the thread) and
- * whatever the cache holds beyond the row's own range: every score comes
- * from its own accumulator, the softmax of a row visits exactly its own
- * positions in a fixed order, and the weighted sum of values runs over its
- * own positions in ascending order. Each ISA has its own (fixed) order;
- * the ISAs agree within float rounding, not bit for bit. With f16 keys and
- * values each element is widened exactly to f32 where it is loaded, so a
- * kernel gives the same bits as on the f32 cache holding the same values.
+ * operations whatever the tile is (its other rows, n_tok, the thread, the
+ * chunk ranges the call is split into) and whatever the cache holds beyond
+ * the row's own range: every score comes from its own accumulator, the
+ * softmax of a chunk visits exactly the row's positions in it in a fixed
+ * order, and the weighted sum of values runs over them in ascending order.
+ * Each ISA has its own (fixed) order for the partials; the ISAs agree within
+ * float rounding, not bit for bit. With f16 keys and values each element is
+ * widened exactly to f32 where it is loaded, so a kernel gives the same bits
+ * as on the f32 cache holding the same values.
  */
 #ifndef DITTO_ATTENTION_H
 #define DITTO_ATTENTION_H
@@ -36,21 +49,73 @@ typedef struct {
     int n_tok;          /* tokens in the tile */
     int pos0;           /* position of the tile's first token */
     int window;         /* sliding window (0: full attention) */
+    int origin;         /* absolute position of the tile's position 0, a multiple of 16 (a ring's
+                         * window seen from its first key block; else 0): chunk boundaries are
+                         * absolute */
     float scale;        /* usually 1 / sqrt(head_dim) */
 } dt_attn_tile;
 
-/* Scratch floats one call needs for n_tok * group rows reaching position
- * n_pos - 1. */
+/* Positions per chunk (a multiple of 16). One thread's kernel costs the same
+ * per position for chunks of 128 to 1024 (within 2%); 256 splits a decode
+ * step at 2048 positions into 8 tasks per kv head, and contexts of a few
+ * hundred positions already into several. */
+#define DT_ATTN_CHUNK 256
+
+/* Absolute chunk of tile position p. */
+static inline int dt_attn_chunk(const dt_attn_tile *a, int p) { return (p + a->origin) / DT_ATTN_CHUNK; }
+
+/* Floats of one partial (o_c, then m_c, l_c), a 64-byte multiple. */
+static inline int64_t dt_attn_part_floats(int head_dim) { return ((int64_t)head_dim + 15) / 16 * 16 + 16; }
+
+/* First position row t attends to. */
+static inline int dt_attn_first(const dt_attn_tile *a, int t) {
+    int pos = a->pos0 + t;
+    return (a->window > 0 && pos >= a->window) ? pos - a->window + 1 : 0;
+}
+
+/* Tile positions [*L, *H] that row t attends to in chunks [c0, c1]; false
+ * when there are none. */
+static inline int dt_attn_row_range(const dt_attn_tile *a, int t, int c0, int c1, int *L, int *H) {
+    const int first = dt_attn_first(a, t), lo = c0 * DT_ATTN_CHUNK - a->origin;
+    const int pos = a->pos0 + t, hi = (c1 + 1) * DT_ATTN_CHUNK - 1 - a->origin;
+    *L = first > lo ? first : lo;
+    *H = pos < hi ? pos : hi;
+    return *L <= *H;
+}
+
+/* The tile's chunks: [dt_attn_chunk0, + dt_attn_chunks). */
+static inline int dt_attn_chunk0(const dt_attn_tile *a) { return dt_attn_chunk(a, dt_attn_first(a, 0)); }
+static inline int dt_attn_chunks(const dt_attn_tile *a) {
+    return dt_attn_chunk(a, a->pos0 + a->n_tok - 1) - dt_attn_chunk0(a) + 1;
+}
+
+/* The partial of row r = t * group + g, chunk c, in a tile's partials
+ * `part`: o at [0, head_dim), m at [head_dim], l at [head_dim + 1]. */
+static inline float *dt_attn_part(const dt_attn_tile *a, const float *part, int r, int c) {
+    return (float *)part + ((int64_t)r * dt_attn_chunks(a) + c - dt_attn_chunk0(a)) * dt_attn_part_floats(a->head_dim);
+}
+
+/* Floats of a tile's partials, n_rows rows spanning n_pos positions. */
+int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim);
+/* Scratch floats dt_attention and dt_attention_chunks need for n_rows rows
+ * spanning n_pos positions (tile coordinates: up to the last row's position
+ * + 1). */
 int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim);
 
-/* Runs the tile with the current ISA's kernel (picked in cpu.c). */
+/* The partials of the tile's chunks [c0, c1] (absolute; each row computes
+ * those its range meets) with the current ISA's kernel (picked in cpu.c). */
+void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+/* out of every row of the tile from all its partials. */
+void dt_attention_combine(const dt_attn_tile *a, const float *part);
+
+/* The whole tile: dt_attention_chunks over every chunk, then the combine. */
 void dt_attention(const dt_attn_tile *a, float *scratch);
 
-/* Per-ISA kernels (same contract). The scalar one is the reference and the
+/* Per-ISA partials (same contract). The scalar one is the reference and the
  * fallback for anything a SIMD file does not cover. */
-void dt_attention_scalar(const dt_attn_tile *a, float *scratch);
-void dt_attention_avx2(const dt_attn_tile *a, float *scratch);
-void dt_attention_avx512(const dt_attn_tile *a, float *scratch);
+void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 
 /* y[i] = x[i] rounded to IEEE half, to nearest even (overflow gives inf;
  * NaNs stay NaN, quieted, payload truncated): what F16C's vcvtps2ph does,
@@ -59,11 +124,5 @@ void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_scalar(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n);
-
-/* First position row t attends to. */
-static inline int dt_attn_first(const dt_attn_tile *a, int t) {
-    int pos = a->pos0 + t;
-    return (a->window > 0 && pos >= a->window) ? pos - a->window + 1 : 0;
-}
 
 #endif

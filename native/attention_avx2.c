@@ -6,6 +6,7 @@
 
 #define SCORE_ROWS 6 /* 6 rows x 2 vectors of accumulators + keys fit 16 ymm */
 #define PV_ROWS 3
+#define SCORE_ACCS 8
 
 /* e^x for x <= 88; x < -87.3 (and -inf) gives 0; 2^n from exponent bits. */
 DT_INLINE __m256 vf_exp(__m256 x) {
@@ -18,6 +19,8 @@ DT_INLINE __m256 vf_exp(__m256 x) {
 
 #include "attention_x86.h"
 
-void dt_attention_avx2(const dt_attn_tile *a, float *scratch) { attention_tile(a, scratch); }
+void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    attention_chunks(a, c0, c1, part, scratch);
+}
 
 void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }

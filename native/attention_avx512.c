@@ -6,6 +6,7 @@
 
 #define SCORE_ROWS 8 /* rows per score chunk */
 #define PV_ROWS 6    /* rows per value chunk */
+#define SCORE_ACCS 12 /* 8 -> 12: a decode tile's 3 rows score 4 blocks a call, 6% faster */
 
 /* e^x for x <= 88 (the softmax feeds x <= 0); x < -104 (and -inf) gives 0. */
 DT_INLINE __m512 vf_exp(__m512 x) {
@@ -16,6 +17,8 @@ DT_INLINE __m512 vf_exp(__m512 x) {
 
 #include "attention_x86.h"
 
-void dt_attention_avx512(const dt_attn_tile *a, float *scratch) { attention_tile(a, scratch); }
+void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    attention_chunks(a, c0, c1, part, scratch);
+}
 
 void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }

@@ -3,6 +3,7 @@
  * Included by attention_avx2.c (8-lane dt_vf) and attention_avx512.c
  * (16-lane), which define before including it:
  *   SCORE_ROWS  rows per score chunk (bounded by the register file)
+ *   SCORE_ACCS  accumulators a score kernel keeps in flight
  *   PV_ROWS     rows per value chunk
  *   vf_exp()    e^x of their ISA
  * A tile's R = n_tok * group query rows share every key / value load:
@@ -13,14 +14,21 @@
  *    d = 0 .. head_dim - 1 per (row, vector), then * scale. Several rows
  *    and blocks run at once; a block group stays in L1 while every row
  *    chunk passes over it.
- * 2. Softmax, per row over exactly its positions [first, pos] (masked
- *    lanes at both ends): max, p = vf_exp(s - max), the sum per lane in
- *    position order, then the fixed tree of vf_hsum.
- * 3. Values: acc[row][d] += p_j * v[j][d] for j ascending over the row's
- *    own positions, one fma chain per (row, d); rows that share a range run
- *    together (up to PV_ROWS rows x 4 vectors), the ragged ends of a tile's
- *    ranges one row at a time. out = acc / sum.
+ * 2. Softmax, per row and chunk (attention.h) over exactly the row's
+ *    positions in it (masked lanes at both ends): max m_c, p = vf_exp(s -
+ *    m_c), the sum per lane in position order, then the fixed tree of
+ *    vf_hsum: l_c.
+ * 3. Values: o_c[row][d] += p_j * v[j][d] for j ascending over the row's
+ *    positions in the chunk, one fma chain per (row, d); rows that share a
+ *    range run together (up to PV_ROWS rows x 4 vectors), the ragged ends of
+ *    a tile's ranges one row at a time. attention.c combines the chunks.
  *
+ * A call computes the chunks [c0, c1] it is given: scores only over their
+ * key blocks, so the chunks of one long row can run on several threads.
+ * Keys and values stream from memory once per tile: both loops prefetch
+ * (x86.h's prefetch_ahead; one thread's decode attention at 2048 f16
+ * positions went from ~10.5 to 13-17 GB/s, which the distance, 4-32 KB,
+ * hardly changed).
  * None of these orders depends on the tile, the thread, or on positions
  * outside a row's range, so results are batch invariant (attention.h).
  *
@@ -40,7 +48,6 @@
 #define BLOCK 16          /* positions per key block */
 #define BLOCK_VECS (BLOCK / DT_VW)
 #define BLOCK_GROUP 8     /* key blocks kept in L1 across row chunks */
-#define SCORE_ACCS 8      /* accumulators a score kernel keeps in flight */
 #define PV_VECS 4         /* vectors of head_dim per value chunk */
 
 /* ---- f16 elements ------------------------------------------------------------ */
@@ -93,8 +100,11 @@ DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float
     for (int d = 0; d < hd; d++) {
         dt_vf kv[SCORE_ACCS];
 #pragma GCC unroll 8
-        for (int h = 0; h < NB * BLOCK_VECS; h++)
-            kv[h] = kv_load(kb, ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW, F16);
+        for (int h = 0; h < NB * BLOCK_VECS; h++) {
+            const int64_t i = ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW;
+            if (h % BLOCK_VECS == 0) prefetch_ahead((const char *)kb + i * (F16 ? sizeof(dt_f16) : sizeof(float)));
+            kv[h] = kv_load(kb, i, F16);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
             const dt_vf qd = vf_set1(q[r][d]);
@@ -109,8 +119,10 @@ DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float
         for (int h = 0; h < NB * BLOCK_VECS; h++) vf_store(s[r] + h * DT_VW, vf_mul(acc[r][h], vs));
 }
 
-/* Blocks per call for NR rows: enough fma chains to hide the latency. */
-#define SCORE_NB(NR) (SCORE_ACCS / ((NR) * BLOCK_VECS) > 1 ? SCORE_ACCS / ((NR) * BLOCK_VECS) : 1)
+/* Blocks per call for NR rows: enough fma chains to hide the latency, a
+ * power of 2 so that calls tile a BLOCK_GROUP. */
+#define SCORE_POW2(x) ((x) >= BLOCK_GROUP ? BLOCK_GROUP : (x) >= 4 ? 4 : (x) >= 2 ? 2 : 1)
+#define SCORE_NB(NR) SCORE_POW2(SCORE_ACCS / ((NR) * BLOCK_VECS))
 
 typedef void (*score_fn)(const void *, int, const float *const *, float *const *, float);
 #define SCORE_FN(NR, T, F16)                                                                        \
@@ -156,6 +168,8 @@ DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const float *con
         for (int c = 0; c < NC; c++) a[r][c] = vf_load(acc[r] + c * DT_VW);
     for (int j = ja; j <= jb; j++) {
         const int64_t vj = (int64_t)j * hd, last = vj + (NC - 1) * DT_VW;
+        const size_t esize = F16 ? sizeof(dt_f16) : sizeof(float);
+        for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
         dt_vf vv[PV_VECS];
 #pragma GCC unroll 4
         for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, F16);
@@ -214,22 +228,15 @@ static void pv_rows(const void *v, int f16, int hd, int ja, int jb, const float 
 
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-static void attention_tile(const dt_attn_tile *a, float *scratch) {
+/* 1. s[r][p] for every row over key blocks [b0, b1] (S: rows ls apart, from
+ * block b0 on). */
+static void scores(const dt_attn_tile *a, int b0, int b1, float *S, int64_t ls) {
     const int hd = a->head_dim, G = a->group, R = a->n_tok * G;
-    const int lo = dt_attn_first(a, 0), hi = a->pos0 + a->n_tok - 1;
-    const int b0 = lo / BLOCK, b1 = hi / BLOCK, nb = b1 - b0 + 1;
-    const int64_t ls = (int64_t)nb * BLOCK;               /* score row stride */
-    const int64_t la = ((int64_t)hd + 15) & ~(int64_t)15; /* accumulator row stride */
-    float *S = align64(scratch);
-    float *A = S + (int64_t)R * ls;
-    float *sums = A + (int64_t)R * la;
-    const float *qrow[SCORE_ROWS];
-    float *srow[SCORE_ROWS];
     const int f16 = a->kv_type == DT_F16;
     const int64_t block_bytes = (int64_t)hd * BLOCK * (f16 ? sizeof(dt_f16) : sizeof(float));
     const char *keys = a->k;
-
-    /* 1. scores for every row over the tile's blocks [b0, b1]. */
+    const float *qrow[SCORE_ROWS];
+    float *srow[SCORE_ROWS];
     for (int bg = b0; bg <= b1; bg += BLOCK_GROUP) {
         const int bge = bg + BLOCK_GROUP - 1 < b1 ? bg + BLOCK_GROUP - 1 : b1;
         for (int r0 = 0; r0 < R; r0 += SCORE_ROWS) {
@@ -249,68 +256,79 @@ static void attention_tile(const dt_attn_tile *a, float *scratch) {
             }
         }
     }
+}
 
-    /* 2. softmax of each row over its own positions; p replaces s. */
+/* 2. Softmax of one row's chunk over positions [L, H] of s (indexed by
+ * position): p = vf_exp(s - m) replaces s; m and l into pc, o zeroed. */
+static void chunk_softmax(float *s, int L, int H, float *pc, int hd) {
+    const int cf = L / DT_VW, cl = H / DT_VW; /* vector chunks of positions */
+    dt_vf vmax = vf_set1(-INFINITY);
+    for (int c = cf; c <= cl; c++) vmax = vf_mask_max(vmax, vm_range(c * DT_VW, L, H), vf_load_aligned(s + c * DT_VW));
+    const float m = vf_hmax(vmax);
+    const dt_vf mx = vf_set1(m);
+    dt_vf vsum = vf_zero();
+    for (int c = cf; c <= cl; c++) {
+        const dt_vf e = vf_maskz(vm_range(c * DT_VW, L, H), vf_exp(vf_sub(vf_load_aligned(s + c * DT_VW), mx)));
+        vf_store_aligned(s + c * DT_VW, e);
+        vsum = vf_add(vsum, e);
+    }
+    for (int d = 0; d < hd; d += DT_VW) vf_store(pc + d, vf_zero());
+    pc[hd] = m;
+    pc[hd + 1] = vf_hsum(vsum);
+}
+
+/* 3. o += p_j v_j of rows r0 .. r0 + nr - 1 (prow, indexed by position)
+ * in chunk c, ascending: the range [c0, c1] every row covers together, the
+ * ragged ends row by row. */
+static void chunk_values(const dt_attn_tile *a, int r0, int nr, int c, const float *const *prow, float *part) {
+    const int hd = a->head_dim, G = a->group, f16 = a->kv_type == DT_F16;
+    const int ta = r0 / G, tb = (r0 + nr - 1) / G;
+    /* The positions of chunk c every row covers: from the last row's first to the first row's last. */
+    int c0, c1, unused;
+    dt_attn_row_range(a, tb, c, c, &c0, &unused);
+    dt_attn_row_range(a, ta, c, c, &unused, &c1);
+    const int common = c0 <= c1;
+    float *arow[PV_ROWS];
+    for (int r = 0; r < nr; r++) {
+        int L, H;
+        arow[r] = dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H) ? dt_attn_part(a, part, r0 + r, c) : NULL;
+        if (arow[r]) pv_rows(a->v, f16, hd, L, common ? c0 - 1 : H, &prow[r], &arow[r], 1);
+    }
+    if (!common) return;
+    pv_rows(a->v, f16, hd, c0, c1, prow, arow, nr);
+    for (int r = 0; r < nr; r++) {
+        int L, H;
+        dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H);
+        pv_rows(a->v, f16, hd, c1 + 1, H, &prow[r], &arow[r], 1);
+    }
+}
+
+static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    const int hd = a->head_dim, G = a->group, R = a->n_tok * G;
+    int lo, hi, unused; /* positions of the call: from row 0's first to the last row's last */
+    dt_attn_row_range(a, 0, c0, c1, &lo, &unused);
+    dt_attn_row_range(a, a->n_tok - 1, c0, c1, &unused, &hi);
+    if (lo > hi) return;
+    const int b0 = lo / BLOCK, b1 = hi / BLOCK;
+    const int64_t ls = (int64_t)(b1 - b0 + 1) * BLOCK; /* score row stride */
+    float *S = align64(scratch);
+    scores(a, b0, b1, S, ls);
+
+    /* 2. softmax of each row's chunks; p replaces s. */
     for (int r = 0; r < R; r++) {
-        const int t = r / G, first = dt_attn_first(a, t), pos = a->pos0 + t;
-        const int cf = first / DT_VW, cl = pos / DT_VW; /* vector chunks of positions */
         float *s = S + (int64_t)r * ls - (int64_t)b0 * BLOCK; /* indexed by position */
-        dt_vf vmax = vf_set1(-INFINITY);
-        for (int c = cf; c <= cl; c++)
-            vmax = vf_mask_max(vmax, vm_range(c * DT_VW, first, pos), vf_load_aligned(s + c * DT_VW));
-        const dt_vf mx = vf_set1(vf_hmax(vmax));
-        dt_vf vsum = vf_zero();
-        for (int c = cf; c <= cl; c++) {
-            const dt_vf e = vf_maskz(vm_range(c * DT_VW, first, pos),
-                                     vf_exp(vf_sub(vf_load_aligned(s + c * DT_VW), mx)));
-            vf_store_aligned(s + c * DT_VW, e);
-            vsum = vf_add(vsum, e);
+        for (int c = c0; c <= c1; c++) {
+            int L, H;
+            if (dt_attn_row_range(a, r / G, c, c, &L, &H)) chunk_softmax(s, L, H, dt_attn_part(a, part, r, c), hd);
         }
-        sums[r] = vf_hsum(vsum);
-        float *ac = A + (int64_t)r * la;
-        for (int64_t d = 0; d < la; d += DT_VW) vf_store(ac + d, vf_zero());
     }
 
-    /* 3. values: rows in chunks of PV_ROWS. Each chunk's positions split
-     * into a common range [c0, c1] that every row of the chunk covers, and
-     * the ragged ends done row by row, in ascending position order. */
+    /* 3. values: rows in groups of PV_ROWS, chunk by chunk. */
     const float *prow[PV_ROWS];
-    float *arow[PV_ROWS];
     for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
         const int nr = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
-        const int ta = r0 / G, tb = (r0 + nr - 1) / G;
-        const int c0 = dt_attn_first(a, tb), c1 = a->pos0 + ta;
-        for (int r = 0; r < nr; r++) {
-            prow[r] = S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK;
-            arow[r] = A + (int64_t)(r0 + r) * la;
-        }
-        if (c0 > c1) { /* no common range: one row at a time */
-            for (int r = 0; r < nr; r++) {
-                const int t = (r0 + r) / G;
-                pv_rows(a->v, f16, hd, dt_attn_first(a, t), a->pos0 + t, &prow[r], &arow[r], 1);
-            }
-            continue;
-        }
-        for (int r = 0; r < nr; r++) {
-            const int t = (r0 + r) / G;
-            pv_rows(a->v, f16, hd, dt_attn_first(a, t), c0 - 1, &prow[r], &arow[r], 1);
-        }
-        pv_rows(a->v, f16, hd, c0, c1, prow, arow, nr);
-        for (int r = 0; r < nr; r++) {
-            const int t = (r0 + r) / G;
-            pv_rows(a->v, f16, hd, c1 + 1, a->pos0 + t, &prow[r], &arow[r], 1);
-        }
-    }
-
-    /* out = acc / sum */
-    const int nvec = (hd + DT_VW - 1) / DT_VW;
-    for (int r = 0; r < R; r++) {
-        const int t = r / G, g = r % G;
-        float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
-        const float *ac = A + (int64_t)r * la;
-        const dt_vf sum = vf_set1(sums[r]);
-        for (int c = 0; c < nvec; c++)
-            vf_mask_store(out + c * DT_VW, vm_below(hd - c * DT_VW), vf_div(vf_load(ac + c * DT_VW), sum));
+        for (int r = 0; r < nr; r++) prow[r] = S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK;
+        for (int c = c0; c <= c1; c++) chunk_values(a, r0, nr, c, prow, part);
     }
 }
 

@@ -3,6 +3,7 @@
 #ifndef DITTO_CONTEXT_INTERNAL_H
 #define DITTO_CONTEXT_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,8 @@ struct dt_context {
     int att_rows;       /* query rows (tokens x group) per attention task */
     int64_t gather_off, gather_floats; /* ring: where in each thread's scratch a
                                         * wrapped window's K, then V, are gathered */
+    float *att_part;    /* split attention: partials of each (tile, kv head) (model.c) */
+    _Atomic int *att_pending; /* split attention: chunk tasks of each (tile, kv head) still running */
     int *seq_len;       /* (n_seq) sequence lengths */
     int *seq_lo;        /* (n_seq) the ring layers hold positions [seq_lo, seq_len) (0 without a ring);
                          * the others hold [0, seq_len) */

@@ -44,12 +44,12 @@ static int detect(void) {
 
 static const struct {
     const dt_kernels *quant;
-    void (*attention)(const dt_attn_tile *a, float *scratch);
+    void (*attention_chunks)(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
     void (*f16_from_f32)(const float *x, uint16_t *y, int64_t n);
 } tables[] = {
-    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_scalar, dt_f16_from_f32_scalar},
-    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_avx2, dt_f16_from_f32_avx2},
-    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_avx512, dt_f16_from_f32_avx512},
+    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_f16_from_f32_scalar},
+    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_f16_from_f32_avx2},
+    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_f16_from_f32_avx512},
 };
 
 static atomic_int best_isa = -1;
@@ -82,6 +82,8 @@ int dt_isa_set(int isa) {
 
 const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()].quant; }
 
-void dt_attention(const dt_attn_tile *a, float *scratch) { tables[dt_isa_get()].attention(a, scratch); }
+void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    tables[dt_isa_get()].attention_chunks(a, c0, c1, part, scratch);
+}
 
 void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].f16_from_f32(x, y, n); }

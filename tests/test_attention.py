@@ -7,9 +7,13 @@ is bit-identical whatever tile it is computed in and whatever the cache
 holds past its position; the ISAs agree with the scalar reference. An f16
 cache: every ISA's f32 -> f16 conversion gives numpy's bits, and each kernel
 reading f16 keys and values gives exactly its bits on the widened f32
-values (so everything above holds for f16 too). Then the blocked key cache
-through the model: copying a prefix that ends inside a block, and save /
-load, continue bit-exactly, in f32 and f16.
+values (so everything above holds for f16 too). The chunked softmax
+(attention.h): splitting a tile into any chunk ranges, or seeing it from a
+ring's origin, gives the tile's bits; chunks whose maxima differ widely
+still match the reference. Then the blocked key cache through the model:
+copying a prefix that ends inside a block, and save / load, continue
+bit-exactly, in f32 and f16; and a token decoded alone at a long context
+(split over threads by chunk) gets the bits it gets inside a prefill tile.
 """
 from __future__ import annotations
 
@@ -146,6 +150,83 @@ def test_isa_matches_scalar(isa, kv, n, group, hd):
     assert err <= TOL * np.abs(v).max(), f"{K.ISA_NAMES[isa]} vs scalar: {err:.3g}"
 
 
+# ---- the chunked softmax ------------------------------------------------------------
+
+C = K.ATTN_CHUNK
+
+
+def split_ranges(c0, c1, cuts):
+    """[c0, c1] cut before each chunk in cuts."""
+    bounds = [c0] + [c for c in cuts if c0 < c <= c1] + [c1 + 1]
+    return [(a, b - 1) for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("kv", KV_DTYPES)
+@pytest.mark.parametrize("n_tok,pos0,window", [(1, 2 * C + 3, 0), (1, 3 * C - 1, 0), (1, 3 * C, 0), (8, 2 * C - 4, 0),
+                                               (3, C - 2, 0), (24, 3 * C - 10, 0), (2, 3 * C + 5, C + 40),
+                                               (6, 2 * C - 3, 300)])
+def test_any_split_into_chunk_ranges_gives_the_tiles_bits(isa, kv, n_tok, pos0, window):
+    """Rows that cross chunk boundaries: one call per chunk, uneven ranges,
+    and a whole-tile call all give the same bits (as decode split over
+    threads, and the same rows inside a prefill tile)."""
+    K.isa_set(isa)
+    q, k, v = inputs(pos0 + n_tok + 7, n_tok, 3, 64, seed=pos0 + n_tok, sharp=2.0)
+    k, v = k.astype(kv), v.astype(kv)
+    whole = K.attention(q, k, v, pos0, window=window)
+    first = pos0 - window + 1 if 0 < window <= pos0 else 0
+    c0, c1 = first // C, (pos0 + n_tok - 1) // C
+    assert c1 > c0, "the rows must span several chunks"
+    for cuts in (range(c0 + 1, c1 + 1), [c1], [c0 + 1]):
+        ranges = split_ranges(c0, c1, cuts)
+        got = K.attention(q, k, v, pos0, window=window, chunk_ranges=ranges[::-1])  # any order of calls
+        assert np.array_equal(got, whole), f"chunk ranges {ranges} differ from the whole tile"
+    for t in range(n_tok):                                # and each token decoded alone, chunk by chunk
+        alone = K.attention(q[t:t + 1], k, v, pos0 + t, window=window,
+                            chunk_ranges=[(c, c) for c in range(c0, c1 + 1)])
+        assert np.array_equal(alone[0], whole[t]), f"token {t} alone differs"
+    check(whole, reference(q, k.astype(np.float32), v.astype(np.float32), pos0, window), v.astype(np.float32),
+          f"tile {n_tok} at {pos0}, window {window}", TOL_SHARP)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("kv", KV_DTYPES)
+@pytest.mark.parametrize("origin", [16, 240, C, 3 * C - 32])
+def test_ring_origin_keeps_chunks_absolute(isa, kv, origin):
+    """A ring tile sees its window from its first key block (origin): the
+    same rows of k and v, shifted by whole blocks, give the same bits as the
+    full cache because chunk boundaries stay at absolute positions."""
+    K.isa_set(isa)
+    n_tok, pos0, window = 5, origin + 2 * C + 9, 2 * C - 20
+    q, k, v = inputs(pos0 + n_tok, n_tok, 2, 64, seed=origin)
+    k, v = k.astype(kv), v.astype(kv)
+    full = K.attention(q, k, v, pos0, window=window)
+    shifted = K.attention(q, k[origin:], v[origin:], pos0 - origin, window=window, origin=origin)
+    assert np.array_equal(shifted, full)
+    if (origin % C) != 0:                                 # seen without its origin, the chunks move
+        assert not np.array_equal(K.attention(q, k[origin:], v[origin:], pos0 - origin, window=window), full)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("kv", KV_DTYPES)
+def test_chunks_with_far_apart_maxima_match_the_reference(isa, kv):
+    """One chunk dominates by ~60 (its keys point along q), another lies
+    ~120 below it (its weight exp(m_c - M) underflows): the combine still
+    gives the softmax over every position."""
+    K.isa_set(isa)
+    n_tok, group, hd = 2, 3, 64
+    pos0 = 4 * C + 17
+    q, k, v = inputs(pos0 + n_tok, n_tok, group, hd, seed=21)
+    qdir = q[:, 0].mean(axis=0)
+    qdir /= np.linalg.norm(qdir)
+    k[2 * C:3 * C] += 60.0 * qdir * np.sqrt(hd) / np.linalg.norm(q[:, 0].mean(axis=0))
+    k[C:2 * C] -= 60.0 * qdir * np.sqrt(hd) / np.linalg.norm(q[:, 0].mean(axis=0))
+    k, v = k.astype(kv), v.astype(kv)
+    k32, v32 = k.astype(np.float32), v.astype(np.float32)
+    got = K.attention(q, k, v, pos0)
+    check(got, reference(q, k32, v32, pos0), v32, "far-apart chunk maxima", TOL_SHARP)
+
+
 # ---- f16 keys and values -------------------------------------------------------------
 
 
@@ -207,6 +288,13 @@ def test_hook_validates_arguments():
         K.attention(q, k, v, 1.5)
     with pytest.raises(TypeError, match="both float32 or both float16"):
         K.attention(q, k.astype(np.float16), v, 0)
+    with pytest.raises(ValueError, match="origin"):
+        K.attention(q, k, v, 0, origin=8)
+    q, k, v = inputs(C + 10, 1, 3, 64, seed=0)
+    with pytest.raises(ValueError, match="do not cover"):
+        K.attention(q, k, v, C + 5, chunk_ranges=[(0, 0)])
+    with pytest.raises(ValueError, match="do not cover"):
+        K.attention(q, k, v, C + 5, chunk_ranges=[(0, 1), (1, 1)])
 
 
 # ---- the blocked key cache through the model ----------------------------------------
@@ -254,3 +342,44 @@ def test_save_load_blocked_keys_bit_exact(model, kv_type, n):
     other.load(1, state)
     assert other.save(1) == state           # the saved bytes round-trip too
     assert np.array_equal(feed(other, 1, [7, 8]), want)
+
+
+@pytest.mark.parametrize("kv_type", KV_TYPES)
+def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type):
+    """Tokens of two sequences decoded one step at a time, both in each
+    step, at positions around chunk boundaries (attention split by chunk
+    over two threads, two tiles) get exactly the logits they get inside
+    prefill tiles (not split)."""
+    n = 2 * C + 6
+    streams = [[(i * 29) % 200 + 1 for i in range(n)], [(i * 13) % 190 + 3 for i in range(n)]]
+    tiles = []
+    for toks in streams:
+        ctx = Context(model, n_seq=1, n_ctx=n, max_batch=n, n_threads=2, kv_type=kv_type)
+        tiles.append(ctx.decode(np.asarray(toks, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
+                                want=np.ones(n, np.uint8)))
+    step = Context(model, n_seq=2, n_ctx=n, max_batch=4, n_threads=2, kv_type=kv_type)
+    for p in range(n):
+        got = step.decode(np.asarray([streams[0][p], streams[1][p]], np.int32), np.asarray([p, p], np.int32),
+                          np.asarray([0, 1], np.int32), want=np.ones(2, np.uint8))
+        if p % C in (C - 2, C - 1, 0, 1, 5) and p >= C - 2:
+            for s in (0, 1):
+                assert np.array_equal(got[s], tiles[s][p]), f"sequence {s}, position {p}"
+
+
+@pytest.mark.parametrize("kv_type", KV_TYPES)
+def test_ring_window_across_chunks_equals_the_full_cache(tiny_model_path, kv_type):
+    """A sliding window of 300 over a ring of 368 slots: the windows seen
+    from their first key block (not a chunk boundary) give the full cache's
+    logits bit for bit, prefill tiles and single decode steps (the full
+    cache's split by chunk) alike."""
+    m = Model(load_model_file(tiny_model_path("llama", Q.F32, sliding_window=300)))
+    toks = [(i * 31) % 200 + 1 for i in range(2 * C + 200)]
+    n_prefill = 2 * C + 150
+    ring = Context(m, n_seq=1, n_ctx=len(toks), max_batch=n_prefill, n_threads=2, kv_type=kv_type, kv_ring=True)
+    full = Context(m, n_seq=1, n_ctx=len(toks), max_batch=n_prefill, n_threads=2, kv_type=kv_type)
+    assert ring.ring_slots % C != 0
+    want = np.ones(n_prefill, np.uint8)
+    args = (np.asarray(toks[:n_prefill], np.int32), np.arange(n_prefill, dtype=np.int32), np.zeros(n_prefill, np.int32))
+    assert np.array_equal(ring.decode(*args, want=want), full.decode(*args, want=want))
+    for tok in toks[n_prefill:]:
+        assert np.array_equal(feed(ring, 0, [tok]), feed(full, 0, [tok]))
