@@ -15,7 +15,12 @@ only, not on the machine). Answers:
           follows the original throughout
 
 Per answer: acceptance, tokens per forward pass, acceptance where the answer
-copies the original, per drafter, and the top rejection causes. The model
+copies the original, per drafter, and the top rejection causes, and a
+modelled speed-up over plain decoding: a forward pass of w tokens costs
+about PASS_COST + w token-times (--pass-cost; fitted to timed verify
+batches of SmolLM2 at 2k context: a pass's fixed part, the weights read
+once, is worth about 3 tokens' compute), so speed-up = N (PASS_COST + 1)
+/ (passes PASS_COST + fed tokens), where fed = drafted + passes. The model
 file is read for its tokenizer only (decoding texts, encoding ideal answers).
 JSON to stdout.
 """
@@ -45,7 +50,14 @@ def ideal_answer(tokenizer, entry: dict) -> list[int]:
     return tokenizer.encode(renamed + "\n```\n")
 
 
-def replay(drafter_name: str, prompt: list[int], source: list[int], answer: list[int], decode) -> dict:
+def modelled_speedup(answer_tokens: int, passes: int, drafted: int, pass_cost: float) -> float | None:
+    """Plain decoding's cost over speculative decoding's, both in token-times."""
+    cost = passes * pass_cost + drafted + passes
+    return round(answer_tokens * (pass_cost + 1) / cost, 3) if cost else None
+
+
+def replay(drafter_name: str, prompt: list[int], source: list[int], answer: list[int], decode,
+           pass_cost: float) -> dict:
     from ditto.engine.drafters import TracingDrafter, make_drafter, simulate
 
     trace = TracingDrafter(make_drafter(drafter_name, source_tokens=source))
@@ -58,24 +70,28 @@ def replay(drafter_name: str, prompt: list[int], source: list[int], answer: list
         "drafted": stats.drafted,
         "accepted": stats.accepted,
         "acceptance": round(stats.acceptance_rate, 4),
+        "modelled_speedup": modelled_speedup(len(answer), stats.calls, stats.drafted, pass_cost),
         "where_copying": draft_analysis.acceptance_where_copying(trace.records, len(prompt), answer, source),
         "per_drafter": draft_analysis.per_drafter(trace.records),
         "_rejections": rejects,
     }
 
 
-def total(runs: list[dict]) -> dict:
+def total(runs: list[dict], pass_cost: float) -> dict:
+    n, passes = sum(r["answer_tokens"] for r in runs), sum(r["forward_passes"] for r in runs)
     drafted = sum(r["drafted"] for r in runs)
     accepted = sum(r["accepted"] for r in runs)
     cd = sum(r["where_copying"]["drafted"] for r in runs)
     ca = sum(r["where_copying"]["accepted"] for r in runs)
     return {
-        "answer_tokens": sum(r["answer_tokens"] for r in runs),
-        "forward_passes": sum(r["forward_passes"] for r in runs),
-        "tokens_per_pass": round(sum(r["answer_tokens"] for r in runs) / max(1, sum(r["forward_passes"] for r in runs)), 3),
+        "answer_tokens": n,
+        "forward_passes": passes,
+        "tokens_per_pass": round(n / passes, 3) if passes else None,
         "drafted": drafted,
         "accepted": accepted,
         "acceptance": round(accepted / drafted, 4) if drafted else None,
+        "modelled_speedup": modelled_speedup(n, passes, drafted, pass_cost),
+        "modelled_speedup_geomean": common.geomean([r["modelled_speedup"] for r in runs]),
         "where_copying": {"drafted": cd, "accepted": ca, "acceptance": round(ca / cd, 4) if cd else None},
         "per_drafter": draft_analysis.merge_per_drafter([r["per_drafter"] for r in runs]),
     }
@@ -87,6 +103,8 @@ def main() -> None:
     ap.add_argument("--answer", choices=("plain", "ideal", "both"), default="both")
     ap.add_argument("--drafter", default="auto")
     ap.add_argument("--rejections", type=int, default=10, metavar="N", help="top N rejection causes per answer")
+    ap.add_argument("--pass-cost", type=float, default=3.0,
+                    help="a forward pass's fixed cost in token-times, for the modelled speed-up (default: 3)")
     ap.add_argument("--model", default=None, help="GGUF whose tokenizer the run used (default: ditto's default)")
     args = ap.parse_args()
     files = [f for f in json.loads(Path(args.result).read_text())["files"] if "tokens" in f]
@@ -103,16 +121,17 @@ def main() -> None:
         for f in files:
             t = f["tokens"]
             answer = t["plain_output"] if kind == "plain" else ideal_answer(tokenizer, f)
-            run = replay(args.drafter, t["prompt"], t["source"], answer, tokenizer.decode)
+            run = replay(args.drafter, t["prompt"], t["source"], answer, tokenizer.decode, args.pass_cost)
             name = Path(f["path"]).name
             for r in run["_rejections"]:
                 r["file"] = name
             rejects += run.pop("_rejections")
             per_file[name] = run
             common.log(f"{kind} {name}: acceptance {run['acceptance']}, where copying "
-                       f"{run['where_copying']['acceptance']}, {run['tokens_per_pass']} tokens/pass")
+                       f"{run['where_copying']['acceptance']}, {run['tokens_per_pass']} tokens/pass, "
+                       f"modelled speed-up {run['modelled_speedup']}")
         groups = draft_analysis.group_rejections(rejects)
-        out["answers"][kind] = {"total": total(list(per_file.values())), "files": per_file,
+        out["answers"][kind] = {"total": total(list(per_file.values()), args.pass_cost), "files": per_file,
                                 "rejection_causes": groups[:args.rejections]}
     json.dump(out, sys.stdout, indent=1)
     print()

@@ -342,7 +342,7 @@ def test_adaptive_length_bounds_and_hedged_drafts():
     for _ in range(5):
         L.update(L.current, L.current)
     assert L.current == 32
-    L.update(32, 3)
+    L.update(32, 20)                  # at most half after a miss
     assert L.current == 16
     L.update(4, 0)                    # a short hedge failing says nothing about 16
     assert L.current == 16
@@ -353,6 +353,23 @@ def test_adaptive_length_bounds_and_hedged_drafts():
     assert L.current == 2
     with pytest.raises(ValueError):
         AdaptiveLength(min_len=5, max_len=4)
+    with pytest.raises(ValueError):
+        AdaptiveLength(step=0)
+
+
+def test_adaptive_length_grows_by_steps_and_shrinks_to_what_was_accepted():
+    """Each accepted draft earns `step` more tokens (not a doubling); a miss
+    drops the length to the accepted part plus one."""
+    L = AdaptiveLength(initial=8, min_len=2, max_len=64, step=8)
+    lengths = []
+    for _ in range(4):
+        L.update(L.current, L.current)
+        lengths.append(L.current)
+    assert lengths == [16, 24, 32, 40]
+    L.update(40, 5)
+    assert L.current == 6
+    L.update(6, 6)
+    assert L.current == 14
 
 
 def test_stats_arithmetic():
