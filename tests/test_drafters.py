@@ -491,6 +491,46 @@ def test_combined_best_prefers_the_drafter_being_accepted():
     assert long_wrong.stats.drafted == 16 and long_wrong.stats.accepted == 0
 
 
+def test_auto_drafts_the_rename_where_the_document_copy_has_the_old_name():
+    """After the first occurrence the edit drafter knows X -> Y; the document
+    index, copying the same place of the original (and trusted: its copies
+    have been accepted all along), still says X. The held edit alignment
+    leads, so later occurrences are drafted renamed."""
+    x, y = 500, [5000, 5001]
+    source = []
+    for i in range(40):            # distinct lines, each ending in a use of x
+        source += list(range(1000 + 30 * i, 1029 + 30 * i)) + [x]
+    output = replace_all(source, (x,), y)
+    ref, n_prompt = rewrite_reference(source, output)
+    trace = TracingDrafter(make_drafter("auto", source_tokens=source))
+    simulate(trace, ref, n_prompt)
+    answer = ref[n_prompt:]
+    starts = [i for i in range(len(answer)) if answer[i:i + 2] == y]
+    assert len(starts) == 40
+    # drafts cut short at an occurrence of the new name, after the first two
+    missed = [r for r in trace.records if r.rejected and r.position - n_prompt + r.accepted in starts[2:]]
+    assert missed == []
+
+
+def test_leader_wins_disagreements_only_once_its_alignment_held():
+    class Held(_Const):
+        held = 0
+    lead, doc = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    c = CombinedDrafter([lead, doc], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9]      # the longer draft: the alignment is new
+    c.feedback(6, 6)
+    lead.held = CombinedDrafter.LEAD_AFTER
+    assert c.draft([0], 8) == [1, 2, 3] and c.last_drafter == "edit"
+    c.feedback(3, 3)
+    extends = _Const("doc", [1, 2, 3, 4, 5])          # agrees with the leader and goes further
+    c = CombinedDrafter([lead, extends], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        CombinedDrafter([doc], mode="best", leader=lead)
+    with pytest.raises(ValueError):
+        CombinedDrafter([lead, doc], mode="first", leader=lead)
+
+
 def test_tracing_drafter_records_whose_draft_and_what_was_kept():
     c = CombinedDrafter([_Const("long", [1] * 8), _Const("short", [2] * 4)], mode="first")
     t = TracingDrafter(c)

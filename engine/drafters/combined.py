@@ -14,6 +14,14 @@ class CombinedDrafter(DrafterBase):
     keeps missing, e.g. the edit drafter after the model left the original,
     gives way to one that is being accepted).
 
+    A `leader` (a drafter with a `held` count: the edit drafter) wins every
+    disagreement in "best" mode once its alignment has held LEAD_AFTER
+    tokens: where the document's copy of the original says X and the edit
+    drafter, following the same place, says the renamed Y, the edit drafter
+    knows about the rename. Before that its alignment may be a coincidence
+    (an answer looping over its own text meets the original again). A
+    leader's draft that the other one merely extends is not a disagreement.
+
     Feedback goes to whichever drafter's draft was used, so each keeps honest
     counters. Drafters skipped in "first" mode catch up on the history at
     their next call (their indexes are incremental).
@@ -22,14 +30,18 @@ class CombinedDrafter(DrafterBase):
     MODES = ("first", "longest", "best")
     DECAY = 0.7          # weight of the past in the acceptance estimate
     PRIOR = 0.5          # acceptance assumed before any feedback
+    LEAD_AFTER = 32      # tokens a leader's alignment must have held to win disagreements
 
-    def __init__(self, drafters: Sequence[Drafter], mode: str = "first") -> None:
+    def __init__(self, drafters: Sequence[Drafter], mode: str = "first", leader: Drafter | None = None) -> None:
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(self.MODES)}")
         if not drafters:
             raise ValueError("CombinedDrafter needs at least one drafter")
         self.drafters = list(drafters)
+        if leader is not None and (mode != "best" or not any(d is leader for d in self.drafters)):
+            raise ValueError("a leader must be one of the drafters, in mode 'best'")
+        self.leader = leader
         self.mode = mode
         self.name = "+".join(d.name for d in self.drafters)
         self._chosen: Drafter | None = None
@@ -56,11 +68,17 @@ class CombinedDrafter(DrafterBase):
         best: list[int] = []
         best_value = 0.0
         self._chosen = None
+        lead: list[int] = []
         for d in self.drafters:
             out = d.draft(history, max_len)
+            if d is self.leader:
+                lead = out
             value = len(out) * self._rate[id(d)]
             if out and value > best_value:
                 best, best_value, self._chosen = out, value, d
+        if lead and self._chosen is not self.leader and self.leader.held >= self.LEAD_AFTER \
+                and lead[:len(best)] != best[:len(lead)]:
+            best, self._chosen = lead, self.leader
         return best
 
     def feedback(self, n_drafted: int, n_accepted: int) -> None:
