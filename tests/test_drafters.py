@@ -512,6 +512,18 @@ def test_auto_drafts_the_rename_where_the_document_copy_has_the_old_name():
     assert missed == []
 
 
+def test_combined_best_rates_the_drafts_it_did_not_use():
+    """The answer shows which unused draft would have held: its drafter's
+    rate rises too, so one early miss of its own cannot shut it out."""
+    used, unused = _Const("a", [1, 2, 3, 4]), _Const("b", [1, 2, 9, 9])
+    c = CombinedDrafter([used, unused], mode="best")
+    assert c.draft([0], 4) == [1, 2, 3, 4]            # equal priors: the first
+    c.feedback(4, 2)                                  # the model wrote 1 2 9
+    assert c.draft([0, 1, 2, 9], 4) == [1, 2, 9, 9] and c.last_drafter == "b"
+    c.feedback(4, 4)
+    assert unused.stats.drafted == 4 and used.stats.drafted == 4   # counters: used drafts only
+
+
 def test_leader_wins_disagreements_only_once_its_alignment_held():
     class Held(_Const):
         held = 0

@@ -46,6 +46,7 @@ class CombinedDrafter(DrafterBase):
         self.name = "+".join(d.name for d in self.drafters)
         self._chosen: Drafter | None = None
         self._rate = {id(d): self.PRIOR for d in self.drafters}
+        self._offered: tuple[int, list] = (0, [])   # ("best") history length, drafts offered there
 
     @property
     def last_drafter(self) -> str:
@@ -64,13 +65,39 @@ class CombinedDrafter(DrafterBase):
                     break
         return best
 
+    def _score_offered(self, history: Sequence[int]) -> None:
+        """Updates every drafter's rate with how much of its last draft the
+        answer (now in history) bore out, whether or not its draft was used:
+        rating only the chosen drafter starved the others (a drafter that
+        missed a few times was never chosen again, so its rate never
+        recovered, and which drafter won a whole rewrite depended on where
+        the first passes happened to fall)."""
+        position, offered = self._offered
+        self._offered = (0, [])
+        if not offered or len(history) <= position:
+            return
+        known = history[position:position + max(len(out) for _, out in offered)]
+        for d, out in offered:
+            k = 0
+            for a, b in zip(out, known):
+                if a != b:
+                    break
+                k += 1
+            # A draft that agrees with all the answer shown so far was not missed.
+            rate = 1.0 if k == len(out) or k == len(known) else k / len(out)
+            self._rate[id(d)] = self.DECAY * self._rate[id(d)] + (1 - self.DECAY) * rate
+
     def _propose_best(self, history: Sequence[int], max_len: int) -> list[int]:
+        self._score_offered(history)
         best: list[int] = []
         best_value = 0.0
         self._chosen = None
         lead: list[int] = []
+        offered = []
         for d in self.drafters:
             out = d.draft(history, max_len)
+            if out:
+                offered.append((d, out))
             if d is self.leader:
                 lead = out
             value = len(out) * self._rate[id(d)]
@@ -79,13 +106,11 @@ class CombinedDrafter(DrafterBase):
         if lead and self._chosen is not self.leader and self.leader.held >= self.LEAD_AFTER \
                 and lead[:len(best)] != best[:len(lead)]:
             best, self._chosen = lead, self.leader
+        self._offered = (len(history), offered)
         return best
 
     def feedback(self, n_drafted: int, n_accepted: int) -> None:
         super().feedback(n_drafted, n_accepted)
-        if self._chosen is not None and n_drafted:
-            key = id(self._chosen)
-            self._rate[key] = self.DECAY * self._rate[key] + (1 - self.DECAY) * n_accepted / n_drafted
         if self._chosen is not None:
             self._chosen.feedback(n_drafted, n_accepted)
             self._chosen = None
