@@ -46,7 +46,7 @@ class CombinedDrafter(DrafterBase):
         self.name = "+".join(d.name for d in self.drafters)
         self._chosen: Drafter | None = None
         self._rate = {id(d): self.PRIOR for d in self.drafters}
-        self._offered: tuple[int, list] = (0, [])   # ("best") history length, drafts offered there
+        self._offered: tuple = (0, [], None)   # ("best") history length, drafts offered there, the one used
 
     @property
     def last_drafter(self) -> str:
@@ -65,27 +65,31 @@ class CombinedDrafter(DrafterBase):
                     break
         return best
 
+    def _rate_draft(self, d: Drafter, rate: float) -> None:
+        self._rate[id(d)] = self.DECAY * self._rate[id(d)] + (1 - self.DECAY) * rate
+
     def _score_offered(self, history: Sequence[int]) -> None:
-        """Updates every drafter's rate with how much of its last draft the
-        answer (now in history) bore out, whether or not its draft was used:
-        rating only the chosen drafter starved the others (a drafter that
-        missed a few times was never chosen again, so its rate never
-        recovered, and which drafter won a whole rewrite depended on where
-        the first passes happened to fall)."""
-        position, offered = self._offered
-        self._offered = (0, [])
+        """Updates the rates of the drafters whose last drafts were not used
+        with how much of them the answer (now in history) bore out; the used
+        one learns from feedback. Rating only the used drafter starved the
+        others: one that missed a few times was never used again, so its
+        rate never recovered, and which drafter won a whole rewrite
+        depended on where the first passes happened to fall."""
+        position, offered, chosen = self._offered
+        self._offered = (0, [], None)
         if not offered or len(history) <= position:
             return
         known = history[position:position + max(len(out) for _, out in offered)]
         for d, out in offered:
+            if d is chosen:
+                continue
             k = 0
             for a, b in zip(out, known):
                 if a != b:
                     break
                 k += 1
             # A draft that agrees with all the answer shown so far was not missed.
-            rate = 1.0 if k == len(out) or k == len(known) else k / len(out)
-            self._rate[id(d)] = self.DECAY * self._rate[id(d)] + (1 - self.DECAY) * rate
+            self._rate_draft(d, 1.0 if k == len(out) or k == len(known) else k / len(out))
 
     def _propose_best(self, history: Sequence[int], max_len: int) -> list[int]:
         self._score_offered(history)
@@ -106,11 +110,13 @@ class CombinedDrafter(DrafterBase):
         if lead and self._chosen is not self.leader and self.leader.held >= self.LEAD_AFTER \
                 and lead[:len(best)] != best[:len(lead)]:
             best, self._chosen = lead, self.leader
-        self._offered = (len(history), offered)
+        self._offered = (len(history), offered, self._chosen)
         return best
 
     def feedback(self, n_drafted: int, n_accepted: int) -> None:
         super().feedback(n_drafted, n_accepted)
+        if self._chosen is not None and n_drafted:
+            self._rate_draft(self._chosen, n_accepted / n_drafted)
         if self._chosen is not None:
             self._chosen.feedback(n_drafted, n_accepted)
             self._chosen = None
