@@ -30,6 +30,8 @@ with its prompt cache cleared before every run.
 Per run: wall time (prefill + decode), prefill and decode seconds, generated
 tokens, decode tokens/s (generated / decode time), drafted / accepted, and
 whether the output equals the same engine's plain greedy output (token ids).
+ditto's runs also give the time per decode pass and the tokens it fed
+(pending token + draft): what verifying a draft costs next to a plain step.
 Runs alternate between the engines (the order flips on every other file)
 because these shared machines drift by up to 1.5x; the summary gives
 ratios: per file and aggregated (total tokens / total seconds).
@@ -108,6 +110,9 @@ def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> d
     except RewriteError as e:
         complete, error = False, str(e)
     s = req.stats
+    # Each decode pass emits its accepted draft tokens plus one (the first token
+    # comes from the prefill; only a pass that meets the closing fence emits fewer).
+    decode_passes = max(1, s.generated - 1 - s.accepted)
     return {
         "wall_seconds": rnd(wall, 3),
         "prefill_seconds": rnd(s.prefill_seconds, 3),
@@ -122,6 +127,9 @@ def ditto_run(llm, base, *, speculate: bool, drafter: str, max_tokens: int) -> d
         "acceptance": rnd(s.acceptance_rate, 4) if s.drafted else None,
         "forward_passes": s.forward_passes,
         "tokens_per_pass": rnd(s.tokens_per_pass, 3),
+        "decode_passes": decode_passes,
+        "ms_per_decode_pass": rnd(1000 * s.decode_seconds / decode_passes),
+        "tokens_fed_per_decode_pass": rnd((s.drafted + decode_passes) / decode_passes),
         "finish_reason": req.finish_reason,
         "complete": complete,
         "error": error,
@@ -199,6 +207,7 @@ def aggregate(files: list[dict], config: str) -> dict:
     drafted = sum(r["drafted"] or 0 for r in runs)
     accepted = sum(r["accepted"] or 0 for r in runs)
     passes = sum(r.get("forward_passes") or 0 for r in runs)
+    decode_passes = sum(r.get("decode_passes") or 0 for r in runs)
     same = [r.get("same_as_plain") for r in runs if r.get("same_as_plain") is not None]
     return {
         "files": len(runs),
@@ -209,6 +218,8 @@ def aggregate(files: list[dict], config: str) -> dict:
         "tps_per_file": [r["tps"] for r in runs],
         "acceptance": rnd(accepted / drafted, 4) if drafted else None,
         "tokens_per_pass": rnd(gen / passes, 3) if passes else None,
+        "ms_per_decode_pass": rnd(1000 * dec / decode_passes) if decode_passes else None,
+        "tokens_fed_per_decode_pass": rnd((drafted + decode_passes) / decode_passes) if decode_passes else None,
         "same_as_plain": f"{sum(same)}/{len(same)}" if same else None,
         "complete": f"{sum(bool(r['complete']) for r in runs)}/{len(runs)}",
     }

@@ -4,8 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import draft_analysis  # noqa: E402
+import draft_replay  # noqa: E402
 from ditto.engine.drafters import DraftRecord, EditAwareDrafter, TracingDrafter, simulate  # noqa: E402
 
 NL = 0
@@ -69,3 +72,47 @@ def test_a_traced_replay_reports_the_rename_it_missed():
     assert rejects and rejects[0]["line"] == 1 and rejects[0]["model_token"] == "t501 "
     # learned after the first occurrence: later ones are drafted as 501
     assert all(r["line"] <= 2 for r in rejects)
+
+
+# -- bench/draft_replay.py: kept streams replayed offline ----------------------
+
+
+class _WordTokenizer:
+    """One token per character: enough to check what the ideal answer holds."""
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def test_ideal_answer_renames_whole_words_and_closes_the_fence():
+    tok = _WordTokenizer()
+    source = "def walk(x):\n    return walker(walk(x))\n"
+    entry = {"path": "a.py", "instruction": "Rename the function walk to walk_impl.",
+             "tokens": {"source": tok.encode(source)}}
+    assert tok.decode(draft_replay.ideal_answer(tok, entry)) == (
+        "def walk_impl(x):\n    return walker(walk_impl(x))\n```\n")
+    entry["instruction"] = "Add type hints."
+    with pytest.raises(SystemExit, match="not a rename instruction"):
+        draft_replay.ideal_answer(tok, entry)
+
+
+def test_modelled_speedup_counts_passes_and_fed_tokens():
+    # plain: 100 tokens x (3 + 1); speculative: 10 passes x 3 + 90 drafted + 10 fed pending tokens
+    assert draft_replay.modelled_speedup(100, 10, 90, 3.0) == round(400 / 130, 3)
+    assert draft_replay.modelled_speedup(100, 100, 0, 3.0) == 1.0
+
+
+def test_replay_matches_a_simulated_decode():
+    source = [1, 2, 3, 500, 4, 5, NL] * 30
+    output = [1, 2, 3, 501, 4, 5, NL] * 30
+    prompt = [90001, 90002]
+    run = draft_replay.replay("edit", prompt, source, output, decode, 3.0)
+    stats = simulate(EditAwareDrafter(source), prompt + output, len(prompt))
+    assert (run["drafted"], run["accepted"], run["forward_passes"]) == (stats.drafted, stats.accepted, stats.calls)
+    assert run["per_drafter"]["edit"]["drafted"] == stats.drafted
+    assert run["_rejections"] and run["_rejections"][0]["model_token"] == "t501 "
+    total = draft_replay.total([run, run], 3.0)
+    assert total["drafted"] == 2 * stats.drafted and total["modelled_speedup"] == run["modelled_speedup"]

@@ -342,7 +342,7 @@ def test_adaptive_length_bounds_and_hedged_drafts():
     for _ in range(5):
         L.update(L.current, L.current)
     assert L.current == 32
-    L.update(32, 3)
+    L.update(32, 20)                  # at most half after a miss
     assert L.current == 16
     L.update(4, 0)                    # a short hedge failing says nothing about 16
     assert L.current == 16
@@ -353,6 +353,23 @@ def test_adaptive_length_bounds_and_hedged_drafts():
     assert L.current == 2
     with pytest.raises(ValueError):
         AdaptiveLength(min_len=5, max_len=4)
+    with pytest.raises(ValueError):
+        AdaptiveLength(step=0)
+
+
+def test_adaptive_length_grows_by_steps_and_shrinks_to_what_was_accepted():
+    """Each accepted draft earns `step` more tokens (not a doubling); a miss
+    drops the length to the accepted part plus one."""
+    L = AdaptiveLength(initial=8, min_len=2, max_len=64, step=8)
+    lengths = []
+    for _ in range(4):
+        L.update(L.current, L.current)
+        lengths.append(L.current)
+    assert lengths == [16, 24, 32, 40]
+    L.update(40, 5)
+    assert L.current == 6
+    L.update(6, 6)
+    assert L.current == 14
 
 
 def test_stats_arithmetic():
@@ -472,6 +489,58 @@ def test_combined_best_prefers_the_drafter_being_accepted():
     c.feedback(4, 4)
     assert c.draft([0], 8) == [2] * 4
     assert long_wrong.stats.drafted == 16 and long_wrong.stats.accepted == 0
+
+
+def test_auto_drafts_the_rename_where_the_document_copy_has_the_old_name():
+    """After the first occurrence the edit drafter knows X -> Y; the document
+    index, copying the same place of the original (and trusted: its copies
+    have been accepted all along), still says X. The held edit alignment
+    leads, so later occurrences are drafted renamed."""
+    x, y = 500, [5000, 5001]
+    source = []
+    for i in range(40):            # distinct lines, each ending in a use of x
+        source += list(range(1000 + 30 * i, 1029 + 30 * i)) + [x]
+    output = replace_all(source, (x,), y)
+    ref, n_prompt = rewrite_reference(source, output)
+    trace = TracingDrafter(make_drafter("auto", source_tokens=source))
+    simulate(trace, ref, n_prompt)
+    answer = ref[n_prompt:]
+    starts = [i for i in range(len(answer)) if answer[i:i + 2] == y]
+    assert len(starts) == 40
+    # drafts cut short at an occurrence of the new name, after the first two
+    missed = [r for r in trace.records if r.rejected and r.position - n_prompt + r.accepted in starts[2:]]
+    assert missed == []
+
+
+def test_combined_best_rates_the_drafts_it_did_not_use():
+    """The answer shows which unused draft would have held: its drafter's
+    rate rises too, so one early miss of its own cannot shut it out."""
+    used, unused = _Const("a", [1, 2, 3, 4]), _Const("b", [1, 2, 9, 9])
+    c = CombinedDrafter([used, unused], mode="best")
+    assert c.draft([0], 4) == [1, 2, 3, 4]            # equal priors: the first
+    c.feedback(4, 2)                                  # the model wrote 1 2 9
+    assert c.draft([0, 1, 2, 9], 4) == [1, 2, 9, 9] and c.last_drafter == "b"
+    c.feedback(4, 4)
+    assert unused.stats.drafted == 4 and used.stats.drafted == 4   # counters: used drafts only
+
+
+def test_leader_wins_disagreements_only_once_its_alignment_held():
+    class Held(_Const):
+        held = 0
+    lead, doc = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    c = CombinedDrafter([lead, doc], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9]      # the longer draft: the alignment is new
+    c.feedback(6, 6)
+    lead.held = CombinedDrafter.LEAD_AFTER
+    assert c.draft([0], 8) == [1, 2, 3] and c.last_drafter == "edit"
+    c.feedback(3, 3)
+    extends = _Const("doc", [1, 2, 3, 4, 5])          # agrees with the leader and goes further
+    c = CombinedDrafter([lead, extends], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        CombinedDrafter([doc], mode="best", leader=lead)
+    with pytest.raises(ValueError):
+        CombinedDrafter([lead, doc], mode="first", leader=lead)
 
 
 def test_tracing_drafter_records_whose_draft_and_what_was_kept():

@@ -190,6 +190,12 @@ class EditAwareDrafter(DrafterBase):
         self._starting = True     # nothing of the original written yet
         self._aligned_at = 0      # history position where the current alignment was found
 
+    @property
+    def held(self) -> int:
+        """Tokens of the answer the current alignment has followed (0 when
+        departed from the original), as of the last draft() call."""
+        return 0 if self._mode == _DEPARTED else len(self._mirror) - self._aligned_at
+
     def seed(self, edits: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
         """Learns the substitutions of edits made before the decode (next-edit:
         the user's recent hunks, as (original, updated) tokens), so they are

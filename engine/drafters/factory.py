@@ -15,7 +15,8 @@ DRAFTER_NAMES = ("edit", "doc", "ngram-mod", "auto")
 
 def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
                  pool: NgramModPool | None = None) -> Drafter:
-    """"auto" is edit + doc + ngram-mod; the draft with the most expected accepted tokens wins (edit only with a source)."""
+    """"auto" is edit + doc + ngram-mod; the draft with the most expected accepted tokens wins,
+    except that edit (only with a source) leads once its alignment has held."""
     if name not in DRAFTER_NAMES:
         raise ValueError(f"unknown drafter {name!r}; valid: {', '.join(DRAFTER_NAMES)}")
     if name == "edit":
@@ -26,8 +27,7 @@ def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
         return DocumentIndex(source_tokens)
     if name == "ngram-mod":
         return NgramModDrafter(pool)
-    parts: list[Drafter] = []
-    if source_tokens is not None:
-        parts.append(EditAwareDrafter(source_tokens))
-    parts += [DocumentIndex(source_tokens), NgramModDrafter(pool)]
-    return CombinedDrafter(parts, mode="best")
+    if source_tokens is None:
+        return CombinedDrafter([DocumentIndex(), NgramModDrafter(pool)], mode="best")
+    edit = EditAwareDrafter(source_tokens)
+    return CombinedDrafter([edit, DocumentIndex(source_tokens), NgramModDrafter(pool)], mode="best", leader=edit)
