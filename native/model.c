@@ -21,6 +21,7 @@
 #include "context_internal.h"
 #include "ditto.h"
 #include "pool_internal.h"
+#include "quant.h"
 
 /* ---- validation ------------------------------------------------------ */
 
@@ -89,12 +90,37 @@ static int weight_matrices(dt_model *m, dt_tensor **out) {
 
 enum { LAYER_MATRICES = 7 };
 
-/* Drops the process's pages of the whole pages inside w's data. */
-static void drop_pages(const dt_tensor *w) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)w->data;
-    const uintptr_t end = begin + (uintptr_t)(w->rows * dt_row_bytes(w->type, w->cols));
+/* Drops the process's pages of the whole pages inside [begin, end). */
+static void drop_pages(uintptr_t begin, uintptr_t end) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
     if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
+enum { REPACK_SLICE_BYTES = 8 << 20 }; /* original bytes repacked between two page drops */
+
+/* Repacks w into dst slice by slice (whole tiles); with drop_mapped, the
+ * original's pages are dropped behind each slice, so the process never
+ * holds much more than one copy of a large matrix (Gemma 3's 178 MB head). */
+static int repack_matrix(dt_pool *pool, const dt_tensor *w, uint8_t *dst, int drop_mapped) {
+    const int64_t rb = dt_row_bytes(w->type, w->cols), tile_bytes = dt_q16_tile_bytes(w->type, w->cols);
+    int64_t slice_rows = REPACK_SLICE_BYTES / rb / DT_Q16_ROWS * DT_Q16_ROWS;
+    if (slice_rows < DT_Q16_ROWS) slice_rows = DT_Q16_ROWS;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t dropped = (uintptr_t)w->data; /* pages before it are dropped */
+    for (int64_t r0 = 0; r0 < w->rows; r0 += slice_rows) {
+        dt_tensor slice = *w;
+        slice.data = (const uint8_t *)w->data + r0 * rb;
+        slice.rows = w->rows - r0 < slice_rows ? w->rows - r0 : slice_rows;
+        const int rc = dt_q16_repack_tensor(pool, &slice, dst + r0 / DT_Q16_ROWS * tile_bytes);
+        if (rc != DT_OK) return rc;
+        if (drop_mapped) { /* a page straddling two slices goes with the later one */
+            const uintptr_t end = (uintptr_t)slice.data + (uintptr_t)(slice.rows * rb);
+            drop_pages(dropped, end);
+            dropped = end / page * page > dropped ? end / page * page : dropped;
+        }
+    }
+    return DT_OK;
 }
 
 int dt_model_q16_prepare(dt_model *m, int n_threads, int drop_mapped) {
@@ -112,12 +138,11 @@ int dt_model_q16_prepare(dt_model *m, int n_threads, int drop_mapped) {
             rc = DT_ERR_NOMEM;
             break;
         }
-        if ((rc = dt_q16_repack_tensor(pool, ws[i], p)) != DT_OK) {
+        if ((rc = repack_matrix(pool, ws[i], p, drop_mapped)) != DT_OK) {
             munmap(p, (size_t)bytes);
             break;
         }
         ws[i]->q16 = p;
-        if (drop_mapped) drop_pages(ws[i]);
     }
     if (pool) dt_pool_free(pool);
     free(ws);
