@@ -3,7 +3,7 @@
  * definition in quant.h (scalar reference: quant_q16.c). A tile-block's
  * codes are 16 rows x 4 values per 64-byte vector, so one vpdpbusd with 4
  * activation bytes broadcast to every lane does 64 multiply-adds for all 16
- * rows; the codes are unpacked once per block and reused by up to 4 tokens.
+ * rows; the codes are unpacked once per block and reused by up to 8 tokens.
  * Per token and block: 16 vpdpbusd (xh and xl parts, each in two chains),
  * a shift and adds, one cvt, one mul and one fma (two for Q4_1), 16 rows
  * at a time with one float lane per row. Every line is prefetched into L2
@@ -11,10 +11,12 @@
  * alone leaves decode waiting on memory. */
 #include "x86.h"
 
-DT_INLINE __m512i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return _mm512_set1_epi32(v);
+/* acc + u . (4 activation bytes at p, broadcast to every lane): vpdpbusd
+ * with an embedded {1to16} broadcast, which compilers do not fold from
+ * _mm512_set1_epi32 (a separate broadcast per product costs a uop). */
+DT_INLINE __m512i dpbusd_bcast4(__m512i acc, __m512i u, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*(const int32_t *)p));
+    return acc;
 }
 
 DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, float *y, int64_t ldy,
@@ -23,8 +25,8 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
     const int32_t c = type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0;
     const uint8_t *dws = tile + nb * cb, *mws = dws + nb * 32;
     const __m512i lo4 = _mm512_set1_epi8(0x0F);
-    __m512 acc[4];
-#pragma GCC unroll 4
+    __m512 acc[8];
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *codes = tile + b * cb;
@@ -48,17 +50,17 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dws + b * 32)));
         const __m512 mw = type == DT_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mws + b * 32)))
                                           : _mm512_setzero_ps();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const dt_xq16 *x = xq + t * ldxq + b;
             __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
             __m512i l0 = _mm512_set1_epi32(-c * x->s), l1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int j = 0; j < 8; j += 2) {
-                h0 = _mm512_dpbusd_epi32(h0, u[j], bcast4(x->xh + 4 * j));
-                h1 = _mm512_dpbusd_epi32(h1, u[j + 1], bcast4(x->xh + 4 * j + 4));
-                l0 = _mm512_dpbusd_epi32(l0, u[j], bcast4(x->xl + 4 * j));
-                l1 = _mm512_dpbusd_epi32(l1, u[j + 1], bcast4(x->xl + 4 * j + 4));
+                h0 = dpbusd_bcast4(h0, u[j], x->xh + 4 * j);
+                h1 = dpbusd_bcast4(h1, u[j + 1], x->xh + 4 * j + 4);
+                l0 = dpbusd_bcast4(l0, u[j], x->xl + 4 * j);
+                l1 = dpbusd_bcast4(l1, u[j + 1], x->xl + 4 * j + 4);
             }
             const __m512i isum =
                 _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
@@ -66,7 +68,7 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
             if (type == DT_Q4_1) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->sx), acc[t]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mask, acc[t]);
 }
 
@@ -74,7 +76,9 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
     void dt_q16_avx512_##NAME(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok, \
                               float *y, int64_t ldy, int lane0, int lane1) {                                   \
         const __mmask16 mask = (__mmask16)(((1u << lane1) - 1) & ~((1u << lane0) - 1));                         \
-        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {                                                            \
+        int64_t t0 = 0;                                                                                        \
+        for (; t0 + 8 <= n_tok; t0 += 8) q16_tile(tile, nb, xq + t0 * ldxq, ldxq, y + t0 * ldy, ldy, mask, TYPE, 8); \
+        for (; t0 < n_tok; t0 += 4) {                                                                          \
             const dt_xq16 *x = xq + t0 * ldxq;                                                                 \
             float *yt = y + t0 * ldy;                                                                          \
             switch (n_tok - t0 < 4 ? n_tok - t0 : 4) {                                                         \
