@@ -231,11 +231,12 @@ int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
 }
 
 /* An integer path's tokens, quantized once for all panels (and matrices)
- * of a dispatch: n_tok rows of tok_bytes, to be freed. NULL if out of memory. */
+ * of a dispatch: n_tok rows of tok_bytes in the pool's token buffer. NULL if
+ * out of memory. */
 static void *prep_tokens(dt_pool *pool, const int_kernel *ik, int type, const float *x, int64_t ldx, int64_t cols,
                          int64_t n_tok) {
     const int64_t tb = tok_bytes(ik->precision, cols);
-    uint8_t *buf = aligned_alloc(64, (size_t)((n_tok * tb + 63) & ~(int64_t)63));
+    uint8_t *buf = dt_pool_token_buffer(pool, n_tok * tb);
     if (!buf) return NULL;
     struct prep_job pj = {ik, type, x, ldx, cols, tb, buf};
     if (n_tok <= FAST_TOK) /* decode: a few microseconds, less than a dispatch */
@@ -254,17 +255,14 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
     struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, {precision, NULL, NULL}, NULL};
     int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
     if (n_tok == 0 || n_panels == 0) return DT_OK;
-    void *buf = NULL;
     job.ik = int_kernel_of(precision, w);
     if (int_covered(&job.ik)) { /* validate as dt_matmul_rows_p would, then quantize every token once */
         int bs;
         if (dt_type_layout(w->type, &bs, NULL) != DT_OK || w->cols <= 0 || w->cols % bs || !w->data)
             return DT_ERR_INVALID;
-        if (!(buf = prep_tokens(pool, &job.ik, w->type, x, ldx, w->cols, n_tok))) return DT_ERR_NOMEM;
-        job.xp = buf;
+        if (!(job.xp = prep_tokens(pool, &job.ik, w->type, x, ldx, w->cols, n_tok))) return DT_ERR_NOMEM;
     }
     dt_pool_run(pool, matmul_task, &job, n_panels);
-    free(buf);
     return DT_OK;
 }
 
@@ -345,7 +343,6 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
     int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
     if (rc != DT_OK) return rc;
     if (n_tok == 0) return DT_OK;
-    void *buf = NULL;
     if (ints) {
         for (int i = 0; i < n; i++) {
             int bs;
@@ -353,10 +350,8 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
                 return DT_ERR_INVALID;
             job.ik[i] = int_kernel_of(precision, w[i]);
         }
-        if (!(buf = prep_tokens(pool, &job.ik[0], w[0]->type, x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
-        job.xp = buf;
+        if (!(job.xp = prep_tokens(pool, &job.ik[0], w[0]->type, x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
     }
     dt_pool_run(pool, group_task, &job, job.first_panel[n]);
-    free(buf);
     return DT_OK;
 }

@@ -29,9 +29,16 @@ struct dt_pool {
     int64_t task_base;             /* first task number of the current job */
     float **scratch;               /* (n_threads) private buffers of scratch_floats */
     int64_t scratch_floats;
+    void *tokens;                  /* shared, 64-aligned: a dispatch's prepared activations */
+    int64_t tokens_bytes;
 };
 
 /* Grows every thread's scratch to at least `floats` floats. */
 int dt_pool_reserve_scratch(dt_pool *pool, int64_t floats);
+/* The pool's buffer for one dispatch's prepared activations, grown to at
+ * least `bytes` and kept: freeing it after every matmul made each prefill
+ * fault its pages in again (glibc maps big blocks fresh each time). Valid
+ * until the next call; NULL if out of memory. */
+void *dt_pool_token_buffer(dt_pool *pool, int64_t bytes);
 
 #endif

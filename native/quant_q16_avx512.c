@@ -3,53 +3,23 @@
  * definition in quant.h (scalar reference: quant_q16.c). A tile-block's
  * codes are 16 rows x 4 values per 64-byte vector, so one vpdpbusd with 4
  * activation bytes broadcast to every lane does 64 multiply-adds for all 16
- * rows; the codes are unpacked once per block and reused by up to 8 tokens.
+ * rows; the codes are unpacked once per block (quant_q16_x86.h) and reused
+ * by up to 8 tokens.
  * Per token and block: 16 vpdpbusd (xh and xl parts, each in two chains),
  * a shift and adds, one cvt, one mul and one fma (two for Q4_1), 16 rows
- * at a time with one float lane per row. Every line is prefetched into L2
- * ahead of use, as the exact kernels do: this host's hardware prefetch
- * alone leaves decode waiting on memory. */
-#include "x86.h"
-
-/* acc + u . (4 activation bytes at p, broadcast to every lane): vpdpbusd
- * with an embedded {1to16} broadcast, which compilers do not fold from
- * _mm512_set1_epi32 (a separate broadcast per product costs a uop). */
-DT_INLINE __m512i dpbusd_bcast4(__m512i acc, __m512i u, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*(const int32_t *)p));
-    return acc;
-}
+ * at a time with one float lane per row. */
+#include "quant_q16_x86.h"
 
 DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, float *y, int64_t ldy,
                         __mmask16 mask, const int type, const int T) {
-    const int64_t cb = type == DT_Q8_0 ? 512 : 256;
-    const int32_t c = type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0;
-    const uint8_t *dws = tile + nb * cb, *mws = dws + nb * 32;
-    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    const int32_t c = tile_code_offset(type);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *codes = tile + b * cb;
-        /* every line of the stream, DT_PREFETCH_BYTES ahead into L2 (x86.h) */
-#pragma GCC unroll 8
-        for (int64_t l = 0; l < cb; l += 64) prefetch_ahead(codes + l);
-        prefetch_ahead(dws + b * 32);
-        if (type == DT_Q4_1) prefetch_ahead(mws + b * 32);
         __m512i u[8];
-        if (type == DT_Q8_0) {
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) u[j] = _mm512_load_si512(codes + 64 * j);
-        } else {
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                const __m512i v = _mm512_load_si512(codes + 64 * j);
-                u[j] = _mm512_and_si512(v, lo4);
-                u[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-            }
-        }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dws + b * 32)));
-        const __m512 mw = type == DT_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mws + b * 32)))
-                                          : _mm512_setzero_ps();
+        __m512 dw, mw;
+        tile_block(tile, nb, b, type, u, &dw, &mw);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const dt_xq16 *x = xq + t * ldxq + b;

@@ -127,6 +127,7 @@ void dt_pool_free(dt_pool *pool) {
     for (int i = 1; i <= pool->n_started; i++) pthread_join(pool->threads[i], NULL);
     for (int i = 0; pool->scratch && i < pool->n_threads; i++) free(pool->scratch[i]);
     free(pool->scratch);
+    free(pool->tokens);
     free(pool->threads);
     free(pool->args);
     pthread_mutex_destroy(&pool->mu);
@@ -169,6 +170,17 @@ int dt_pool_reserve_scratch(dt_pool *pool, int64_t floats) {
     }
     pool->scratch_floats = floats;
     return DT_OK;
+}
+
+void *dt_pool_token_buffer(dt_pool *pool, int64_t bytes) {
+    if (bytes <= pool->tokens_bytes) return pool->tokens;
+    const int64_t size = (bytes + 63) & ~(int64_t)63;
+    void *p = aligned_alloc(64, (size_t)size);
+    if (!p) return NULL;
+    free(pool->tokens);
+    pool->tokens = p;
+    pool->tokens_bytes = size;
+    return p;
 }
 
 /* The threaded matmul (dt_matmul, dt_matmul_p) lives in matmul.c. */
