@@ -379,3 +379,29 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     if rc != DT_OK:
         raise ValueError(f"dt_matmul_p failed ({rc})")
     return out
+
+
+cdef extern from "activation.h" nogil:
+    void dt_silu_mul(const float *g, const float *u, float *h, int64_t n)
+    void dt_gelu_mul(const float *g, const float *u, float *h, int64_t n)
+
+
+def gated(str act, const float[::1] g not None, const float[::1] u not None):
+    """act(g) * u by the current ISA's FFN activation kernel, act "silu" or
+    "gelu" (activation.h); float32."""
+    if act not in ("silu", "gelu"):
+        raise ValueError(f"unknown activation {act!r}: silu or gelu")
+    if g.shape[0] != u.shape[0]:
+        raise ValueError(f"g has {g.shape[0]} values, u {u.shape[0]}")
+    cdef int64_t n = g.shape[0]
+    cdef bint silu = act == "silu"
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] h = out
+    if n:
+        with nogil:
+            if silu:
+                dt_silu_mul(&g[0], &u[0], &h[0], n)
+            else:
+                dt_gelu_mul(&g[0], &u[0], &h[0], n)
+    return out
+

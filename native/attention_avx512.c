@@ -1,19 +1,12 @@
 /* ditto native layer: AVX-512 attention (compiled with -mavx512f/bw/vl/dq;
  * used only when cpu.c picks it). The tile is attention_x86.h's with
- * 16-lane vectors; this file gives its register budget and its exp.
+ * 16-lane vectors; this file gives its register budget (its exp is x86.h's).
  */
 #include "x86.h"
 
 #define SCORE_ROWS 8 /* rows per score chunk */
 #define PV_ROWS 6    /* rows per value chunk */
 #define SCORE_ACCS 12 /* 8 -> 12: a decode tile's 3 rows score 4 blocks a call, 6% faster */
-
-/* e^x for x <= 88 (the softmax feeds x <= 0); x < -104 (and -inf) gives 0. */
-DT_INLINE __m512 vf_exp(__m512 x) {
-    __m512 n;
-    const __m512 p = vf_exp_parts(vf_clamp(x, -104.0f, 88.0f), &n);
-    return _mm512_scalef_ps(p, n);
-}
 
 #include "attention_x86.h"
 

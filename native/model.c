@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "attention.h"
 #include "context_internal.h"
 #include "ditto.h"
@@ -310,12 +311,6 @@ static void rope(float *v, int n_heads, int head_dim, int neox, const float *c, 
     }
 }
 
-/* GELU, tanh form (as ggml_gelu and Gemma's gelu_pytorch_tanh). */
-static float gelu_tanh(float x) {
-    const float c = 0.79788456080286535588f; /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
-}
-
 /* Rope tables: set 1 (sliding layers) exists when its base differs. */
 static int rope_sets(const dt_model *m) {
     return m->rope_base_swa > 0 && m->rope_base_swa != m->rope_base ? 2 : 1;
@@ -575,11 +570,7 @@ static void gated_ffn_task(void *arg, int64_t task, int thread) {
     const int gelu = (ctx->model->flags & DT_GELU) != 0;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const float *g = ctx->gate + t * F, *u = ctx->up + t * F;
-        float *h = ctx->xn + t * F;
-        if (gelu)
-            for (int64_t i = 0; i < F; i++) h[i] = gelu_tanh(g[i]) * u[i];
-        else
-            for (int64_t i = 0; i < F; i++) h[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+        (gelu ? dt_gelu_mul : dt_silu_mul)(g, u, ctx->xn + t * F, F);
     }
 }
 

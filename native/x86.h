@@ -172,4 +172,23 @@ DT_INLINE dt_vf vf_exp_parts(dt_vf x, dt_vf *n) {
     return vf_add(p, vf_set1(1.0f));
 }
 
+#ifdef __AVX512F__
+/* e^x for x <= 88; x < -104 (and -inf) gives 0 (scalef rounds 2^n * p to
+ * a subnormal as ldexpf does). */
+DT_INLINE __m512 vf_exp(__m512 x) {
+    __m512 n;
+    const __m512 p = vf_exp_parts(vf_clamp(x, -104.0f, 88.0f), &n);
+    return _mm512_scalef_ps(p, n);
+}
+#else
+/* e^x for x <= 88; x < -87.3 (and -inf) gives 0; 2^n from exponent bits. */
+DT_INLINE __m256 vf_exp(__m256 x) {
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_GE_OQ);
+    __m256 n;
+    const __m256 p = vf_exp_parts(vf_clamp(x, -87.3f, 88.0f), &n);
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+#endif
+
 #endif
