@@ -384,6 +384,19 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
 cdef extern from "activation.h" nogil:
     void dt_silu_mul(const float *g, const float *u, float *h, int64_t n)
     void dt_gelu_mul(const float *g, const float *u, float *h, int64_t n)
+    float dt_expf(float x)
+
+
+def expf(const float[::1] x not None):
+    """e^x as the FFN activations compute it (activation.h's port of glibc's
+    expf), float32."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    cdef float[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            o[i] = dt_expf(x[i])
+    return out
 
 
 def gated(str act, const float[::1] g not None, const float[::1] u not None):
