@@ -528,6 +528,7 @@ def test_leader_wins_disagreements_only_once_its_alignment_held():
     class Held(_Const):
         held = 0
     lead, doc = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    doc.from_source = True                            # a copy of the original, unaware of the edits
     c = CombinedDrafter([lead, doc], mode="best", leader=lead)
     assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9]      # the longer draft: the alignment is new
     c.feedback(6, 6)
@@ -595,3 +596,24 @@ def test_ngram_mod_skip_prompt_learns_from_the_answer_only():
     assert d.draft(pattern * 2 + [11, 12, 15, 16, 11, 12], 2) == [15, 16]
     plain = NgramModDrafter(NgramModPool(n=2, bits=10))
     assert plain.draft(pattern * 2 + [11, 12], 2) == [13, 14]
+
+
+def test_leader_does_not_override_the_answers_own_text():
+    """A draft of the answer's own earlier text (a looping answer repeating
+    itself) already holds the edits: a held leader following the original
+    does not win over it (its 59-token drafts there lost 55 tokens)."""
+    class Held(_Const):
+        held = CombinedDrafter.LEAD_AFTER
+    lead, own = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    c = CombinedDrafter([lead, own], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9] and c.last_drafter == "doc"
+
+
+def test_document_index_says_whether_it_copied_the_source():
+    source = [7, 8, 9, 10, 11]
+    d = DocumentIndex(source, ns=(2,))
+    assert d.draft([1, 7, 8], 2) == [9, 10] and d.from_source
+    assert d.draft([1, 7, 8, 9, 3, 4, 5, 3, 4], 2) == [5, 3] and not d.from_source
+    assert d.draft([1, 2], 2) == [] and not d.from_source
+    assert not NgramModDrafter().from_source
+    assert TracingDrafter(d).from_source == d.from_source

@@ -95,6 +95,7 @@ class DocumentIndex(DrafterBase):
         if self._first is None:
             self._first = len(history) if self._skip_prompt else 0
         self._history.add(tokens, max(self._mirror.sync(history), self._first))
+        self.from_source = True
         if self._skip_prompt and len(tokens) == self._first:
             return self._source[:max_len]
         for n in self.ns:
@@ -108,5 +109,7 @@ class DocumentIndex(DrafterBase):
                         best, best_k = (seq, e), k
             if best is not None:
                 seq, e = best
+                self.from_source = seq is self._source
                 return seq[e:e + max_len]
+        self.from_source = False
         return []
