@@ -38,8 +38,9 @@ ratios: per file and aggregated (total tokens / total seconds).
 
 ditto_spec's drafting (bench/draft_analysis.py, from a TracingDrafter around
 the drafter): per drafter of a combined one, drafts / drafted / accepted /
-tokens per pass; acceptance where the answer copies the original (runs of 8+
-tokens in common); and every rejected draft with the answer's line, the
+tokens per pass; acceptance where the answer copies the original (per token,
+at positions inside runs of 8+ tokens the original holds anywhere; a draft's
+tail cut where the answer departs is left out); and every rejected draft with the answer's line, the
 drafted tail vs what the model wrote, and whose draft it was. The summary
 groups them by (drafter, drafted token, model's token), most wasted draft
 tokens first; --rejections N prints the top N. --keep-tokens adds the token

@@ -56,10 +56,35 @@ def test_acceptance_where_copying_counts_drafts_inside_long_copied_runs():
     output = source[:n] + [1, 2] + source[n:2 * n - 1]      # a long run, an edit, a shorter run
     copied = draft_analysis.copied_positions(source, output)
     assert copied == [True] * n + [False] * (2 + n - 1)
-    records = [DraftRecord(PROMPT_LEN + 1, "edit", source[1:n + 1], n - 1),
-               DraftRecord(PROMPT_LEN + n + 2, "edit", source[n:n + 4], 4)]
+    records = [DraftRecord(PROMPT_LEN + 1, "edit", source[1:n - 1] + [7, 7], n - 2),   # cut inside the run
+               DraftRecord(PROMPT_LEN + n + 2, "edit", source[n:n + 4], 4)]         # outside any run
     assert draft_analysis.acceptance_where_copying(records, PROMPT_LEN, output, source) == {
-        "drafted": n, "accepted": n - 1, "acceptance": round((n - 1) / n, 4)}
+        "drafted": n, "accepted": n - 2, "acceptance": round((n - 2) / n, 4)}
+
+
+def test_where_copying_counts_every_pass_of_a_looping_answer():
+    """The answer copies the same 2n tokens of the original three times; a
+    monotone alignment (difflib's matching blocks) saw only the first."""
+    n = draft_analysis.MIN_COPIED_RUN
+    source = list(range(100, 100 + 4 * n))
+    part = source[n:3 * n]
+    output = part + [1] + part + [2] + part
+    assert draft_analysis.copied_positions(source, output) == [True] * (2 * n) + [False] + [True] * (2 * n) \
+        + [False] + [True] * (2 * n)
+    records = [DraftRecord(PROMPT_LEN + 2 * n + 1 + 3, "doc", part[3:3 + n], n)]    # inside the second pass
+    assert draft_analysis.acceptance_where_copying(records, PROMPT_LEN, output, source)["accepted"] == n
+
+
+def test_where_copying_leaves_out_a_tail_cut_where_the_answer_departs():
+    """A draft of the original that runs past the end of a copied run is cut
+    where the answer departs: no draft of the original could be accepted
+    there, so its tail is not counted as copying."""
+    n = draft_analysis.MIN_COPIED_RUN
+    source = list(range(100, 100 + 3 * n))
+    output = source[:n] + [1, 2, 3]
+    records = [DraftRecord(PROMPT_LEN + n - 2, "doc", source[n - 2:n + 6], 2)]      # 2 kept, 6 past the run
+    assert draft_analysis.acceptance_where_copying(records, PROMPT_LEN, output, source) == {
+        "drafted": 2, "accepted": 2, "acceptance": 1.0}
 
 
 def test_a_traced_replay_reports_the_rename_it_missed():

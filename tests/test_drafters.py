@@ -528,6 +528,7 @@ def test_leader_wins_disagreements_only_once_its_alignment_held():
     class Held(_Const):
         held = 0
     lead, doc = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    doc.from_source = True                            # a copy of the original, unaware of the edits
     c = CombinedDrafter([lead, doc], mode="best", leader=lead)
     assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9]      # the longer draft: the alignment is new
     c.feedback(6, 6)
@@ -556,3 +557,63 @@ def test_tracing_drafter_records_whose_draft_and_what_was_kept():
     assert c.stats.drafted == 9 and c.drafters[0].stats.accepted == 5
     with pytest.raises(ValueError, match="without a draft"):
         t.feedback(1, 0)
+
+
+# -- rewrites: the prompt around the source is not copied ----------------------
+
+INSTRUCTION = [90020, 90021, 90022, 90023, 90024, 90025]   # "Answer with the complete updated file."
+
+
+def test_rewrite_drafts_never_continue_into_the_instruction():
+    """The prompt holds the source, then "Rename X to Y." and more instruction:
+    after the answer wrote Y, or reached the source's end, the instruction
+    that follows them in the prompt was drafted (on kept rewrites: 259 wasted
+    tokens of the ideal answers). The answer never copies it."""
+    x, y = 500, [5000, 5001]
+    source = []
+    for i in range(40):
+        source += list(range(1000 + 30 * i, 1029 + 30 * i)) + [x]
+    output = replace_all(source, (x,), y) + PROMPT[:1]          # then the closing fence
+    prompt = PROMPT + source + PROMPT[:1] + [90030, x, 90031, *y, 90032] + INSTRUCTION + PROMPT + PREAMBLE
+    for name in ("auto", "doc"):
+        trace = TracingDrafter(make_drafter(name, source_tokens=source, pool=NgramModPool(bits=12)))
+        simulate(trace, prompt + output, len(prompt))
+        drafted = {t for r in trace.records for t in r.tokens}
+        assert not drafted & {90030, 90031, 90032, *INSTRUCTION}, name
+
+
+def test_rewrite_doc_drafts_the_source_opening_before_the_answer_starts():
+    source = list(range(1000, 1100))
+    d = make_drafter("doc", source_tokens=source)
+    assert d.draft(PROMPT + source + PROMPT, 8) == source[:8]
+    assert d.draft(PROMPT + source + PROMPT + source[:3], 8) == source[3:11]
+
+
+def test_ngram_mod_skip_prompt_learns_from_the_answer_only():
+    pattern = [11, 12, 13, 14]
+    d = NgramModDrafter(NgramModPool(n=2, bits=10), skip_prompt=True)
+    assert d.draft(pattern * 2 + [11, 12], 2) == []
+    assert d.draft(pattern * 2 + [11, 12, 15, 16, 11, 12], 2) == [15, 16]
+    plain = NgramModDrafter(NgramModPool(n=2, bits=10))
+    assert plain.draft(pattern * 2 + [11, 12], 2) == [13, 14]
+
+
+def test_leader_does_not_override_the_answers_own_text():
+    """A draft of the answer's own earlier text (a looping answer repeating
+    itself) already holds the edits: a held leader following the original
+    does not win over it (its 59-token drafts there lost 55 tokens)."""
+    class Held(_Const):
+        held = CombinedDrafter.LEAD_AFTER
+    lead, own = Held("edit", [1, 2, 3]), _Const("doc", [1, 9, 9, 9, 9, 9])
+    c = CombinedDrafter([lead, own], mode="best", leader=lead)
+    assert c.draft([0], 8) == [1, 9, 9, 9, 9, 9] and c.last_drafter == "doc"
+
+
+def test_document_index_says_whether_it_copied_the_source():
+    source = [7, 8, 9, 10, 11]
+    d = DocumentIndex(source, ns=(2,))
+    assert d.draft([1, 7, 8], 2) == [9, 10] and d.from_source
+    assert d.draft([1, 7, 8, 9, 3, 4, 5, 3, 4], 2) == [5, 3] and not d.from_source
+    assert d.draft([1, 2], 2) == [] and not d.from_source
+    assert not NgramModDrafter().from_source
+    assert TracingDrafter(d).from_source == d.from_source

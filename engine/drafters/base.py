@@ -33,6 +33,7 @@ class DrafterStats:
 
 class Drafter(Protocol):
     name: str
+    from_source: bool   # the last draft copied the source document (see DrafterBase)
 
     def draft(self, history: Sequence[int], max_len: int) -> list[int]:
         """Propose up to max_len tokens to follow history (prompt + output)."""
@@ -50,6 +51,9 @@ class DrafterBase:
     """Counts calls and feedback and enforces max_len, so drafters only propose."""
 
     name = "base"
+    # Whether the last draft copied the source document (the original of a
+    # rewrite) rather than the history's own text; drafters that can tell set it.
+    from_source = False
 
     def __init__(self) -> None:
         self._stats = DrafterStats()

@@ -20,7 +20,12 @@ class CombinedDrafter(DrafterBase):
     drafter, following the same place, says the renamed Y, the edit drafter
     knows about the rename. Before that its alignment may be a coincidence
     (an answer looping over its own text meets the original again). A
-    leader's draft that the other one merely extends is not a disagreement.
+    leader's draft that the other one merely extends is not a disagreement,
+    and neither does it win over a draft of the answer's own earlier text
+    (`from_source` False): that text already holds the edits, and an answer
+    repeating itself differently from the original (a looping answer) is
+    followed better by its own text (on kept rewrites the leader's long
+    drafts there lost 55 tokens at a time).
 
     Feedback goes to whichever drafter's draft was used, so each keeps honest
     counters. Drafters skipped in "first" mode catch up on the history at
@@ -108,6 +113,7 @@ class CombinedDrafter(DrafterBase):
             if out and value > best_value:
                 best, best_value, self._chosen = out, value, d
         if lead and self._chosen is not self.leader and self.leader.held >= self.LEAD_AFTER \
+                and self._chosen.from_source \
                 and lead[:len(best)] != best[:len(lead)]:
             best, self._chosen = lead, self.leader
         self._offered = (len(history), offered, self._chosen)

@@ -58,13 +58,24 @@ class DocumentIndex(DrafterBase):
     because recent text predicts best. The longer context tells apart the
     two lines of a repeated block that start alike ("vline(uly+1, ulx" and
     "vline(uly, ulx+1"), where the latest occurrence is the wrong one.
+
+    skip_prompt: the history before the first draft() call (the prompt) is
+    not a place to copy from. A rewrite's prompt holds the source (indexed
+    anyway) between a chat template and the instruction, which the answer
+    never continues into: once the answer wrote the new name, the
+    instruction's "to X_impl." drafted ".\nAnswer with the complete ...",
+    and at the end of the file its copy in the prompt drafted the
+    instruction after the closing fence. Instead, an answer that has not
+    started yet is drafted as the source's opening.
     """
 
     name = "doc"
 
     def __init__(self, source_tokens: Sequence[int] | None = None,
-                 ns: tuple[int, ...] = (8, 5, 3, 2)) -> None:
+                 ns: tuple[int, ...] = (8, 5, 3, 2), skip_prompt: bool = False) -> None:
         super().__init__()
+        self._skip_prompt = skip_prompt
+        self._first: int | None = None     # the first history position whose continuation is indexed
         self.ns = tuple(sorted(ns, reverse=True))
         self._mirror = HistoryMirror()
         self._history = _NgramTable(self.ns)
@@ -81,7 +92,12 @@ class DocumentIndex(DrafterBase):
 
     def _propose(self, history: Sequence[int], max_len: int) -> list[int]:
         tokens = self._mirror.tokens
-        self._history.add(tokens, self._mirror.sync(history))
+        if self._first is None:
+            self._first = len(history) if self._skip_prompt else 0
+        self._history.add(tokens, max(self._mirror.sync(history), self._first))
+        self.from_source = True
+        if self._skip_prompt and len(tokens) == self._first:
+            return self._source[:max_len]
         for n in self.ns:
             if len(tokens) < n:
                 continue
@@ -93,5 +109,7 @@ class DocumentIndex(DrafterBase):
                         best, best_k = (seq, e), k
             if best is not None:
                 seq, e = best
+                self.from_source = seq is self._source
                 return seq[e:e + max_len]
+        self.from_source = False
         return []

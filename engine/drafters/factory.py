@@ -23,11 +23,14 @@ def make_drafter(name: str, *, source_tokens: Sequence[int] | None = None,
         if source_tokens is None:
             raise ValueError("the edit drafter needs source_tokens (the original file)")
         return EditAwareDrafter(source_tokens)
+    # With a source (a rewrite) the prompt is that source wrapped in the instruction: not indexed.
     if name == "doc":
-        return DocumentIndex(source_tokens)
+        return DocumentIndex(source_tokens, skip_prompt=source_tokens is not None)
     if name == "ngram-mod":
         return NgramModDrafter(pool)
     if source_tokens is None:
         return CombinedDrafter([DocumentIndex(), NgramModDrafter(pool)], mode="best")
     edit = EditAwareDrafter(source_tokens)
-    return CombinedDrafter([edit, DocumentIndex(source_tokens), NgramModDrafter(pool)], mode="best", leader=edit)
+    return CombinedDrafter([edit, DocumentIndex(source_tokens, skip_prompt=True),
+                            NgramModDrafter(pool, skip_prompt=True)],
+                           mode="best", leader=edit)

@@ -92,15 +92,19 @@ class NgramModDrafter(DrafterBase):
 
     name = "ngram-mod"
 
-    def __init__(self, pool: NgramModPool | None = None) -> None:
+    def __init__(self, pool: NgramModPool | None = None, skip_prompt: bool = False) -> None:
         super().__init__()
         self.pool = pool if pool is not None else NgramModPool()
         self._mirror = HistoryMirror()
+        self._skip_prompt = skip_prompt      # as DocumentIndex's: the prompt is not fed to the pool
+        self._first: int | None = None
 
     def _propose(self, history: Sequence[int], max_len: int) -> list[int]:
         pool = self.pool
         tokens = self._mirror.tokens
-        pool.add(tokens, self._mirror.sync(history))
+        if self._first is None:
+            self._first = len(history) if self._skip_prompt else 0
+        pool.add(tokens, max(self._mirror.sync(history), self._first))
         n = pool.n
         if len(tokens) < n:
             return []

@@ -36,6 +36,10 @@ class TracingDrafter:
     def stats(self) -> DrafterStats:
         return self.inner.stats
 
+    @property
+    def from_source(self) -> bool:
+        return self.inner.from_source
+
     def draft(self, history: Sequence[int], max_len: int) -> list[int]:
         out = self.inner.draft(history, max_len)
         self._last = (len(history), getattr(self.inner, "last_drafter", self.inner.name), list(out))
