@@ -17,14 +17,21 @@ DT_INLINE void fast_tile(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int6
         __m512i u[8];
         __m512 dw, mw;
         tile_block(tile, nb, b, type, u, &dw, &mw);
+        const dt_xq8 *x = xq + b;
+        __m512i isum[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            isum[t] = tile_code_offset(type) ? _mm512_set1_epi32(x[t * ldxq].ncs) : _mm512_setzero_si512();
+        /* code vector by code vector, so the tokens' chains interleave */
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) isum[t] = dpbusd_bcast4(isum[t], u[j], x[t * ldxq].xq + 4 * j);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
-            const dt_xq8 *x = xq + t * ldxq + b;
-            __m512i isum = tile_code_offset(type) ? _mm512_set1_epi32(x->ncs) : _mm512_setzero_si512();
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) isum = dpbusd_bcast4(isum, u[j], x->xq + 4 * j);
-            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x->dx)), _mm512_cvtepi32_ps(isum), acc[t]);
-            if (dt_q16_has_min(type)) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->sx), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x[t * ldxq].dx)), _mm512_cvtepi32_ps(isum[t]),
+                                     acc[t]);
+            if (dt_q16_has_min(type)) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x[t * ldxq].sx), acc[t]);
         }
     }
 #pragma GCC unroll 8
