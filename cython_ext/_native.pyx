@@ -173,8 +173,8 @@ cdef class Model:
         return a
 
     def prepare_q16(self, int n_threads):
-        """Repacks the weight matrices for precision q16 (those already
-        repacked are kept, so a second q16 context repacks nothing). The
+        """Repacks the weight matrices for precisions q16 and fast (those already
+        repacked are kept, so a second such context repacks nothing). The
         loader's read-only file mapping then gives each matrix's pages back as
         soon as it is repacked, so the weights are held once (exact contexts
         read them in again if they run)."""
