@@ -65,26 +65,40 @@ FAST(q8_0, DT_Q8_0)
 /* dt_fast_prep with the same operations 16 lanes at a time (as
  * dt_q16_prep_avx512): max_ps returns its second operand for a NaN, so NaNs
  * do not count in amax and a NaN quotient clamps to -127 first, as the
- * reference's comparisons do; the integer sum is exact in any order. */
+ * reference's comparisons do; the integer sum is exact in any order. In two
+ * passes over 16 blocks at a time: the maxima, then the scales (one vector
+ * division for 16 blocks) and codes, so a block's work no longer waits on
+ * its own horizontal maximum and scalar division (a prep-bound microbench:
+ * 0.348 -> 0.303 ms). */
 void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
     const __m512 zero = _mm512_setzero_ps(), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    for (int64_t b = 0; b < k / 32; b++) {
-        const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
-        const __m512 a = _mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), zero), _mm512_max_ps(_mm512_abs_ps(x1), zero));
-        const float d = _mm512_reduce_max_ps(a) / 127.0f;
-        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
-        if (d != 0.0f) {
-            const __m512 dv = _mm512_set1_ps(d);
-            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x0, dv), lo), hi));
-            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x1, dv), lo), hi));
+    const int64_t nb = k / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        const float *xc = x + 32 * b0;
+        float amax[16] __attribute__((aligned(64))) = {0}, d[16] __attribute__((aligned(64)));
+        for (int i = 0; i < n; i++) {
+            const __m512 a0 = _mm512_abs_ps(_mm512_loadu_ps(xc + 32 * i));
+            const __m512 a1 = _mm512_abs_ps(_mm512_loadu_ps(xc + 32 * i + 16));
+            amax[i] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, zero), _mm512_max_ps(a1, zero)));
         }
-        dt_xq8 *o = out + b;
-        _mm_storeu_si128((__m128i *)o->xq, _mm512_cvtepi32_epi8(q0));
-        _mm_storeu_si128((__m128i *)(o->xq + 16), _mm512_cvtepi32_epi8(q1));
-        const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        o->dx = d;
-        o->sx = d * (float)s;
-        o->ncs = -c * s;
-        o->pad = 0;
+        _mm512_store_ps(d, _mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f)));
+        for (int i = 0; i < n; i++) {
+            __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
+            if (d[i] != 0.0f) {
+                const __m512 dv = _mm512_set1_ps(d[i]);
+                q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(xc + 32 * i), dv), lo), hi));
+                q1 = _mm512_cvtps_epi32(
+                    _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(xc + 32 * i + 16), dv), lo), hi));
+            }
+            dt_xq8 *o = out + b0 + i;
+            _mm_storeu_si128((__m128i *)o->xq, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(o->xq + 16), _mm512_cvtepi32_epi8(q1));
+            const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+            o->dx = d[i];
+            o->sx = d[i] * (float)s;
+            o->ncs = -c * s;
+            o->pad = 0;
+        }
     }
 }
