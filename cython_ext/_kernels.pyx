@@ -117,7 +117,7 @@ def aligned_bytes(n):
 
 
 cdef object repack_into(dt_tensor *w):
-    """Sets w.q16 to a repacked copy of w (for precision q16) and returns the
+    """Sets w.q16 to a repacked copy of w (for precisions q16 and fast) and returns the
     array that owns it; None if q16 does not cover w's type."""
     cdef int64_t n = dt_q16_repacked_bytes(w)
     if n <= 0:
@@ -175,7 +175,7 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
 
     weight_raw: (rows, row_bytes) uint8, GGUF bytes of `type` with `cols`
     values per row; x: (n_tok, cols) float32; precision: one of PRECISIONS
-    (q16 repacks the weights first). Returns (n_tok, rows) float32 (columns outside the row
+    (q16 and fast repack the weights first). Returns (n_tok, rows) float32 (columns outside the row
     range are zero).
     """
     if precision not in PRECISIONS:
@@ -206,7 +206,7 @@ def matmul_rows(const uint8_t[:, ::1] weight_raw not None, type, cols,
         return out
     cdef float[:, ::1] y = out
     cdef dt_tensor w = tensor_of(weight_raw, t, c)
-    keep = repack_into(&w) if prec == DT_PRECISION_Q16 else None
+    keep = repack_into(&w) if prec != DT_PRECISION_EXACT else None
     cdef float *scratch = <float *> malloc(dt_matmul_scratch_floats(c) * sizeof(float))
     if scratch == NULL:
         raise MemoryError()
@@ -370,7 +370,7 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     cdef dt_tensor w = tensor_of(weight_raw, t, c)
     cdef dt_pool *pool = NULL
     cdef int prec = precision, nt = n_threads, rc
-    keep = repack_into(&w) if prec == DT_PRECISION_Q16 else None
+    keep = repack_into(&w) if prec != DT_PRECISION_EXACT else None
     if dt_pool_new(nt, &pool) != DT_OK:
         raise MemoryError()
     with nogil:

@@ -17,8 +17,8 @@ import numpy as np
 from ditto_c cimport *
 
 # exact: f32 activations, the float64 reference's top token at every tested
-# position; fast: int8 activations with VNNI dot products (Q4_0/Q4_1/Q8_0);
-# q16: 16-bit activations, integer block sums on repacked weights (ditto.h).
+# position; fast: int8 activations, q16: 16-bit activations, both with
+# integer block sums on repacked weights (ditto.h).
 PRECISIONS = {"exact": DT_PRECISION_EXACT, "fast": DT_PRECISION_FAST, "q16": DT_PRECISION_Q16}
 # Element type of the KV cache: f16 halves its memory and the bytes attention
 # reads per step (keys and values rounded to half once, when stored).
@@ -173,8 +173,8 @@ cdef class Model:
         return a
 
     def prepare_q16(self, int n_threads):
-        """Repacks the weight matrices for precision q16 (those already
-        repacked are kept, so a second q16 context repacks nothing). The
+        """Repacks the weight matrices for precisions q16 and fast (those already
+        repacked are kept, so a second such context repacks nothing). The
         loader's read-only file mapping then gives each matrix's pages back as
         soon as it is repacked, so the weights are held once (exact contexts
         read them in again if they run)."""
@@ -243,7 +243,7 @@ cdef class Context:
         params.ring_slots = slots
         params.kv_type = KV_TYPES[kv_type]
         cdef int rc
-        if precision == "q16":
+        if precision in ("q16", "fast"):   # both run on the repacked tiles
             model.prepare_q16(threads)
         with nogil:
             rc = dt_context_new_params(&model.m, &params, &self.ctx)

@@ -19,8 +19,8 @@ PRECISIONS = tuple(_native.PRECISIONS)   # the kernels' own names: exact, fast, 
 DEFAULT_PRECISION = "q16"
 PRECISION_HELP = {
     "exact": "f32 activations: greedy output equals a float64 reference",
-    "fast": "int8 activations per block with VNNI dot products (Q4_0, Q4_1, Q8_0): faster single-token steps, "
-            "not bit-exact",
+    "fast": "int8 activations per block, integer dot products on q16's repacked weights (Q4_0, Q4_1, Q8_0): "
+            "the fastest prefill, coarser than q16",
     "q16": "16-bit activations per block, integer dot products on repacked weights (Q4_0, Q4_1, Q8_0): "
            "faster steps, close to exact",
 }

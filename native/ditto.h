@@ -89,18 +89,14 @@ int dt_matmul_rows(const dt_tensor *w, const float *x, int64_t ldx, int64_t n_to
 int64_t dt_matmul_scratch_floats(int64_t cols);
 
 /* Arithmetic of a matmul. EXACT: f32 products of the dequantized weights
- * with X, f32 accumulation. FAST: each token's X is quantized per block of
- * 32 to int8 (scale amax / 127), weight blocks are multiplied with it in
- * integers, f32 only per block; for Q4_0, Q4_1 and Q8_0 weights (other
- * types, and ISAs without a fast kernel, run EXACT; Q5_0 too for now: the
- * exact path is the one the float64 reference checks, and Gemma 3's Q5_0
- * matrices are small next to its Q8_0 output head). Q16: X quantized per
- * block of 32 to 16 bits (scale amax / 32639) and split in two int8 halves,
- * integer dot products with the weights, one f32 fma per block and row (no
- * horizontal sum); for Q4_0, Q4_1 and Q8_0 weights whose tensor carries its
- * repacked copy (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other
- * types and tensors without the copy run EXACT). All are batch-invariant: a
- * (row, token) output never depends on the batch. */
+ * with X, f32 accumulation. Q16: X quantized per block of 32 to 16 bits
+ * (scale amax / 32639) and split in two int8 halves, integer dot products
+ * with the weights, one f32 fma per block and row (no horizontal sum); for
+ * Q4_0, Q4_1 and Q8_0 weights whose tensor carries its repacked copy
+ * (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other types and
+ * tensors without the copy run EXACT). FAST: as Q16 with X quantized to
+ * int8 (scale amax / 127), one half: half Q16's integer work, coarser. All
+ * are batch-invariant: a (row, token) output never depends on the batch. */
 enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1, DT_PRECISION_Q16 = 2 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats
  * (which covers both precisions). */
@@ -188,8 +184,9 @@ int dt_model_validate(const dt_model *model);
  * matrix's whole pages are dropped from the process (madvise DONTNEED) once
  * it is repacked, and the weights are held once; the file's bytes are read
  * in again if an exact context touches them. Never set it for weights in
- * ordinary memory, whose contents that would discard. Under q16 a tied
- * output head's rows are embedded from its repacked copy.
+ * ordinary memory, whose contents that would discard. Under q16 and fast
+ * (which use the same copies) a tied output head's rows are embedded from
+ * its repacked copy.
  * DT_ERR_NOMEM leaves the copies made so far (dt_model_q16_release frees them). */
 int dt_model_q16_prepare(dt_model *model, int n_threads, int drop_mapped);
 /* Frees the repacked copies and sets tensor.q16 back to NULL. */

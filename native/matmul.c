@@ -32,8 +32,7 @@ static int64_t panel_rows(int64_t cols) {
 /* Bytes of one token's activations in the format of an integer path. */
 static int64_t tok_bytes(int precision, int64_t cols) {
     const int64_t k = (cols + 31) / 32 * 32;
-    return precision == DT_PRECISION_Q16 ? k / 32 * (int64_t)sizeof(dt_xq16)
-                                         : dt_xpairs(k) * (int64_t)sizeof(dt_xpair);
+    return k / 32 * (int64_t)(precision == DT_PRECISION_Q16 ? sizeof(dt_xq16) : sizeof(dt_xq8));
 }
 
 int64_t dt_matmul_scratch_floats(int64_t cols) {
@@ -51,56 +50,52 @@ float dt_dot_f32(const float *a, const float *b, int64_t n) {
     return dt_kernels_current()->dot(a, b, n);
 }
 
-/* An integer-activation kernel for one matrix: the fast path's or q16's
- * (exactly one set), or neither (the exact path). */
+/* An integer-activation kernel for one matrix's repacked tiles (w->q16):
+ * the fast path's or q16's (exactly one set), or neither (the exact path). */
 typedef struct {
     int precision;
+    int32_t offset; /* fast: the code offset c the tokens are prepared for */
     dt_fast_fn fast;
     dt_q16_fn q16;
 } int_kernel;
 
 static int_kernel int_kernel_of(int precision, const dt_tensor *w) {
-    int_kernel k = {precision, NULL, NULL};
-    if (w->type < 0 || w->type >= DT_TYPE_MAX) return k;
-    if (precision == DT_PRECISION_FAST && dt_fast_type(w->type)) k.fast = dt_kernels_current()->fast[w->type];
-    if (precision == DT_PRECISION_Q16 && dt_q16_type(w->type) && w->q16) k.q16 = dt_kernels_current()->q16[w->type];
+    int_kernel k = {precision, 0, NULL, NULL};
+    if (w->type < 0 || w->type >= DT_TYPE_MAX || !w->q16 || !dt_q16_type(w->type)) return k;
+    if (precision == DT_PRECISION_FAST) {
+        k.fast = dt_kernels_current()->fast[w->type];
+        k.offset = dt_q16_code_offset(w->type);
+    }
+    if (precision == DT_PRECISION_Q16) k.q16 = dt_kernels_current()->q16[w->type];
     return k;
 }
 static int int_covered(const int_kernel *k) { return k->fast || k->q16; }
 
 /* Quantizes one token for an integer path. */
-static void int_prep(const int_kernel *k, int type, const float *x, int64_t cols, void *out) {
-    if (k->q16) {
-        const dt_q16_prep_fn prep = dt_kernels_current()->q16_prep;
-        (prep ? prep : dt_q16_prep)(x, cols, out);
-    } else
-        dt_fast_prep(type, x, cols, out);
+static void int_prep(const int_kernel *k, const float *x, int64_t cols, void *out) {
+    const dt_kernels *cur = dt_kernels_current();
+    if (k->q16)
+        (cur->q16_prep ? cur->q16_prep : dt_q16_prep)(x, cols, out);
+    else
+        (cur->fast_prep ? cur->fast_prep : dt_fast_prep)(x, cols, k->offset, out);
 }
 
 /* Rows [row_begin, row_end) of an integer path for tokens already prepared
- * (xp: n_tok tokens, tok_bytes apart). Row groups (q16: tiles) stay in L1
+ * (xp: n_tok tokens, tok_bytes apart), tile by tile: a tile stays in L1
  * while the tokens stream past. */
 static void int_rows(const int_kernel *k, const dt_tensor *w, const void *xp, int64_t n_tok, float *y,
                      int64_t ldy, int64_t row_begin, int64_t row_end) {
     const int64_t tb = tok_bytes(k->precision, w->cols);
-    if (k->q16) {
-        const int64_t nb = w->cols / 32, tile_bytes = dt_q16_tile_bytes(w->type, w->cols);
-        for (int64_t t = row_begin / DT_Q16_ROWS; t * DT_Q16_ROWS < row_end; t++) {
-            const int64_t r0 = t * DT_Q16_ROWS;
-            const int lane0 = row_begin > r0 ? (int)(row_begin - r0) : 0;
-            const int lane1 = row_end - r0 < DT_Q16_ROWS ? (int)(row_end - r0) : DT_Q16_ROWS;
-            k->q16((const uint8_t *)w->q16 + t * tile_bytes, nb, xp, tb / (int64_t)sizeof(dt_xq16), n_tok, y + r0,
-                   ldy, lane0, lane1);
-        }
-        return;
-    }
-    const int64_t row_bytes = dt_row_bytes(w->type, w->cols);
-    const uint8_t *base = (const uint8_t *)w->data;
-    const int64_t rg = n_tok <= FAST_TOK ? row_end - row_begin : 16;
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += rg) {
-        const int64_t nr = row_end - r0 < rg ? row_end - r0 : rg;
-        k->fast(base + r0 * row_bytes, row_bytes, nr, xp, tb / (int64_t)sizeof(dt_xpair), n_tok, y + r0, ldy,
-                w->cols);
+    const int64_t nb = w->cols / 32, tile_bytes = dt_q16_tile_bytes(w->type, w->cols);
+    for (int64_t t = row_begin / DT_Q16_ROWS; t * DT_Q16_ROWS < row_end; t++) {
+        const int64_t r0 = t * DT_Q16_ROWS;
+        const int lane0 = row_begin > r0 ? (int)(row_begin - r0) : 0;
+        const int lane1 = row_end - r0 < DT_Q16_ROWS ? (int)(row_end - r0) : DT_Q16_ROWS;
+        const uint8_t *tile = (const uint8_t *)w->q16 + t * tile_bytes;
+        if (k->q16)
+            k->q16(tile, nb, xp, tb / (int64_t)sizeof(dt_xq16), n_tok, y + r0, ldy, lane0, lane1);
+        else
+            k->fast(tile, nb, xp, tb / (int64_t)sizeof(dt_xq8), n_tok, y + r0, ldy, lane0, lane1);
     }
 }
 
@@ -133,7 +128,7 @@ int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t 
         const int64_t tb = tok_bytes(precision, cols);
         for (int64_t t0 = 0; t0 < n_tok; t0 += FAST_TOK) {
             const int64_t nt = n_tok - t0 < FAST_TOK ? n_tok - t0 : FAST_TOK;
-            for (int64_t t = 0; t < nt; t++) int_prep(&ik, w->type, x + (t0 + t) * ldx, cols, xp + t * tb);
+            for (int64_t t = 0; t < nt; t++) int_prep(&ik, x + (t0 + t) * ldx, cols, xp + t * tb);
             int_rows(&ik, w, xp, nt, y + t0 * ldy, ldy, row_begin, row_end);
         }
         return DT_OK;
@@ -213,7 +208,6 @@ static void matmul_task(void *arg, int64_t task, int thread) {
 
 struct prep_job {
     const int_kernel *ik;
-    int type;
     const float *x;
     int64_t ldx, cols, tb;
     uint8_t *xp;
@@ -222,7 +216,7 @@ struct prep_job {
 static void prep_task(void *arg, int64_t t, int thread) {
     (void)thread;
     struct prep_job *job = arg;
-    int_prep(job->ik, job->type, job->x + t * job->ldx, job->cols, job->xp + t * job->tb);
+    int_prep(job->ik, job->x + t * job->ldx, job->cols, job->xp + t * job->tb);
 }
 
 int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
@@ -233,12 +227,12 @@ int dt_matmul(dt_pool *pool, const dt_tensor *w, const float *x, int64_t ldx,
 /* An integer path's tokens, quantized once for all panels (and matrices)
  * of a dispatch: n_tok rows of tok_bytes in the pool's token buffer. NULL if
  * out of memory. */
-static void *prep_tokens(dt_pool *pool, const int_kernel *ik, int type, const float *x, int64_t ldx, int64_t cols,
+static void *prep_tokens(dt_pool *pool, const int_kernel *ik, const float *x, int64_t ldx, int64_t cols,
                          int64_t n_tok) {
     const int64_t tb = tok_bytes(ik->precision, cols);
     uint8_t *buf = dt_pool_token_buffer(pool, n_tok * tb);
     if (!buf) return NULL;
-    struct prep_job pj = {ik, type, x, ldx, cols, tb, buf};
+    struct prep_job pj = {ik, x, ldx, cols, tb, buf};
     if (n_tok <= FAST_TOK) /* decode: a few microseconds, less than a dispatch */
         for (int64_t t = 0; t < n_tok; t++) prep_task(&pj, t, 0);
     else
@@ -252,7 +246,7 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
     if (!valid_precision(precision)) return DT_ERR_INVALID;
     int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(w->cols));
     if (rc != DT_OK) return rc;
-    struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, {precision, NULL, NULL}, NULL};
+    struct matmul_job job = {pool, precision, w, x, ldx, n_tok, y, ldy, MATMUL_PANEL_ROWS, {precision, 0, NULL, NULL}, NULL};
     int64_t n_panels = (w->rows + job.panel_rows - 1) / job.panel_rows;
     if (n_tok == 0 || n_panels == 0) return DT_OK;
     job.ik = int_kernel_of(precision, w);
@@ -260,7 +254,7 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
         int bs;
         if (dt_type_layout(w->type, &bs, NULL) != DT_OK || w->cols <= 0 || w->cols % bs || !w->data)
             return DT_ERR_INVALID;
-        if (!(job.xp = prep_tokens(pool, &job.ik, w->type, x, ldx, w->cols, n_tok))) return DT_ERR_NOMEM;
+        if (!(job.xp = prep_tokens(pool, &job.ik, x, ldx, w->cols, n_tok))) return DT_ERR_NOMEM;
     }
     dt_pool_run(pool, matmul_task, &job, n_panels);
     return DT_OK;
@@ -298,7 +292,7 @@ static void group_task(void *arg, int64_t task, int thread) {
 }
 
 /* 1 if the integer path covers every matrix of the group with one
- * activation format (same width; the fast path: same type too), so the
+ * activation format (same width; the fast path: same code offset too), so the
  * tokens are quantized once; 0 if it covers none (the group runs exact); -1
  * otherwise. */
 static int group_int(int precision, int n, const dt_tensor *const *w) {
@@ -310,7 +304,8 @@ static int group_int(int precision, int n, const dt_tensor *const *w) {
     if (covered == 0) return 0;
     if (covered < n) return -1;
     for (int i = 1; i < n; i++)
-        if ((precision == DT_PRECISION_FAST && w[i]->type != w[0]->type) || w[i]->cols != w[0]->cols) return -1;
+        if (int_kernel_of(precision, w[i]).offset != int_kernel_of(precision, w[0]).offset || w[i]->cols != w[0]->cols)
+            return -1;
     return 1;
 }
 
@@ -350,7 +345,7 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
                 return DT_ERR_INVALID;
             job.ik[i] = int_kernel_of(precision, w[i]);
         }
-        if (!(job.xp = prep_tokens(pool, &job.ik[0], w[0]->type, x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
+        if (!(job.xp = prep_tokens(pool, &job.ik[0], x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
     }
     dt_pool_run(pool, group_task, &job, job.first_panel[n]);
     return DT_OK;

@@ -351,9 +351,10 @@ static void embed_task(void *arg, int64_t task, int thread) {
     struct batch *b = arg;
     const dt_model *m = b->ctx->model;
     int64_t row_bytes = dt_row_bytes(m->tok_embd.type, m->n_embd);
-    /* q16 with a tied head reads rows from the head's repacked copy (the
-     * mapped original's pages may have been dropped); xn row t is free now */
-    const int from_q16 = b->ctx->precision == DT_PRECISION_Q16 && m->output.q16 && m->output.data == m->tok_embd.data;
+    /* q16 and fast with a tied head read rows from the head's repacked copy
+     * (the mapped original's pages may have been dropped); xn row t is free now */
+    const int on_tiles = b->ctx->precision == DT_PRECISION_Q16 || b->ctx->precision == DT_PRECISION_FAST;
+    const int from_q16 = on_tiles && m->output.q16 && m->output.data == m->tok_embd.data;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (int64_t)b->tokens[t] * row_bytes;
         float *x = b->ctx->x + (int64_t)t * m->n_embd;

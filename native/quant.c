@@ -202,6 +202,7 @@ const dt_kernels dt_kernels_scalar = {
     .fast = {[DT_Q4_0] = dt_fast_ref_q4_0, [DT_Q4_1] = dt_fast_ref_q4_1, [DT_Q8_0] = dt_fast_ref_q8_0},
     .q16 = {[DT_Q4_0] = dt_q16_ref_q4_0, [DT_Q4_1] = dt_q16_ref_q4_1, [DT_Q8_0] = dt_q16_ref_q8_0},
     .q16_prep = dt_q16_prep,
+    .fast_prep = dt_fast_prep,
 };
 
 int dt_dequantize_row(int type, const void *src, float *dst, int64_t n) {

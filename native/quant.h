@@ -211,51 +211,6 @@ typedef void (*dt_fused_fn)(const void *w, int64_t row_bytes, int64_t n_rows,
                             const float *x, int64_t ldx, int64_t n_tok,
                             float *y, int64_t ldy, int64_t k);
 
-/* ---- fast path (precision = DT_PRECISION_FAST) --------------------------
- * Activations are quantized per token and block of 32 to int8 (dx = amax /
- * 127, xq = round-to-even(x / dx)), weight blocks are multiplied with them
- * in integers (exact), and the float work is defined lane by lane so that
- * every ISA reproduces the scalar reference bit for bit:
- *
- * Blocks go in pairs (b even, b+1; a missing b+1 is all zeros). A pair is 64
- * values in 16 lanes of 4 values; value v of block b + p sits at byte
- *   Q4_0 / Q4_1: (v / 16) * 32 + p * 16 + v % 16   (nibble order)
- *   Q8_0:        p * 32 + v
- * and lane L = byte / 4. Per (row, token), over pairs in order, every lane:
- *   isum = sum of its 4 products w_q * xq (Q4_0: (q - 8) * xq), exact
- *   acc[L] = fma(dw * dx, (float)isum, acc[L])
- *   Q4_1 only: acc[L] = fma(m, sx[L], acc[L]),  sx[L] = dx * (float)(sum of its 4 xq)
- * with dw, m, dx those of the lane's block; then the hsum16 tree
- * (L + L+8, + L+4, + L+2, + L+1). */
-typedef struct {
-    int8_t xq[64];    /* the pair's activations in the type's byte order */
-    float dx[16];     /* per lane: scale of its block */
-    float sx[16];     /* per lane: dx * sum of its 4 xq */
-    int32_t xoff[16]; /* per lane: -(weight offset) * sum of its 4 xq (Q4_0: -8, Q8_0: -128, Q4_1: 0);
-                       * seeds the integer sum of weights stored unsigned (q, or q + 128 for Q8_0) */
-} dt_xpair;           /* 256 bytes */
-_Static_assert(sizeof(dt_xpair) == 256, "xpair layout");
-
-/* Pairs per row of k values (k a multiple of 32). */
-static inline int64_t dt_xpairs(int64_t k) { return (k / 32 + 1) / 2; }
-/* Quantizes one token (k values) for `type` into dt_xpairs(k) pairs. */
-void dt_fast_prep(int type, const float *x, int64_t k, dt_xpair *out);
-/* 1 for the types the fast path covers (Q4_0, Q4_1, Q8_0). */
-int dt_fast_type(int type);
-
-/* Fast-path tile: y[t*ldy + r] for r < n_rows, t < n_tok; token t's pairs
- * at xp + t * ldxp. */
-typedef void (*dt_fast_fn)(const void *w, int64_t row_bytes, int64_t n_rows, const dt_xpair *xp,
-                           int64_t ldxp, int64_t n_tok, float *y, int64_t ldy, int64_t k);
-void dt_fast_ref(int type, const void *w, int64_t row_bytes, int64_t n_rows, const dt_xpair *xp,
-                 int64_t ldxp, int64_t n_tok, float *y, int64_t ldy, int64_t k);
-void dt_fast_ref_q4_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-void dt_fast_ref_q4_1(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-void dt_fast_ref_q8_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-void dt_fast_avx512_q4_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-void dt_fast_avx512_q4_1(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-void dt_fast_avx512_q8_0(const void *, int64_t, int64_t, const dt_xpair *, int64_t, int64_t, float *, int64_t, int64_t);
-
 /* ---- q16 path (precision = DT_PRECISION_Q16) ----------------------------
  * Activations per token and block of 32: amax = max|x|, dx = amax / 32639,
  * xq = round-to-even(x / dx) clamped to [-32639, 32639] (0 when dx is 0; a
@@ -315,6 +270,54 @@ void dt_q16_avx512_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int6
 void dt_q16_avx512_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
 void dt_q16_avx512_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
 
+/* The constant c of a tile's unsigned codes (the weight is u - c; Q4_1 has
+ * a min instead) and whether the type adds the min term mw * sx: shared by
+ * the references and kernels on q16's tiles. */
+static inline int32_t dt_q16_code_offset(int type) { return type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0; }
+static inline int dt_q16_has_min(int type) { return type == DT_Q4_1; }
+/* Row r of block b of a repacked tile (nb blocks): its 32 unsigned codes,
+ * dw and mw (0 for a type without mins), for the references of kernels that
+ * read q16's tiles. */
+void dt_q16_tile_row(int type, const uint8_t *tile, int64_t nb, int64_t b, int r, int32_t u[32], float *dw,
+                     float *mw);
+
+/* ---- fast path (precision = DT_PRECISION_FAST) --------------------------
+ * q16's definition with one int8 half, on q16's repacked tiles (w->q16).
+ * Activations per token and block of 32: amax = max|x|, dx = amax / 127,
+ * xq = round-to-even(x / dx) clamped to [-127, 127] (0 when dx is 0; a NaN
+ * becomes -127), s = sum of xq, sx = dx * (float)s. Per (row, block), exact
+ * in int32:
+ *   isum = sum(u * xq) - c * s
+ * and per (row, token), over blocks in order, one float lane:
+ *   acc = fma(dw * dx, (float)isum, acc);  with mins: acc = fma(mw, sx, acc)
+ * y = acc. One vpdpbusd per 64 multiply-adds (q16: two). The prepared
+ * activations carry -c * s for the matrix's offset c, so the kernel seeds
+ * its integer sum with it. */
+typedef struct {
+    int8_t xq[32];
+    float dx;    /* amax / 127 */
+    float sx;    /* dx * (float)s */
+    int32_t ncs; /* -c * s */
+    int32_t pad;
+} dt_xq8;        /* 48 bytes */
+_Static_assert(sizeof(dt_xq8) == 48, "xq8 layout");
+
+/* Quantizes one token (k values, a multiple of 32) into k / 32 blocks for
+ * weights of code offset c (the reference; every ISA's gives the same bytes). */
+typedef void (*dt_fast_prep_fn)(const float *x, int64_t k, int32_t c, dt_xq8 *out);
+void dt_fast_prep(const float *x, int64_t k, int32_t c, dt_xq8 *out);
+void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out);
+/* Tile kernel, as dt_q16_fn: y[t * ldy + l] for lanes l in [lane0, lane1)
+ * and t < n_tok; token t's blocks at xq + t * ldxq. */
+typedef void (*dt_fast_fn)(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, int64_t n_tok,
+                           float *y, int64_t ldy, int lane0, int lane1);
+void dt_fast_ref_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_fast_ref_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_fast_ref_q8_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_fast_avx512_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_fast_avx512_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+void dt_fast_avx512_q8_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+
 typedef struct {
     const char *name;
     dt_dequant_fn dequant[DT_TYPE_MAX]; /* NULL for unsupported types */
@@ -323,6 +326,7 @@ typedef struct {
     dt_fused_fn fused[DT_TYPE_MAX];     /* NULL: dequant + gemm */
     int fused_max_tok;
     dt_fast_fn fast[DT_TYPE_MAX];       /* NULL: the exact path */
+    dt_fast_prep_fn fast_prep;          /* NULL: dt_fast_prep */
     dt_q16_fn q16[DT_TYPE_MAX];         /* NULL: the exact path */
     dt_q16_prep_fn q16_prep;            /* NULL: dt_q16_prep */
 } dt_kernels;

@@ -299,4 +299,5 @@ const dt_kernels dt_kernels_avx512 = {
     .fast = {[DT_Q4_0] = dt_fast_avx512_q4_0, [DT_Q4_1] = dt_fast_avx512_q4_1, [DT_Q8_0] = dt_fast_avx512_q8_0},
     .q16 = {[DT_Q4_0] = dt_q16_avx512_q4_0, [DT_Q4_1] = dt_q16_avx512_q4_1, [DT_Q8_0] = dt_q16_avx512_q8_0},
     .q16_prep = dt_q16_prep_avx512,
+    .fast_prep = dt_fast_prep_avx512,
 };

@@ -132,7 +132,7 @@ void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out) {
 static void q16_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok,
                     float *y, int64_t ldy, int lane0, int lane1) {
     const int64_t cb = code_bytes(type);
-    const int32_t c = type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0;
+    const int32_t c = dt_q16_code_offset(type);
     const uint8_t *dw = tile + nb * cb, *mw = dw + nb * 32;
     for (int64_t t = 0; t < n_tok; t++)
         for (int r = lane0; r < lane1; r++) {
@@ -196,4 +196,15 @@ int dt_q16_unpack(const dt_tensor *w, int64_t r, void *dst) {
     if (dt_q16_repacked_bytes(w) <= 0) return DT_ERR_UNSUPPORTED;
     dt_q16_unpack_row(w->type, w->q16, w->cols, r, dst);
     return DT_OK;
+}
+
+/* ---- tile access for the fast path's reference (quant_fast.c) --------- */
+
+void dt_q16_tile_row(int type, const uint8_t *tile, int64_t nb, int64_t b, int r, int32_t u[32], float *dw,
+                     float *mw) {
+    const int64_t cb = code_bytes(type);
+    const uint8_t *dws = tile + nb * cb, *mws = dws + nb * 32;
+    for (int v = 0; v < 32; v++) u[v] = tile_code(type, tile + b * cb, r, v);
+    *dw = dt_f16_to_f32(dt_load_f16(dws + b * 32 + 2 * r));
+    *mw = dt_q16_has_min(type) ? dt_f16_to_f32(dt_load_f16(mws + b * 32 + 2 * r)) : 0.0f;
 }

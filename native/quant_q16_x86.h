@@ -13,7 +13,7 @@ DT_INLINE int64_t tile_code_bytes(int type) { return type == DT_Q8_0 ? 512 : 256
 
 /* The constant subtracted from every unsigned code: the signed weight is
  * u - c (Q4_1 has a min instead). */
-DT_INLINE int32_t tile_code_offset(int type) { return type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0; }
+DT_INLINE int32_t tile_code_offset(int type) { return dt_q16_code_offset(type); }
 
 /* acc + u . (4 activation bytes at p, broadcast to every lane): vpdpbusd
  * with an embedded {1to16} broadcast, which compilers do not fold from

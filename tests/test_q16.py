@@ -1,7 +1,9 @@
-"""precision=q16 (native/quant.h): 16-bit activations split in two int8
-halves, integer block sums on weights repacked in 16-row tiles, one f32 fma
-per block and row. The scalar reference is checked against a numpy model of
-the definition, every SIMD kernel against the scalar reference bit for bit."""
+"""precision=q16 and precision=fast (native/quant.h): activations per block
+of 32 quantized to 16 bits split in two int8 halves (q16) or to int8 (fast),
+integer block sums on weights repacked in 16-row tiles, one f32 fma per block
+and row. Both precisions run every test: the scalar reference is checked
+against a numpy model of the definition, every SIMD kernel against the
+scalar reference bit for bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,19 +15,21 @@ from test_kernels import ISAS, assert_bits_equal, k, make_weight, reference, use
 pytestmark = pytest.mark.usefixtures("restore_isa")
 
 Q16_TYPES = [Q.Q4_0, Q.Q4_1, Q.Q8_0]
-P = k.PRECISION_Q16
+# each precision on the tiles with the largest activation code it uses
+QMAX = {k.PRECISION_Q16: 32639, k.PRECISION_FAST: 127}
+precisions = pytest.mark.parametrize("P", list(QMAX), ids=lambda p: {k.PRECISION_Q16: "q16", k.PRECISION_FAST: "fast"}[p])
 
 
 # ---- a numpy model of the definition ---------------------------------------------
-def prep(x):
+def prep(x, qmax):
     """Per token and block: xq (int64), dx, sx (float32), S (int64)."""
     xb = x.astype(np.float32).reshape(x.shape[0], -1, 32)
     amax = np.fmax.reduce(np.abs(xb), axis=2)   # a NaN does not count (C's fmaxf)
-    dx = (amax / np.float32(32639)).astype(np.float32)
+    dx = (amax / np.float32(qmax)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.rint(xb / dx[..., None]).astype(np.float32)
-    r = np.where(np.isnan(r), np.float32(-32639), r)
-    xq = np.where(dx[..., None] == 0, 0, np.clip(r, -32639, 32639)).astype(np.int64)
+    r = np.where(np.isnan(r), np.float32(-qmax), r)
+    xq = np.where(dx[..., None] == 0, 0, np.clip(r, -qmax, qmax)).astype(np.int64)
     s = xq.sum(axis=2)
     sx = (dx * s.astype(np.float32)).astype(np.float32)
     return xq, dx, sx, s
@@ -51,14 +55,16 @@ def codes_scales(qtype, raw, rows, cols):
     return u, (8 if qtype == Q.Q4_0 else 0), d, m
 
 
-def numpy_q16(qtype, raw, rows, cols, x):
+def numpy_tiles(P, qtype, raw, rows, cols, x):
+    """The definition of precision P: q16's sum of two int8 halves, 256 * u.xh
+    + u.xl, is u.xq exactly, so both precisions are the same model here."""
     u, c, dw, mw = codes_scales(qtype, raw, rows, cols)
-    xq, dx, sx, s = prep(x)
+    xq, dx, sx, s = prep(x, QMAX[P])
     xh, xl = split(xq)
     assert xh.min() >= -128 and xh.max() <= 127 and xl.min() >= -128 and xl.max() <= 127
     y = np.zeros((x.shape[0], rows), np.float32)
     for t in range(x.shape[0]):
-        isum = 256 * np.einsum("rbv,bv->rb", u, xh[t]) + np.einsum("rbv,bv->rb", u, xl[t]) - c * s[t]
+        isum = np.einsum("rbv,bv->rb", u, xq[t]) - c * s[t]
         assert np.abs(isum).max() < 2**31
         acc = np.zeros(rows, np.float32)
         for b in range(cols // 32):   # in order, one fma each (float64 of an f32 product is exact)
@@ -78,63 +84,68 @@ def fma32(a, b, c):
         return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
 
 
-def hostile_x(rng, n_tok, cols):
+def hostile_x(rng, n_tok, cols, qmax):
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     x[0, :32] = 0.0                       # an all-zero block
     if n_tok > 1:
         x[1, 40 % cols] = 3e4             # one huge value
     if n_tok > 2:                         # dx = 1/1024 exactly: ties at .5 in x / dx
         x[2, :32] = (np.arange(32) - 16.5) / 1024
-        x[2, 0] = 32639 / 1024
+        x[2, 0] = qmax / 1024
         x[2, 32:64] = 0.5                 # every value at amax (empty slice if cols == 32)
     if n_tok > 3:
         x[3, :32] = np.float32(1e-30) * rng.standard_normal(32).astype(np.float32)  # subnormal scale
     return x
 
 
+@precisions
 @pytest.mark.parametrize("qtype", Q16_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("nb,rows", [(1, 16), (2, 13), (9, 33), (32, 5), (47, 17), (70, 40)])
-def test_scalar_reference_is_the_definition(qtype, nb, rows):
+def test_scalar_reference_is_the_definition(P, qtype, nb, rows):
     rng = np.random.default_rng(100 * nb + rows + int(qtype))
     cols = 32 * nb
     raw = make_weight(qtype, rows, cols, rng)
-    x = hostile_x(rng, 5, cols)
+    x = hostile_x(rng, 5, cols, QMAX[P])
     k.isa_set(k.ISA_SCALAR)
     y = k.matmul_rows(raw, int(qtype), cols, x, precision=P)
-    assert_bits_equal(y, numpy_q16(qtype, raw.reshape(-1), rows, cols, x))
-    # and close to the float64 product: 16-bit activations lose ~1/65278 of amax per value
+    assert_bits_equal(y, numpy_tiles(P, qtype, raw.reshape(-1), rows, cols, x))
+    # and close to the float64 product: rounding loses up to amax / (2 qmax) per value
     w64 = reference(qtype, raw.reshape(-1)).reshape(rows, cols).astype(np.float64)
     x64 = x.astype(np.float64)
     amax = np.abs(x64).reshape(5, nb, 32).max(axis=2)
-    tol = amax @ np.abs(w64).reshape(rows, nb, 32).sum(axis=2).T / 65278.0 * 1.01 + 1e-5 * np.abs(x64) @ np.abs(w64).T
+    tol = (amax @ np.abs(w64).reshape(rows, nb, 32).sum(axis=2).T / (2.0 * QMAX[P]) * 1.01
+           + 1e-5 * np.abs(x64) @ np.abs(w64).T)
     assert np.all(np.abs(y - x64 @ w64.T) <= tol + 1e-30)
 
 
+@precisions
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
 @pytest.mark.parametrize("qtype", Q16_TYPES, ids=lambda t: t.name)
-def test_kernels_equal_the_scalar_reference(qtype, isa):
+def test_kernels_equal_the_scalar_reference(P, qtype, isa):
     rng = np.random.default_rng(7 + int(qtype))
     rows, cols = 45, 32 * 19
     raw = make_weight(qtype, rows, cols, rng)
-    x = hostile_x(rng, 9, cols)
+    x = hostile_x(rng, 17, cols, QMAX[P])
     k.isa_set(k.ISA_SCALAR)
     ref = k.matmul_rows(raw, int(qtype), cols, x, precision=P)
     use_isa(isa)
-    if isa == k.ISA_AVX2:   # no AVX2 q16 kernel: the exact path
+    if isa == k.ISA_AVX2:   # no AVX2 kernel on the tiles: the exact path
         ref = k.matmul_rows(raw, int(qtype), cols, x)
-    for n in range(1, 10):
+    for n in range(1, 18):   # token tiles of 8 and every remainder
         assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x[:n], precision=P), ref[:n])
+        assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x[:n], 2, P), ref[:n])
     for begin, end in ((0, 1), (3, 19), (15, 17), (16, 32), (20, 45), (44, 45)):
         y = k.matmul_rows(raw, int(qtype), cols, x[:5], begin, end, precision=P)
         assert_bits_equal(y[:, begin:end], ref[:5, begin:end])
         assert not y[:, :begin].any() and not y[:, end:].any()   # nothing outside the range written
-    for threads in (1, 2, 3):
-        for n in (1, 2, 4, 9):
+    for threads in (1, 3):
+        for n in (1, 2, 4, 9, 17):
             assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x[:n], threads, P), ref[:n])
 
 
+@precisions
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
-def test_batch_invariance(isa):
+def test_batch_invariance(P, isa):
     use_isa(isa)
     rng = np.random.default_rng(5)
     rows, cols = 37, 32 * 11
@@ -142,7 +153,7 @@ def test_batch_invariance(isa):
         raw = make_weight(qtype, rows, cols, rng)
         x = rng.standard_normal((13, cols)).astype(np.float32)
         alone = np.stack([k.matmul_rows(raw, int(qtype), cols, x[t:t + 1], precision=P)[0] for t in range(13)])
-        for n in (2, 5, 13):
+        for n in (2, 5, 9, 13):
             other = rng.standard_normal((n, cols)).astype(np.float32)
             j = int(rng.integers(0, n))
             other[j] = x[3]
@@ -165,7 +176,8 @@ def test_repack_round_trips(qtype, rows):
     assert packed.nbytes <= tiles * 16 * raw.shape[1] + 64 * tiles
 
 
-def test_hostile_blocks_do_not_crash():
+@precisions
+def test_hostile_blocks_do_not_crash(P):
     rng = np.random.default_rng(9)
     rows, cols = 20, 64
     q8 = np.zeros((rows, 2, 34), np.uint8)
@@ -182,7 +194,7 @@ def test_hostile_blocks_do_not_crash():
         if isa <= k.isa_best():
             k.isa_set(isa)
             results.append(k.matmul_rows(q8, int(Q.Q8_0), cols, x, precision=P))
-    want = numpy_q16(Q.Q8_0, q8.reshape(-1), rows, cols, x)
+    want = numpy_tiles(P, Q.Q8_0, q8.reshape(-1), rows, cols, x)
     assert_bits_equal(results[0], want)
     assert np.isnan(results[0][0, 3]) and np.isfinite(results[0][0, 0])
     if len(results) > 2:
@@ -199,9 +211,11 @@ def test_only_file_mapped_weights_have_their_pages_dropped(tiny_model_path):
     assert not on_file_mapping(np.zeros(3))
 
 
-def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path):
-    """The tied embedding's mapped pages are dropped under q16 and its rows
-    come from the head's repacked copy: logits stay close to exact ones."""
+@pytest.mark.parametrize("precision,tol", [("q16", 2e-3), ("fast", 5e-2)])
+def test_tiled_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path, precision, tol):
+    """The tied embedding's mapped pages are dropped under q16 and fast and
+    its rows come from the head's repacked copy: logits stay close to exact
+    ones."""
     from ditto._native import Context, Model
     from ditto.engine.gguf_model import load_model_file
 
@@ -211,14 +225,16 @@ def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_pa
     want = exact.decode(toks, range(len(toks)), [0] * len(toks))
     mf = load_model_file(tiny_model_path("llama", Q.Q8_0))
     assert mf.tied_output
-    ctx = Context(Model(mf), n_seq=1, n_ctx=64, max_batch=64, n_threads=2, precision="q16")
+    ctx = Context(Model(mf), n_seq=1, n_ctx=64, max_batch=64, n_threads=2, precision=precision)
     got = ctx.decode(toks, range(len(toks)), [0] * len(toks))
-    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
+    assert not np.array_equal(got, want)   # the integer path ran (so the tiles were prepared)
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
     assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
 
+@precisions
 @pytest.mark.parametrize("qtype", [Q.F32, Q.Q5_0, Q.Q4_K, Q.Q6_K], ids=lambda t: t.name)
-def test_other_types_run_exact(qtype):
+def test_other_types_run_exact(P, qtype):
     rng = np.random.default_rng(int(qtype))
     rows, cols = 19, 512
     raw = make_weight(qtype, rows, cols, rng)
