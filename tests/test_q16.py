@@ -8,12 +8,21 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from test_kernels import ISAS, assert_bits_equal, k, make_weight, reference, use_isa
+from test_kernels import F16_FIELDS, ISAS, LAYOUT, assert_bits_equal, k, make_weight, reference, use_isa
 
 pytestmark = pytest.mark.usefixtures("restore_isa")
 
-Q16_TYPES = [Q.Q4_0, Q.Q4_1, Q.Q8_0]
+Q16_TYPES = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K]
+K_TYPES = (Q.Q4_K, Q.Q6_K)
+# bits per weight of the repacked layout (quant.h): the GGUF's, except Q4_K's
+# 6-bit scales and mins stored as bytes
+BITS_PER_WEIGHT = {Q.Q4_0: 4.5, Q.Q4_1: 5.0, Q.Q5_0: 5.5, Q.Q8_0: 8.5, Q.Q4_K: 4.625, Q.Q6_K: 6.5625}
 P = k.PRECISION_Q16
+
+
+def cols_of(qtype, nb):
+    """About nb blocks of 32, whole GGUF blocks (the K types: super-blocks of 256)."""
+    return 256 * -(-nb // 8) if qtype in K_TYPES else 32 * nb
 
 
 # ---- a numpy model of the definition ---------------------------------------------
@@ -37,32 +46,78 @@ def split(xq):
     return xh, xl
 
 
+def f16(b):
+    """float32 of the f16 whose two bytes end the last axis."""
+    return b.copy().view(np.float16)[..., 0].astype(np.float32)
+
+
+def nibbles(qs):
+    """Q4-style bytes (..., 16): low nibbles are values 0..15, high 16..31."""
+    return np.concatenate([qs & 0xF, qs >> 4], axis=-1).astype(np.int64)
+
+
+def q4_k_scales(sc):
+    """ggml's get_scale_min_k4 for the 8 sub-blocks: (..., 8) scales and mins."""
+    lo, hi = sc[..., 0:4].astype(np.int64), sc[..., 8:12].astype(np.int64)
+    mlo = sc[..., 4:8].astype(np.int64)
+    scales = np.concatenate([lo & 63, (hi & 0xF) | ((lo >> 6) << 4)], axis=-1)
+    mins = np.concatenate([mlo & 63, (hi >> 4) | ((mlo >> 6) << 4)], axis=-1)
+    return scales, mins
+
+
 def codes_scales(qtype, raw, rows, cols):
-    """Unsigned codes (rows, nb, 32), offset c, dw and mw (rows, nb) float32."""
+    """Unsigned codes (rows, nb, 32), offset c, scales dw (rows, nb, halves):
+    one per block, or Q6_K's two per 16 values, and the mins mw (rows, nb)
+    or None; all float32, as the GGUF dequantization uses them."""
     nb = cols // 32
+    if qtype in K_TYPES:
+        sb = raw.reshape(rows, cols // 256, -1)
+        if qtype == Q.Q4_K:
+            d, dmin = f16(sb[..., 0:2]), f16(sb[..., 2:4])
+            sc, m = q4_k_scales(sb[..., 4:16])
+            qs = sb[..., 16:].reshape(rows, -1, 4, 32)
+            u = np.stack([qs & 0xF, qs >> 4], axis=3).reshape(rows, nb, 32).astype(np.int64)
+            dw = (d[..., None] * sc.astype(np.float32)).reshape(rows, nb, 1)
+            mw = (-dmin[..., None] * m.astype(np.float32)).reshape(rows, nb)
+            return u, 0, dw, mw
+        # Q6_K: per half of 128 values, 32-value groups k = 0..3 (ggml's dequantize_row_q6_K)
+        ql = sb[..., 0:128].reshape(rows, -1, 2, 2, 32).astype(np.int64)   # (half, k % 2, l)
+        qh = sb[..., 128:192].reshape(rows, -1, 2, 1, 32).astype(np.int64)
+        k4 = np.arange(4).reshape(4, 1)
+        low = np.concatenate([ql & 0xF, ql >> 4], axis=3)                  # index k: [k%2 low, k%2 high]
+        u = low | (((qh >> (2 * k4)) & 3) << 4)
+        sc = sb[..., 192:208].view(np.int8).astype(np.float32)
+        dw = (f16(sb[..., 208:210])[..., None] * sc).reshape(rows, nb, 2)
+        return u.reshape(rows, nb, 32), 32, dw, None
     blk = raw.reshape(rows, nb, -1)
-    d = blk[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    d = f16(blk[..., 0:2])[..., None]
     if qtype == Q.Q8_0:
-        u = blk[..., 2:].view(np.int8).astype(np.int64) + 128
-        return u, 128, d, None
-    qs = blk[..., 4:] if qtype == Q.Q4_1 else blk[..., 2:]
-    u = np.concatenate([qs & 0xF, qs >> 4], axis=2).astype(np.int64)
-    m = blk[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32) if qtype == Q.Q4_1 else None
-    return u, (8 if qtype == Q.Q4_0 else 0), d, m
+        return blk[..., 2:].view(np.int8).astype(np.int64) + 128, 128, d, None
+    if qtype == Q.Q5_0:
+        qh = blk[..., 2:6].copy().view(np.uint32).astype(np.int64)
+        return nibbles(blk[..., 6:]) | (((qh >> np.arange(32)) & 1) << 4), 16, d, None
+    if qtype == Q.Q4_1:
+        return nibbles(blk[..., 4:]), 0, d, f16(blk[..., 2:4])
+    return nibbles(blk[..., 2:]), 8, d, None
 
 
 def numpy_q16(qtype, raw, rows, cols, x):
     u, c, dw, mw = codes_scales(qtype, raw, rows, cols)
-    xq, dx, sx, s = prep(x)
+    xq, dx, sx, _ = prep(x)
     xh, xl = split(xq)
     assert xh.min() >= -128 and xh.max() <= 127 and xl.min() >= -128 and xl.max() <= 127
+    halves = dw.shape[2]                  # each with its own integer sum
+    uh = u.reshape(rows, -1, halves, 32 // halves)
     y = np.zeros((x.shape[0], rows), np.float32)
     for t in range(x.shape[0]):
-        isum = 256 * np.einsum("rbv,bv->rb", u, xh[t]) + np.einsum("rbv,bv->rb", u, xl[t]) - c * s[t]
+        xht, xlt, xqt = (a[t].reshape(-1, halves, 32 // halves) for a in (xh, xl, xq))
+        isum = (256 * np.einsum("rbhv,bhv->rbh", uh, xht) + np.einsum("rbhv,bhv->rbh", uh, xlt)
+                - c * xqt.sum(axis=2))
         assert np.abs(isum).max() < 2**31
         acc = np.zeros(rows, np.float32)
         for b in range(cols // 32):   # in order, one fma each (float64 of an f32 product is exact)
-            acc = fma32(dw[:, b] * dx[t, b], isum[:, b].astype(np.float32), acc)
+            for h in range(halves):
+                acc = fma32(dw[:, b, h] * dx[t, b], isum[:, b, h].astype(np.float32), acc)
             if mw is not None:
                 acc = fma32(mw[:, b], np.full(rows, sx[t, b]), acc)
         y[t] = acc
@@ -96,7 +151,8 @@ def hostile_x(rng, n_tok, cols):
 @pytest.mark.parametrize("nb,rows", [(1, 16), (2, 13), (9, 33), (32, 5), (47, 17), (70, 40)])
 def test_scalar_reference_is_the_definition(qtype, nb, rows):
     rng = np.random.default_rng(100 * nb + rows + int(qtype))
-    cols = 32 * nb
+    cols = cols_of(qtype, nb)
+    nb = cols // 32
     raw = make_weight(qtype, rows, cols, rng)
     x = hostile_x(rng, 5, cols)
     k.isa_set(k.ISA_SCALAR)
@@ -114,7 +170,7 @@ def test_scalar_reference_is_the_definition(qtype, nb, rows):
 @pytest.mark.parametrize("qtype", Q16_TYPES, ids=lambda t: t.name)
 def test_kernels_equal_the_scalar_reference(qtype, isa):
     rng = np.random.default_rng(7 + int(qtype))
-    rows, cols = 45, 32 * 19
+    rows, cols = 45, cols_of(qtype, 19)
     raw = make_weight(qtype, rows, cols, rng)
     x = hostile_x(rng, 9, cols)
     k.isa_set(k.ISA_SCALAR)
@@ -137,8 +193,9 @@ def test_kernels_equal_the_scalar_reference(qtype, isa):
 def test_batch_invariance(isa):
     use_isa(isa)
     rng = np.random.default_rng(5)
-    rows, cols = 37, 32 * 11
+    rows = 37
     for qtype in Q16_TYPES:
+        cols = cols_of(qtype, 11)
         raw = make_weight(qtype, rows, cols, rng)
         x = rng.standard_normal((13, cols)).astype(np.float32)
         alone = np.stack([k.matmul_rows(raw, int(qtype), cols, x[t:t + 1], precision=P)[0] for t in range(13)])
@@ -154,15 +211,55 @@ def test_batch_invariance(isa):
 @pytest.mark.parametrize("rows", [1, 16, 17, 50])
 def test_repack_round_trips(qtype, rows):
     rng = np.random.default_rng(rows + int(qtype))
-    cols = 32 * 7
+    cols = cols_of(qtype, 7)
     raw = make_weight(qtype, rows, cols, rng)
+    if qtype in K_TYPES:   # every bit pattern, f16 fields included, comes back
+        raw = rng.integers(0, 256, raw.shape, dtype=np.uint8)
     packed = k.q16_repack(raw, int(qtype), cols)
     assert packed.ctypes.data % 64 == 0
     back = k.q16_unpack(packed, int(qtype), rows, cols)
     assert np.array_equal(back, raw)
-    # bytes per weight stay the GGUF's (plus the padding of the last tile, whole lines)
+    # bytes per weight: the layout's (the padding of the last tile, whole lines)
     tiles = (rows + 15) // 16
-    assert packed.nbytes <= tiles * 16 * raw.shape[1] + 64 * tiles
+    assert packed.nbytes == tiles * (-(-16 * cols * BITS_PER_WEIGHT[qtype] // 8 // 64) * 64)
+
+
+@pytest.mark.parametrize("qtype", Q16_TYPES, ids=lambda t: t.name)
+def test_codes_and_scales_are_the_gguf_weights(qtype):
+    """The numpy model's reading of a GGUF block is gguf.quants' dequantization."""
+    rng = np.random.default_rng(3 + int(qtype))
+    rows, cols = 3, cols_of(qtype, 16)
+    raw = make_weight(qtype, rows, cols, rng).reshape(-1)
+    u, c, dw, mw = codes_scales(qtype, raw, rows, cols)
+    halves = dw.shape[2]
+    w = (u - c).reshape(rows, -1, halves, 32 // halves) * dw[..., None].astype(np.float64)
+    w = w.reshape(rows, -1, 32) + (0 if mw is None else mw[..., None])
+    want = reference(qtype, raw).reshape(rows, cols)
+    assert np.allclose(w.reshape(rows, cols), want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("isa", [k.ISA_SCALAR, k.ISA_AVX512], ids=lambda i: k.ISA_NAMES[i])   # the q16 kernels
+@pytest.mark.parametrize("qtype", Q16_TYPES, ids=lambda t: t.name)
+def test_extreme_codes_and_scales(qtype, isa):
+    """Every code at its largest or smallest, scales at their extremes,
+    activations at amax: the integer sums' widest range, still exact."""
+    use_isa(isa)
+    rows, cols = 18, cols_of(qtype, 8)
+    raw = np.zeros(make_weight(qtype, rows, cols, np.random.default_rng(0)).shape, np.uint8)
+    raw[1::2] = 0xFF
+    if qtype == Q.Q8_0:   # codes q + 128: 0 and 255
+        raw[0::2], raw[1::2] = 0x80, 0x7F
+    bs, ts = LAYOUT[qtype]
+    blocks = raw.reshape(-1, ts)
+    for off in F16_FIELDS[qtype]:
+        blocks[:, off:off + 2] = np.array([1.0], np.float16).view(np.uint8)
+    if qtype == Q.Q6_K:
+        blocks[0::2, 192:208] = 0x80   # scale -128 with code 0: (0 - 32) * -128
+    x = np.full((3, cols), 2.0, np.float32)
+    x[1] = -x[1]
+    x[2, 1::2] = -2.0
+    want = numpy_q16(qtype, raw.reshape(-1), rows, cols, x)
+    assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x, precision=P), want)
 
 
 def test_hostile_blocks_do_not_crash():
@@ -217,7 +314,7 @@ def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_pa
     assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
 
-@pytest.mark.parametrize("qtype", [Q.F32, Q.Q5_0, Q.Q4_K, Q.Q6_K], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [Q.F32, Q.Q5_1, Q.Q5_K], ids=lambda t: t.name)
 def test_other_types_run_exact(qtype):
     rng = np.random.default_rng(int(qtype))
     rows, cols = 19, 512
