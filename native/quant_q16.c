@@ -26,108 +26,161 @@ int64_t dt_q16_bytes(int type, int64_t rows, int64_t cols) {
     return (rows + DT_Q16_ROWS - 1) / DT_Q16_ROWS * dt_q16_tile_bytes(type, cols);
 }
 
-/* Repacking moves "items" between a GGUF row and a tile: per block of 32,
- * the 32 codes, then the bytes (or 6-bit fields) of its scales. An item is
- * a bit field of up to 8 bits, in two parts where a value's high bits live
- * apart: `bits` bits at bit `shift` of byte `at`, then `hi_bits` at bit
- * `hi_shift` of byte `hi_at`; `flip` is xored into a whole-byte field
- * (Q8_0's code is q + 128). The same positions serve both directions, so
- * unpack is the exact inverse of repack. */
+/* A block's 32 codes move between a GGUF row and a tile through u[32], the
+ * unsigned codes in value order: gguf_codes / gguf_set_codes and
+ * tile_codes / tile_set_codes, each pair the other's inverse. */
+static inline void gguf_codes(int type, const uint8_t *row, int64_t b, uint8_t u[32]) {
+    const int64_t s = b % 8; /* the K types' sub-block */
+    if (type == DT_Q8_0) {
+        const uint8_t *q = row + b * (int64_t)sizeof(block_q8_0) + 2;
+        for (int v = 0; v < 32; v++) u[v] = q[v] ^ 0x80;
+    } else if (type == DT_Q4_K || type == DT_Q6_K) {
+        /* Q4_K: nibble s % 2 of 32 bytes per two sub-blocks; Q6_K: per half of
+         * the super-block, 64 bytes of nibbles (sub-block s % 4: bytes
+         * 32 (s % 2), nibble s % 4 / 2) and 32 of 2-bit pairs (ggml's
+         * dequantize_row_q6_K) */
+        const uint8_t *sb = row + b / 8 * dt_types[type].type_size;
+        const uint8_t *ql = type == DT_Q4_K ? sb + 16 + 32 * (s / 2) : sb + 64 * (s / 4) + 32 * (s % 2);
+        const int sh = type == DT_Q4_K ? 4 * (int)(s % 2) : 4 * (int)(s % 4 / 2);
+        for (int v = 0; v < 32; v++) u[v] = (ql[v] >> sh) & 0xF;
+        if (type == DT_Q6_K)
+            for (int v = 0; v < 32; v++) u[v] |= ((sb[128 + 32 * (s / 4) + v] >> (2 * (s % 4))) & 3) << 4;
+    } else { /* Q4-style bytes: value v low nibble, v + 16 high */
+        const uint8_t *blk = row + b * dt_types[type].type_size;
+        const uint8_t *qs = blk + (type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 2);
+        for (int v = 0; v < 16; v++) {
+            u[v] = qs[v] & 0xF;
+            u[v + 16] = qs[v] >> 4;
+        }
+        if (type == DT_Q5_0) {
+            uint32_t qh;
+            memcpy(&qh, blk + 2, 4); /* little-endian hosts, as GGUF */
+            for (int v = 0; v < 32; v++) u[v] |= ((qh >> v) & 1) << 4;
+        }
+    }
+}
+
+/* Sets block b's codes in a GGUF row whose bytes are still zero. */
+static void gguf_set_codes(int type, uint8_t *row, int64_t b, const uint8_t u[32]) {
+    const int64_t s = b % 8;
+    if (type == DT_Q8_0) {
+        uint8_t *q = row + b * (int64_t)sizeof(block_q8_0) + 2;
+        for (int v = 0; v < 32; v++) q[v] = u[v] ^ 0x80;
+    } else if (type == DT_Q4_K || type == DT_Q6_K) {
+        uint8_t *sb = row + b / 8 * dt_types[type].type_size;
+        uint8_t *ql = type == DT_Q4_K ? sb + 16 + 32 * (s / 2) : sb + 64 * (s / 4) + 32 * (s % 2);
+        const int sh = type == DT_Q4_K ? 4 * (int)(s % 2) : 4 * (int)(s % 4 / 2);
+        for (int v = 0; v < 32; v++) ql[v] |= (uint8_t)((u[v] & 0xF) << sh);
+        if (type == DT_Q6_K)
+            for (int v = 0; v < 32; v++) sb[128 + 32 * (s / 4) + v] |= (uint8_t)(((u[v] >> 4) & 3) << (2 * (s % 4)));
+    } else {
+        uint8_t *blk = row + b * dt_types[type].type_size;
+        uint8_t *qs = blk + (type == DT_Q4_1 ? 4 : type == DT_Q5_0 ? 6 : 2);
+        for (int v = 0; v < 16; v++) qs[v] = (uint8_t)((u[v] & 0xF) | ((u[v + 16] & 0xF) << 4));
+        if (type == DT_Q5_0) {
+            uint32_t qh = 0;
+            for (int v = 0; v < 32; v++) qh |= (uint32_t)((u[v] >> 4) & 1) << v;
+            memcpy(blk + 2, &qh, 4);
+        }
+    }
+}
+
+/* Lane r's codes in a tile-block's codes (quant.h's layout). */
+static void tile_codes(int type, const uint8_t *codes, int r, uint8_t u[32]) {
+    const uint8_t *c = codes + 4 * r;
+    for (int j = 0; j < (type == DT_Q8_0 ? 8 : 4); j++)
+        for (int i = 0; i < 4; i++) {
+            if (type == DT_Q8_0) {
+                u[4 * j + i] = c[64 * j + i];
+            } else {
+                u[4 * j + i] = c[64 * j + i] & 0xF;
+                u[16 + 4 * j + i] = c[64 * j + i] >> 4;
+            }
+        }
+    for (int g = 0; g < 8; g++)
+        for (int i = 0; i < 4; i++) {
+            if (type == DT_Q5_0) u[4 * g + i] |= ((c[256 + i] >> g) & 1) << 4;
+            if (type == DT_Q6_K) u[4 * g + i] |= ((c[256 + 64 * (g / 4) + i] >> (2 * (g % 4))) & 3) << 4;
+        }
+}
+
+/* Sets lane r's codes in a tile-block's codes that are still zero. */
+static inline void tile_set_codes(int type, uint8_t *codes, int r, const uint8_t u[32]) {
+    uint8_t *c = codes + 4 * r;
+    for (int j = 0; j < (type == DT_Q8_0 ? 8 : 4); j++)
+        for (int i = 0; i < 4; i++)
+            c[64 * j + i] = type == DT_Q8_0 ? u[4 * j + i] : (uint8_t)((u[4 * j + i] & 0xF) | ((u[16 + 4 * j + i] & 0xF) << 4));
+    for (int g = 0; g < 8; g++)
+        for (int i = 0; i < 4; i++) {
+            if (type == DT_Q5_0) c[256 + i] |= (uint8_t)(((u[4 * g + i] >> 4) & 1) << g);
+            if (type == DT_Q6_K) c[256 + 64 * (g / 4) + i] |= (uint8_t)(((u[4 * g + i] >> 4) & 3) << (2 * (g % 4)));
+        }
+}
+
+/* A block's scales move as items: bytes, or Q4_K's 6-bit scales and mins.
+ * An item is a bit field of up to 8 bits, in two parts where its high bits
+ * live apart: `bits` bits at bit `shift` of byte `at`, then `hi_bits` at
+ * bit `hi_shift` of byte `hi_at`. The same positions serve both directions. */
 typedef struct {
     int64_t at, hi_at;
-    int shift, bits, hi_shift, hi_bits, flip;
+    int shift, bits, hi_shift, hi_bits;
 } field;
 
-static field byte_at(int64_t at) { return (field){at, at, 0, 8, 0, 0, 0}; }
+static inline field byte_at(int64_t at) { return (field){at, at, 0, 8, 0, 0}; }
 
-static int get_field(const uint8_t *p, field f) {
-    const int lo = ((p[f.at] ^ f.flip) >> f.shift) & ((1 << f.bits) - 1);
+static inline int get_field(const uint8_t *p, field f) {
+    const int lo = (p[f.at] >> f.shift) & ((1 << f.bits) - 1);
     return lo | (((p[f.hi_at] >> f.hi_shift) & ((1 << f.hi_bits) - 1)) << f.bits);
 }
 
 /* Sets a field whose bits are still zero. */
-static void put_field(uint8_t *p, field f, int v) {
-    p[f.at] |= (uint8_t)(((v & ((1 << f.bits) - 1)) << f.shift) ^ f.flip);
+static inline void put_field(uint8_t *p, field f, int v) {
+    p[f.at] |= (uint8_t)((v & ((1 << f.bits) - 1)) << f.shift);
     p[f.hi_at] |= (uint8_t)(((v >> f.bits) & ((1 << f.hi_bits) - 1)) << f.hi_shift);
 }
 
-/* Items per block: 32 codes, then the scale bytes / fields. */
-static int block_items(int type) {
-    return 32 + (type == DT_Q4_K ? 6 : type == DT_Q4_1 || type == DT_Q6_K ? 4 : 2);
+/* Scale items per block. */
+static inline int scale_items(int type) { return type == DT_Q4_K ? 6 : type == DT_Q4_1 || type == DT_Q6_K ? 4 : 2; }
+
+/* Scale item j of block b in a GGUF row. */
+static inline field gguf_scale(int type, int64_t b, int j) {
+    const int64_t sb = b / 8 * dt_types[type].type_size, s = b % 8;
+    if (type == DT_Q4_K) {
+        if (j >= 2) return byte_at(sb + j - 2); /* d, dmin */
+        const int64_t sc = sb + 4;              /* sc (j = 0) or m (1) of sub-block s: dt_scale_min_k4's bits */
+        if (s < 4) return (field){sc + s + 4 * j, sc, 0, 6, 0, 0};
+        return (field){sc + s + 4, sc + s - 4 + 4 * j, 4 * j, 4, 6, 2};
+    }
+    if (type == DT_Q6_K) return byte_at(sb + (j < 2 ? 192 + 2 * s + j : 208 + j - 2)); /* sc of its 16s, d */
+    return byte_at(b * dt_types[type].type_size + j);                                 /* d (and m) */
 }
 
-/* Item j of block b in a GGUF row. */
-static field gguf_field(int type, int64_t b, int j) {
-    const int64_t sb = b / 8, s = b % 8; /* the K types' super-block and sub-block */
-    switch (type) {
-    case DT_Q4_0:
-    case DT_Q4_1: {
-        const int64_t blk = b * dt_types[type].type_size, qs = blk + (type == DT_Q4_1 ? 4 : 2);
-        if (j < 32) return (field){qs + j % 16, 0, 4 * (j / 16), 4, 0, 0, 0};
-        return byte_at(blk + j - 32); /* d (and m) */
-    }
-    case DT_Q5_0: {
-        const int64_t blk = b * (int64_t)sizeof(block_q5_0);
-        if (j < 32) return (field){blk + 6 + j % 16, blk + 2 + j / 8, 4 * (j / 16), 4, j % 8, 1, 0};
-        return byte_at(blk + j - 32);
-    }
-    case DT_Q8_0: {
-        const int64_t blk = b * (int64_t)sizeof(block_q8_0);
-        if (j < 32) return (field){blk + 2 + j, 0, 0, 8, 0, 0, 0x80};
-        return byte_at(blk + j - 32);
-    }
-    case DT_Q4_K: {
-        const int64_t sbk = sb * (int64_t)sizeof(block_q4_K), sc = sbk + 4;
-        if (j < 32) return (field){sbk + 16 + 32 * (s / 2) + j, 0, 4 * (s % 2), 4, 0, 0, 0};
-        if (j < 34) { /* sc (32) or m (33) of sub-block s: dt_scale_min_k4's bits */
-            const int64_t m = j - 32;
-            if (s < 4) return (field){sc + s + 4 * m, 0, 0, 6, 0, 0, 0};
-            return (field){sc + s + 4, sc + s - 4 + 4 * m, 4 * m, 4, 6, 2, 0};
-        }
-        return byte_at(sbk + j - 34); /* d, dmin */
-    }
-    default: { /* DT_Q6_K: values 32s..32s+31 of the super-block (ggml's dequantize_row_q6_K) */
-        const int64_t sbk = sb * (int64_t)sizeof(block_q6_K), n = s / 4, q = s % 4;
-        if (j < 32) return (field){sbk + 64 * n + 32 * (q % 2) + j, sbk + 128 + 32 * n + j, 4 * (q / 2), 4, 2 * q, 2, 0};
-        if (j < 34) return byte_at(sbk + 192 + 2 * s + j - 32); /* the scales of its two 16s */
-        return byte_at(sbk + 208 + j - 34); /* d */
-    }
-    }
-}
-
-/* Item j of block b of lane r in a tile of nb blocks. */
-static field tile_field(int type, int64_t nb, int64_t b, int r, int j) {
-    if (j < 32) {
-        const int64_t codes = b * dt_q16_code_bytes(type), g = j / 4, at = 4 * r + j % 4;
-        if (type == DT_Q8_0) return (field){codes + 64 * g + at, 0, 0, 8, 0, 0, 0};
-        const int64_t nib = codes + 64 * (g % 4) + at;
-        if (type == DT_Q5_0) return (field){nib, codes + 256 + at, 4 * (int)(g / 4), 4, (int)g, 1, 0};
-        if (type == DT_Q6_K)
-            return (field){nib, codes + 256 + 64 * (g / 4) + at, 4 * (int)(g / 4), 4, 2 * (int)(g % 4), 2, 0};
-        return (field){nib, 0, 4 * (int)(g / 4), 4, 0, 0, 0};
-    }
+/* Scale item j of block b of lane r in a tile of nb blocks. */
+static inline field tile_scale(int type, int64_t nb, int64_t b, int r, int j) {
     const int64_t scales = dt_q16_scales_at(type, nb, b), extra = dt_q16_extra_at(type, nb, b);
-    if (type == DT_Q4_K || type == DT_Q6_K) { /* sc / m bytes per block, f16 d (dmin) per super-block */
-        if (j < 34) return byte_at(scales + 16 * (j - 32) + r);
-        return byte_at(extra + 32 * ((j - 34) / 2) + 2 * r + (j - 34) % 2);
-    }
-    if (j < 34) return byte_at(scales + 2 * r + j - 32); /* f16 dw */
-    return byte_at(extra + 2 * r + j - 34);              /* Q4_1's f16 mw */
+    if (type == DT_Q4_K || type == DT_Q6_K) /* sc / m bytes per block, f16 d (dmin) per super-block */
+        return byte_at(j < 2 ? scales + 16 * j + r : extra + 32 * ((j - 2) / 2) + 2 * r + j % 2);
+    return byte_at(j < 2 ? scales + 2 * r + j : extra + 2 * r + j - 2); /* f16 dw, Q4_1's f16 mw */
 }
 
-/* One type's repack; inlined per type so the field arithmetic folds. */
+/* One type's repack, inlined per type so its branches and loops fold. */
 static inline __attribute__((always_inline)) void repack_tiles(const int type, const uint8_t *src, int64_t rows,
                                                                int64_t cols, uint8_t *dst, int64_t tile_begin,
                                                                int64_t tile_end) {
     const int64_t nb = cols / 32, rb = dt_row_bytes(type, cols), tb = dt_q16_tile_bytes(type, cols);
+    const int64_t cb = dt_q16_code_bytes(type);
     for (int64_t t = tile_begin; t < tile_end; t++) {
         uint8_t *tile = dst + t * tb;
         memset(tile, 0, (size_t)tb); /* zero rows pad the last tile */
         for (int r = 0; r < DT_Q16_ROWS && t * DT_Q16_ROWS + r < rows; r++) {
             const uint8_t *row = src + (t * DT_Q16_ROWS + r) * rb;
-            for (int64_t b = 0; b < nb; b++)
-                for (int j = 0; j < block_items(type); j++)
-                    put_field(tile, tile_field(type, nb, b, r, j), get_field(row, gguf_field(type, b, j)));
+            for (int64_t b = 0; b < nb; b++) {
+                uint8_t u[32];
+                gguf_codes(type, row, b, u);
+                tile_set_codes(type, tile + b * cb, r, u);
+                for (int j = 0; j < scale_items(type); j++)
+                    put_field(tile, tile_scale(type, nb, b, r, j), get_field(row, gguf_scale(type, b, j)));
+            }
         }
     }
 }
@@ -148,13 +201,17 @@ void dt_q16_repack(int type, const void *src, int64_t rows, int64_t cols, void *
 }
 
 void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, void *dst) {
-    const int64_t nb = cols / 32;
+    const int64_t nb = cols / 32, cb = dt_q16_code_bytes(type);
     const uint8_t *tile = (const uint8_t *)packed + r / DT_Q16_ROWS * dt_q16_tile_bytes(type, cols);
     const int lane = (int)(r % DT_Q16_ROWS);
     memset(dst, 0, (size_t)dt_row_bytes(type, cols));
-    for (int64_t b = 0; b < nb; b++) /* a super-block's d is set by each of its blocks: the same bits */
-        for (int j = 0; j < block_items(type); j++)
-            put_field(dst, gguf_field(type, b, j), get_field(tile, tile_field(type, nb, b, lane, j)));
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t u[32];
+        tile_codes(type, tile + b * cb, lane, u);
+        gguf_set_codes(type, dst, b, u);
+        for (int j = 0; j < scale_items(type); j++) /* a super-block's d is set by each of its blocks: the same bits */
+            put_field(dst, gguf_scale(type, b, j), get_field(tile, tile_scale(type, nb, b, lane, j)));
+    }
 }
 
 /* Written without libm calls so the compiler vectorizes it: comparisons
@@ -220,11 +277,12 @@ static void q16_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq16 *xq
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
                 const dt_xq16 *x = xq + t * ldxq + b;
+                uint8_t u[32];
                 int32_t h[2] = {0, 0}, l[2] = {0, 0}; /* per 16 values */
+                tile_codes(type, tile + b * dt_q16_code_bytes(type), r, u);
                 for (int v = 0; v < 32; v++) {
-                    const int u = get_field(tile, tile_field(type, nb, b, r, v));
-                    h[v / 16] += u * x->xh[v];
-                    l[v / 16] += u * x->xl[v];
+                    h[v / 16] += u[v] * x->xh[v];
+                    l[v / 16] += u[v] * x->xl[v];
                 }
                 float s1, s2;
                 ref_scales(type, tile, nb, b, r, &s1, &s2);
