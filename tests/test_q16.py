@@ -4,6 +4,9 @@ per block and row. The scalar reference is checked against a numpy model of
 the definition, every SIMD kernel against the scalar reference bit for bit."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -323,3 +326,19 @@ def test_other_types_run_exact(qtype):
     want = k.matmul_rows(raw, int(qtype), cols, x)
     assert_bits_equal(k.matmul_rows(raw, int(qtype), cols, x, precision=P), want)
     assert_bits_equal(k.matmul_threaded(raw, int(qtype), cols, x, 2, P), want)
+
+
+@pytest.mark.slow
+def test_real_gemma3_under_q16_matches_the_float64_reference(gemma_model_path):
+    """Every matrix of Gemma 3 270M Q4_K_M runs q16 (Q5_0, Q4_K, Q6_K, Q8_0):
+    greedy continuations and teacher-forced argmax stay the float64 pass's."""
+    from ditto._native import Model
+    from ditto.engine.gguf_model import load_model_file
+    from test_fidelity import argmax_agreement, greedy_agreement
+
+    model = Model(load_model_file(gemma_model_path))
+    reference = json.loads((Path(__file__).parent / "data" / "reference" / "gemma3_270m_q4_k_m.json").read_text())
+    matches, msg = greedy_agreement(model, reference, precision="q16")
+    assert matches >= 9, msg
+    agree, total, msg = argmax_agreement(model, reference, precision="q16")
+    assert agree >= 0.999 * total, msg
