@@ -299,17 +299,18 @@ def test_only_file_mapped_weights_have_their_pages_dropped(tiny_model_path):
     assert not on_file_mapping(np.zeros(3))
 
 
-def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path):
+@pytest.mark.parametrize("wtype", [Q.Q8_0, Q.Q5_0, Q.Q6_K], ids=lambda t: t.name)
+def test_q16_context_on_a_tied_model_embeds_from_the_repacked_head(tiny_model_path, wtype):
     """The tied embedding's mapped pages are dropped under q16 and its rows
     come from the head's repacked copy: logits stay close to exact ones."""
     from ditto._native import Context, Model
     from ditto.engine.gguf_model import load_model_file
 
     toks = list(range(3, 20))
-    exact = Context(Model(load_model_file(tiny_model_path("llama", Q.Q8_0))), n_seq=1, n_ctx=64, max_batch=64,
+    exact = Context(Model(load_model_file(tiny_model_path("llama", wtype))), n_seq=1, n_ctx=64, max_batch=64,
                     n_threads=2, precision="exact")
     want = exact.decode(toks, range(len(toks)), [0] * len(toks))
-    mf = load_model_file(tiny_model_path("llama", Q.Q8_0))
+    mf = load_model_file(tiny_model_path("llama", wtype))
     assert mf.tied_output
     ctx = Context(Model(mf), n_seq=1, n_ctx=64, max_batch=64, n_threads=2, precision="q16")
     got = ctx.decode(toks, range(len(toks)), [0] * len(toks))
