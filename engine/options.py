@@ -19,10 +19,10 @@ PRECISIONS = tuple(_native.PRECISIONS)   # the kernels' own names: exact, fast, 
 DEFAULT_PRECISION = "q16"
 PRECISION_HELP = {
     "exact": "f32 activations: greedy output equals a float64 reference",
-    "fast": "int8 activations per block, integer dot products on q16's repacked weights (Q4_0, Q4_1, Q8_0): "
-            "the fastest prefill, coarser than q16",
-    "q16": "16-bit activations per block, integer dot products on repacked weights (Q4_0, Q4_1, Q8_0): "
-           "faster steps, close to exact",
+    "fast": "int8 activations per block, integer dot products on q16's repacked weights (Q4_0, Q4_1, Q5_0, "
+            "Q8_0, Q4_K): the fastest prefill, coarser than q16",
+    "q16": "16-bit activations per block, integer dot products on repacked weights (Q4_0, Q4_1, Q5_0, Q8_0, "
+           "Q4_K, Q6_K): faster steps, close to exact",
 }
 KV_TYPES = tuple(_native.KV_TYPES)      # the KV cache's element types: f32, f16
 # f16 by measurement (bench/fidelity.py, exact precision, SmolLM2): greedy

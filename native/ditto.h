@@ -92,10 +92,11 @@ int64_t dt_matmul_scratch_floats(int64_t cols);
  * with X, f32 accumulation. Q16: X quantized per block of 32 to 16 bits
  * (scale amax / 32639) and split in two int8 halves, integer dot products
  * with the weights, one f32 fma per block and row (no horizontal sum); for
- * Q4_0, Q4_1 and Q8_0 weights whose tensor carries its repacked copy
- * (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other types and
- * tensors without the copy run EXACT). FAST: as Q16 with X quantized to
- * int8 (scale amax / 127), one half: half Q16's integer work, coarser. All
+ * Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights whose tensor carries its
+ * repacked copy (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other
+ * types and tensors without the copy run EXACT). FAST: as Q16 with X
+ * quantized to int8 (scale amax / 127), one half: half Q16's integer work,
+ * coarser; Q6_K runs EXACT. All
  * are batch-invariant: a (row, token) output never depends on the batch. */
 enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1, DT_PRECISION_Q16 = 2 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats

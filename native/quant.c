@@ -199,8 +199,8 @@ const dt_kernels dt_kernels_scalar = {
     },
     .dot = dt_dot_f32_ref,
     .gemm = dt_gemm_ref,
-    .fast = {[DT_Q4_0] = dt_fast_ref_q4_0, [DT_Q4_1] = dt_fast_ref_q4_1, [DT_Q8_0] = dt_fast_ref_q8_0},
-    .q16 = {[DT_Q4_0] = dt_q16_ref_q4_0, [DT_Q4_1] = dt_q16_ref_q4_1, [DT_Q8_0] = dt_q16_ref_q8_0},
+    .fast = DT_FAST_TABLE(ref),
+    .q16 = DT_Q16_TABLE(ref),
     .q16_prep = dt_q16_prep,
     .fast_prep = dt_fast_prep,
 };

@@ -215,36 +215,67 @@ typedef void (*dt_fused_fn)(const void *w, int64_t row_bytes, int64_t n_rows,
  * Activations per token and block of 32: amax = max|x|, dx = amax / 32639,
  * xq = round-to-even(x / dx) clamped to [-32639, 32639] (0 when dx is 0; a
  * NaN becomes -32639), split xq = 256 * xh + xl with xl the signed low byte
- * and xh = (xq - xl) >> 8 (both in [-128, 127]); S = sum of xq, sx = dx * S.
- * Weights as unsigned codes u (Q4_0 / Q4_1: the nibble; Q8_0: q + 128) with
- * offset c (8, 0, 128). Per (row, block), exact in int32:
+ * and xh = (xq - xl) >> 8 (both in [-128, 127]); S = sum of xq, S0 = sum of
+ * its first 16, sx = dx * S.
+ * Weights as unsigned codes u with offset c: Q4_0 / Q4_1 / Q4_K: the nibble
+ * (c = 8, 0, 0); Q5_0: the 5-bit q (c = 16); Q8_0: q + 128 (c = 128); Q6_K:
+ * the 6-bit q (c = 32). Per (row, block of 32), exact in int32:
  *   isum = 256 * sum(u * xh) + sum(u * xl) - c * S
  * and per (row, token), over blocks in order, one float lane:
- *   acc = fma(dw * dx, (float)isum, acc);  Q4_1 only: acc = fma(mw, sx, acc)
+ *   acc = fma(dw * dx, (float)isum, acc)
+ *   Q4_1, Q4_K: then acc = fma(mw, sx, acc)
+ * with dw the row-block's scale and mw its min (Q4_1: m; Q4_K: -(dmin * m),
+ * and dw = d * sc: products exact in f32). Q6_K has a scale per 16 values,
+ * so its block has two sums, isum0 over values 0..15 (with S0) and isum1
+ * over 16..31 (with S - S0), and two fmas: acc = fma(dw0 * dx, (float)isum0,
+ * acc), then acc = fma(dw1 * dx, (float)isum1, acc), dw0/1 = d * sc (exact).
  * y = acc: no horizontal sum, so nothing depends on tiling, batch or ISA.
  *
  * Weights are repacked once (dt_q16_repack) into tiles of 16 rows (the last
- * padded with zero rows), each tile DT_Q16_TILE_BYTES apart:
- *   codes: nb blocks of Q4: 256 bytes, Q8_0: 512 bytes. Byte 4 * r + i of
- *          64-byte vector j is row r's value 4 * g + i: Q8_0: g = j (u8);
- *          Q4: low nibble g = j, high nibble g = j + 4 (j < 4)
- *   then dw of the 16 rows as f16 for each block (nb * 32 bytes), then for
- *   Q4_1 mw likewise. So one vpdpbusd with 4 broadcast activation bytes
- *   multiplies all 16 rows, and a tile streams once, in GGUF's bytes per weight. */
+ * padded with zero rows), each tile dt_q16_tile_bytes apart, in three parts:
+ *   codes: nb blocks of (Q4_0, Q4_1, Q4_K) 256, Q5_0 320, Q6_K 384, Q8_0 512
+ *          bytes. Byte 4 * r + i of 64-byte vector j is row r's value
+ *          4 * g + i: Q8_0: g = j (u8); the others: low nibble g = j, high
+ *          nibble g = j + 4 (j < 4), then their high bits in planes after the
+ *          256 nibble bytes: Q5_0: one 64-byte vector, bit g of byte 4r + i
+ *          the 5th bit of that value of group g; Q6_K: two vectors, bits
+ *          2(g % 4), 2(g % 4) + 1 of vector g / 4 its 5th and 6th bits.
+ *   per block 32 bytes: dw of the 16 rows as f16 (Q4_0, Q4_1, Q5_0, Q8_0);
+ *          Q4_K: sc of the 16 rows, then m (u8, 6 bits); Q6_K: sc (i8) of
+ *          values 0..15 of the 16 rows, then of values 16..31.
+ *   then Q4_1: mw as f16 per block (32 bytes); Q4_K: per 8 blocks (a GGUF
+ *          super-block) d, then dmin of the 16 rows as f16 (64 bytes);
+ *          Q6_K: per 8 blocks d as f16 (32 bytes).
+ * So one vpdpbusd with 4 broadcast activation bytes multiplies all 16 rows,
+ * and a tile streams once, in GGUF's bytes per weight (Q4_K: 4.625 against
+ * GGUF's 4.5, its 6-bit scales stored as bytes). */
 typedef struct {
     int8_t xh[32], xl[32]; /* xq = 256 * xh + xl */
     float dx;              /* amax / 32639 */
     float sx;              /* dx * (float)s */
     int32_t s;             /* sum of the block's xq */
-    int32_t pad;
+    int32_t s0;            /* sum of its first 16 xq (Q6_K's first sub-block) */
 } dt_xq16;                 /* 80 bytes */
 _Static_assert(sizeof(dt_xq16) == 80, "xq16 layout");
 
 #define DT_Q16_ROWS 16
-/* 1 for the types q16 covers (Q4_0, Q4_1, Q8_0). */
+/* Where the parts of a tile of nb blocks lie (the layout above). */
+static inline int64_t dt_q16_code_bytes(int type) { /* one block's codes for the 16 rows */
+    return type == DT_Q8_0 ? 512 : type == DT_Q6_K ? 384 : type == DT_Q5_0 ? 320 : 256;
+}
+static inline int32_t dt_q16_code_offset(int type) { /* c: the signed weight is u - c */
+    return type == DT_Q4_0 ? 8 : type == DT_Q5_0 ? 16 : type == DT_Q6_K ? 32 : type == DT_Q8_0 ? 128 : 0;
+}
+static inline int64_t dt_q16_scales_at(int type, int64_t nb, int64_t b) { /* block b's 32 bytes of scales */
+    return nb * dt_q16_code_bytes(type) + 32 * b;
+}
+static inline int64_t dt_q16_extra_at(int type, int64_t nb, int64_t b) { /* Q4_1's mins, the K types' d */
+    return nb * (dt_q16_code_bytes(type) + 32) + (type == DT_Q4_K ? 64 * (b / 8) : type == DT_Q6_K ? 32 * (b / 8) : 32 * b);
+}
+/* 1 for the types q16 covers (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K). */
 int dt_q16_type(int type);
-/* Bytes of one repacked tile of `cols` values (a multiple of 32; whole
- * 64-byte lines), or 0 for a type q16 does not cover. */
+/* Bytes of one repacked tile of `cols` values (a multiple of the type's
+ * block size; whole 64-byte lines), or 0 for a type q16 does not cover. */
 int64_t dt_q16_tile_bytes(int type, int64_t cols);
 /* Bytes of a repacked (rows, cols) matrix. */
 int64_t dt_q16_bytes(int type, int64_t rows, int64_t cols);
@@ -263,21 +294,26 @@ void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out);
  * and t < n_tok; token t's blocks at xq + t * ldxq. */
 typedef void (*dt_q16_fn)(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok,
                           float *y, int64_t ldy, int lane0, int lane1);
-void dt_q16_ref_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_q16_ref_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_q16_ref_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_q16_avx512_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_q16_avx512_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_q16_avx512_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+#define DT_Q16_DECL(ISA)                                                                                      \
+    void dt_q16_##ISA##_q4_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_q16_##ISA##_q4_1(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_q16_##ISA##_q5_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_q16_##ISA##_q8_0(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_q16_##ISA##_q4_K(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_q16_##ISA##_q6_K(const uint8_t *, int64_t, const dt_xq16 *, int64_t, int64_t, float *, int64_t, int, int);
+DT_Q16_DECL(ref)
+DT_Q16_DECL(avx512)
+/* The q16 entries of a kernel table. */
+#define DT_Q16_TABLE(ISA)                                                                          \
+    {[DT_Q4_0] = dt_q16_##ISA##_q4_0, [DT_Q4_1] = dt_q16_##ISA##_q4_1, [DT_Q5_0] = dt_q16_##ISA##_q5_0, \
+     [DT_Q8_0] = dt_q16_##ISA##_q8_0, [DT_Q4_K] = dt_q16_##ISA##_q4_K, [DT_Q6_K] = dt_q16_##ISA##_q6_K}
 
-/* The constant c of a tile's unsigned codes (the weight is u - c; Q4_1 has
- * a min instead) and whether the type adds the min term mw * sx: shared by
- * the references and kernels on q16's tiles. */
-static inline int32_t dt_q16_code_offset(int type) { return type == DT_Q4_0 ? 8 : type == DT_Q8_0 ? 128 : 0; }
-static inline int dt_q16_has_min(int type) { return type == DT_Q4_1; }
+/* Whether the type adds the min term mw * sx (Q4_1, Q4_K): shared by the
+ * references and kernels on q16's tiles. */
+static inline int dt_q16_has_min(int type) { return type == DT_Q4_1 || type == DT_Q4_K; }
 /* Row r of block b of a repacked tile (nb blocks): its 32 unsigned codes,
- * dw and mw (0 for a type without mins), for the references of kernels that
- * read q16's tiles. */
+ * dw and mw (the min, Q4_1 and Q4_K; Q6_K's second scale; else 0), for the
+ * references of kernels that read q16's tiles. */
 void dt_q16_tile_row(int type, const uint8_t *tile, int64_t nb, int64_t b, int r, int32_t u[32], float *dw,
                      float *mw);
 
@@ -311,12 +347,20 @@ void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out);
  * and t < n_tok; token t's blocks at xq + t * ldxq. */
 typedef void (*dt_fast_fn)(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, int64_t n_tok,
                            float *y, int64_t ldy, int lane0, int lane1);
-void dt_fast_ref_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_fast_ref_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_fast_ref_q8_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_fast_avx512_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_fast_avx512_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
-void dt_fast_avx512_q8_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+/* Every q16 type but Q6_K (its two scales per block would need q16's
+ * half sums; it runs exact under fast). */
+#define DT_FAST_DECL(ISA)                                                                                   \
+    void dt_fast_##ISA##_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_fast_##ISA##_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_fast_##ISA##_q5_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_fast_##ISA##_q8_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
+    void dt_fast_##ISA##_q4_K(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int);
+DT_FAST_DECL(ref)
+DT_FAST_DECL(avx512)
+/* The fast entries of a kernel table. */
+#define DT_FAST_TABLE(ISA)                                                                                \
+    {[DT_Q4_0] = dt_fast_##ISA##_q4_0, [DT_Q4_1] = dt_fast_##ISA##_q4_1, [DT_Q5_0] = dt_fast_##ISA##_q5_0, \
+     [DT_Q8_0] = dt_fast_##ISA##_q8_0, [DT_Q4_K] = dt_fast_##ISA##_q4_K}
 
 typedef struct {
     const char *name;

@@ -296,8 +296,8 @@ const dt_kernels dt_kernels_avx512 = {
     .fused = {[DT_Q4_0] = fused_q4_0, [DT_Q4_1] = fused_q4_1, [DT_Q8_0] = fused_q8_0,
               [DT_Q5_0] = fused_q5_0, [DT_Q5_1] = fused_q5_1, [DT_Q4_K] = fused_q4_K},
     .fused_max_tok = 4,
-    .fast = {[DT_Q4_0] = dt_fast_avx512_q4_0, [DT_Q4_1] = dt_fast_avx512_q4_1, [DT_Q8_0] = dt_fast_avx512_q8_0},
-    .q16 = {[DT_Q4_0] = dt_q16_avx512_q4_0, [DT_Q4_1] = dt_q16_avx512_q4_1, [DT_Q8_0] = dt_q16_avx512_q8_0},
+    .fast = DT_FAST_TABLE(avx512),
+    .q16 = DT_Q16_TABLE(avx512),
     .q16_prep = dt_q16_prep_avx512,
     .fast_prep = dt_fast_prep_avx512,
 };

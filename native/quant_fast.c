@@ -63,4 +63,6 @@ static void fast_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq8 *xq
     }
 FAST_REF(q4_0, DT_Q4_0)
 FAST_REF(q4_1, DT_Q4_1)
+FAST_REF(q5_0, DT_Q5_0)
 FAST_REF(q8_0, DT_Q8_0)
+FAST_REF(q4_K, DT_Q4_K)

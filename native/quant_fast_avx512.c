@@ -60,7 +60,9 @@ DT_INLINE void fast_tile(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int6
     }
 FAST(q4_0, DT_Q4_0)
 FAST(q4_1, DT_Q4_1)
+FAST(q5_0, DT_Q5_0)
 FAST(q8_0, DT_Q8_0)
+FAST(q4_K, DT_Q4_K)
 
 /* dt_fast_prep with the same operations 16 lanes at a time (as
  * dt_q16_prep_avx512): max_ps returns its second operand for a NaN, so NaNs

@@ -6,7 +6,8 @@
  * rows; the codes are unpacked once per block (quant_q16_x86.h) and reused
  * by up to 8 tokens.
  * Per token and block: 16 vpdpbusd (xh and xl parts, each in two chains),
- * a shift and adds, one cvt, one mul and one fma (two for Q4_1), 16 rows
+ * a shift and adds, one cvt, one mul and one fma (two for Q4_1 and Q4_K;
+ * Q6_K keeps its two 16-value halves apart: two cvt, mul and fma), 16 rows
  * at a time with one float lane per row. */
 #include "quant_q16_x86.h"
 
@@ -23,19 +24,29 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const dt_xq16 *x = xq + t * ldxq + b;
+            /* chains 0 over values 0..15 (u[0..3]), 1 over 16..31: Q6_K's two sums */
+            const int32_t c0 = type == DT_Q6_K ? c * x->s0 : c * x->s, c1 = type == DT_Q6_K ? c * (x->s - x->s0) : 0;
             __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
-            __m512i l0 = _mm512_set1_epi32(-c * x->s), l1 = _mm512_setzero_si512();
+            __m512i l0 = _mm512_set1_epi32(-c0), l1 = _mm512_set1_epi32(-c1);
 #pragma GCC unroll 4
-            for (int j = 0; j < 8; j += 2) {
+            for (int j = 0; j < 4; j++) {
                 h0 = dpbusd_bcast4(h0, u[j], x->xh + 4 * j);
-                h1 = dpbusd_bcast4(h1, u[j + 1], x->xh + 4 * j + 4);
+                h1 = dpbusd_bcast4(h1, u[j + 4], x->xh + 4 * j + 16);
                 l0 = dpbusd_bcast4(l0, u[j], x->xl + 4 * j);
-                l1 = dpbusd_bcast4(l1, u[j + 1], x->xl + 4 * j + 4);
+                l1 = dpbusd_bcast4(l1, u[j + 4], x->xl + 4 * j + 16);
+            }
+            const __m512 dx = _mm512_set1_ps(x->dx);
+            if (type == DT_Q6_K) {
+                const __m512i isum0 = _mm512_add_epi32(_mm512_slli_epi32(h0, 8), l0);
+                const __m512i isum1 = _mm512_add_epi32(_mm512_slli_epi32(h1, 8), l1);
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum0), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(mw, dx), _mm512_cvtepi32_ps(isum1), acc[t]);
+                continue;
             }
             const __m512i isum =
                 _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
-            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x->dx)), _mm512_cvtepi32_ps(isum), acc[t]);
-            if (type == DT_Q4_1) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->sx), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), acc[t]);
+            if (type == DT_Q4_1 || type == DT_Q4_K) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->sx), acc[t]);
         }
     }
 #pragma GCC unroll 8
@@ -61,7 +72,10 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
     }
 Q16(q4_0, DT_Q4_0)
 Q16(q4_1, DT_Q4_1)
+Q16(q5_0, DT_Q5_0)
 Q16(q8_0, DT_Q8_0)
+Q16(q4_K, DT_Q4_K)
+Q16(q6_K, DT_Q6_K)
 
 /* dt_q16_prep with the same operations 16 lanes at a time: max_ps returns
  * its second operand for a NaN (so NaNs do not count in amax, and a NaN
@@ -87,10 +101,10 @@ void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
         _mm_storeu_si128((__m128i *)(o->xl + 16), _mm512_cvtepi32_epi8(l1));
         _mm_storeu_si128((__m128i *)o->xh, _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8)));
         _mm_storeu_si128((__m128i *)(o->xh + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8)));
-        const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        const int32_t s0 = _mm512_reduce_add_epi32(q0), s = s0 + _mm512_reduce_add_epi32(q1);
         o->dx = d;
         o->s = s;
         o->sx = d * (float)s;
-        o->pad = 0;
+        o->s0 = s0;
     }
 }

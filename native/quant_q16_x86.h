@@ -9,10 +9,10 @@
 #include "x86.h"
 
 /* Bytes of one tile-block's codes (16 rows x 32 values). */
-DT_INLINE int64_t tile_code_bytes(int type) { return type == DT_Q8_0 ? 512 : 256; }
+DT_INLINE int64_t tile_code_bytes(int type) { return dt_q16_code_bytes(type); }
 
 /* The constant subtracted from every unsigned code: the signed weight is
- * u - c (Q4_1 has a min instead). */
+ * u - c (Q4_1 and Q4_K have a min instead). */
 DT_INLINE int32_t tile_code_offset(int type) { return dt_q16_code_offset(type); }
 
 /* acc + u . (4 activation bytes at p, broadcast to every lane): vpdpbusd
@@ -23,18 +23,35 @@ DT_INLINE __m512i dpbusd_bcast4(__m512i acc, __m512i u, const int8_t *p) {
     return acc;
 }
 
-/* Block b of a tile (nb blocks): its 8 code vectors in u, its scales in dw
- * and (Q4_1) mins in mw, one float lane per row. Every line of the stream
- * is prefetched DT_PREFETCH_BYTES ahead into L2 (x86.h): this host's
- * hardware prefetch alone leaves decode waiting on memory. */
+/* Bits of a high-bit plane moved to where they join the nibble (plane
+ * shifted left by s, or right by -s, then masked): 16-bit shifts do for
+ * bytes, as no bit the mask keeps crossed a byte boundary. */
+DT_INLINE __m512i plane_bits(__m512i plane, const int s, __m512i mask) {
+    const __m512i p = s > 0 ? _mm512_slli_epi16(plane, s) : s < 0 ? _mm512_srli_epi16(plane, -s) : plane;
+    return _mm512_and_si512(p, mask);
+}
+
+/* 16 bytes at p, unsigned or signed, as floats. */
+DT_INLINE __m512 u8x16_ps(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+DT_INLINE __m512 i8x16_ps(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+DT_INLINE __m512 f16x16_ps(const uint8_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+/* Block b of a tile (nb blocks): its 8 code vectors in u and its two
+ * scales, one float lane per row: dw and mw (Q4_1: m; Q4_K: -(dmin * m);
+ * others 0), or for Q6_K the scales dw0 of values 0..15 (u[0..3]) in dw and
+ * dw1 of values 16..31 (u[4..7]) in mw. Every line of the stream is
+ * prefetched DT_PREFETCH_BYTES ahead into L2 (x86.h): this host's hardware
+ * prefetch alone leaves decode waiting on memory. */
 DT_INLINE void tile_block(const uint8_t *tile, int64_t nb, int64_t b, const int type, __m512i u[8], __m512 *dw,
                           __m512 *mw) {
     const int64_t cb = tile_code_bytes(type);
-    const uint8_t *codes = tile + b * cb, *dws = tile + nb * cb + b * 32, *mws = dws + nb * 32;
+    const uint8_t *codes = tile + b * cb, *scales = tile + dt_q16_scales_at(type, nb, b);
+    const uint8_t *extra = tile + dt_q16_extra_at(type, nb, b);
+    const int k_type = type == DT_Q4_K || type == DT_Q6_K;
 #pragma GCC unroll 8
     for (int64_t l = 0; l < cb; l += 64) prefetch_ahead(codes + l);
-    prefetch_ahead(dws);
-    if (type == DT_Q4_1) prefetch_ahead(mws);
+    prefetch_ahead(scales);
+    if (type == DT_Q4_1 || (k_type && b % 8 == 0)) prefetch_ahead(extra);
     if (type == DT_Q8_0) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) u[j] = _mm512_load_si512(codes + 64 * j);
@@ -46,9 +63,30 @@ DT_INLINE void tile_block(const uint8_t *tile, int64_t nb, int64_t b, const int 
             u[j] = _mm512_and_si512(v, lo4);
             u[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
         }
+        if (type == DT_Q5_0) { /* bit g of the plane is group g's 5th bit */
+            const __m512i plane = _mm512_load_si512(codes + 256), bit4 = _mm512_set1_epi8(0x10);
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) u[g] = _mm512_or_si512(u[g], plane_bits(plane, 4 - g, bit4));
+        }
+        if (type == DT_Q6_K) { /* bits 2(g % 4), +1 of plane g / 4 are group g's 5th and 6th */
+            const __m512i planes[2] = {_mm512_load_si512(codes + 256), _mm512_load_si512(codes + 320)};
+            const __m512i bits45 = _mm512_set1_epi8(0x30);
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) u[g] = _mm512_or_si512(u[g], plane_bits(planes[g / 4], 4 - 2 * (g % 4), bits45));
+        }
     }
-    *dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dws));
-    *mw = type == DT_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)mws)) : _mm512_setzero_ps();
+    if (type == DT_Q4_K) { /* d * sc and -(dmin) * m: exact */
+        const __m512 neg = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+        *dw = _mm512_mul_ps(u8x16_ps(scales), f16x16_ps(extra));
+        *mw = _mm512_mul_ps(u8x16_ps(scales + 16), _mm512_xor_ps(f16x16_ps(extra + 32), neg));
+    } else if (type == DT_Q6_K) {
+        const __m512 d = f16x16_ps(extra);
+        *dw = _mm512_mul_ps(i8x16_ps(scales), d);
+        *mw = _mm512_mul_ps(i8x16_ps(scales + 16), d);
+    } else {
+        *dw = f16x16_ps(scales);
+        *mw = type == DT_Q4_1 ? f16x16_ps(extra) : _mm512_setzero_ps();
+    }
 }
 
 #endif

@@ -56,10 +56,10 @@ def ditto_greedy(ctx, prompt, n_new):
         last = ctx.decode([out[-1]], [pos], [0], [1])[0]
 
 
-def greedy_agreement(model, reference):
+def greedy_agreement(model, reference, precision="exact"):
     """How many of the reference's prompts ditto continues exactly as the
     float64 pass, and a line per divergence."""
-    ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=2)
+    ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=2, precision=precision)
     matches, report = 0, []
     for rec in reference["prompts"]:
         got, got_margin = ditto_greedy(ctx, rec["prompt"], reference["n_new"])
@@ -80,10 +80,10 @@ def test_greedy_continuations_match_reference(model, reference):
     assert matches >= 9, msg
 
 
-def argmax_agreement(model, reference):
+def argmax_agreement(model, reference, precision="exact"):
     """Positions where ditto's teacher-forced argmax equals the reference's,
     out of how many, and a line per disagreement."""
-    ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=2)
+    ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=2, precision=precision)
     agree = total = 0
     report = []
     for rec in reference["prompts"]:

@@ -18,7 +18,7 @@ from ditto.engine.gguf_model import load_model_file
 from reference import ReferenceModel
 from speculation import draw_noisy_requests
 
-TYPES = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q6_K]
+TYPES = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0, Q.Q4_K, Q.Q6_K]
 
 
 @pytest.mark.parametrize("precision", ["fast", "q16"])
