@@ -38,26 +38,7 @@ DT_INLINE void fast_tile(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int6
     for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mask, acc[t]);
 }
 
-/* Tokens in tiles of 8, the last tile whatever remains. */
-#define FAST(NAME, TYPE)                                                                                          \
-    void dt_fast_avx512_##NAME(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, int64_t n_tok,   \
-                               float *y, int64_t ldy, int lane0, int lane1) {                                    \
-        const __mmask16 mask = (__mmask16)(((1u << lane1) - 1) & ~((1u << lane0) - 1));                           \
-        for (int64_t t0 = 0; t0 < n_tok; t0 += 8) {                                                              \
-            const dt_xq8 *x = xq + t0 * ldxq;                                                                    \
-            float *yt = y + t0 * ldy;                                                                            \
-            switch (n_tok - t0 < 8 ? n_tok - t0 : 8) {                                                           \
-            case 1: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 1); break;                                 \
-            case 2: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 2); break;                                 \
-            case 3: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 3); break;                                 \
-            case 4: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 4); break;                                 \
-            case 5: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 5); break;                                 \
-            case 6: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 6); break;                                 \
-            case 7: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 7); break;                                 \
-            default: fast_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 8); break;                                \
-            }                                                                                                    \
-        }                                                                                                        \
-    }
+#define FAST(NAME, TYPE) DT_TILE_KERNEL(dt_fast_avx512_##NAME, fast_tile, dt_xq8, TYPE)
 FAST(q4_0, DT_Q4_0)
 FAST(q4_1, DT_Q4_1)
 FAST(q5_0, DT_Q5_0)

@@ -53,23 +53,7 @@ DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int6
     for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mask, acc[t]);
 }
 
-#define Q16(NAME, TYPE)                                                                                        \
-    void dt_q16_avx512_##NAME(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok, \
-                              float *y, int64_t ldy, int lane0, int lane1) {                                   \
-        const __mmask16 mask = (__mmask16)(((1u << lane1) - 1) & ~((1u << lane0) - 1));                         \
-        int64_t t0 = 0;                                                                                        \
-        for (; t0 + 8 <= n_tok; t0 += 8) q16_tile(tile, nb, xq + t0 * ldxq, ldxq, y + t0 * ldy, ldy, mask, TYPE, 8); \
-        for (; t0 < n_tok; t0 += 4) {                                                                          \
-            const dt_xq16 *x = xq + t0 * ldxq;                                                                 \
-            float *yt = y + t0 * ldy;                                                                          \
-            switch (n_tok - t0 < 4 ? n_tok - t0 : 4) {                                                         \
-            case 1: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 1); break;                                \
-            case 2: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 2); break;                                \
-            case 3: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 3); break;                                \
-            default: q16_tile(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 4); break;                               \
-            }                                                                                                  \
-        }                                                                                                      \
-    }
+#define Q16(NAME, TYPE) DT_TILE_KERNEL(dt_q16_avx512_##NAME, q16_tile, dt_xq16, TYPE)
 Q16(q4_0, DT_Q4_0)
 Q16(q4_1, DT_Q4_1)
 Q16(q5_0, DT_Q5_0)

@@ -89,4 +89,28 @@ DT_INLINE void tile_block(const uint8_t *tile, int64_t nb, int64_t b, const int 
     }
 }
 
+/* The exported kernel NAME on one tile type (quant.h's dt_q16_fn /
+ * dt_fast_fn): lanes [lane0, lane1) as a mask, the tokens in tiles of 8 and
+ * one tile of the rest, each tile size a compile-time constant of
+ * TILE(tile, nb, xq, ldxq, y, ldy, mask, type, T). */
+#define DT_TILE_KERNEL(NAME, TILE, XQ, TYPE)                                                            \
+    void NAME(const uint8_t *tile, int64_t nb, const XQ *xq, int64_t ldxq, int64_t n_tok, float *y,    \
+              int64_t ldy, int lane0, int lane1) {                                                      \
+        const __mmask16 mask = (__mmask16)(((1u << lane1) - 1) & ~((1u << lane0) - 1));                 \
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 8) {                                                     \
+            const XQ *x = xq + t0 * ldxq;                                                               \
+            float *yt = y + t0 * ldy;                                                                   \
+            switch (n_tok - t0 < 8 ? n_tok - t0 : 8) {                                                  \
+            case 1: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 1); break;                             \
+            case 2: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 2); break;                             \
+            case 3: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 3); break;                             \
+            case 4: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 4); break;                             \
+            case 5: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 5); break;                             \
+            case 6: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 6); break;                             \
+            case 7: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 7); break;                             \
+            default: TILE(tile, nb, x, ldxq, yt, ldy, mask, TYPE, 8); break;                            \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
 #endif
