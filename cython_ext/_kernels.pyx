@@ -418,3 +418,21 @@ def gated(str act, const float[::1] g not None, const float[::1] u not None):
                 dt_gelu_mul(&g[0], &u[0], &h[0], n)
     return out
 
+
+cdef extern from "norm.h" nogil:
+    void dt_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+
+
+def rmsnorm(const float[::1] x not None, const float[::1] w not None, float eps):
+    """RMS normalization of one row by the current ISA's kernel (norm.h),
+    float32."""
+    if x.shape[0] != w.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} values, w {w.shape[0]}")
+    cdef int n = x.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] o = out
+    if n:
+        with nogil:
+            dt_rmsnorm(&o[0], &x[0], &w[0], n, eps)
+    return out
+

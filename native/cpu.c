@@ -1,6 +1,6 @@
 /* ditto native layer: instruction-set detection and the one place that
- * picks per-ISA kernels (quant kernels, attention, the f16 KV conversion and
- * the FFN activations).
+ * picks per-ISA kernels (quant kernels, attention, the f16 KV conversion, the
+ * FFN activations and RMS normalization).
  *
  * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
@@ -10,6 +10,7 @@
 
 #include "activation.h"
 #include "attention.h"
+#include "norm.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -49,13 +50,14 @@ static const struct {
     void (*attention_chunks)(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
     void (*f16_from_f32)(const float *x, uint16_t *y, int64_t n);
     dt_gated_fn silu_mul, gelu_mul;
+    dt_rmsnorm_fn rmsnorm;
 } tables[] = {
     [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_f16_from_f32_scalar, dt_silu_mul_scalar,
-                       dt_gelu_mul_scalar},
+                       dt_gelu_mul_scalar, dt_rmsnorm_scalar},
     [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_f16_from_f32_avx2, dt_silu_mul_avx2,
-                     dt_gelu_mul_avx2},
+                     dt_gelu_mul_avx2, dt_rmsnorm_avx2},
     [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_f16_from_f32_avx512, dt_silu_mul_avx512,
-                       dt_gelu_mul_avx512},
+                       dt_gelu_mul_avx512, dt_rmsnorm_avx512},
 };
 
 static atomic_int best_isa = -1;
@@ -97,3 +99,7 @@ void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get
 void dt_silu_mul(const float *g, const float *u, float *h, int64_t n) { tables[dt_isa_get()].silu_mul(g, u, h, n); }
 
 void dt_gelu_mul(const float *g, const float *u, float *h, int64_t n) { tables[dt_isa_get()].gelu_mul(g, u, h, n); }
+
+void dt_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    tables[dt_isa_get()].rmsnorm(out, x, w, n, eps);
+}

@@ -19,6 +19,7 @@
 
 #include "activation.h"
 #include "attention.h"
+#include "norm.h"
 #include "context_internal.h"
 #include "ditto.h"
 #include "pool_internal.h"
@@ -289,14 +290,6 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
 
 /* ---- per-token kernels --------------------------------------------------- */
 
-/* out = x / sqrt(mean(x^2) + eps) * w; the sum of squares in double. */
-static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
-    float scale = (float)(1.0 / sqrt(ss / n + (double)eps));
-    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
-}
-
 /* Rotates each head of `v` (n_heads heads of head_dim) by the token's angles. */
 static void rope(float *v, int n_heads, int head_dim, int neox, const float *c, const float *s) {
     int half = head_dim / 2;
@@ -386,7 +379,7 @@ static void attn_norm_task(void *arg, int64_t task, int thread) {
     const dt_model *m = b->ctx->model;
     const float *w = m->layers[b->layer].attn_norm;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++)
-        rmsnorm(b->ctx->xn + (int64_t)t * m->n_embd, b->ctx->x + (int64_t)t * m->n_embd, w, m->n_embd,
+        dt_rmsnorm(b->ctx->xn + (int64_t)t * m->n_embd, b->ctx->x + (int64_t)t * m->n_embd, w, m->n_embd,
                 m->rms_eps);
 }
 
@@ -406,8 +399,8 @@ static void qkv_post_task(void *arg, int64_t task, int thread) {
         add_bias(k, L->bk, 1, kvd);
         add_bias(v, L->bv, 1, kvd);
         if (m->flags & DT_QK_NORM) {
-            for (int h = 0; h < m->n_head; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, m->rms_eps);
-            for (int h = 0; h < m->n_head_kv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, m->rms_eps);
+            for (int h = 0; h < m->n_head; h++) dt_rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, m->rms_eps);
+            for (int h = 0; h < m->n_head_kv; h++) dt_rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, m->rms_eps);
         }
         const int64_t at = ((int64_t)layer_rope_set(m, L) * ctx->max_batch + t) * half;
         const float *c = ctx->rope_cos + at, *s = ctx->rope_sin + at;
@@ -556,9 +549,9 @@ static void residual_ffn_norm_task(void *arg, int64_t task, int thread) {
     const dt_layer *L = &m->layers[b->layer];
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         float *x = ctx->x + t * E, *p = ctx->proj + t * E;
-        if (m->flags & DT_POST_NORMS) rmsnorm(p, p, L->post_attn_norm, (int)E, m->rms_eps);
+        if (m->flags & DT_POST_NORMS) dt_rmsnorm(p, p, L->post_attn_norm, (int)E, m->rms_eps);
         for (int64_t i = 0; i < E; i++) x[i] += p[i];
-        rmsnorm(ctx->xn + t * E, x, L->ffn_norm, (int)E, m->rms_eps);
+        dt_rmsnorm(ctx->xn + t * E, x, L->ffn_norm, (int)E, m->rms_eps);
     }
 }
 
@@ -583,7 +576,7 @@ static void residual_task(void *arg, int64_t task, int thread) {
     int64_t E = m->n_embd;
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         float *p = ctx->proj + t * E;
-        if (m->flags & DT_POST_NORMS) rmsnorm(p, p, m->layers[b->layer].post_ffn_norm, (int)E, m->rms_eps);
+        if (m->flags & DT_POST_NORMS) dt_rmsnorm(p, p, m->layers[b->layer].post_ffn_norm, (int)E, m->rms_eps);
         for (int64_t i = 0; i < E; i++) ctx->x[t * E + i] += p[i];
     }
 }
@@ -649,7 +642,7 @@ static int forward(dt_context *ctx, int n_tok, const int32_t *tokens, const int3
         int n_want = 0;
         for (int t = 0; t < n_tok; t++) {
             if (!want[t]) continue;
-            rmsnorm(ctx->xn + (int64_t)n_want * E, ctx->x + (int64_t)t * E, m->output_norm, (int)E,
+            dt_rmsnorm(ctx->xn + (int64_t)n_want * E, ctx->x + (int64_t)t * E, m->output_norm, (int)E,
                     m->rms_eps);
             n_want++;
         }
