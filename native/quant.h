@@ -288,6 +288,10 @@ void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, vo
 /* Quantizes one token (k values, a multiple of 32) into k / 32 blocks
  * (the reference; every ISA's version gives the same bytes). */
 typedef void (*dt_q16_prep_fn)(const float *x, int64_t k, dt_xq16 *out);
+/* One block of 32 activations to integers in [-qmax, qmax] (q16: 32639,
+ * fast: 127): d = amax / qmax (NaNs do not count), q = round-to-nearest-
+ * even(x / d) clamped (0 when d is 0; a NaN becomes -qmax). Returns d. */
+float dt_block32_quantize(const float *xb, float qmax, int32_t q[32]);
 void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out);
 void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out);
 /* Tile kernel: y[t * ldy + l] for lanes (rows of the tile) l in [lane0, lane1)
@@ -316,6 +320,14 @@ static inline int dt_q16_has_min(int type) { return type == DT_Q4_1 || type == D
  * references of kernels that read q16's tiles. */
 void dt_q16_tile_row(int type, const uint8_t *tile, int64_t nb, int64_t b, int r, int32_t u[32], float *dw,
                      float *mw);
+
+/* An exported scalar kernel NAME on one tile type: FN(type, ...) with the
+ * type fixed (the references of quant_q16.c and quant_fast.c). */
+#define DT_TILE_REF(NAME, FN, XQ, TYPE)                                                                \
+    void NAME(const uint8_t *tile, int64_t nb, const XQ *xq, int64_t ldxq, int64_t n_tok, float *y,    \
+              int64_t ldy, int lane0, int lane1) {                                                      \
+        FN(TYPE, tile, nb, xq, ldxq, n_tok, y, ldy, lane0, lane1);                                      \
+    }
 
 /* ---- fast path (precision = DT_PRECISION_FAST) --------------------------
  * q16's definition with one int8 half, on q16's repacked tiles (w->q16).

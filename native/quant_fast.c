@@ -7,29 +7,14 @@
 
 #include "quant.h"
 
-/* Written as dt_q16_prep, so the compiler vectorizes it: comparisons that
- * skip NaNs (as fmaxf), the clamp before the rounding (same result:
- * rounding keeps [-127, 127]) and round-to-nearest-even by adding and
- * subtracting 1.5 * 2^23. */
 void dt_fast_prep(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
-    const float magic = 12582912.0f;
     for (int64_t b = 0; b < k / 32; b++) {
-        const float *xb = x + 32 * b;
         dt_xq8 *o = out + b;
-        float amax = 0.0f;
+        int32_t q[32], s = 0;
+        const float d = dt_block32_quantize(x + 32 * b, 127.0f, q);
         for (int v = 0; v < 32; v++) {
-            const float a = fabsf(xb[v]);
-            amax = a > amax ? a : amax; /* a NaN does not count */
-        }
-        const float d = amax / 127.0f;
-        int32_t s = 0;
-        for (int v = 0; v < 32; v++) {
-            float r = d != 0.0f ? xb[v] / d : 0.0f;
-            r = r > 127.0f ? 127.0f : r;
-            r = r >= -127.0f ? r : -127.0f; /* a NaN becomes -127 */
-            const int32_t q = (int32_t)((r + magic) - magic);
-            o->xq[v] = (int8_t)q;
-            s += q;
+            o->xq[v] = (int8_t)q[v];
+            s += q[v];
         }
         o->dx = d;
         o->sx = d * (float)s;
@@ -56,11 +41,7 @@ static void fast_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq8 *xq
         }
 }
 
-#define FAST_REF(NAME, TYPE)                                                                                 \
-    void dt_fast_ref_##NAME(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, int64_t n_tok, \
-                            float *y, int64_t ldy, int lane0, int lane1) {                                   \
-        fast_ref(TYPE, tile, nb, xq, ldxq, n_tok, y, ldy, lane0, lane1);                                     \
-    }
+#define FAST_REF(NAME, TYPE) DT_TILE_REF(dt_fast_ref_##NAME, fast_ref, dt_xq8, TYPE)
 FAST_REF(q4_0, DT_Q4_0)
 FAST_REF(q4_1, DT_Q4_1)
 FAST_REF(q5_0, DT_Q5_0)

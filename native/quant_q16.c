@@ -216,26 +216,30 @@ void dt_q16_unpack_row(int type, const void *packed, int64_t cols, int64_t r, vo
 
 /* Written without libm calls so the compiler vectorizes it: comparisons
  * that skip NaNs (as fmaxf), the clamp before the rounding (same result:
- * rounding keeps [-32639, 32639]), and round-to-nearest-even by adding and
+ * rounding keeps [-qmax, qmax]), and round-to-nearest-even by adding and
  * subtracting 1.5 * 2^23 (exact for |v| <= 2^22). */
-void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out) {
+float dt_block32_quantize(const float *xb, float qmax, int32_t q[32]) {
     const float magic = 12582912.0f;
+    float amax = 0.0f;
+    for (int v = 0; v < 32; v++) {
+        const float a = fabsf(xb[v]);
+        amax = a > amax ? a : amax; /* a NaN does not count */
+    }
+    const float d = amax / qmax;
+    for (int v = 0; v < 32; v++) {
+        float r = d != 0.0f ? xb[v] / d : 0.0f;
+        r = r > qmax ? qmax : r;
+        r = r >= -qmax ? r : -qmax; /* a NaN becomes -qmax */
+        q[v] = (int32_t)((r + magic) - magic);
+    }
+    return d;
+}
+
+void dt_q16_prep(const float *x, int64_t k, dt_xq16 *out) {
     for (int64_t b = 0; b < k / 32; b++) {
-        const float *xb = x + 32 * b;
         dt_xq16 *o = out + b;
-        float amax = 0.0f;
-        for (int v = 0; v < 32; v++) {
-            const float a = fabsf(xb[v]);
-            amax = a > amax ? a : amax; /* a NaN does not count */
-        }
-        const float d = amax / 32639.0f;
         int32_t q[32], s = 0, s0 = 0;
-        for (int v = 0; v < 32; v++) {
-            float r = d != 0.0f ? xb[v] / d : 0.0f;
-            r = r > 32639.0f ? 32639.0f : r;
-            r = r >= -32639.0f ? r : -32639.0f; /* a NaN becomes -32639 */
-            q[v] = (int32_t)((r + magic) - magic);
-        }
+        const float d = dt_block32_quantize(x + 32 * b, 32639.0f, q);
         for (int v = 0; v < 32; v++) {
             const int32_t lo = (int8_t)(q[v] & 0xFF);
             o->xl[v] = (int8_t)lo;
@@ -300,11 +304,7 @@ static void q16_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq16 *xq
         }
 }
 
-#define Q16_REF(NAME, TYPE)                                                                                  \
-    void dt_q16_ref_##NAME(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, int64_t n_tok, \
-                           float *y, int64_t ldy, int lane0, int lane1) {                                    \
-        q16_ref(TYPE, tile, nb, xq, ldxq, n_tok, y, ldy, lane0, lane1);                                      \
-    }
+#define Q16_REF(NAME, TYPE) DT_TILE_REF(dt_q16_ref_##NAME, q16_ref, dt_xq16, TYPE)
 Q16_REF(q4_0, DT_Q4_0)
 Q16_REF(q4_1, DT_Q4_1)
 Q16_REF(q5_0, DT_Q5_0)
