@@ -96,7 +96,7 @@ int64_t dt_matmul_scratch_floats(int64_t cols);
  * repacked copy (w->q16), on AVX-512 VNNI or the scalar ISA (AVX2, other
  * types and tensors without the copy run EXACT). FAST: as Q16 with X
  * quantized to int8 (scale amax / 127), one half: half Q16's integer work,
- * coarser; Q6_K runs EXACT. All
+ * coarser; Q6_K runs Q16. All
  * are batch-invariant: a (row, token) output never depends on the batch. */
 enum dt_precision { DT_PRECISION_EXACT = 0, DT_PRECISION_FAST = 1, DT_PRECISION_Q16 = 2 };
 /* dt_matmul_rows with a precision; `scratch` as dt_matmul_scratch_floats

@@ -51,9 +51,12 @@ float dt_dot_f32(const float *a, const float *b, int64_t n) {
 }
 
 /* An integer-activation kernel for one matrix's repacked tiles (w->q16):
- * the fast path's or q16's (exactly one set), or neither (the exact path). */
+ * the fast path's or q16's (exactly one set), or neither (the exact path).
+ * Under fast, a tile type fast has no kernel for (Q6_K) runs q16: more
+ * exact than fast, and on the same repacked copy (exact would read the
+ * mapped original back in). */
 typedef struct {
-    int precision;
+    int precision; /* of the kernel: the activations' format */
     int32_t offset; /* fast: the code offset c the tokens are prepared for */
     dt_fast_fn fast;
     dt_q16_fn q16;
@@ -62,11 +65,14 @@ typedef struct {
 static int_kernel int_kernel_of(int precision, const dt_tensor *w) {
     int_kernel k = {precision, 0, NULL, NULL};
     if (w->type < 0 || w->type >= DT_TYPE_MAX || !w->q16 || !dt_q16_type(w->type)) return k;
-    if (precision == DT_PRECISION_FAST) {
-        k.fast = dt_kernels_current()->fast[w->type];
+    const dt_kernels *cur = dt_kernels_current();
+    if (precision == DT_PRECISION_FAST && cur->fast[w->type]) {
+        k.fast = cur->fast[w->type];
         k.offset = dt_q16_code_offset(w->type);
+    } else if (precision != DT_PRECISION_EXACT) {
+        k.precision = DT_PRECISION_Q16;
+        k.q16 = cur->q16[w->type];
     }
-    if (precision == DT_PRECISION_Q16) k.q16 = dt_kernels_current()->q16[w->type];
     return k;
 }
 static int int_covered(const int_kernel *k) { return k->fast || k->q16; }
@@ -125,7 +131,7 @@ int dt_matmul_rows_p(int precision, const dt_tensor *w, const float *x, int64_t 
     if (int_covered(&ik)) { /* quantize FAST_TOK tokens at a time into scratch */
         if (!scratch) return DT_ERR_INVALID;
         uint8_t *xp = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        const int64_t tb = tok_bytes(precision, cols);
+        const int64_t tb = tok_bytes(ik.precision, cols);
         for (int64_t t0 = 0; t0 < n_tok; t0 += FAST_TOK) {
             const int64_t nt = n_tok - t0 < FAST_TOK ? n_tok - t0 : FAST_TOK;
             for (int64_t t = 0; t < nt; t++) int_prep(&ik, x + (t0 + t) * ldx, cols, xp + t * tb);
@@ -303,9 +309,11 @@ static int group_int(int precision, int n, const dt_tensor *const *w) {
     }
     if (covered == 0) return 0;
     if (covered < n) return -1;
-    for (int i = 1; i < n; i++)
-        if (int_kernel_of(precision, w[i]).offset != int_kernel_of(precision, w[0]).offset || w[i]->cols != w[0]->cols)
-            return -1;
+    const int_kernel first = int_kernel_of(precision, w[0]);
+    for (int i = 1; i < n; i++) {
+        const int_kernel ik = int_kernel_of(precision, w[i]);
+        if (ik.precision != first.precision || ik.offset != first.offset || w[i]->cols != w[0]->cols) return -1;
+    }
     return 1;
 }
 

@@ -360,7 +360,7 @@ void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out);
 typedef void (*dt_fast_fn)(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, int64_t n_tok,
                            float *y, int64_t ldy, int lane0, int lane1);
 /* Every q16 type but Q6_K (its two scales per block would need q16's
- * half sums; it runs exact under fast). */
+ * half sums; it runs q16 under fast: matmul.c). */
 #define DT_FAST_DECL(ISA)                                                                                   \
     void dt_fast_##ISA##_q4_0(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
     void dt_fast_##ISA##_q4_1(const uint8_t *, int64_t, const dt_xq8 *, int64_t, int64_t, float *, int64_t, int, int); \
