@@ -281,15 +281,13 @@ static void q16_ref(int type, const uint8_t *tile, int64_t nb, const dt_xq16 *xq
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
                 const dt_xq16 *x = xq + t * ldxq + b;
-                uint8_t u[32];
-                int32_t h[2] = {0, 0}, l[2] = {0, 0}; /* per 16 values */
-                tile_codes(type, tile + b * dt_q16_code_bytes(type), r, u);
+                int32_t u[32], h[2] = {0, 0}, l[2] = {0, 0}; /* per 16 values */
+                float s1, s2;
+                dt_q16_tile_row(type, tile, nb, b, r, u, &s1, &s2);
                 for (int v = 0; v < 32; v++) {
                     h[v / 16] += u[v] * x->xh[v];
                     l[v / 16] += u[v] * x->xl[v];
                 }
-                float s1, s2;
-                ref_scales(type, tile, nb, b, r, &s1, &s2);
                 if (type == DT_Q6_K) {
                     const int32_t isum0 = 256 * h[0] + l[0] - c * x->s0, isum1 = 256 * h[1] + l[1] - c * (x->s - x->s0);
                     acc = fmaf(s1 * x->dx, (float)isum0, acc);
@@ -348,7 +346,7 @@ int dt_q16_unpack(const dt_tensor *w, int64_t r, void *dst) {
     return DT_OK;
 }
 
-/* ---- tile access for the fast path's reference (quant_fast.c) --------- */
+/* ---- tile access for the references (q16_ref above, quant_fast.c) ----- */
 
 void dt_q16_tile_row(int type, const uint8_t *tile, int64_t nb, int64_t b, int r, int32_t u[32], float *dw,
                      float *mw) {
