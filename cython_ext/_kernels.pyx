@@ -42,6 +42,18 @@ def isa_set(isa):
         raise ValueError(f"isa {ISA_NAMES[isa]} is not supported by this CPU")
 
 
+def bf16_hw():
+    """Whether attention's bf16 tiles run AVX512_BF16's instructions."""
+    return bool(dt_bf16_hw())
+
+
+def bf16_hw_set(on):
+    """Makes bf16 tiles run the instructions (True) or their fma steps
+    (False); ValueError if this CPU lacks them."""
+    if dt_bf16_hw_set(1 if on else 0) != DT_OK:
+        raise ValueError("this CPU has no AVX512_BF16")
+
+
 def type_layout(type):
     """(block_size, type_size) of a GGML tensor type."""
     cdef int bs = 0, ts = 0
@@ -236,12 +248,14 @@ cdef extern from "attention.h" nogil:
         int window
         int origin
         float scale
+        int bf16
     int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim)
     int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim)
     void dt_attention(const dt_attn_tile *a, float *scratch)
     void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch)
     void dt_attention_combine(const dt_attn_tile *a, const float *part)
     void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n)
+    uint16_t dt_bf16_from_f32(float x)
 
 
 # Positions per chunk of attention's chunked softmax (attention.h).
@@ -260,8 +274,20 @@ def f16_from_f32(const float[::1] x not None):
     return out
 
 
+def bf16_from_f32(const float[::1] x not None):
+    """float32 values rounded to bfloat16 as bf16 attention tiles round
+    their operands (dt_bf16_from_f32); returns their uint16 bits."""
+    out = np.empty(x.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] o = out
+    cdef int64_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            o[i] = dt_bf16_from_f32(x[i])
+    return out
+
+
 def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, window=0, scale=None,
-              origin=0, chunk_ranges=None):
+              origin=0, chunk_ranges=None, bf16=False):
     """The attention kernel of the current ISA on one tile (a test hook).
 
     q: (n_tok, group, head_dim) float32, the queries of tokens at positions
@@ -274,6 +300,7 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     a list of (c0, c1) absolute chunk ranges, each computed by its own
     dt_attention_chunks call, then dt_attention_combine (as a decode split
     over threads does); together they must cover the tile's chunks.
+    bf16: dot products on bf16 operands (attention.h; precision fast).
     Keys are laid out in the cache's blocks of 16 positions here.
     Returns (n_tok, group, head_dim) float32.
     """
@@ -318,6 +345,7 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     a.window = window
     a.origin = origin
     a.scale = sc
+    a.bf16 = 1 if bf16 else 0
     cdef int first = pos0 - window + 1 if 0 < window <= pos0 else 0
     cdef int tile_c0 = (first + origin) // DT_ATTN_CHUNK, tile_c1 = (pos0 + n_tok - 1 + origin) // DT_ATTN_CHUNK
     ranges = [] if chunk_ranges is None else [(int(r[0]), int(r[1])) for r in chunk_ranges]

@@ -26,6 +26,8 @@ cdef extern from "ditto.h" nogil:
     int dt_isa_best()
     int dt_isa_get()
     int dt_isa_set(int isa)
+    int dt_bf16_hw()
+    int dt_bf16_hw_set(int on)
 
     int dt_dequantize_row(int type, const void *src, float *dst, int64_t n)
 

@@ -27,11 +27,16 @@ int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim) {
 }
 
 /* The kernels' own scratch (scores of every row over the call's key
- * blocks, and room for the SIMD files' alignment), then the partials. */
+ * blocks, and room for the SIMD files' alignment; for bf16 tiles p as
+ * bf16, the rows' query pairs, a key block group's pairs and a chunk's
+ * value pairs, each 64-byte aligned), then the partials. */
 static int64_t kernel_floats(int n_rows, int n_pos, int head_dim) {
     if (n_rows < 1) n_rows = 1;
     if (n_pos < 1) n_pos = 1;
-    return (int64_t)n_rows * (round16(n_pos) + round16(head_dim) + 16) + 64;
+    const int64_t scores = (int64_t)n_rows * (round16(n_pos) + round16(head_dim) + 16) + 64;
+    const int64_t pairs = (int64_t)n_rows * (round16(n_pos) / 2 + head_dim / 2) +
+                          (int64_t)(DT_ATTN_BLOCK_GROUP * BLOCK / 2 + CHUNK / 2) * round16(head_dim) + 64;
+    return scores + pairs;
 }
 
 int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim) {
@@ -110,6 +115,41 @@ static void chunk_scalar(const dt_attn_tile *a, const float *q, int L, int H, fl
     pc[hd + 1] = (float)sum;
 }
 
+/* The partial of query row q over positions [L, H] with bf16 dot products
+ * (attention.h): q and keys paired by head dim, p and values by absolute
+ * position, each pair's odd element first. */
+static float bf16_round(float x) { return dt_bf16_to_f32(dt_bf16_from_f32(x)); }
+
+static void chunk_scalar_bf16(const dt_attn_tile *a, const float *q, int L, int H, float *pc, float *score) {
+    const int hd = a->head_dim, n = H - L + 1;
+    float max = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float s = 0.0f;
+        for (int d = 0; d < hd; d += 2) {
+            s = dt_bf16_fma(bf16_round(q[d + 1]), bf16_round(key(a, L + j, d + 1)), s);
+            s = dt_bf16_fma(bf16_round(q[d]), bf16_round(key(a, L + j, d)), s);
+        }
+        score[j] = s * a->scale;
+        if (score[j] > max) max = score[j];
+    }
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        score[j] = bf16_round(expf(score[j] - max));
+        sum += score[j];
+    }
+    for (int d = 0; d < hd; d++) {
+        float o = 0.0f;
+        for (int j = (L & ~1) - L; j < n; j += 2) { /* the pair (L + j, L + j + 1) */
+            const int in0 = j >= 0, in1 = j + 1 < n;
+            o = dt_bf16_fma(in1 ? score[j + 1] : 0.0f, in1 ? bf16_round(value(a, L + j + 1, d)) : 0.0f, o);
+            o = dt_bf16_fma(in0 ? score[j] : 0.0f, in0 ? bf16_round(value(a, L + j, d)) : 0.0f, o);
+        }
+        pc[d] = o;
+    }
+    pc[hd] = max;
+    pc[hd + 1] = (float)sum;
+}
+
 void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
     const int hd = a->head_dim;
     for (int t = 0; t < a->n_tok; t++) {
@@ -118,7 +158,8 @@ void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *pa
             for (int c = c0; c <= c1; c++) {
                 int L, H;
                 if (dt_attn_row_range(a, t, c, c, &L, &H))
-                    chunk_scalar(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c), scratch);
+                    (a->bf16 ? chunk_scalar_bf16 : chunk_scalar)(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c),
+                                                                 scratch);
             }
         }
     }

@@ -28,6 +28,20 @@
  * float rounding, not bit for bit. With f16 keys and values each element is
  * widened exactly to f32 where it is loaded, so a kernel gives the same bits
  * as on the f32 cache holding the same values.
+ *
+ * bf16 dot products (dt_attn_tile.bf16; precision fast): the two products
+ * take their operands rounded to bfloat16 (dt_bf16_from_f32): q and the
+ * keys for the scores, p and the values for o_c. Each dot product runs
+ * over pairs in ascending order, one pair as one vdpbf16ps step: acc +
+ * x[2i+1] * y[2i+1], then + x[2i] * y[2i], each rounded once (the product
+ * of two bf16 is exact in f32; dt_bf16_fma). Scores pair head dims (d, d +
+ * 1); o_c pairs positions (2i, 2i + 1), absolute, so a pair never straddles
+ * a chunk or a key block, and a position outside the row's range
+ * contributes p = 0. l_c sums the rounded p. vdpbf16ps does twice the
+ * multiply-adds of an f32 fma per instruction; where AVX512_BF16 is missing
+ * the SIMD files run each step as an fma, which differs from the
+ * instruction only where a result is subnormal (the instruction, and the
+ * scalar reference, flush it).
  */
 #ifndef DITTO_ATTENTION_H
 #define DITTO_ATTENTION_H
@@ -53,6 +67,7 @@ typedef struct {
                          * window seen from its first key block; else 0): chunk boundaries are
                          * absolute */
     float scale;        /* usually 1 / sqrt(head_dim) */
+    int bf16;           /* 1: dot products on bf16 operands (above); 0: f32 */
 } dt_attn_tile;
 
 /* Positions per chunk (a multiple of 16). One thread's kernel costs the same
@@ -60,6 +75,10 @@ typedef struct {
  * step at 2048 positions into 8 tasks per kv head, and contexts of a few
  * hundred positions already into several. */
 #define DT_ATTN_CHUNK 256
+
+/* Key blocks (16 positions each) a SIMD kernel keeps in L1 across row
+ * chunks; a bf16 tile converts them to pairs at once. */
+#define DT_ATTN_BLOCK_GROUP 8
 
 /* Absolute chunk of tile position p. */
 static inline int dt_attn_chunk(const dt_attn_tile *a, int p) { return (p + a->origin) / DT_ATTN_CHUNK; }
@@ -116,6 +135,25 @@ void dt_attention(const dt_attn_tile *a, float *scratch);
 void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+/* The AVX-512 kernel built with AVX512_BF16 (cpu.c runs it for bf16 tiles
+ * where the CPU has the instructions). */
+void dt_attention_chunks_avx512bf16(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+
+/* x rounded to bfloat16 as vcvtneps2bf16 does: to nearest even, a
+ * subnormal to signed zero, a NaN quieted (payload truncated). */
+static inline uint16_t dt_bf16_from_f32(float x) {
+    uint32_t u;
+    __builtin_memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+/* acc + a * b as one step of vdpbf16ps (a, b bf16 values): rounded once, a
+ * subnormal result flushed to signed zero. */
+static inline float dt_bf16_fma(float a, float b, float acc) {
+    const float r = __builtin_fmaf(a, b, acc);
+    return __builtin_fabsf(r) < 0x1p-126f ? __builtin_copysignf(0.0f, r) : r;
+}
 
 /* y[i] = x[i] rounded to IEEE half, to nearest even (overflow gives inf;
  * NaNs stay NaN, quieted, payload truncated): what F16C's vcvtps2ph does,

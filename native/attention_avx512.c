@@ -10,8 +10,14 @@
 
 #include "attention_x86.h"
 
+#ifdef __AVX512BF16__ /* built a second time as attention_avx512bf16.c */
+void dt_attention_chunks_avx512bf16(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
+    attention_chunks(a, c0, c1, part, scratch);
+}
+#else
 void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
     attention_chunks(a, c0, c1, part, scratch);
 }
 
 void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }
+#endif

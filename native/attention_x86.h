@@ -35,7 +35,16 @@
  * An f16 cache (kv_type DT_F16) runs the same kernels with every key and
  * value load widened by vcvtph2ps: half the bytes stream from memory, and
  * the arithmetic is the f32 kernel's on the widened values. Each kernel is
- * instantiated for both element types (the F16 argument, a constant).
+ * instantiated for every element type it reads (the T argument, a
+ * constant).
+ *
+ * bf16 tiles (attention.h) run the same loops on pairs (T = KV_PAIRS): per
+ * call the rows' q become bf16 pairs of head dims, each key block group is
+ * converted once into pairs of head dims (lane = position) and each
+ * chunk's values into pairs of positions (lane = head dim, positions
+ * outside the call zero), and the softmax stores p as bf16. One vdpbf16ps
+ * then does what two fmas do on f32 (built with AVX512_BF16:
+ * attention_avx512bf16.c; else vp_dot's two fmas).
  */
 #ifndef DITTO_ATTENTION_X86_H
 #define DITTO_ATTENTION_X86_H
@@ -47,7 +56,7 @@
 
 #define BLOCK 16          /* positions per key block */
 #define BLOCK_VECS (BLOCK / DT_VW)
-#define BLOCK_GROUP 8     /* key blocks kept in L1 across row chunks */
+#define BLOCK_GROUP DT_ATTN_BLOCK_GROUP
 #define PV_VECS 4         /* vectors of head_dim per value chunk */
 
 /* ---- f16 elements ------------------------------------------------------------ */
@@ -74,9 +83,150 @@ DT_INLINE void vh_store(dt_f16 *p, dt_vf v) {
 }
 #endif
 
+/* What a kernel reads: the cache's f32 or f16 elements, or bf16 pairs. */
+enum { KV_F32 = 0, KV_F16 = 1, KV_PAIRS = 2 };
+
 /* DT_VW elements of a cache region from element i on, as f32. */
 DT_INLINE dt_vf kv_load(const void *base, int64_t i, const int F16) {
     return F16 ? vh_load((const dt_f16 *)base + i) : vf_load((const float *)base + i);
+}
+
+/* The first n <= DT_VW of them (n even), the rest zero. */
+DT_INLINE dt_vf kv_load_n(const void *base, int64_t i, int n, const int F16) {
+    if (n == DT_VW) return kv_load(base, i, F16);
+    return F16 ? vh_maskz_load(vh_below(n), (const dt_f16 *)base + i) : vf_maskz_load(vm_below(n), (const float *)base + i);
+}
+
+/* ---- bf16 pairs ------------------------------------------------------------------ */
+
+/* DT_VW pairs of bf16, one per 32-bit lane (element 2i in the low half),
+ * carried in float registers. */
+#ifdef __AVX512F__
+typedef __m512i dt_vi;
+DT_INLINE dt_vi vi_set1(uint32_t x) { return _mm512_set1_epi32((int)x); }
+DT_INLINE dt_vi vi_and(dt_vi a, dt_vi b) { return _mm512_and_si512(a, b); }
+DT_INLINE dt_vi vi_or(dt_vi a, dt_vi b) { return _mm512_or_si512(a, b); }
+DT_INLINE dt_vi vi_srl16(dt_vi a) { return _mm512_srli_epi32(a, 16); }
+DT_INLINE dt_vi vi_sll16(dt_vi a) { return _mm512_slli_epi32(a, 16); }
+DT_INLINE dt_vi vf_bits(dt_vf x) { return _mm512_castps_si512(x); }
+DT_INLINE dt_vf vf_from_bits(dt_vi x) { return _mm512_castsi512_ps(x); }
+#else
+typedef __m256i dt_vi;
+DT_INLINE dt_vi vi_set1(uint32_t x) { return _mm256_set1_epi32((int)x); }
+DT_INLINE dt_vi vi_and(dt_vi a, dt_vi b) { return _mm256_and_si256(a, b); }
+DT_INLINE dt_vi vi_or(dt_vi a, dt_vi b) { return _mm256_or_si256(a, b); }
+DT_INLINE dt_vi vi_srl16(dt_vi a) { return _mm256_srli_epi32(a, 16); }
+DT_INLINE dt_vi vi_sll16(dt_vi a) { return _mm256_slli_epi32(a, 16); }
+DT_INLINE dt_vi vf_bits(dt_vf x) { return _mm256_castps_si256(x); }
+DT_INLINE dt_vf vf_from_bits(dt_vi x) { return _mm256_castsi256_ps(x); }
+#endif
+
+/* Each lane rounded as dt_bf16_from_f32, its bits in the high half (the
+ * rounded float). */
+DT_INLINE dt_vi vb_round(dt_vf x) {
+#if defined(__AVX512BF16__)
+    return _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16);
+#else
+    const dt_vi u = vf_bits(x);
+    const dt_vi a = vi_and(u, vi_set1(0x7fffffffu));
+    const dt_vi odd = vi_and(vi_srl16(u), vi_set1(1));
+#ifdef __AVX512F__
+    dt_vi r = _mm512_add_epi32(u, _mm512_add_epi32(vi_set1(0x7fff), odd));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epi32_mask(a, vi_set1(0x7f800000u)), vi_or(u, vi_set1(0x400000u)));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epi32_mask(a, vi_set1(0x800000u)), vi_and(u, vi_set1(0x80000000u)));
+#else
+    dt_vi r = _mm256_add_epi32(u, _mm256_add_epi32(vi_set1(0x7fff), odd));
+    r = _mm256_blendv_epi8(r, vi_or(u, vi_set1(0x400000u)), _mm256_cmpgt_epi32(a, vi_set1(0x7f800000u)));
+    r = _mm256_blendv_epi8(r, vi_and(u, vi_set1(0x80000000u)), _mm256_cmpgt_epi32(vi_set1(0x800000u), a));
+#endif
+    return vi_and(r, vi_set1(0xffff0000u));
+#endif
+}
+
+/* Pairs (lo[i], hi[i]), both rounded to bf16. */
+DT_INLINE dt_vf vp_pack(dt_vf lo, dt_vf hi) {
+#if defined(__AVX512BF16__)
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_castsi512_ps(_mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+#else
+    return vf_from_bits(vi_or(vi_srl16(vb_round(lo)), vb_round(hi)));
+#endif
+}
+
+/* acc + x.hi * y.hi, then + x.lo * y.lo, per lane (vdpbf16ps). */
+DT_INLINE dt_vf vp_dot(dt_vf acc, dt_vf x, dt_vf y) {
+#if defined(__AVX512BF16__)
+    return _mm512_dpbf16_ps(acc, (__m512bh)x, (__m512bh)y);
+#else
+    const dt_vi hi = vi_set1(0xffff0000u), xi = vf_bits(x), yi = vf_bits(y);
+    acc = vf_fma(vf_from_bits(vi_and(xi, hi)), vf_from_bits(vi_and(yi, hi)), acc);
+    return vf_fma(vf_from_bits(vi_sll16(xi)), vf_from_bits(vi_sll16(yi)), acc);
+#endif
+}
+
+/* vp_dot with y = the pair at p in every lane (an embedded broadcast). */
+DT_INLINE dt_vf vp_dot_bcast(dt_vf acc, dt_vf x, const uint32_t *p) {
+#if defined(__AVX512BF16__)
+    __asm__("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*p));
+    return acc;
+#else
+    return vp_dot(acc, x, vf_from_bits(vi_set1(*p)));
+#endif
+}
+
+/* The DT_VW rounded lanes of vb_round's result as bf16 at p. */
+DT_INLINE void vb_store(uint16_t *p, dt_vi r) {
+#ifdef __AVX512F__
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(vi_srl16(r)));
+#else
+    const __m256i s = vi_srl16(r);
+    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(s, s), 0x08)));
+#endif
+}
+
+/* q of rows [0, R) as bf16 pairs of head dims: row r at qp + r * hd / 2. */
+static void queries_to_pairs(const dt_attn_tile *a, uint32_t *qp) {
+    const int hd = a->head_dim, G = a->group;
+    for (int r = 0; r < a->n_tok * G; r++) {
+        const float *q = a->q + (int64_t)(r / G) * a->ldq + (int64_t)(r % G) * hd;
+        for (int d = 0; d < hd; d += 2)
+            qp[(int64_t)r * hd / 2 + d / 2] = dt_bf16_from_f32(q[d]) | (uint32_t)dt_bf16_from_f32(q[d + 1]) << 16;
+    }
+}
+
+/* Keys of blocks [b0, b1] as bf16 pairs of head dims: [block][hd / 2][16],
+ * lane = position. */
+static void keys_to_pairs(const dt_attn_tile *a, int b0, int b1, uint32_t *out) {
+    const int hd = a->head_dim, f16 = a->kv_type == DT_F16;
+    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
+    for (int64_t b = b0; b <= b1; b++)
+        for (int d = 0; d < hd; d += 2)
+            for (int h = 0; h < BLOCK_VECS; h++) {
+                const int64_t i = (b * hd + d) * BLOCK + h * DT_VW;
+                prefetch_ahead((const char *)a->k + i * esize);
+                const dt_vf pair = vp_pack(kv_load(a->k, i, f16), kv_load(a->k, i + BLOCK, f16));
+                vf_store((float *)out + ((b - b0) * hd + d) * BLOCK / 2 + h * DT_VW, pair);
+            }
+}
+
+/* Values of positions [lo, hi] as bf16 pairs of positions: row i holds
+ * (v[j][d], v[j + 1][d]) in lane d, j = (lo & ~1) + 2i, rows `stride`
+ * lanes apart (head_dim rounded up to whole vectors, padded with zeros);
+ * positions outside [lo, hi] are zero. */
+static void values_to_pairs(const dt_attn_tile *a, int lo, int hi, uint32_t *out, int64_t stride) {
+    const int hd = a->head_dim, f16 = a->kv_type == DT_F16;
+    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
+    for (int j = lo & ~1; j <= hi; j += 2) {
+        const int64_t vj = (int64_t)j * hd;
+        for (size_t b = 0; b < 2 * hd * esize; b += 64) prefetch_ahead((const char *)a->v + vj * esize + b);
+        for (int d = 0; d < hd; d += DT_VW) {
+            const int n = hd - d < DT_VW ? hd - d : DT_VW;
+            const dt_vf v0 = j >= lo ? kv_load_n(a->v, vj + d, n, f16) : vf_zero();
+            const dt_vf v1 = j + 1 <= hi ? kv_load_n(a->v, vj + hd + d, n, f16) : vf_zero();
+            vf_store((float *)out + (int64_t)(j - (lo & ~1)) / 2 * stride + d, vp_pack(v0, v1));
+        }
+    }
 }
 
 /* The f16 conversion of the ISA (attention.h: dt_f16_from_f32). */
@@ -89,25 +239,36 @@ static void f16_from_f32(const float *x, uint16_t *y, int64_t n) {
 /* ---- 1. scores ---------------------------------------------------------------- */
 
 /* s[r][b * 16 + lane] = scale * dot(q[r], keys of block b) for NR rows, NB
- * blocks starting at kb (blocks hd * 16 elements apart). */
-DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float *const *s, float scale,
-                            const int NR, const int NB, const int F16) {
+ * blocks starting at kb (blocks hd * 16 elements apart): q[r] is a float
+ * row, or for T = KV_PAIRS a row of hd / 2 pairs (kb then holds pairs). */
+DT_INLINE void score_kernel(const void *kb, int hd, const void *const *q, float *const *s, float scale, const int NR,
+                            const int NB, const int T) {
+    const int steps = T == KV_PAIRS ? hd / 2 : hd; /* per step: a head dim, or a pair of them */
     dt_vf acc[SCORE_ROWS][SCORE_ACCS];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 8
         for (int h = 0; h < NB * BLOCK_VECS; h++) acc[r][h] = vf_zero();
-    for (int d = 0; d < hd; d++) {
+    for (int d = 0; d < steps; d++) {
         dt_vf kv[SCORE_ACCS];
 #pragma GCC unroll 8
         for (int h = 0; h < NB * BLOCK_VECS; h++) {
-            const int64_t i = ((int64_t)(h / BLOCK_VECS) * hd + d) * BLOCK + (h % BLOCK_VECS) * DT_VW;
-            if (h % BLOCK_VECS == 0) prefetch_ahead((const char *)kb + i * (F16 ? sizeof(dt_f16) : sizeof(float)));
-            kv[h] = kv_load(kb, i, F16);
+            const int64_t i = ((int64_t)(h / BLOCK_VECS) * steps + d) * BLOCK + (h % BLOCK_VECS) * DT_VW;
+            if (T == KV_PAIRS) {
+                kv[h] = vf_load((const float *)kb + i);
+                continue;
+            }
+            if (h % BLOCK_VECS == 0) prefetch_ahead((const char *)kb + i * (T == KV_F16 ? sizeof(dt_f16) : sizeof(float)));
+            kv[h] = kv_load(kb, i, T == KV_F16);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
-            const dt_vf qd = vf_set1(q[r][d]);
+            if (T == KV_PAIRS) {
+#pragma GCC unroll 8
+                for (int h = 0; h < NB * BLOCK_VECS; h++) acc[r][h] = vp_dot_bcast(acc[r][h], kv[h], (const uint32_t *)q[r] + d);
+                continue;
+            }
+            const dt_vf qd = vf_set1(((const float *)q[r])[d]);
 #pragma GCC unroll 8
             for (int h = 0; h < NB * BLOCK_VECS; h++) acc[r][h] = vf_fma(qd, kv[h], acc[r][h]);
         }
@@ -124,17 +285,17 @@ DT_INLINE void score_kernel(const void *kb, int hd, const float *const *q, float
 #define SCORE_POW2(x) ((x) >= BLOCK_GROUP ? BLOCK_GROUP : (x) >= 4 ? 4 : (x) >= 2 ? 2 : 1)
 #define SCORE_NB(NR) SCORE_POW2(SCORE_ACCS / ((NR) * BLOCK_VECS))
 
-typedef void (*score_fn)(const void *, int, const float *const *, float *const *, float);
-#define SCORE_FN(NR, T, F16)                                                                        \
-    static void score_##NR##_many_##T(const void *kb, int hd, const float *const *q, float *const *s, \
-                                      float scale) {                                                \
-        score_kernel(kb, hd, q, s, scale, NR, SCORE_NB(NR), F16);                                   \
-    }                                                                                               \
-    static void score_##NR##_one_##T(const void *kb, int hd, const float *const *q, float *const *s,  \
-                                     float scale) {                                                 \
-        score_kernel(kb, hd, q, s, scale, NR, 1, F16);                                              \
+typedef void (*score_fn)(const void *, int, const void *const *, float *const *, float);
+#define SCORE_FN(NR, T)                                                                              \
+    static void score_##NR##_many_##T(const void *kb, int hd, const void *const *q, float *const *s,  \
+                                      float scale) {                                                 \
+        score_kernel(kb, hd, q, s, scale, NR, SCORE_NB(NR), T);                                      \
+    }                                                                                                \
+    static void score_##NR##_one_##T(const void *kb, int hd, const void *const *q, float *const *s,   \
+                                     float scale) {                                                  \
+        score_kernel(kb, hd, q, s, scale, NR, 1, T);                                                 \
     }
-#define SCORE_FNS(NR) SCORE_FN(NR, f32, 0) SCORE_FN(NR, f16, 1)
+#define SCORE_FNS(NR) SCORE_FN(NR, KV_F32) SCORE_FN(NR, KV_F16) SCORE_FN(NR, KV_PAIRS)
 #define SCORE_ENTRY(NR, T) [NR] = {score_##NR##_many_##T, score_##NR##_one_##T, SCORE_NB(NR)}
 SCORE_FNS(1) SCORE_FNS(2) SCORE_FNS(3) SCORE_FNS(4) SCORE_FNS(5) SCORE_FNS(6)
 #if SCORE_ROWS > 6
@@ -147,37 +308,49 @@ SCORE_FNS(7) SCORE_FNS(8)
     {SCORE_ENTRY(1, T), SCORE_ENTRY(2, T), SCORE_ENTRY(3, T), SCORE_ENTRY(4, T), SCORE_ENTRY(5, T),   \
      SCORE_ENTRY(6, T), SCORE_MORE(T)}
 
-/* Kernels for NR rows of f32 [0] or f16 [1] keys: nb blocks at a time, and
+/* Kernels for NR rows of each element type [T]: nb blocks at a time, and
  * one block for the rest. */
-static const struct { score_fn many, one; int nb; } score_kernels[2][SCORE_ROWS + 1] = {
-    SCORE_TABLE(f32), SCORE_TABLE(f16)};
+static const struct { score_fn many, one; int nb; } score_kernels[3][SCORE_ROWS + 1] = {
+    SCORE_TABLE(KV_F32), SCORE_TABLE(KV_F16), SCORE_TABLE(KV_PAIRS)};
 
 /* ---- 3. values ------------------------------------------------------------------ */
 
 /* acc[r][c * DT_VW ..] += p[r][j] * v[j][c * DT_VW ..] for j in [ja, jb], NR
- * rows, NC vectors (of the last one only the first `tail` lanes); p[r] is
- * indexed by position. */
-DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const float *const *p, float *const *acc,
-                         int tail, const int NR, const int NC, const int F16) {
+ * rows, NC vectors (of the last one only the first `tail` lanes); rows of v
+ * `ld` elements apart from row j0 on, p[r] indexed by j. T = KV_PAIRS: j
+ * counts pairs of positions, v's rows are pairs (values_to_pairs) and p's
+ * are bf16 pairs. */
+DT_INLINE void pv_kernel(const void *v, int64_t ld, int j0, int ja, int jb, const void *const *p, float *const *acc,
+                         int tail, const int NR, const int NC, const int T) {
     const dt_vmask tail_f = vm_below(tail);
     const vh_mask tail_h = vh_below(tail);
+    const size_t esize = T == KV_F16 ? sizeof(dt_f16) : sizeof(float);
     dt_vf a[PV_ROWS][PV_VECS];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) a[r][c] = vf_load(acc[r] + c * DT_VW);
     for (int j = ja; j <= jb; j++) {
-        const int64_t vj = (int64_t)j * hd, last = vj + (NC - 1) * DT_VW;
-        const size_t esize = F16 ? sizeof(dt_f16) : sizeof(float);
-        for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
+        const int64_t vj = (int64_t)(j - j0) * ld, last = vj + (NC - 1) * DT_VW;
         dt_vf vv[PV_VECS];
+        if (T == KV_PAIRS) {
 #pragma GCC unroll 4
-        for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, F16);
-        vv[NC - 1] = F16 ? vh_maskz_load(tail_h, (const dt_f16 *)v + last)
-                         : vf_maskz_load(tail_f, (const float *)v + last);
+            for (int c = 0; c < NC; c++) vv[c] = vf_load((const float *)v + vj + c * DT_VW);
+        } else {
+            for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, T == KV_F16);
+            vv[NC - 1] = T == KV_F16 ? vh_maskz_load(tail_h, (const dt_f16 *)v + last)
+                                     : vf_maskz_load(tail_f, (const float *)v + last);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
-            const dt_vf pj = vf_set1(p[r][j]);
+            if (T == KV_PAIRS) {
+#pragma GCC unroll 4
+                for (int c = 0; c < NC; c++) a[r][c] = vp_dot_bcast(a[r][c], vv[c], (const uint32_t *)p[r] + j);
+                continue;
+            }
+            const dt_vf pj = vf_set1(((const float *)p[r])[j]);
 #pragma GCC unroll 4
             for (int c = 0; c < NC; c++) a[r][c] = vf_fma(pj, vv[c], a[r][c]);
         }
@@ -188,14 +361,14 @@ DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const float *con
         for (int c = 0; c < NC; c++) vf_store(acc[r] + c * DT_VW, a[r][c]);
 }
 
-typedef void (*pv_fn)(const void *, int, int, int, const float *const *, float *const *, int);
-#define PV_FN(NR, NC, T, F16)                                                                         \
-    static void pv_##NR##_##NC##_##T(const void *v, int hd, int ja, int jb, const float *const *p,     \
+typedef void (*pv_fn)(const void *, int64_t, int, int, int, const void *const *, float *const *, int);
+#define PV_FN(NR, NC, T)                                                                               \
+    static void pv_##NR##_##NC##_##T(const void *v, int64_t ld, int j0, int ja, int jb, const void *const *p, \
                                      float *const *acc, int tail) {                                    \
-        pv_kernel(v, hd, ja, jb, p, acc, tail, NR, NC, F16);                                           \
+        pv_kernel(v, ld, j0, ja, jb, p, acc, tail, NR, NC, T);                                         \
     }
-#define PV_ROW(NR, T, F16) PV_FN(NR, 1, T, F16) PV_FN(NR, 2, T, F16) PV_FN(NR, 3, T, F16) PV_FN(NR, 4, T, F16)
-#define PV_ROWS_OF(NR) PV_ROW(NR, f32, 0) PV_ROW(NR, f16, 1)
+#define PV_ROW(NR, T) PV_FN(NR, 1, T) PV_FN(NR, 2, T) PV_FN(NR, 3, T) PV_FN(NR, 4, T)
+#define PV_ROWS_OF(NR) PV_ROW(NR, KV_F32) PV_ROW(NR, KV_F16) PV_ROW(NR, KV_PAIRS)
 #define PV_ENTRY(NR, T) [NR] = {pv_##NR##_1_##T, pv_##NR##_2_##T, pv_##NR##_3_##T, pv_##NR##_4_##T}
 PV_ROWS_OF(1) PV_ROWS_OF(2) PV_ROWS_OF(3)
 #if PV_ROWS > 3
@@ -205,22 +378,31 @@ PV_ROWS_OF(4) PV_ROWS_OF(5) PV_ROWS_OF(6)
 #define PV_MORE(T)
 #endif
 #define PV_TABLE(T) {PV_ENTRY(1, T), PV_ENTRY(2, T), PV_ENTRY(3, T), PV_MORE(T)}
-/* [f16][rows][vectors - 1] */
-static const pv_fn pv_kernels[2][PV_ROWS + 1][PV_VECS] = {PV_TABLE(f32), PV_TABLE(f16)};
+/* [T][rows][vectors - 1] */
+static const pv_fn pv_kernels[3][PV_ROWS + 1][PV_VECS] = {PV_TABLE(KV_F32), PV_TABLE(KV_F16), PV_TABLE(KV_PAIRS)};
 
-/* Runs rows[0..nr) over positions [ja, jb] for every vector of head_dim;
- * v holds elements of kv_type (f16: 1, f32: 0). */
-static void pv_rows(const void *v, int f16, int hd, int ja, int jb, const float *const *p, float *const *acc,
-                    int nr) {
+/* The values a call's rows read: T's elements, rows (positions, or pairs
+ * of them) ld elements apart from row j0 on. */
+typedef struct {
+    const void *v;
+    int T;
+    int64_t ld;
+    int j0;
+} value_rows;
+
+/* Runs rows[0..nr) over rows [ja, jb] of vr for every vector of head_dim. */
+static void pv_rows(const value_rows *vr, int hd, int ja, int jb, const void *const *p, float *const *acc, int nr) {
     if (ja > jb) return;
     const int nvec = (hd + DT_VW - 1) / DT_VW;
-    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
+    const size_t esize = vr->T == KV_F16 ? sizeof(dt_f16) : sizeof(float);
     for (int c0 = 0; c0 < nvec; c0 += PV_VECS) {
         const int nc = nvec - c0 < PV_VECS ? nvec - c0 : PV_VECS;
         float *ac[PV_ROWS];
         for (int r = 0; r < nr; r++) ac[r] = acc[r] + c0 * DT_VW;
-        pv_kernels[f16][nr][nc - 1]((const char *)v + (size_t)c0 * DT_VW * esize, hd, ja, jb, p, ac,
-                                    hd - (c0 + nc - 1) * DT_VW);
+        /* pairs are padded to whole vectors with zeros: no tail */
+        const int tail = vr->T == KV_PAIRS ? DT_VW : hd - (c0 + nc - 1) * DT_VW;
+        pv_kernels[vr->T][nr][nc - 1]((const char *)vr->v + (size_t)c0 * DT_VW * esize, vr->ld, vr->j0, ja, jb, p, ac,
+                                      tail);
     }
 }
 
@@ -228,39 +410,67 @@ static void pv_rows(const void *v, int f16, int hd, int ja, int jb, const float 
 
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
+/* Head dims rounded up to whole 16-lane vectors: a pair row of values. */
+static int64_t pair_row(int hd) { return (hd + 15) / 16 * 16; }
+
+/* The call's working memory in `scratch` (attention.c sizes it): scores
+ * S (rows ls apart), and for bf16 tiles p as bf16 (same layout), the
+ * query pairs, one key block group's and one chunk's value pairs. */
+typedef struct {
+    float *S;
+    uint16_t *p16;
+    uint32_t *qp, *kp, *vp;
+} call_memory;
+
+static call_memory carve(float *scratch, int R, int64_t ls, int hd) {
+    call_memory m = {.S = align64(scratch)};
+    m.p16 = (uint16_t *)align64(m.S + R * ls);
+    m.qp = (uint32_t *)align64((float *)(m.p16 + R * ls));
+    m.kp = (uint32_t *)align64((float *)(m.qp + (int64_t)R * hd / 2));
+    m.vp = (uint32_t *)align64((float *)(m.kp + (int64_t)BLOCK_GROUP * BLOCK * hd / 2));
+    return m;
+}
+
 /* 1. s[r][p] for every row over key blocks [b0, b1] (S: rows ls apart, from
  * block b0 on). */
-static void scores(const dt_attn_tile *a, int b0, int b1, float *S, int64_t ls) {
+static void scores(const dt_attn_tile *a, int b0, int b1, const call_memory *m, int64_t ls) {
     const int hd = a->head_dim, G = a->group, R = a->n_tok * G;
-    const int f16 = a->kv_type == DT_F16;
-    const int64_t block_bytes = (int64_t)hd * BLOCK * (f16 ? sizeof(dt_f16) : sizeof(float));
-    const char *keys = a->k;
-    const float *qrow[SCORE_ROWS];
+    const int T = a->bf16 ? KV_PAIRS : a->kv_type == DT_F16 ? KV_F16 : KV_F32;
+    const int64_t block_bytes = (int64_t)hd * BLOCK * (T == KV_F16 ? sizeof(dt_f16) : sizeof(float)) / (T == KV_PAIRS ? 2 : 1);
+    const void *qrow[SCORE_ROWS];
     float *srow[SCORE_ROWS];
+    if (T == KV_PAIRS) queries_to_pairs(a, m->qp);
     for (int bg = b0; bg <= b1; bg += BLOCK_GROUP) {
         const int bge = bg + BLOCK_GROUP - 1 < b1 ? bg + BLOCK_GROUP - 1 : b1;
+        /* key block b at keys + (b - kb0) * block_bytes */
+        const char *keys = T == KV_PAIRS ? (const char *)m->kp : (const char *)a->k;
+        const int kb0 = T == KV_PAIRS ? bg : 0;
+        if (T == KV_PAIRS) keys_to_pairs(a, bg, bge, m->kp);
         for (int r0 = 0; r0 < R; r0 += SCORE_ROWS) {
             const int nr = R - r0 < SCORE_ROWS ? R - r0 : SCORE_ROWS;
             for (int r = 0; r < nr; r++) {
                 const int t = (r0 + r) / G, g = (r0 + r) % G;
-                qrow[r] = a->q + (int64_t)t * a->ldq + (int64_t)g * hd;
+                qrow[r] = T == KV_PAIRS ? (const void *)(m->qp + (int64_t)(r0 + r) * hd / 2)
+                                        : (const void *)(a->q + (int64_t)t * a->ldq + (int64_t)g * hd);
             }
             int b = bg;
-            for (; b + score_kernels[f16][nr].nb - 1 <= bge; b += score_kernels[f16][nr].nb) {
-                for (int r = 0; r < nr; r++) srow[r] = S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[f16][nr].many(keys + b * block_bytes, hd, qrow, srow, a->scale);
+            for (; b + score_kernels[T][nr].nb - 1 <= bge; b += score_kernels[T][nr].nb) {
+                for (int r = 0; r < nr; r++) srow[r] = m->S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
+                score_kernels[T][nr].many(keys + (b - kb0) * block_bytes, hd, qrow, srow, a->scale);
             }
             for (; b <= bge; b++) {
-                for (int r = 0; r < nr; r++) srow[r] = S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[f16][nr].one(keys + b * block_bytes, hd, qrow, srow, a->scale);
+                for (int r = 0; r < nr; r++) srow[r] = m->S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
+                score_kernels[T][nr].one(keys + (b - kb0) * block_bytes, hd, qrow, srow, a->scale);
             }
         }
     }
 }
 
 /* 2. Softmax of one row's chunk over positions [L, H] of s (indexed by
- * position): p = vf_exp(s - m) replaces s; m and l into pc, o zeroed. */
-static void chunk_softmax(float *s, int L, int H, float *pc, int hd) {
+ * position): p = vf_exp(s - m) replaces s, or with p16 (a bf16 tile) is
+ * rounded to bf16 and stored there; m and l (the sum of the p stored) into
+ * pc, o zeroed. */
+static void chunk_softmax(float *s, uint16_t *p16, int L, int H, float *pc, int hd) {
     const int cf = L / DT_VW, cl = H / DT_VW; /* vector chunks of positions */
     dt_vf vmax = vf_set1(-INFINITY);
     for (int c = cf; c <= cl; c++) vmax = vf_mask_max(vmax, vm_range(c * DT_VW, L, H), vf_load_aligned(s + c * DT_VW));
@@ -268,8 +478,14 @@ static void chunk_softmax(float *s, int L, int H, float *pc, int hd) {
     const dt_vf mx = vf_set1(m);
     dt_vf vsum = vf_zero();
     for (int c = cf; c <= cl; c++) {
-        const dt_vf e = vf_maskz(vm_range(c * DT_VW, L, H), vf_exp(vf_sub(vf_load_aligned(s + c * DT_VW), mx)));
-        vf_store_aligned(s + c * DT_VW, e);
+        dt_vf e = vf_maskz(vm_range(c * DT_VW, L, H), vf_exp(vf_sub(vf_load_aligned(s + c * DT_VW), mx)));
+        if (p16) {
+            const dt_vi r = vb_round(e);
+            vb_store(p16 + c * DT_VW, r);
+            e = vf_from_bits(r);
+        } else {
+            vf_store_aligned(s + c * DT_VW, e);
+        }
         vsum = vf_add(vsum, e);
     }
     for (int d = 0; d < hd; d += DT_VW) vf_store(pc + d, vf_zero());
@@ -277,29 +493,33 @@ static void chunk_softmax(float *s, int L, int H, float *pc, int hd) {
     pc[hd + 1] = vf_hsum(vsum);
 }
 
-/* 3. o += p_j v_j of rows r0 .. r0 + nr - 1 (prow, indexed by position)
- * in chunk c, ascending: the range [c0, c1] every row covers together, the
- * ragged ends row by row. */
-static void chunk_values(const dt_attn_tile *a, int r0, int nr, int c, const float *const *prow, float *part) {
-    const int hd = a->head_dim, G = a->group, f16 = a->kv_type == DT_F16;
+/* 3. o += p_j v_j of rows r0 .. r0 + nr - 1 (prow, indexed by position, or
+ * by pair for a bf16 tile) in chunk c, ascending: the range [c0, c1] every
+ * row covers together, the ragged ends row by row (in pairs for a bf16
+ * tile: a pair two rows share is common, each row's p zero outside it). */
+static void chunk_values(const dt_attn_tile *a, const value_rows *vr, int r0, int nr, int c, const void *const *prow,
+                         float *part) {
+    const int hd = a->head_dim, G = a->group, u = vr->T == KV_PAIRS; /* position >> u: row of vr */
     const int ta = r0 / G, tb = (r0 + nr - 1) / G;
-    /* The positions of chunk c every row covers: from the last row's first to the first row's last. */
+    /* The rows of chunk c every row covers: from the last row's first to the first row's last. */
     int c0, c1, unused;
     dt_attn_row_range(a, tb, c, c, &c0, &unused);
     dt_attn_row_range(a, ta, c, c, &unused, &c1);
+    c0 >>= u;
+    c1 >>= u;
     const int common = c0 <= c1;
     float *arow[PV_ROWS];
     for (int r = 0; r < nr; r++) {
         int L, H;
         arow[r] = dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H) ? dt_attn_part(a, part, r0 + r, c) : NULL;
-        if (arow[r]) pv_rows(a->v, f16, hd, L, common ? c0 - 1 : H, &prow[r], &arow[r], 1);
+        if (arow[r]) pv_rows(vr, hd, L >> u, common ? c0 - 1 : H >> u, &prow[r], &arow[r], 1);
     }
     if (!common) return;
-    pv_rows(a->v, f16, hd, c0, c1, prow, arow, nr);
+    pv_rows(vr, hd, c0, c1, prow, arow, nr);
     for (int r = 0; r < nr; r++) {
         int L, H;
         dt_attn_row_range(a, (r0 + r) / G, c, c, &L, &H);
-        pv_rows(a->v, f16, hd, c1 + 1, H, &prow[r], &arow[r], 1);
+        pv_rows(vr, hd, c1 + 1, H >> u, &prow[r], &arow[r], 1);
     }
 }
 
@@ -311,24 +531,39 @@ static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part,
     if (lo > hi) return;
     const int b0 = lo / BLOCK, b1 = hi / BLOCK;
     const int64_t ls = (int64_t)(b1 - b0 + 1) * BLOCK; /* score row stride */
-    float *S = align64(scratch);
-    scores(a, b0, b1, S, ls);
+    const call_memory m = carve(scratch, R, ls, hd);
+    scores(a, b0, b1, &m, ls);
 
-    /* 2. softmax of each row's chunks; p replaces s. */
+    /* 2. softmax of each row's chunks; p replaces s (or goes to p16). */
     for (int r = 0; r < R; r++) {
-        float *s = S + (int64_t)r * ls - (int64_t)b0 * BLOCK; /* indexed by position */
+        float *s = m.S + (int64_t)r * ls - (int64_t)b0 * BLOCK; /* indexed by position */
+        uint16_t *p16 = a->bf16 ? m.p16 + (int64_t)r * ls - (int64_t)b0 * BLOCK : NULL;
         for (int c = c0; c <= c1; c++) {
             int L, H;
-            if (dt_attn_row_range(a, r / G, c, c, &L, &H)) chunk_softmax(s, L, H, dt_attn_part(a, part, r, c), hd);
+            if (dt_attn_row_range(a, r / G, c, c, &L, &H))
+                chunk_softmax(s, p16, L, H, dt_attn_part(a, part, r, c), hd);
         }
     }
 
-    /* 3. values: rows in groups of PV_ROWS, chunk by chunk. */
-    const float *prow[PV_ROWS];
-    for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
-        const int nr = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
-        for (int r = 0; r < nr; r++) prow[r] = S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK;
-        for (int c = c0; c <= c1; c++) chunk_values(a, r0, nr, c, prow, part);
+    /* 3. values, chunk by chunk (a bf16 tile's values converted once per
+     * chunk), rows in groups of PV_ROWS. */
+    const void *prow[PV_ROWS];
+    for (int c = c0; c <= c1; c++) {
+        value_rows vr = {a->v, a->kv_type == DT_F16 ? KV_F16 : KV_F32, hd, 0};
+        if (a->bf16) {
+            const int cl = c * DT_ATTN_CHUNK - a->origin, ch = cl + DT_ATTN_CHUNK - 1;
+            const int vlo = lo > cl ? lo : cl, vhi = hi < ch ? hi : ch;
+            if (vlo > vhi) continue;
+            values_to_pairs(a, vlo, vhi, m.vp, pair_row(hd));
+            vr = (value_rows){m.vp, KV_PAIRS, pair_row(hd), vlo >> 1};
+        }
+        for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
+            const int nr = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
+            for (int r = 0; r < nr; r++)
+                prow[r] = a->bf16 ? (const void *)(m.p16 + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK)
+                                  : (const void *)(m.S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK);
+            chunk_values(a, &vr, r0, nr, c, prow, part);
+        }
     }
 }
 

@@ -4,7 +4,8 @@
  *
  * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
- * the OS (saved register state, via XGETBV) support them.
+ * the OS (saved register state, via XGETBV) support them. Attention's bf16
+ * tiles use AVX512_BF16 where the CPU has it on top of AVX-512.
  */
 #include <stdatomic.h>
 
@@ -62,6 +63,16 @@ static const struct {
 
 static atomic_int best_isa = -1;
 static atomic_int cur_isa = -1;
+static atomic_int bf16_hw = -1; /* bf16 tiles on AVX-512 run vdpbf16ps (dt_bf16_hw_set) */
+
+/* AVX512_BF16 on top of the AVX-512 ISA. */
+static int detect_bf16(void) {
+#ifdef DT_X86
+    return dt_isa_best() == DT_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
 
 int dt_isa_best(void) {
     int b = atomic_load_explicit(&best_isa, memory_order_relaxed);
@@ -90,8 +101,26 @@ int dt_isa_set(int isa) {
 
 const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()].quant; }
 
+int dt_bf16_hw(void) {
+    int h = atomic_load_explicit(&bf16_hw, memory_order_relaxed);
+    if (h < 0) {
+        h = detect_bf16();
+        atomic_store_explicit(&bf16_hw, h, memory_order_relaxed);
+    }
+    return h;
+}
+
+int dt_bf16_hw_set(int on) {
+    if (on && !detect_bf16()) return DT_ERR_UNSUPPORTED;
+    atomic_store_explicit(&bf16_hw, on != 0, memory_order_relaxed);
+    return DT_OK;
+}
+
 void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
-    tables[dt_isa_get()].attention_chunks(a, c0, c1, part, scratch);
+    if (a->bf16 && dt_isa_get() == DT_ISA_AVX512 && dt_bf16_hw())
+        dt_attention_chunks_avx512bf16(a, c0, c1, part, scratch);
+    else
+        tables[dt_isa_get()].attention_chunks(a, c0, c1, part, scratch);
 }
 
 void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].f16_from_f32(x, y, n); }

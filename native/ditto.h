@@ -61,6 +61,12 @@ int dt_isa_get(void);
  * Returns DT_ERR_UNSUPPORTED if the CPU lacks it. Not thread-safe: call
  * before any decode. */
 int dt_isa_set(int isa);
+/* Whether attention's bf16 tiles (precision fast) run AVX512_BF16's
+ * instructions (on the AVX-512 ISA, where the CPU has them); else the
+ * same steps as fmas. dt_bf16_hw_set(0) forces the fmas (tests compare
+ * both); 1 gives DT_ERR_UNSUPPORTED without the instructions. */
+int dt_bf16_hw(void);
+int dt_bf16_hw_set(int on);
 
 /* ---- kernels ----------------------------------------------------------- */
 /* Dequantize `n` values (a multiple of the block size) of `type` to f32. */
@@ -245,7 +251,9 @@ int dt_context_ring_slots(const dt_context *ctx);
 int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
               const int32_t *seq, const uint8_t *want, float *logits);
 
-/* Precision of the weight matmuls (enum dt_precision; default exact). */
+/* Precision of the weight matmuls (enum dt_precision; default exact).
+ * DT_PRECISION_FAST also runs attention's dot products on bf16 operands
+ * (attention.h), twice the multiply-adds per instruction. */
 int dt_context_set_precision(dt_context *ctx, int precision);
 
 /* Number of positions a sequence holds. */

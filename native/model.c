@@ -463,6 +463,7 @@ static dt_attn_tile attention_tile(struct batch *b, const struct tile *tl, int k
         .window = m->layers[b->layer].slides ? m->sliding_window : 0,
         .origin = base,
         .scale = m->attn_scale,
+        .bf16 = ctx->precision == DT_PRECISION_FAST,
     };
 }
 
