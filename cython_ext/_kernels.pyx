@@ -43,13 +43,13 @@ def isa_set(isa):
 
 
 def bf16_hw():
-    """Whether attention's bf16 tiles run AVX512_BF16's instructions."""
+    """Whether attention on a bf16 KV cache runs AVX512_BF16's instructions."""
     return bool(dt_bf16_hw())
 
 
 def bf16_hw_set(on):
-    """Makes bf16 tiles run the instructions (True) or their fma steps
-    (False); ValueError if this CPU lacks them."""
+    """Makes attention on a bf16 cache run the instructions (True) or their
+    fma steps (False); ValueError if this CPU lacks them."""
     if dt_bf16_hw_set(1 if on else 0) != DT_OK:
         raise ValueError("this CPU has no AVX512_BF16")
 
@@ -248,14 +248,13 @@ cdef extern from "attention.h" nogil:
         int window
         int origin
         float scale
-        int bf16
     int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim)
     int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim)
     void dt_attention(const dt_attn_tile *a, float *scratch)
     void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch)
     void dt_attention_combine(const dt_attn_tile *a, const float *part)
     void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n)
-    uint16_t dt_bf16_from_f32(float x)
+    void dt_bf16_from_f32(const float *x, uint16_t *y, int64_t n)
 
 
 # Positions per chunk of attention's chunked softmax (attention.h).
@@ -275,14 +274,14 @@ def f16_from_f32(const float[::1] x not None):
 
 
 def bf16_from_f32(const float[::1] x not None):
-    """float32 values rounded to bfloat16 as bf16 attention tiles round
-    their operands (dt_bf16_from_f32); returns their uint16 bits."""
-    out = np.empty(x.shape[0], dtype=np.uint16)
+    """float32 values rounded to bfloat16 by the current ISA's conversion
+    (the one a bf16 KV cache stores with); returns their uint16 bits."""
+    cdef int64_t n = x.shape[0]
+    out = np.empty(n, dtype=np.uint16)
     cdef uint16_t[::1] o = out
-    cdef int64_t i
-    with nogil:
-        for i in range(x.shape[0]):
-            o[i] = dt_bf16_from_f32(x[i])
+    if n:
+        with nogil:
+            dt_bf16_from_f32(&x[0], &o[0], n)
     return out
 
 
@@ -293,20 +292,23 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     q: (n_tok, group, head_dim) float32, the queries of tokens at positions
     pos0 .. pos0 + n_tok - 1 that share one kv head; k, v: (n_pos, head_dim)
     rows of that kv head, both float32 or both float16 (the kv_type the
-    kernel reads; n_pos >= pos0 + n_tok; later rows must not matter).
+    kernel reads; n_pos >= pos0 + n_tok; later rows must not matter); with
+    bf16 both float32, stored as a bf16 cache stores them (rounded by
+    dt_bf16_from_f32, in pairs).
     window: sliding window (0: none); scale: 1/sqrt(head_dim) by default;
     origin: absolute position of row 0 of k and v (a multiple of 16; chunk
     boundaries are absolute). chunk_ranges: None runs dt_attention; else
     a list of (c0, c1) absolute chunk ranges, each computed by its own
     dt_attention_chunks call, then dt_attention_combine (as a decode split
     over threads does); together they must cover the tile's chunks.
-    bf16: dot products on bf16 operands (attention.h; precision fast).
     Keys are laid out in the cache's blocks of 16 positions here.
     Returns (n_tok, group, head_dim) float32.
     """
     k, v = np.asarray(k), np.asarray(v)
     if k.dtype != v.dtype or k.dtype not in (np.float32, np.float16) or k.ndim != 2 or v.ndim != 2:
         raise TypeError(f"k and v must be 2-d, both float32 or both float16, not {k.dtype} and {v.dtype}")
+    if bf16 and k.dtype != np.float32:
+        raise TypeError("a bf16 cache is stored from float32 keys and values")
     cdef int n_tok = q.shape[0], group = q.shape[1], hd = q.shape[2]
     cdef int64_t n_pos = k.shape[0]
     if not isinstance(pos0, int) or not isinstance(window, int) or not isinstance(origin, int):
@@ -323,8 +325,15 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     cdef int64_t nb = (n_pos + 15) // 16
     blocked = np.zeros((nb * 16, hd), dtype=k.dtype)
     blocked[:n_pos] = k
-    blocked = np.ascontiguousarray(blocked.reshape(nb, 16, hd).transpose(0, 2, 1))
-    values = np.ascontiguousarray(v)
+    if bf16:  # [pos / 16][hd / 2][16][2] and [pos / 2][hd][2]
+        blocked = bf16_from_f32(blocked.reshape(-1)).reshape(nb, 16, hd // 2, 2).transpose(0, 2, 1, 3)
+        paired = np.zeros(((n_pos + 1) // 2 * 2, hd), dtype=np.float32)
+        paired[:n_pos] = v
+        values = np.ascontiguousarray(bf16_from_f32(paired.reshape(-1)).reshape(-1, 2, hd).transpose(0, 2, 1))
+    else:
+        blocked = blocked.reshape(nb, 16, hd).transpose(0, 2, 1)
+        values = np.ascontiguousarray(v)
+    blocked = np.ascontiguousarray(blocked)
     # the kernel reads raw elements: views of the bytes, whatever the dtype
     cdef const uint8_t[::1] kb = blocked.reshape(-1).view(np.uint8)
     cdef const uint8_t[::1] vb = values.reshape(-1).view(np.uint8)
@@ -333,7 +342,7 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     cdef dt_attn_tile a
     a.k = &kb[0]
     a.v = &vb[0]
-    a.kv_type = DT_F16 if k.dtype == np.float16 else DT_F32
+    a.kv_type = DT_BF16 if bf16 else DT_F16 if k.dtype == np.float16 else DT_F32
     a.q = &q[0, 0, 0]
     a.ldq = <int64_t>group * hd
     a.out = &o[0, 0, 0]
@@ -345,7 +354,6 @@ def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, w
     a.window = window
     a.origin = origin
     a.scale = sc
-    a.bf16 = 1 if bf16 else 0
     cdef int first = pos0 - window + 1 if 0 < window <= pos0 else 0
     cdef int tile_c0 = (first + origin) // DT_ATTN_CHUNK, tile_c1 = (pos0 + n_tok - 1 + origin) // DT_ATTN_CHUNK
     ranges = [] if chunk_ranges is None else [(int(r[0]), int(r[1])) for r in chunk_ranges]

@@ -22,7 +22,7 @@ from ditto_c cimport *
 PRECISIONS = {"exact": DT_PRECISION_EXACT, "fast": DT_PRECISION_FAST, "q16": DT_PRECISION_Q16}
 # Element type of the KV cache: f16 halves its memory and the bytes attention
 # reads per step (keys and values rounded to half once, when stored).
-KV_TYPES = {"f32": DT_F32, "f16": DT_F16}
+KV_TYPES = {"f32": DT_F32, "f16": DT_F16, "bf16": DT_BF16}
 
 _ERRORS = {
     DT_ERR_INVALID: (ValueError, "invalid argument"),

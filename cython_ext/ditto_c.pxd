@@ -19,6 +19,7 @@ cdef extern from "ditto.h" nogil:
         DT_PRECISION_Q16
         DT_F32
         DT_F16
+        DT_BF16
 
     int dt_type_layout(int type, int *block_size, int *type_size)
     int64_t dt_row_bytes(int type, int64_t n)

@@ -16,7 +16,7 @@ from .drafters.base import Drafter
 from .gguf_model import load_model_file
 from .malloc_policy import keep_big_blocks_out_of_heap
 from .model_store import resolve_model
-from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION
+from .options import DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION, resolve_kv_type
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -26,8 +26,9 @@ class LLM:
                  n_seq: int = 1, n_threads: int | None = None, max_batch: int = 512,
                  precision: str = DEFAULT_PRECISION, kv_type: str = DEFAULT_KV_TYPE,
                  kv_ring: bool | int | None = None) -> None:
-        """kv_ring: as Context's; None (the default) puts a sliding-window model's
-        sliding layers on the ring, so a long document costs them the window only."""
+        """kv_type: one of options.KV_TYPES ("auto" by precision). kv_ring: as
+        Context's; None (the default) puts a sliding-window model's sliding
+        layers on the ring, so a long document costs them the window only."""
         from .. import _native  # the compiled extension, installed beside this package
 
         keep_big_blocks_out_of_heap()  # before the vocabulary's big transient blocks
@@ -39,7 +40,8 @@ class LLM:
         if kv_ring is None:
             kv_ring = self.file.hparams.sliding_window > 0
         self.ctx = _native.Context(self.model, n_seq=n_seq, n_ctx=n_ctx, max_batch=max_batch,
-                                   n_threads=n_threads, precision=precision, kv_type=kv_type, kv_ring=kv_ring)
+                                   n_threads=n_threads, precision=precision,
+                                   kv_type=resolve_kv_type(kv_type, precision), kv_ring=kv_ring)
         self.decoder = Decoder(self.ctx)
 
     @functools.cached_property

@@ -31,7 +31,7 @@ class Settings:
     ctx: int = DEFAULT_CTX              # context size per sequence
     n_seq: int = 4                      # sequence slots (documents kept hot in the KV cache)
     precision: str = DEFAULT_PRECISION  # one of the kernels' PRECISIONS
-    kv_type: str = DEFAULT_KV_TYPE      # one of KV_TYPES: the KV cache's element type
+    kv_type: str = DEFAULT_KV_TYPE      # one of KV_TYPES: the KV cache's element type (auto: by precision)
     # completion
     max_tokens: int = 16                # tokens per completion
     time_budget_ms: int = 2000          # after this, return what exists

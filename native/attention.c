@@ -27,15 +27,14 @@ int64_t dt_attention_part_floats(int n_rows, int n_pos, int head_dim) {
 }
 
 /* The kernels' own scratch (scores of every row over the call's key
- * blocks, and room for the SIMD files' alignment; for bf16 tiles p as
- * bf16, the rows' query pairs, a key block group's pairs and a chunk's
- * value pairs, each 64-byte aligned), then the partials. */
+ * blocks, and room for the SIMD files' alignment; for a bf16 cache p as
+ * bf16 and the rows' query pairs, each 64-byte aligned), then the
+ * partials. */
 static int64_t kernel_floats(int n_rows, int n_pos, int head_dim) {
     if (n_rows < 1) n_rows = 1;
     if (n_pos < 1) n_pos = 1;
     const int64_t scores = (int64_t)n_rows * (round16(n_pos) + round16(head_dim) + 16) + 64;
-    const int64_t pairs = (int64_t)n_rows * (round16(n_pos) / 2 + head_dim / 2) +
-                          (int64_t)(DT_ATTN_BLOCK_GROUP * BLOCK / 2 + CHUNK / 2) * round16(head_dim) + 64;
+    const int64_t pairs = (int64_t)n_rows * (round16(n_pos) / 2 + head_dim / 2) + 32;
     return scores + pairs;
 }
 
@@ -79,15 +78,17 @@ void dt_attention_combine(const dt_attn_tile *a, const float *part) {
 
 /* Element i of a cache region of kv_type, as f32. */
 static inline float kv_elem(const void *base, int kv_type, int64_t i) {
-    return kv_type == DT_F16 ? dt_f16_to_f32(((const dt_f16 *)base)[i]) : ((const float *)base)[i];
+    if (kv_type == DT_F32) return ((const float *)base)[i];
+    const uint16_t h = ((const uint16_t *)base)[i];
+    return kv_type == DT_F16 ? dt_f16_to_f32(h) : dt_bf16_to_f32(h);
 }
 
 static inline float key(const dt_attn_tile *a, int pos, int d) {
-    return kv_elem(a->k, a->kv_type, ((int64_t)(pos / BLOCK) * a->head_dim + d) * BLOCK + pos % BLOCK);
+    return kv_elem(a->k, a->kv_type, dt_attn_k_index(a->kv_type, a->head_dim, pos, d));
 }
 
 static inline float value(const dt_attn_tile *a, int pos, int d) {
-    return kv_elem(a->v, a->kv_type, (int64_t)pos * a->head_dim + d);
+    return kv_elem(a->v, a->kv_type, dt_attn_v_index(a->kv_type, a->head_dim, pos, d));
 }
 
 /* The partial of query row q over positions [L, H]: o into pc[0, hd),
@@ -115,10 +116,10 @@ static void chunk_scalar(const dt_attn_tile *a, const float *q, int L, int H, fl
     pc[hd + 1] = (float)sum;
 }
 
-/* The partial of query row q over positions [L, H] with bf16 dot products
+/* The partial of query row q over positions [L, H] on a bf16 cache
  * (attention.h): q and keys paired by head dim, p and values by absolute
  * position, each pair's odd element first. */
-static float bf16_round(float x) { return dt_bf16_to_f32(dt_bf16_from_f32(x)); }
+static float bf16_round(float x) { return dt_bf16_to_f32(dt_bf16_of(x)); }
 
 static void chunk_scalar_bf16(const dt_attn_tile *a, const float *q, int L, int H, float *pc, float *score) {
     const int hd = a->head_dim, n = H - L + 1;
@@ -126,8 +127,8 @@ static void chunk_scalar_bf16(const dt_attn_tile *a, const float *q, int L, int 
     for (int j = 0; j < n; j++) {
         float s = 0.0f;
         for (int d = 0; d < hd; d += 2) {
-            s = dt_bf16_fma(bf16_round(q[d + 1]), bf16_round(key(a, L + j, d + 1)), s);
-            s = dt_bf16_fma(bf16_round(q[d]), bf16_round(key(a, L + j, d)), s);
+            s = dt_bf16_fma(bf16_round(q[d + 1]), key(a, L + j, d + 1), s);
+            s = dt_bf16_fma(bf16_round(q[d]), key(a, L + j, d), s);
         }
         score[j] = s * a->scale;
         if (score[j] > max) max = score[j];
@@ -141,8 +142,8 @@ static void chunk_scalar_bf16(const dt_attn_tile *a, const float *q, int L, int 
         float o = 0.0f;
         for (int j = (L & ~1) - L; j < n; j += 2) { /* the pair (L + j, L + j + 1) */
             const int in0 = j >= 0, in1 = j + 1 < n;
-            o = dt_bf16_fma(in1 ? score[j + 1] : 0.0f, in1 ? bf16_round(value(a, L + j + 1, d)) : 0.0f, o);
-            o = dt_bf16_fma(in0 ? score[j] : 0.0f, in0 ? bf16_round(value(a, L + j, d)) : 0.0f, o);
+            o = dt_bf16_fma(in1 ? score[j + 1] : 0.0f, in1 ? value(a, L + j + 1, d) : 0.0f, o);
+            o = dt_bf16_fma(in0 ? score[j] : 0.0f, in0 ? value(a, L + j, d) : 0.0f, o);
         }
         pc[d] = o;
     }
@@ -158,7 +159,7 @@ void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *pa
             for (int c = c0; c <= c1; c++) {
                 int L, H;
                 if (dt_attn_row_range(a, t, c, c, &L, &H))
-                    (a->bf16 ? chunk_scalar_bf16 : chunk_scalar)(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c),
+                    (a->kv_type == DT_BF16 ? chunk_scalar_bf16 : chunk_scalar)(a, q, L, H, dt_attn_part(a, part, t * a->group + g, c),
                                                                  scratch);
             }
         }
@@ -185,4 +186,8 @@ static dt_f16 f16_from_f32(float f) {
 
 void dt_f16_from_f32_scalar(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = f16_from_f32(x[i]);
+}
+
+void dt_bf16_from_f32_scalar(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = dt_bf16_of(x[i]);
 }

@@ -29,17 +29,19 @@
  * widened exactly to f32 where it is loaded, so a kernel gives the same bits
  * as on the f32 cache holding the same values.
  *
- * bf16 dot products (dt_attn_tile.bf16; precision fast): the two products
- * take their operands rounded to bfloat16 (dt_bf16_from_f32): q and the
- * keys for the scores, p and the values for o_c. Each dot product runs
- * over pairs in ascending order, one pair as one vdpbf16ps step: acc +
- * x[2i+1] * y[2i+1], then + x[2i] * y[2i], each rounded once (the product
- * of two bf16 is exact in f32; dt_bf16_fma). Scores pair head dims (d, d +
- * 1); o_c pairs positions (2i, 2i + 1), absolute, so a pair never straddles
- * a chunk or a key block, and a position outside the row's range
- * contributes p = 0. l_c sums the rounded p. vdpbf16ps does twice the
- * multiply-adds of an f32 fma per instruction; where AVX512_BF16 is missing
- * the SIMD files run each step as an fma, which differs from the
+ * A bf16 cache (kv_type DT_BF16) has bf16 dot products: keys and values
+ * are stored rounded to bfloat16 (dt_bf16_of), and q and p are rounded
+ * the same way where they enter a product. Each dot product runs over
+ * pairs in ascending order, one pair as one vdpbf16ps step: acc + x[2i+1] *
+ * y[2i+1], then + x[2i] * y[2i], each rounded once (the product of two
+ * bf16 is exact in f32; dt_bf16_fma). Scores pair head dims (d, d + 1), so
+ * keys are stored [pos / 16][head_dim / 2][16][2]; o_c pairs positions
+ * (2i, 2i + 1), absolute, so values are stored [pos / 2][head_dim][2] and
+ * a pair never straddles a chunk or a key block; a position outside the
+ * row's range contributes p = 0 (and a value outside the call's positions,
+ * which may be anything, 0). l_c sums the rounded p. vdpbf16ps does twice
+ * the multiply-adds of an f32 fma per instruction; where AVX512_BF16 is
+ * missing the SIMD files run each step as an fma, which differs from the
  * instruction only where a result is subnormal (the instruction, and the
  * scalar reference, flush it).
  */
@@ -51,9 +53,9 @@
 #include "ditto.h"
 
 typedef struct {
-    const void *k;      /* keys of one (layer, seq, kv head): [pos / 16][head_dim][16] */
-    const void *v;      /* values: [pos][head_dim] */
-    int kv_type;        /* element type of k and v: DT_F32, or DT_F16 (widened when read) */
+    const void *k;      /* keys of one (layer, seq, kv head): [pos / 16][head_dim][16] (bf16: above) */
+    const void *v;      /* values: [pos][head_dim] (bf16: above) */
+    int kv_type;        /* element type of k and v: DT_F32, DT_F16 (widened when read) or DT_BF16 */
     const float *q;     /* row (t, g) at q + t * ldq + g * head_dim */
     int64_t ldq;
     float *out;         /* row (t, g) at out + t * ldo + g * head_dim */
@@ -67,7 +69,6 @@ typedef struct {
                          * window seen from its first key block; else 0): chunk boundaries are
                          * absolute */
     float scale;        /* usually 1 / sqrt(head_dim) */
-    int bf16;           /* 1: dot products on bf16 operands (above); 0: f32 */
 } dt_attn_tile;
 
 /* Positions per chunk (a multiple of 16). One thread's kernel costs the same
@@ -76,9 +77,17 @@ typedef struct {
  * hundred positions already into several. */
 #define DT_ATTN_CHUNK 256
 
-/* Key blocks (16 positions each) a SIMD kernel keeps in L1 across row
- * chunks; a bf16 tile converts them to pairs at once. */
-#define DT_ATTN_BLOCK_GROUP 8
+
+/* Index of key element (pos, d) in a region of kv_type elements (pos a
+ * slot of the region, or a tile position: regions start at a key block). */
+static inline int64_t dt_attn_k_index(int kv_type, int head_dim, int pos, int d) {
+    const int64_t block = (int64_t)(pos / 16) * head_dim * 16;
+    return kv_type == DT_BF16 ? block + ((int64_t)(d / 2) * 16 + pos % 16) * 2 + d % 2 : block + (int64_t)d * 16 + pos % 16;
+}
+/* Index of value element (pos, d). */
+static inline int64_t dt_attn_v_index(int kv_type, int head_dim, int pos, int d) {
+    return kv_type == DT_BF16 ? ((int64_t)(pos / 2) * head_dim + d) * 2 + pos % 2 : (int64_t)pos * head_dim + d;
+}
 
 /* Absolute chunk of tile position p. */
 static inline int dt_attn_chunk(const dt_attn_tile *a, int p) { return (p + a->origin) / DT_ATTN_CHUNK; }
@@ -135,13 +144,13 @@ void dt_attention(const dt_attn_tile *a, float *scratch);
 void dt_attention_chunks_scalar(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 void dt_attention_chunks_avx512(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
-/* The AVX-512 kernel built with AVX512_BF16 (cpu.c runs it for bf16 tiles
- * where the CPU has the instructions). */
+/* The AVX-512 kernel built with AVX512_BF16 (cpu.c runs it for a bf16
+ * cache where the CPU has the instructions). */
 void dt_attention_chunks_avx512bf16(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
 
 /* x rounded to bfloat16 as vcvtneps2bf16 does: to nearest even, a
  * subnormal to signed zero, a NaN quieted (payload truncated). */
-static inline uint16_t dt_bf16_from_f32(float x) {
+static inline uint16_t dt_bf16_of(float x) {
     uint32_t u;
     __builtin_memcpy(&u, &x, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
@@ -162,5 +171,10 @@ void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_scalar(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n);
 void dt_f16_from_f32_avx512(const float *x, uint16_t *y, int64_t n);
+/* y[i] = dt_bf16_of(x[i]), every ISA bit for bit: stores a bf16 cache. */
+void dt_bf16_from_f32(const float *x, uint16_t *y, int64_t n);
+void dt_bf16_from_f32_scalar(const float *x, uint16_t *y, int64_t n);
+void dt_bf16_from_f32_avx2(const float *x, uint16_t *y, int64_t n);
+void dt_bf16_from_f32_avx512(const float *x, uint16_t *y, int64_t n);
 
 #endif

@@ -15,3 +15,5 @@ void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part
 }
 
 void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }
+
+void dt_bf16_from_f32_avx2(const float *x, uint16_t *y, int64_t n) { bf16_from_f32(x, y, n); }

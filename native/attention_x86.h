@@ -38,12 +38,11 @@
  * instantiated for every element type it reads (the T argument, a
  * constant).
  *
- * bf16 tiles (attention.h) run the same loops on pairs (T = KV_PAIRS): per
- * call the rows' q become bf16 pairs of head dims, each key block group is
- * converted once into pairs of head dims (lane = position) and each
- * chunk's values into pairs of positions (lane = head dim, positions
- * outside the call zero), and the softmax stores p as bf16. One vdpbf16ps
- * then does what two fmas do on f32 (built with AVX512_BF16:
+ * A bf16 cache (attention.h) runs the same loops on pairs (T = KV_PAIRS):
+ * a key block's vector holds one pair of head dims for 16 positions, a
+ * value row one pair of positions for 16 head dims; per call the rows' q
+ * become bf16 pairs of head dims, and the softmax stores p as bf16. One
+ * vdpbf16ps then does what two fmas do on f32 (built with AVX512_BF16:
  * attention_avx512bf16.c; else vp_dot's two fmas).
  */
 #ifndef DITTO_ATTENTION_X86_H
@@ -56,7 +55,7 @@
 
 #define BLOCK 16          /* positions per key block */
 #define BLOCK_VECS (BLOCK / DT_VW)
-#define BLOCK_GROUP DT_ATTN_BLOCK_GROUP
+#define BLOCK_GROUP 8     /* key blocks kept in L1 across row chunks */
 #define PV_VECS 4         /* vectors of head_dim per value chunk */
 
 /* ---- f16 elements ------------------------------------------------------------ */
@@ -85,16 +84,18 @@ DT_INLINE void vh_store(dt_f16 *p, dt_vf v) {
 
 /* What a kernel reads: the cache's f32 or f16 elements, or bf16 pairs. */
 enum { KV_F32 = 0, KV_F16 = 1, KV_PAIRS = 2 };
+DT_INLINE int kv_kind(int kv_type) { return kv_type == DT_BF16 ? KV_PAIRS : kv_type == DT_F16 ? KV_F16 : KV_F32; }
 
 /* DT_VW elements of a cache region from element i on, as f32. */
 DT_INLINE dt_vf kv_load(const void *base, int64_t i, const int F16) {
     return F16 ? vh_load((const dt_f16 *)base + i) : vf_load((const float *)base + i);
 }
 
-/* The first n <= DT_VW of them (n even), the rest zero. */
-DT_INLINE dt_vf kv_load_n(const void *base, int64_t i, int n, const int F16) {
-    if (n == DT_VW) return kv_load(base, i, F16);
-    return F16 ? vh_maskz_load(vh_below(n), (const dt_f16 *)base + i) : vf_maskz_load(vm_below(n), (const float *)base + i);
+/* The f16 conversion of the ISA (attention.h: dt_f16_from_f32). */
+static void f16_from_f32(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + DT_VW <= n; i += DT_VW) vh_store(y + i, vf_load(x + i));
+    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 /* ---- bf16 pairs ------------------------------------------------------------------ */
@@ -143,17 +144,6 @@ DT_INLINE dt_vi vb_round(dt_vf x) {
 #endif
 }
 
-/* Pairs (lo[i], hi[i]), both rounded to bf16. */
-DT_INLINE dt_vf vp_pack(dt_vf lo, dt_vf hi) {
-#if defined(__AVX512BF16__)
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_castsi512_ps(_mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
-#else
-    return vf_from_bits(vi_or(vi_srl16(vb_round(lo)), vb_round(hi)));
-#endif
-}
-
 /* acc + x.hi * y.hi, then + x.lo * y.lo, per lane (vdpbf16ps). */
 DT_INLINE dt_vf vp_dot(dt_vf acc, dt_vf x, dt_vf y) {
 #if defined(__AVX512BF16__)
@@ -185,62 +175,28 @@ DT_INLINE void vb_store(uint16_t *p, dt_vi r) {
 #endif
 }
 
+/* The bf16 conversion of the ISA (attention.h: dt_bf16_from_f32). */
+static void bf16_from_f32(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + DT_VW <= n; i += DT_VW) vb_store(y + i, vb_round(vf_load(x + i)));
+    for (; i < n; i++) y[i] = dt_bf16_of(x[i]);
+}
+
 /* q of rows [0, R) as bf16 pairs of head dims: row r at qp + r * hd / 2. */
 static void queries_to_pairs(const dt_attn_tile *a, uint32_t *qp) {
     const int hd = a->head_dim, G = a->group;
     for (int r = 0; r < a->n_tok * G; r++) {
         const float *q = a->q + (int64_t)(r / G) * a->ldq + (int64_t)(r % G) * hd;
         for (int d = 0; d < hd; d += 2)
-            qp[(int64_t)r * hd / 2 + d / 2] = dt_bf16_from_f32(q[d]) | (uint32_t)dt_bf16_from_f32(q[d + 1]) << 16;
+            qp[(int64_t)r * hd / 2 + d / 2] = dt_bf16_of(q[d]) | (uint32_t)dt_bf16_of(q[d + 1]) << 16;
     }
-}
-
-/* Keys of blocks [b0, b1] as bf16 pairs of head dims: [block][hd / 2][16],
- * lane = position. */
-static void keys_to_pairs(const dt_attn_tile *a, int b0, int b1, uint32_t *out) {
-    const int hd = a->head_dim, f16 = a->kv_type == DT_F16;
-    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
-    for (int64_t b = b0; b <= b1; b++)
-        for (int d = 0; d < hd; d += 2)
-            for (int h = 0; h < BLOCK_VECS; h++) {
-                const int64_t i = (b * hd + d) * BLOCK + h * DT_VW;
-                prefetch_ahead((const char *)a->k + i * esize);
-                const dt_vf pair = vp_pack(kv_load(a->k, i, f16), kv_load(a->k, i + BLOCK, f16));
-                vf_store((float *)out + ((b - b0) * hd + d) * BLOCK / 2 + h * DT_VW, pair);
-            }
-}
-
-/* Values of positions [lo, hi] as bf16 pairs of positions: row i holds
- * (v[j][d], v[j + 1][d]) in lane d, j = (lo & ~1) + 2i, rows `stride`
- * lanes apart (head_dim rounded up to whole vectors, padded with zeros);
- * positions outside [lo, hi] are zero. */
-static void values_to_pairs(const dt_attn_tile *a, int lo, int hi, uint32_t *out, int64_t stride) {
-    const int hd = a->head_dim, f16 = a->kv_type == DT_F16;
-    const size_t esize = f16 ? sizeof(dt_f16) : sizeof(float);
-    for (int j = lo & ~1; j <= hi; j += 2) {
-        const int64_t vj = (int64_t)j * hd;
-        for (size_t b = 0; b < 2 * hd * esize; b += 64) prefetch_ahead((const char *)a->v + vj * esize + b);
-        for (int d = 0; d < hd; d += DT_VW) {
-            const int n = hd - d < DT_VW ? hd - d : DT_VW;
-            const dt_vf v0 = j >= lo ? kv_load_n(a->v, vj + d, n, f16) : vf_zero();
-            const dt_vf v1 = j + 1 <= hi ? kv_load_n(a->v, vj + hd + d, n, f16) : vf_zero();
-            vf_store((float *)out + (int64_t)(j - (lo & ~1)) / 2 * stride + d, vp_pack(v0, v1));
-        }
-    }
-}
-
-/* The f16 conversion of the ISA (attention.h: dt_f16_from_f32). */
-static void f16_from_f32(const float *x, uint16_t *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + DT_VW <= n; i += DT_VW) vh_store(y + i, vf_load(x + i));
-    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 /* ---- 1. scores ---------------------------------------------------------------- */
 
 /* s[r][b * 16 + lane] = scale * dot(q[r], keys of block b) for NR rows, NB
  * blocks starting at kb (blocks hd * 16 elements apart): q[r] is a float
- * row, or for T = KV_PAIRS a row of hd / 2 pairs (kb then holds pairs). */
+ * row, or for T = KV_PAIRS a row of hd / 2 pairs. */
 DT_INLINE void score_kernel(const void *kb, int hd, const void *const *q, float *const *s, float scale, const int NR,
                             const int NB, const int T) {
     const int steps = T == KV_PAIRS ? hd / 2 : hd; /* per step: a head dim, or a pair of them */
@@ -254,12 +210,8 @@ DT_INLINE void score_kernel(const void *kb, int hd, const void *const *q, float 
 #pragma GCC unroll 8
         for (int h = 0; h < NB * BLOCK_VECS; h++) {
             const int64_t i = ((int64_t)(h / BLOCK_VECS) * steps + d) * BLOCK + (h % BLOCK_VECS) * DT_VW;
-            if (T == KV_PAIRS) {
-                kv[h] = vf_load((const float *)kb + i);
-                continue;
-            }
             if (h % BLOCK_VECS == 0) prefetch_ahead((const char *)kb + i * (T == KV_F16 ? sizeof(dt_f16) : sizeof(float)));
-            kv[h] = kv_load(kb, i, T == KV_F16);
+            kv[h] = kv_load(kb, i, T == KV_F16); /* a pair of bf16 per 32-bit lane */
         }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
@@ -316,12 +268,12 @@ static const struct { score_fn many, one; int nb; } score_kernels[3][SCORE_ROWS 
 /* ---- 3. values ------------------------------------------------------------------ */
 
 /* acc[r][c * DT_VW ..] += p[r][j] * v[j][c * DT_VW ..] for j in [ja, jb], NR
- * rows, NC vectors (of the last one only the first `tail` lanes); rows of v
- * `ld` elements apart from row j0 on, p[r] indexed by j. T = KV_PAIRS: j
- * counts pairs of positions, v's rows are pairs (values_to_pairs) and p's
- * are bf16 pairs. */
-DT_INLINE void pv_kernel(const void *v, int64_t ld, int j0, int ja, int jb, const void *const *p, float *const *acc,
-                         int tail, const int NR, const int NC, const int T) {
+ * rows, NC vectors (of the last one only the first `tail` lanes); p[r]
+ * indexed by j. T = KV_PAIRS: j counts pairs of positions, v's rows and
+ * p's elements are pairs, and pair `drop_even` (`drop_odd`) has its even
+ * (odd) position's values zeroed: positions outside the call. */
+DT_INLINE void pv_kernel(const void *v, int hd, int ja, int jb, const void *const *p, float *const *acc, int tail,
+                         int drop_even, int drop_odd, const int NR, const int NC, const int T) {
     const dt_vmask tail_f = vm_below(tail);
     const vh_mask tail_h = vh_below(tail);
     const size_t esize = T == KV_F16 ? sizeof(dt_f16) : sizeof(float);
@@ -331,17 +283,17 @@ DT_INLINE void pv_kernel(const void *v, int64_t ld, int j0, int ja, int jb, cons
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) a[r][c] = vf_load(acc[r] + c * DT_VW);
     for (int j = ja; j <= jb; j++) {
-        const int64_t vj = (int64_t)(j - j0) * ld, last = vj + (NC - 1) * DT_VW;
+        const int64_t vj = (int64_t)j * hd, last = vj + (NC - 1) * DT_VW;
+        for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
         dt_vf vv[PV_VECS];
-        if (T == KV_PAIRS) {
 #pragma GCC unroll 4
-            for (int c = 0; c < NC; c++) vv[c] = vf_load((const float *)v + vj + c * DT_VW);
-        } else {
-            for (size_t b = 0; b < NC * DT_VW * esize; b += 64) prefetch_ahead((const char *)v + vj * esize + b);
+        for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, T == KV_F16);
+        vv[NC - 1] = T == KV_F16 ? vh_maskz_load(tail_h, (const dt_f16 *)v + last)
+                                 : vf_maskz_load(tail_f, (const float *)v + last);
+        if (T == KV_PAIRS && (j == drop_even || j == drop_odd)) {
+            const dt_vi keep = vi_set1(j == drop_even ? 0xffff0000u : 0x0000ffffu);
 #pragma GCC unroll 4
-            for (int c = 0; c < NC - 1; c++) vv[c] = kv_load(v, vj + c * DT_VW, T == KV_F16);
-            vv[NC - 1] = T == KV_F16 ? vh_maskz_load(tail_h, (const dt_f16 *)v + last)
-                                     : vf_maskz_load(tail_f, (const float *)v + last);
+            for (int c = 0; c < NC; c++) vv[c] = vf_from_bits(vi_and(vf_bits(vv[c]), keep));
         }
 #pragma GCC unroll 8
         for (int r = 0; r < NR; r++) {
@@ -361,11 +313,11 @@ DT_INLINE void pv_kernel(const void *v, int64_t ld, int j0, int ja, int jb, cons
         for (int c = 0; c < NC; c++) vf_store(acc[r] + c * DT_VW, a[r][c]);
 }
 
-typedef void (*pv_fn)(const void *, int64_t, int, int, int, const void *const *, float *const *, int);
+typedef void (*pv_fn)(const void *, int, int, int, const void *const *, float *const *, int, int, int);
 #define PV_FN(NR, NC, T)                                                                               \
-    static void pv_##NR##_##NC##_##T(const void *v, int64_t ld, int j0, int ja, int jb, const void *const *p, \
-                                     float *const *acc, int tail) {                                    \
-        pv_kernel(v, ld, j0, ja, jb, p, acc, tail, NR, NC, T);                                         \
+    static void pv_##NR##_##NC##_##T(const void *v, int hd, int ja, int jb, const void *const *p,       \
+                                     float *const *acc, int tail, int drop_even, int drop_odd) {       \
+        pv_kernel(v, hd, ja, jb, p, acc, tail, drop_even, drop_odd, NR, NC, T);                        \
     }
 #define PV_ROW(NR, T) PV_FN(NR, 1, T) PV_FN(NR, 2, T) PV_FN(NR, 3, T) PV_FN(NR, 4, T)
 #define PV_ROWS_OF(NR) PV_ROW(NR, KV_F32) PV_ROW(NR, KV_F16) PV_ROW(NR, KV_PAIRS)
@@ -381,16 +333,15 @@ PV_ROWS_OF(4) PV_ROWS_OF(5) PV_ROWS_OF(6)
 /* [T][rows][vectors - 1] */
 static const pv_fn pv_kernels[3][PV_ROWS + 1][PV_VECS] = {PV_TABLE(KV_F32), PV_TABLE(KV_F16), PV_TABLE(KV_PAIRS)};
 
-/* The values a call's rows read: T's elements, rows (positions, or pairs
- * of them) ld elements apart from row j0 on. */
+/* The values of a call: its tile's, read as T, and for pairs the pairs
+ * whose even / odd position lies outside the call's positions (or -1). */
 typedef struct {
     const void *v;
-    int T;
-    int64_t ld;
-    int j0;
+    int T, drop_even, drop_odd;
 } value_rows;
 
-/* Runs rows[0..nr) over rows [ja, jb] of vr for every vector of head_dim. */
+/* Runs rows[0..nr) over rows [ja, jb] of vr (positions, or pairs of them)
+ * for every vector of head_dim. */
 static void pv_rows(const value_rows *vr, int hd, int ja, int jb, const void *const *p, float *const *acc, int nr) {
     if (ja > jb) return;
     const int nvec = (hd + DT_VW - 1) / DT_VW;
@@ -399,10 +350,8 @@ static void pv_rows(const value_rows *vr, int hd, int ja, int jb, const void *co
         const int nc = nvec - c0 < PV_VECS ? nvec - c0 : PV_VECS;
         float *ac[PV_ROWS];
         for (int r = 0; r < nr; r++) ac[r] = acc[r] + c0 * DT_VW;
-        /* pairs are padded to whole vectors with zeros: no tail */
-        const int tail = vr->T == KV_PAIRS ? DT_VW : hd - (c0 + nc - 1) * DT_VW;
-        pv_kernels[vr->T][nr][nc - 1]((const char *)vr->v + (size_t)c0 * DT_VW * esize, vr->ld, vr->j0, ja, jb, p, ac,
-                                      tail);
+        pv_kernels[vr->T][nr][nc - 1]((const char *)vr->v + (size_t)c0 * DT_VW * esize, hd, ja, jb, p, ac,
+                                      hd - (c0 + nc - 1) * DT_VW, vr->drop_even, vr->drop_odd);
     }
 }
 
@@ -410,24 +359,19 @@ static void pv_rows(const value_rows *vr, int hd, int ja, int jb, const void *co
 
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-/* Head dims rounded up to whole 16-lane vectors: a pair row of values. */
-static int64_t pair_row(int hd) { return (hd + 15) / 16 * 16; }
-
 /* The call's working memory in `scratch` (attention.c sizes it): scores
- * S (rows ls apart), and for bf16 tiles p as bf16 (same layout), the
- * query pairs, one key block group's and one chunk's value pairs. */
+ * S (rows ls apart), and for a bf16 cache p as bf16 (same layout) and the
+ * query pairs. */
 typedef struct {
     float *S;
     uint16_t *p16;
-    uint32_t *qp, *kp, *vp;
+    uint32_t *qp;
 } call_memory;
 
-static call_memory carve(float *scratch, int R, int64_t ls, int hd) {
+static call_memory carve(float *scratch, int R, int64_t ls) {
     call_memory m = {.S = align64(scratch)};
     m.p16 = (uint16_t *)align64(m.S + R * ls);
     m.qp = (uint32_t *)align64((float *)(m.p16 + R * ls));
-    m.kp = (uint32_t *)align64((float *)(m.qp + (int64_t)R * hd / 2));
-    m.vp = (uint32_t *)align64((float *)(m.kp + (int64_t)BLOCK_GROUP * BLOCK * hd / 2));
     return m;
 }
 
@@ -435,17 +379,14 @@ static call_memory carve(float *scratch, int R, int64_t ls, int hd) {
  * block b0 on). */
 static void scores(const dt_attn_tile *a, int b0, int b1, const call_memory *m, int64_t ls) {
     const int hd = a->head_dim, G = a->group, R = a->n_tok * G;
-    const int T = a->bf16 ? KV_PAIRS : a->kv_type == DT_F16 ? KV_F16 : KV_F32;
-    const int64_t block_bytes = (int64_t)hd * BLOCK * (T == KV_F16 ? sizeof(dt_f16) : sizeof(float)) / (T == KV_PAIRS ? 2 : 1);
+    const int T = kv_kind(a->kv_type);
+    const int64_t block_bytes = (int64_t)hd * BLOCK * (T == KV_F32 ? sizeof(float) : sizeof(dt_f16));
+    const char *keys = a->k;
     const void *qrow[SCORE_ROWS];
     float *srow[SCORE_ROWS];
     if (T == KV_PAIRS) queries_to_pairs(a, m->qp);
     for (int bg = b0; bg <= b1; bg += BLOCK_GROUP) {
         const int bge = bg + BLOCK_GROUP - 1 < b1 ? bg + BLOCK_GROUP - 1 : b1;
-        /* key block b at keys + (b - kb0) * block_bytes */
-        const char *keys = T == KV_PAIRS ? (const char *)m->kp : (const char *)a->k;
-        const int kb0 = T == KV_PAIRS ? bg : 0;
-        if (T == KV_PAIRS) keys_to_pairs(a, bg, bge, m->kp);
         for (int r0 = 0; r0 < R; r0 += SCORE_ROWS) {
             const int nr = R - r0 < SCORE_ROWS ? R - r0 : SCORE_ROWS;
             for (int r = 0; r < nr; r++) {
@@ -456,11 +397,11 @@ static void scores(const dt_attn_tile *a, int b0, int b1, const call_memory *m, 
             int b = bg;
             for (; b + score_kernels[T][nr].nb - 1 <= bge; b += score_kernels[T][nr].nb) {
                 for (int r = 0; r < nr; r++) srow[r] = m->S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[T][nr].many(keys + (b - kb0) * block_bytes, hd, qrow, srow, a->scale);
+                score_kernels[T][nr].many(keys + b * block_bytes, hd, qrow, srow, a->scale);
             }
             for (; b <= bge; b++) {
                 for (int r = 0; r < nr; r++) srow[r] = m->S + (int64_t)(r0 + r) * ls + (int64_t)(b - b0) * BLOCK;
-                score_kernels[T][nr].one(keys + (b - kb0) * block_bytes, hd, qrow, srow, a->scale);
+                score_kernels[T][nr].one(keys + b * block_bytes, hd, qrow, srow, a->scale);
             }
         }
     }
@@ -531,13 +472,13 @@ static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part,
     if (lo > hi) return;
     const int b0 = lo / BLOCK, b1 = hi / BLOCK;
     const int64_t ls = (int64_t)(b1 - b0 + 1) * BLOCK; /* score row stride */
-    const call_memory m = carve(scratch, R, ls, hd);
+    const call_memory m = carve(scratch, R, ls);
     scores(a, b0, b1, &m, ls);
 
     /* 2. softmax of each row's chunks; p replaces s (or goes to p16). */
     for (int r = 0; r < R; r++) {
         float *s = m.S + (int64_t)r * ls - (int64_t)b0 * BLOCK; /* indexed by position */
-        uint16_t *p16 = a->bf16 ? m.p16 + (int64_t)r * ls - (int64_t)b0 * BLOCK : NULL;
+        uint16_t *p16 = a->kv_type == DT_BF16 ? m.p16 + (int64_t)r * ls - (int64_t)b0 * BLOCK : NULL;
         for (int c = c0; c <= c1; c++) {
             int L, H;
             if (dt_attn_row_range(a, r / G, c, c, &L, &H))
@@ -545,25 +486,15 @@ static void attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part,
         }
     }
 
-    /* 3. values, chunk by chunk (a bf16 tile's values converted once per
-     * chunk), rows in groups of PV_ROWS. */
+    /* 3. values: rows in groups of PV_ROWS, chunk by chunk. */
+    const value_rows vr = {a->v, kv_kind(a->kv_type), lo % 2 ? lo / 2 : -1, hi % 2 ? -1 : hi / 2};
     const void *prow[PV_ROWS];
-    for (int c = c0; c <= c1; c++) {
-        value_rows vr = {a->v, a->kv_type == DT_F16 ? KV_F16 : KV_F32, hd, 0};
-        if (a->bf16) {
-            const int cl = c * DT_ATTN_CHUNK - a->origin, ch = cl + DT_ATTN_CHUNK - 1;
-            const int vlo = lo > cl ? lo : cl, vhi = hi < ch ? hi : ch;
-            if (vlo > vhi) continue;
-            values_to_pairs(a, vlo, vhi, m.vp, pair_row(hd));
-            vr = (value_rows){m.vp, KV_PAIRS, pair_row(hd), vlo >> 1};
-        }
-        for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
-            const int nr = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
-            for (int r = 0; r < nr; r++)
-                prow[r] = a->bf16 ? (const void *)(m.p16 + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK)
-                                  : (const void *)(m.S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK);
-            chunk_values(a, &vr, r0, nr, c, prow, part);
-        }
+    for (int r0 = 0; r0 < R; r0 += PV_ROWS) {
+        const int nr = R - r0 < PV_ROWS ? R - r0 : PV_ROWS;
+        for (int r = 0; r < nr; r++)
+            prow[r] = vr.T == KV_PAIRS ? (const void *)(m.p16 + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK)
+                                       : (const void *)(m.S + (int64_t)(r0 + r) * ls - (int64_t)b0 * BLOCK);
+        for (int c = c0; c <= c1; c++) chunk_values(a, &vr, r0, nr, c, prow, part);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attention.h"
 #include "ditto.h"
 
 struct dt_context {
@@ -17,12 +18,13 @@ struct dt_context {
     dt_pool *pool;
     int precision;      /* enum dt_precision of the weight matmuls */
 
-    /* KV cache, one mapping each, of kv_type elements (f32 or f16). Every
-     * (layer, seq, kv head) owns a region of slots * head_dim elements
-     * (dt_kv_head_offset), in (layer, seq,
-     * kv head) order. Inside it, keys are blocked and transposed,
-     * [pos / 16][head_dim][16] (dt_k_index), so attention accumulates 16
-     * scores in one vector; values stay [pos][head_dim] (dt_v_index).
+    /* KV cache, one mapping each, of kv_type elements (f32, f16 or bf16).
+     * Every (layer, seq, kv head) owns a region of slots * head_dim
+     * elements (dt_kv_head_offset), in (layer, seq, kv head) order. Inside
+     * it, keys are blocked and transposed, [pos / 16][head_dim][16]
+     * (dt_k_index), so attention accumulates 16 scores in one vector;
+     * values stay [pos][head_dim] (dt_v_index); bf16 pairs both
+     * (attention.h).
      * Reserved, not committed: the OS backs pages only as sequences grow.
      * A region has n_ctx_pad slots, one per position; with a ring
      * (dt_context_params.ring_slots) a sliding layer's regions have `ring`
@@ -30,7 +32,7 @@ struct dt_context {
      * layers keep every position (dt_kv_layer_ring). */
     void *k, *v;
     size_t kv_elems;    /* elements in each of k and v */
-    int kv_type;        /* DT_F32 or DT_F16 */
+    int kv_type;        /* DT_F32, DT_F16 or DT_BF16 */
     size_t kv_esize;    /* bytes per element: 4 or 2 */
     int n_ctx_pad;      /* n_ctx rounded up to whole key blocks */
     int ring;           /* ring slots R of the sliding layers (a multiple of 16), or 0: full cache */
@@ -82,12 +84,14 @@ static inline int dt_kv_slot(const struct dt_context *ctx, int layer, int pos) {
     return r ? pos % r : pos;
 }
 /* Index of key element (slot, d) inside a region (the position itself
- * without a ring). */
-static inline size_t dt_k_index(int head_dim, int pos, int d) {
-    return ((size_t)(pos / DT_KV_BLOCK) * head_dim + d) * DT_KV_BLOCK + pos % DT_KV_BLOCK;
+ * without a ring), in the cache's layout (attention.h). */
+static inline size_t dt_k_index(const struct dt_context *ctx, int slot, int d) {
+    return (size_t)dt_attn_k_index(ctx->kv_type, ctx->model->head_dim, slot, d);
 }
 /* Index of value element (slot, d) inside a region. */
-static inline size_t dt_v_index(int head_dim, int pos, int d) { return (size_t)pos * head_dim + d; }
+static inline size_t dt_v_index(const struct dt_context *ctx, int slot, int d) {
+    return (size_t)dt_attn_v_index(ctx->kv_type, ctx->model->head_dim, slot, d);
+}
 
 /* Address of element i of a KV mapping (ctx->k or ctx->v). */
 static inline void *dt_kv_at(const struct dt_context *ctx, void *base, size_t i) {

@@ -1,11 +1,11 @@
 /* ditto native layer: instruction-set detection and the one place that
- * picks per-ISA kernels (quant kernels, attention, the f16 KV conversion, the
+ * picks per-ISA kernels (quant kernels, attention, the f16 / bf16 KV conversions, the
  * FFN activations and RMS normalization).
  *
  * The scalar kernels always exist; the AVX2 and AVX-512 ones are compiled
  * with their own flags and chosen at run time, only when both the CPU and
  * the OS (saved register state, via XGETBV) support them. Attention's bf16
- * tiles use AVX512_BF16 where the CPU has it on top of AVX-512.
+ * cache uses AVX512_BF16 where the CPU has it on top of AVX-512.
  */
 #include <stdatomic.h>
 
@@ -50,20 +50,21 @@ static const struct {
     const dt_kernels *quant;
     void (*attention_chunks)(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
     void (*f16_from_f32)(const float *x, uint16_t *y, int64_t n);
+    void (*bf16_from_f32)(const float *x, uint16_t *y, int64_t n);
     dt_gated_fn silu_mul, gelu_mul;
     dt_rmsnorm_fn rmsnorm;
 } tables[] = {
-    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_f16_from_f32_scalar, dt_silu_mul_scalar,
-                       dt_gelu_mul_scalar, dt_rmsnorm_scalar},
-    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_f16_from_f32_avx2, dt_silu_mul_avx2,
-                     dt_gelu_mul_avx2, dt_rmsnorm_avx2},
-    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_f16_from_f32_avx512, dt_silu_mul_avx512,
-                       dt_gelu_mul_avx512, dt_rmsnorm_avx512},
+    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_f16_from_f32_scalar, dt_bf16_from_f32_scalar,
+                       dt_silu_mul_scalar, dt_gelu_mul_scalar, dt_rmsnorm_scalar},
+    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_f16_from_f32_avx2, dt_bf16_from_f32_avx2,
+                     dt_silu_mul_avx2, dt_gelu_mul_avx2, dt_rmsnorm_avx2},
+    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_f16_from_f32_avx512, dt_bf16_from_f32_avx512,
+                       dt_silu_mul_avx512, dt_gelu_mul_avx512, dt_rmsnorm_avx512},
 };
 
 static atomic_int best_isa = -1;
 static atomic_int cur_isa = -1;
-static atomic_int bf16_hw = -1; /* bf16 tiles on AVX-512 run vdpbf16ps (dt_bf16_hw_set) */
+static atomic_int bf16_hw = -1; /* a bf16 cache's attention on AVX-512 runs vdpbf16ps (dt_bf16_hw_set) */
 
 /* AVX512_BF16 on top of the AVX-512 ISA. */
 static int detect_bf16(void) {
@@ -117,13 +118,15 @@ int dt_bf16_hw_set(int on) {
 }
 
 void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch) {
-    if (a->bf16 && dt_isa_get() == DT_ISA_AVX512 && dt_bf16_hw())
+    if (a->kv_type == DT_BF16 && dt_isa_get() == DT_ISA_AVX512 && dt_bf16_hw())
         dt_attention_chunks_avx512bf16(a, c0, c1, part, scratch);
     else
         tables[dt_isa_get()].attention_chunks(a, c0, c1, part, scratch);
 }
 
 void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].f16_from_f32(x, y, n); }
+
+void dt_bf16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].bf16_from_f32(x, y, n); }
 
 void dt_silu_mul(const float *g, const float *u, float *h, int64_t n) { tables[dt_isa_get()].silu_mul(g, u, h, n); }
 

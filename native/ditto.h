@@ -61,10 +61,10 @@ int dt_isa_get(void);
  * Returns DT_ERR_UNSUPPORTED if the CPU lacks it. Not thread-safe: call
  * before any decode. */
 int dt_isa_set(int isa);
-/* Whether attention's bf16 tiles (precision fast) run AVX512_BF16's
- * instructions (on the AVX-512 ISA, where the CPU has them); else the
- * same steps as fmas. dt_bf16_hw_set(0) forces the fmas (tests compare
- * both); 1 gives DT_ERR_UNSUPPORTED without the instructions. */
+/* Whether attention on a bf16 KV cache runs AVX512_BF16's instructions
+ * (on the AVX-512 ISA, where the CPU has them); else the same steps as
+ * fmas. dt_bf16_hw_set(0) forces the fmas (tests compare both); 1 gives
+ * DT_ERR_UNSUPPORTED without the instructions. */
 int dt_bf16_hw(void);
 int dt_bf16_hw_set(int on);
 
@@ -227,15 +227,18 @@ void dt_context_free(dt_context *ctx);
  * DT_F16: each element rounded to half (to nearest even) when stored and
  * widened exactly when attention reads it, so the cache and the bytes a
  * decode step streams are halved; logits then differ from the f32 cache's
- * by that rounding, and are as batch-invariant. */
+ * by that rounding, and are as batch-invariant. DT_BF16: each element
+ * rounded to bfloat16, in pairs, and attention's dot products take q and p
+ * rounded to bf16 too (attention.h): the f16 cache's size, twice the
+ * multiply-adds per instruction (vdpbf16ps), coarser. */
 enum { DT_RING_SLACK = 64 };
 typedef struct {
     int n_seq, n_ctx, max_batch, n_threads; /* as dt_context_new */
     int ring_slots;                         /* 0: full cache */
-    int kv_type;                            /* DT_F32 or DT_F16 */
+    int kv_type;                            /* DT_F32, DT_F16 or DT_BF16 */
 } dt_context_params;
 int dt_context_new_params(const dt_model *model, const dt_context_params *params, dt_context **out);
-/* Element type of the KV cache (DT_F32 or DT_F16). */
+/* Element type of the KV cache (DT_F32, DT_F16 or DT_BF16). */
 int dt_context_kv_type(const dt_context *ctx);
 /* Bytes of keys and values when every sequence is full (reserved at
  * creation, committed as sequences grow). */
@@ -251,9 +254,7 @@ int dt_context_ring_slots(const dt_context *ctx);
 int dt_decode(dt_context *ctx, int n_tok, const int32_t *tokens, const int32_t *pos,
               const int32_t *seq, const uint8_t *want, float *logits);
 
-/* Precision of the weight matmuls (enum dt_precision; default exact).
- * DT_PRECISION_FAST also runs attention's dot products on bf16 operands
- * (attention.h), twice the multiply-adds per instruction. */
+/* Precision of the weight matmuls (enum dt_precision; default exact). */
 int dt_context_set_precision(dt_context *ctx, int precision);
 
 /* Number of positions a sequence holds. */

@@ -1,8 +1,8 @@
 /* KV cache storage and sequence state: length, truncate (restore to a
  * checkpoint), copy, checkpoints, and save / load to bytes.
  *
- * Keys and values are kept in the context's kv_type (f32, or f16 rounded
- * once when stored), and saved, checkpointed and copied in it, so a
+ * Keys and values are kept in the context's kv_type (f32, or f16 / bf16
+ * rounded once when stored), and saved, checkpointed and copied in it, so a
  * restored or loaded sequence continues bit-exactly. With a full cache, truncation is all a restore
  * needs: positions past a sequence's length never reach a result
  * (attention masks them). A ring (dt_context_params.ring_slots) in the
@@ -73,7 +73,8 @@ int64_t dt_context_kv_bytes(const dt_context *ctx) {
     return ctx ? (int64_t)(2 * ctx->kv_elems * ctx->kv_esize) : DT_ERR_INVALID;
 }
 
-/* Halves per conversion call when storing f16 keys (a stack buffer). */
+/* Elements per conversion call when storing f16 / bf16 keys and values (a
+ * stack buffer). */
 enum { STORE_CHUNK = 64 };
 
 void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const float *k, const float *v) {
@@ -82,19 +83,26 @@ void dt_kv_store(struct dt_context *ctx, int layer, int seq, int pos, const floa
         const size_t off = dt_kv_head_offset(ctx, layer, seq, h);
         const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
         if (ctx->kv_type == DT_F32) {
-            float *kc = dt_kv_at(ctx, ctx->k, off);
-            for (int d = 0; d < hd; d++) kc[dt_k_index(hd, slot, d)] = kh[d];
-            memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), vh, (size_t)hd * sizeof(float));
+            float *kc = dt_kv_at(ctx, ctx->k, off), *vc = dt_kv_at(ctx, ctx->v, off);
+            for (int d = 0; d < hd; d++) kc[dt_k_index(ctx, slot, d)] = kh[d];
+            memcpy(vc + dt_v_index(ctx, slot, 0), vh, (size_t)hd * sizeof(float));
             continue;
         }
-        /* f16: keys converted in chunks, then spread over their block. */
-        uint16_t *kc = dt_kv_at(ctx, ctx->k, off), half[STORE_CHUNK];
-        for (int d0 = 0; d0 < hd; d0 += STORE_CHUNK) {
-            const int n = hd - d0 < STORE_CHUNK ? hd - d0 : STORE_CHUNK;
-            dt_f16_from_f32(kh + d0, half, n);
-            for (int d = 0; d < n; d++) kc[dt_k_index(hd, slot, d0 + d)] = half[d];
+        /* f16 / bf16: converted in chunks, then spread over the layout. */
+        uint16_t *kc = dt_kv_at(ctx, ctx->k, off), *vc = dt_kv_at(ctx, ctx->v, off), half[STORE_CHUNK];
+        for (int i = 0; i < 2; i++) {
+            const float *x = i ? vh : kh;
+            for (int d0 = 0; d0 < hd; d0 += STORE_CHUNK) {
+                const int n = hd - d0 < STORE_CHUNK ? hd - d0 : STORE_CHUNK;
+                (ctx->kv_type == DT_F16 ? dt_f16_from_f32 : dt_bf16_from_f32)(x + d0, half, n);
+                for (int d = 0; d < n; d++) {
+                    if (i)
+                        vc[dt_v_index(ctx, slot, d0 + d)] = half[d];
+                    else
+                        kc[dt_k_index(ctx, slot, d0 + d)] = half[d];
+                }
+            }
         }
-        dt_f16_from_f32(vh, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, slot, 0)), hd);
     }
 }
 
@@ -155,10 +163,11 @@ int dt_seq_copy(dt_context *ctx, int src, int dst, int n) {
     }
     const dt_model *m = ctx->model;
     for (int l = 0; l < m->n_layer; l++) {
-        /* Whole key blocks: the last one may hold stale positions >= n,
-         * which are never used. A ring is copied whole. */
+        /* Whole key blocks (and value pairs): the last one may hold stale
+         * positions >= n, which are never used. A ring is copied whole. */
         const int r = dt_kv_layer_ring(ctx, l);
-        const int n_k = r ? r : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK, n_v = r ? r : n;
+        const int n_k = r ? r : (n + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
+        const int n_v = r ? r : ctx->kv_type == DT_BF16 ? (n + 1) / 2 * 2 : n; /* bf16: whole pairs */
         const size_t k_span = (size_t)n_k * m->head_dim * ctx->kv_esize;
         const size_t v_span = (size_t)n_v * m->head_dim * ctx->kv_esize;
         for (int h = 0; h < m->n_head_kv; h++) {
@@ -186,23 +195,38 @@ static void layer_range(const dt_context *ctx, int layer, const struct span *s, 
     *b = ring ? s->p1 : s->f1;
 }
 
+/* Copies the keys (i = 0) or values (i = 1) of one slot of the region at
+ * off to row[head_dim] (out = 1) or from it (out = 0): values of f32 /
+ * f16 are a row already; keys, and bf16 pairs, go element by element. */
+static void slot_row(const dt_context *ctx, int i, size_t off, int slot, uint8_t *row, int out) {
+    const int hd = ctx->model->head_dim;
+    const size_t es = ctx->kv_esize;
+    char *base = i ? ctx->v : ctx->k;
+    if (i && ctx->kv_type != DT_BF16) {
+        char *at = dt_kv_at(ctx, base, off + dt_v_index(ctx, slot, 0));
+        memcpy(out ? (void *)row : at, out ? at : (void *)row, hd * es);
+        return;
+    }
+    for (int d = 0; d < hd; d++) {
+        char *at = dt_kv_at(ctx, base, off + (i ? dt_v_index(ctx, slot, d) : dt_k_index(ctx, slot, d)));
+        memcpy(out ? (void *)(row + d * es) : at, out ? at : (void *)(row + d * es), es);
+    }
+}
+
 /* The span's positions of every (layer, kv head) of seq to bytes: per
  * (layer, kv head) the keys [pos][head_dim], then the values. `out` may be
  * unaligned (it points into a caller's buffer): memcpy. Returns the end. */
 static uint8_t *rows_out(const dt_context *ctx, int seq, const struct span *sp, uint8_t *out) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
-    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
+    const size_t row = (size_t)hd * ctx->kv_esize;
     for (int l = 0; l < m->n_layer; l++) {
         int p0, p1;
         layer_range(ctx, l, sp, &p0, &p1);
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
-            for (int p = p0; p < p1; p++)
-                for (int d = 0; d < hd; d++, out += es)
-                    memcpy(out, dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, l, p), d)), es);
-            for (int p = p0; p < p1; p++, out += row)
-                memcpy(out, dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, l, p), 0)), row);
+            for (int i = 0; i < 2; i++)
+                for (int p = p0; p < p1; p++, out += row) slot_row(ctx, i, off, dt_kv_slot(ctx, l, p), out, 1);
         }
     }
     return out;
@@ -213,18 +237,16 @@ static uint8_t *rows_out(const dt_context *ctx, int seq, const struct span *sp, 
 static void rows_in(dt_context *ctx, int seq, const struct span *sp, int from, const uint8_t *in) {
     const dt_model *m = ctx->model;
     const int hd = m->head_dim;
-    const size_t es = ctx->kv_esize, row = (size_t)hd * es;
+    const size_t row = (size_t)hd * ctx->kv_esize;
     for (int l = 0; l < m->n_layer; l++) {
         int p0, p1;
         layer_range(ctx, l, sp, &p0, &p1);
         const int keep = dt_kv_layer_ring(ctx, l) ? from : p0;
         for (int h = 0; h < m->n_head_kv; h++) {
             size_t off = dt_kv_head_offset(ctx, l, seq, h);
-            for (int p = p0; p < p1; p++, in += row)
-                for (int d = 0; p >= keep && d < hd; d++)
-                    memcpy(dt_kv_at(ctx, ctx->k, off + dt_k_index(hd, dt_kv_slot(ctx, l, p), d)), in + d * es, es);
-            for (int p = p0; p < p1; p++, in += row)
-                if (p >= keep) memcpy(dt_kv_at(ctx, ctx->v, off + dt_v_index(hd, dt_kv_slot(ctx, l, p), 0)), in, row);
+            for (int i = 0; i < 2; i++)
+                for (int p = p0; p < p1; p++, in += row)
+                    if (p >= keep) slot_row(ctx, i, off, dt_kv_slot(ctx, l, p), (uint8_t *)in, 0);
         }
     }
 }
@@ -329,7 +351,7 @@ struct state_header {
     uint32_t n_layer, n_head_kv, head_dim, n_embd, n_vocab;
     uint32_t n_pos;
     uint32_t first;         /* first position held (> 0 only from a ring) */
-    uint32_t kv_type;       /* element type of the payload: DT_F32 (0) or DT_F16 */
+    uint32_t kv_type;       /* element type of the payload: DT_F32 (0), DT_F16 or DT_BF16 */
     uint64_t checksum;
 };
 

@@ -200,7 +200,7 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
     if (!params) return DT_ERR_INVALID;
     const int n_seq = params->n_seq, n_ctx = params->n_ctx, max_batch = params->max_batch;
     const int n_threads = params->n_threads, ring_slots = params->ring_slots;
-    if (params->kv_type != DT_F32 && params->kv_type != DT_F16) return DT_ERR_INVALID;
+    if (params->kv_type != DT_F32 && params->kv_type != DT_F16 && params->kv_type != DT_BF16) return DT_ERR_INVALID;
     if (!out || n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || max_batch < 1 ||
         max_batch > (1 << 16) || n_threads < 1 || ring_slots < 0 || ring_slots > (1 << 24))
         return DT_ERR_INVALID;
@@ -212,7 +212,7 @@ int dt_context_new_params(const dt_model *m, const dt_context_params *params, dt
     ctx->n_ctx = n_ctx;
     ctx->max_batch = max_batch;
     ctx->kv_type = params->kv_type;
-    ctx->kv_esize = params->kv_type == DT_F16 ? sizeof(uint16_t) : sizeof(float);
+    ctx->kv_esize = params->kv_type == DT_F32 ? sizeof(float) : sizeof(uint16_t);
     if (ring_slots > 0) {
         int r = ring_slots > m->sliding_window ? ring_slots : m->sliding_window;
         ctx->ring = (r + DT_KV_BLOCK - 1) / DT_KV_BLOCK * DT_KV_BLOCK;
@@ -443,7 +443,7 @@ static dt_attn_tile attention_tile(struct batch *b, const struct tile *tl, int k
             memcpy(gk, k + s0 * row, n1 * row);
             memcpy(gk + n1 * row, k, (size_t)(nk - n1) * row);
             memcpy(gv, v + s0 * row, n1 * row);
-            memcpy(gv + n1 * row, v, (size_t)(span - n1) * row);
+            memcpy(gv + n1 * row, v, (size_t)((span - n1 + 1) & ~1) * row); /* whole bf16 pairs */
             k = gk;
             v = gv;
         }
@@ -463,7 +463,6 @@ static dt_attn_tile attention_tile(struct batch *b, const struct tile *tl, int k
         .window = m->layers[b->layer].slides ? m->sliding_window : 0,
         .origin = base,
         .scale = m->attn_scale,
-        .bf16 = ctx->precision == DT_PRECISION_FAST,
     };
 }
 

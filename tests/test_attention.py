@@ -10,11 +10,12 @@ reading f16 keys and values gives exactly its bits on the widened f32
 values (so everything above holds for f16 too). The chunked softmax
 (attention.h): splitting a tile into any chunk ranges, or seeing it from a
 ring's origin, gives the tile's bits; chunks whose maxima differ widely
-still match the reference. bf16 dot products (precision fast): every ISA
-matches a float64 model of the definition (operands rounded to bf16),
-agrees with the scalar reference, runs AVX512_BF16's instructions with the
-bits of their fma steps, and keeps every invariance above. Then the
-blocked key cache through the model:
+still match the reference. A bf16 cache (bf16 dot products): every ISA's
+conversion rounds to nearest even as the instruction does, every ISA
+matches a float64 model of the definition (operands rounded to bf16) and
+the scalar reference, AVX512_BF16's instructions give the bits of their
+fma steps, and every invariance above holds. Then the blocked key cache
+through the model:
 copying a prefix that ends inside a block, and save / load, continue
 bit-exactly, in f32 and f16; and a token decoded alone at a long context
 (split over threads by chunk) gets the bits it gets inside a prefill tile.
@@ -151,9 +152,9 @@ def test_sharp_and_flat_softmax(isa):
 
 
 KV_DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float16, id="f16")]
-# (kv dtype, bf16 dot products): the element types, and bf16 tiles on the f16 cache fast uses
+# (the dtype given, a bf16 cache made from it): every kv_type the kernel reads
 KV_DOTS = [pytest.param(np.float32, False, id="f32"), pytest.param(np.float16, False, id="f16"),
-           pytest.param(np.float16, True, id="f16-bf16")]
+           pytest.param(np.float32, True, id="bf16")]
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
@@ -327,32 +328,28 @@ def test_f16_kernel_reads_exactly_the_widened_values(isa, n, group, hd, window):
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
-@pytest.mark.parametrize("kv", KV_DTYPES)
 @pytest.mark.parametrize("n,n_tok,group,hd,window", [(1, 1, 3, 64, 0), (17, 3, 3, 64, 0), (300, 24, 3, 64, 0),
                                                      (1000, 10, 3, 64, 0), (517, 10, 8, 128, 0), (77, 5, 2, 80, 0),
-                                                     (40, 8, 2, 6, 0), (300, 12, 3, 64, 33), (2 * C + 40, 24, 3, 64, 0)])
-def test_bf16_tile_matches_its_definition(isa, kv, n, n_tok, group, hd, window):
+                                                     (40, 8, 2, 6, 0), (300, 12, 3, 64, 33), (2 * C + 40, 24, 3, 64, 0),
+                                                     (2 * C + 41, 7, 3, 64, 300)])
+def test_bf16_cache_matches_its_definition(isa, n, n_tok, group, hd, window):
     K.isa_set(isa)
     q, k, v = inputs(n, n_tok, group, hd, seed=n + hd, sharp=2.0)
-    k, v = k.astype(kv), v.astype(kv)
-    k32, v32 = k.astype(np.float32), v.astype(np.float32)
     got = K.attention(q, k, v, n - n_tok, window=window, bf16=True)
-    check(got, bf16_model(q, k32, v32, n - n_tok, window), v32, f"bf16 n={n} group={group} hd={hd}", TOL_BF16)
-    check(got, reference(q, k32, v32, n - n_tok, window), v32, "bf16 against float64", 3e-2)
-    assert not np.array_equal(got, K.attention(q, k, v, n - n_tok, window=window)), "the f32 tile gives the same"
+    check(got, bf16_model(q, k, v, n - n_tok, window), v, f"bf16 n={n} group={group} hd={hd}", TOL_BF16)
+    check(got, reference(q, k, v, n - n_tok, window), v, "bf16 against float64", 3e-2)
+    assert not np.array_equal(got, K.attention(q, k, v, n - n_tok, window=window)), "the f32 cache gives the same"
 
 
 @pytest.mark.skipif(not K.bf16_hw(), reason="CPU lacks AVX512_BF16")
-@pytest.mark.parametrize("kv", KV_DTYPES)
 @pytest.mark.parametrize("n,n_tok,group,hd,window", [(1, 1, 3, 64, 0), (300, 24, 3, 64, 0), (517, 10, 8, 128, 0),
                                                      (77, 5, 2, 80, 0), (40, 8, 2, 6, 0), (2 * C + 9, 6, 3, 64, 300)])
-def test_bf16_instructions_give_the_bits_of_their_fma_steps(kv, n, n_tok, group, hd, window):
-    """vdpbf16ps and vcvtne2ps2bf16 against attention_x86.h's fma steps and
+def test_bf16_instructions_give_the_bits_of_their_fma_steps(n, n_tok, group, hd, window):
+    """vdpbf16ps and vcvtneps2bf16 against attention_x86.h's fma steps and
     integer rounding (what AVX-512 CPUs without the instructions run): the
     same bits on normal values."""
     K.isa_set(K.ISA_AVX512)
     q, k, v = inputs(n, n_tok, group, hd, seed=n, sharp=2.0)
-    k, v = k.astype(kv), v.astype(kv)
     try:
         K.bf16_hw_set(True)
         hw = K.attention(q, k, v, n - n_tok, window=window, bf16=True)
@@ -382,7 +379,9 @@ def bf16_nearest_even(x):
     return out
 
 
-def test_bf16_rounding_is_nearest_even_with_flushed_subnormals():
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_bf16_conversion_is_nearest_even_with_flushed_subnormals(isa):
+    K.isa_set(isa)
     rng = np.random.default_rng(9)
     bits = np.concatenate([rng.integers(0, 1 << 32, 300_000, dtype=np.uint64).astype(np.uint32),
                            np.arange(0, 1 << 16, dtype=np.uint32) << 16 | 0x8000,      # every tie
@@ -392,9 +391,10 @@ def test_bf16_rounding_is_nearest_even_with_flushed_subnormals():
     x = bits.view(np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         want = bf16_nearest_even(x)
-    got = K.bf16_from_f32(x)
-    bad = np.flatnonzero(got != want)
-    assert not bad.size, f"{bits[bad[0]]:#x} -> {got[bad[0]]:#x}, want {want[bad[0]]:#x}; {bad.size} differ"
+    for n in (len(x), 1, 7, 8, 9, 15, 17, 33):           # the vector bodies and the scalar tails
+        got = K.bf16_from_f32(np.ascontiguousarray(x[:n]))
+        bad = np.flatnonzero(got != want[:n])
+        assert not bad.size, f"{bits[bad[0]]:#x} -> {got[bad[0]]:#x}, want {want[bad[0]]:#x}; {bad.size} differ"
 
 
 def test_hook_validates_arguments():
@@ -407,6 +407,8 @@ def test_hook_validates_arguments():
         K.attention(q, k, v, 1.5)
     with pytest.raises(TypeError, match="both float32 or both float16"):
         K.attention(q, k.astype(np.float16), v, 0)
+    with pytest.raises(TypeError, match="from float32"):
+        K.attention(q, k.astype(np.float16), v.astype(np.float16), 0, bf16=True)
     with pytest.raises(ValueError, match="origin"):
         K.attention(q, k, v, 0, origin=8)
     q, k, v = inputs(C + 10, 1, 3, 64, seed=0)
@@ -424,9 +426,7 @@ def model(tiny_model_path):
     return Model(load_model_file(tiny_model_path("llama", Q.F32)))
 
 
-KV_TYPES = ["f32", "f16"]
-# (kv_type, precision): fast runs bf16 attention tiles (on this F32 model its matmuls are exact's)
-KV_PRECISIONS = [("f32", "exact"), ("f16", "exact"), ("f16", "fast")]
+KV_TYPES = ["f32", "f16", "bf16"]
 
 
 def feed(ctx, seq, tokens):
@@ -465,8 +465,8 @@ def test_save_load_blocked_keys_bit_exact(model, kv_type, n):
     assert np.array_equal(feed(other, 1, [7, 8]), want)
 
 
-@pytest.mark.parametrize("kv_type,precision", KV_PRECISIONS)
-def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type, precision):
+@pytest.mark.parametrize("kv_type", KV_TYPES)
+def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type):
     """Tokens of two sequences decoded one step at a time, both in each
     step, at positions around chunk boundaries (attention split by chunk
     over two threads, two tiles) get exactly the logits they get inside
@@ -475,10 +475,10 @@ def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type, precisio
     streams = [[(i * 29) % 200 + 1 for i in range(n)], [(i * 13) % 190 + 3 for i in range(n)]]
     tiles = []
     for toks in streams:
-        ctx = Context(model, n_seq=1, n_ctx=n, max_batch=n, n_threads=2, kv_type=kv_type, precision=precision)
+        ctx = Context(model, n_seq=1, n_ctx=n, max_batch=n, n_threads=2, kv_type=kv_type)
         tiles.append(ctx.decode(np.asarray(toks, np.int32), np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
                                 want=np.ones(n, np.uint8)))
-    step = Context(model, n_seq=2, n_ctx=n, max_batch=4, n_threads=2, kv_type=kv_type, precision=precision)
+    step = Context(model, n_seq=2, n_ctx=n, max_batch=4, n_threads=2, kv_type=kv_type)
     for p in range(n):
         got = step.decode(np.asarray([streams[0][p], streams[1][p]], np.int32), np.asarray([p, p], np.int32),
                           np.asarray([0, 1], np.int32), want=np.ones(2, np.uint8))
@@ -487,8 +487,8 @@ def test_decode_at_long_context_equals_the_prefill_tile(model, kv_type, precisio
                 assert np.array_equal(got[s], tiles[s][p]), f"sequence {s}, position {p}"
 
 
-@pytest.mark.parametrize("kv_type,precision", KV_PRECISIONS)
-def test_ring_window_across_chunks_equals_the_full_cache(tiny_model_path, kv_type, precision):
+@pytest.mark.parametrize("kv_type", KV_TYPES)
+def test_ring_window_across_chunks_equals_the_full_cache(tiny_model_path, kv_type):
     """A sliding window of 300 over a ring of 368 slots: the windows seen
     from their first key block (not a chunk boundary) give the full cache's
     logits bit for bit, prefill tiles and single decode steps (the full
@@ -496,7 +496,7 @@ def test_ring_window_across_chunks_equals_the_full_cache(tiny_model_path, kv_typ
     m = Model(load_model_file(tiny_model_path("llama", Q.F32, sliding_window=300)))
     toks = [(i * 31) % 200 + 1 for i in range(2 * C + 200)]
     n_prefill = 2 * C + 150
-    opts = dict(n_seq=1, n_ctx=len(toks), max_batch=n_prefill, n_threads=2, kv_type=kv_type, precision=precision)
+    opts = dict(n_seq=1, n_ctx=len(toks), max_batch=n_prefill, n_threads=2, kv_type=kv_type)
     ring = Context(m, kv_ring=True, **opts)
     full = Context(m, **opts)
     assert ring.ring_slots % C != 0

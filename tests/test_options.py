@@ -11,7 +11,7 @@ import pytest
 
 from ditto import _native
 from ditto.engine.options import (DEFAULT_CTX, DEFAULT_KV_TYPE, DEFAULT_PRECISION, DRAFTER_NAMES, KV_TYPE_HELP, KV_TYPES,
-                                  PRECISION_HELP, PRECISIONS, VERSION)
+                                  PRECISION_HELP, PRECISIONS, VERSION, resolve_kv_type)
 from ditto.lsp.settings import Settings, check_setting, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +63,14 @@ def test_settings_types_come_from_the_annotations():
 
 
 def test_kv_types_are_the_kernels_names():
-    assert KV_TYPES == tuple(_native.KV_TYPES)
+    assert KV_TYPES == ("auto",) + tuple(_native.KV_TYPES)
     assert DEFAULT_KV_TYPE in KV_TYPES and tuple(KV_TYPE_HELP) == KV_TYPES
     for name in KV_TYPES:
         assert check_setting("kv_type", name) == name
     with pytest.raises(ValueError, match="must be one of"):
-        check_setting("kv_type", "bf16")
+        check_setting("kv_type", "f8")
+    assert [resolve_kv_type("auto", p) for p in ("exact", "fast", "q16")] == ["f16", "bf16", "f16"]
+    assert resolve_kv_type("f32", "fast") == "f32"
     spec = package_json()["contributes"]["configuration"]["properties"]["ditto.kvType"]
     assert spec["enum"] == list(KV_TYPES)
     assert spec["enumDescriptions"] == [KV_TYPE_HELP[k] for k in KV_TYPES]

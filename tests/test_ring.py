@@ -8,7 +8,7 @@ overwritten positions is refused; a checkpoint taken before a pass,
 restored after it, plus a replay of the accepted tokens, leaves the
 sequence exactly as if the draft had never been fed; speculative greedy
 decoding on a ring equals plain greedy decoding; save / load round-trip.
-All of it with an f32 and an f16 cache (KV), against the full cache of the
+All of it with an f32, an f16 and a bf16 cache (KV), against the full cache of the
 same kv_type.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def full_logits(model, toks, kv_type="f32"):
     return feed(ctx, 0, toks)
 
 
-KV = ["f32", "f16"]
+KV = ["f32", "f16", "bf16"]
 
 
 # slots: None = the default ring (window + 63), else the requested slot count
@@ -88,7 +88,7 @@ def test_ring_size_and_options(model_of, tiny_model_path):
         Context(m, n_ctx=64, kv_ring=-3)
 
 
-@pytest.mark.parametrize("kv,esize", [("f32", 4), ("f16", 2)])
+@pytest.mark.parametrize("kv,esize", [("f32", 4), ("f16", 2), ("bf16", 2)])
 def test_kv_bytes_of_sliding_and_global_layers(model_of, kv, esize):
     """A ring's memory: R slots in each sliding layer, every position of the
     context (in whole key blocks) in each global one."""
