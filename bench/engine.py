@@ -231,7 +231,7 @@ def work_per_token(args, model: Path) -> dict:
     return {
         "decode_bytes": {kv: {"empty": machine_limits.decode_bytes_per_token(m, 0, size),
                               "at_depth": machine_limits.decode_bytes_per_token(m, args.depth, size)}
-                         for kv, size in (("f32", 4), ("f16", 2))},
+                         for kv, size in (("f32", 4), ("f16", 2), ("bf16", 2))},
         "prefill_flops": round(machine_limits.prefill_flops_per_token(m, args.pp)),
     }
 
@@ -303,7 +303,7 @@ def main() -> None:
         llama_depth = lb.get("tg_depth_tps") or ls.get("tg_depth_tps")
         entry["ratios"] = {}
         entry["fraction_of_machine"] = {"llama_cpp": fractions(lb, llama_depth, entry["machine"], work, kv="f16")}
-        for name, (_p, kv) in zip(dittos, variants):
+        for name in dittos:
             d = entry[name]
             entry["ratios"][name] = {
                 "pp": ratio(d["pp_tps"], lb.get("pp_tps")),
@@ -312,7 +312,8 @@ def main() -> None:
                 "tg_at_depth_vs_server": ratio(d["tg_depth_tps"], ls.get("tg_depth_tps")),
                 "peak_rss": ratio(d["peak_rss_mb"], ls.get("peak_rss_mb")),
             }
-            entry["fraction_of_machine"][name] = fractions(d, d["tg_depth_tps"], entry["machine"], work, kv=kv)
+            entry["fraction_of_machine"][name] = fractions(d, d["tg_depth_tps"], entry["machine"], work,
+                                                           kv=d["kv_type"])  # what "auto" stood for
         if {"f32", "f16"} <= set(args.kv_type):
             for p in args.precision:
                 a, b = entry[f"ditto_{p}_f16"], entry[f"ditto_{p}_f32"]

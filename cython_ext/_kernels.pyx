@@ -261,28 +261,29 @@ cdef extern from "attention.h" nogil:
 ATTN_CHUNK = DT_ATTN_CHUNK
 
 
-def f16_from_f32(const float[::1] x not None):
-    """float32 values rounded to IEEE half by the current ISA's conversion
-    (the one an f16 KV cache stores with); returns their uint16 bits."""
+ctypedef void (*half_fn)(const float *x, uint16_t *y, int64_t n) noexcept nogil
+
+
+cdef _halves(const float[::1] x, half_fn convert):
     cdef int64_t n = x.shape[0]
     out = np.empty(n, dtype=np.uint16)
     cdef uint16_t[::1] o = out
     if n:
         with nogil:
-            dt_f16_from_f32(&x[0], &o[0], n)
+            convert(&x[0], &o[0], n)
     return out
+
+
+def f16_from_f32(const float[::1] x not None):
+    """float32 values rounded to IEEE half by the current ISA's conversion
+    (the one an f16 KV cache stores with); returns their uint16 bits."""
+    return _halves(x, dt_f16_from_f32)
 
 
 def bf16_from_f32(const float[::1] x not None):
     """float32 values rounded to bfloat16 by the current ISA's conversion
     (the one a bf16 KV cache stores with); returns their uint16 bits."""
-    cdef int64_t n = x.shape[0]
-    out = np.empty(n, dtype=np.uint16)
-    cdef uint16_t[::1] o = out
-    if n:
-        with nogil:
-            dt_bf16_from_f32(&x[0], &o[0], n)
-    return out
+    return _halves(x, dt_bf16_from_f32)
 
 
 def attention(const float[:, :, ::1] q not None, k not None, v not None, pos0, window=0, scale=None,

@@ -75,23 +75,19 @@ static int detect_bf16(void) {
 #endif
 }
 
-int dt_isa_best(void) {
-    int b = atomic_load_explicit(&best_isa, memory_order_relaxed);
-    if (b < 0) {
-        b = detect();
-        atomic_store_explicit(&best_isa, b, memory_order_relaxed);
+/* *v, set to first() on first use (-1: not yet). */
+static int cached(atomic_int *v, int (*first)(void)) {
+    int x = atomic_load_explicit(v, memory_order_relaxed);
+    if (x < 0) {
+        x = first();
+        atomic_store_explicit(v, x, memory_order_relaxed);
     }
-    return b;
+    return x;
 }
 
-int dt_isa_get(void) {
-    int c = atomic_load_explicit(&cur_isa, memory_order_relaxed);
-    if (c < 0) {
-        c = dt_isa_best();
-        atomic_store_explicit(&cur_isa, c, memory_order_relaxed);
-    }
-    return c;
-}
+int dt_isa_best(void) { return cached(&best_isa, detect); }
+
+int dt_isa_get(void) { return cached(&cur_isa, dt_isa_best); }
 
 int dt_isa_set(int isa) {
     if (isa < DT_ISA_SCALAR || isa > DT_ISA_AVX512) return DT_ERR_INVALID;
@@ -102,14 +98,7 @@ int dt_isa_set(int isa) {
 
 const dt_kernels *dt_kernels_current(void) { return tables[dt_isa_get()].quant; }
 
-int dt_bf16_hw(void) {
-    int h = atomic_load_explicit(&bf16_hw, memory_order_relaxed);
-    if (h < 0) {
-        h = detect_bf16();
-        atomic_store_explicit(&bf16_hw, h, memory_order_relaxed);
-    }
-    return h;
-}
+int dt_bf16_hw(void) { return cached(&bf16_hw, detect_bf16); }
 
 int dt_bf16_hw_set(int on) {
     if (on && !detect_bf16()) return DT_ERR_UNSUPPORTED;
