@@ -122,11 +122,13 @@ DT_INLINE dt_vi vf_bits(dt_vf x) { return _mm256_castps_si256(x); }
 DT_INLINE dt_vf vf_from_bits(dt_vi x) { return _mm256_castsi256_ps(x); }
 #endif
 
-/* Each lane rounded as dt_bf16_from_f32, its bits in the high half (the
- * rounded float). */
-DT_INLINE dt_vi vb_round(dt_vf x) {
+/* DT_VW lanes rounded as dt_bf16_of, stored as bf16 at p; returns the
+ * rounded values. */
+DT_INLINE dt_vf vb_round_store(uint16_t *p, dt_vf x) {
 #if defined(__AVX512BF16__)
-    return _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16);
+    const __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
+    _mm256_storeu_si256((__m256i *)p, h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 #else
     const dt_vi u = vf_bits(x);
     const dt_vi a = vi_and(u, vi_set1(0x7fffffffu));
@@ -135,12 +137,17 @@ DT_INLINE dt_vi vb_round(dt_vf x) {
     dt_vi r = _mm512_add_epi32(u, _mm512_add_epi32(vi_set1(0x7fff), odd));
     r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epi32_mask(a, vi_set1(0x7f800000u)), vi_or(u, vi_set1(0x400000u)));
     r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epi32_mask(a, vi_set1(0x800000u)), vi_and(u, vi_set1(0x80000000u)));
+    r = vi_and(r, vi_set1(0xffff0000u));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(vi_srl16(r)));
 #else
     dt_vi r = _mm256_add_epi32(u, _mm256_add_epi32(vi_set1(0x7fff), odd));
     r = _mm256_blendv_epi8(r, vi_or(u, vi_set1(0x400000u)), _mm256_cmpgt_epi32(a, vi_set1(0x7f800000u)));
     r = _mm256_blendv_epi8(r, vi_and(u, vi_set1(0x80000000u)), _mm256_cmpgt_epi32(vi_set1(0x800000u), a));
+    r = vi_and(r, vi_set1(0xffff0000u));
+    const __m256i s = vi_srl16(r);
+    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(s, s), 0x08)));
 #endif
-    return vi_and(r, vi_set1(0xffff0000u));
+    return vf_from_bits(r);
 #endif
 }
 
@@ -165,31 +172,19 @@ DT_INLINE dt_vf vp_dot_bcast(dt_vf acc, dt_vf x, const uint32_t *p) {
 #endif
 }
 
-/* The DT_VW rounded lanes of vb_round's result as bf16 at p. */
-DT_INLINE void vb_store(uint16_t *p, dt_vi r) {
-#ifdef __AVX512F__
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(vi_srl16(r)));
-#else
-    const __m256i s = vi_srl16(r);
-    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(s, s), 0x08)));
-#endif
-}
-
 /* The bf16 conversion of the ISA (attention.h: dt_bf16_from_f32). */
 static void bf16_from_f32(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
-    for (; i + DT_VW <= n; i += DT_VW) vb_store(y + i, vb_round(vf_load(x + i)));
+    for (; i + DT_VW <= n; i += DT_VW) vb_round_store(y + i, vf_load(x + i));
     for (; i < n; i++) y[i] = dt_bf16_of(x[i]);
 }
 
-/* q of rows [0, R) as bf16 pairs of head dims: row r at qp + r * hd / 2. */
+/* q of rows [0, R) as bf16 pairs of head dims: row r at qp + r * hd / 2
+ * (its bf16 elements in order are its pairs). */
 static void queries_to_pairs(const dt_attn_tile *a, uint32_t *qp) {
     const int hd = a->head_dim, G = a->group;
-    for (int r = 0; r < a->n_tok * G; r++) {
-        const float *q = a->q + (int64_t)(r / G) * a->ldq + (int64_t)(r % G) * hd;
-        for (int d = 0; d < hd; d += 2)
-            qp[(int64_t)r * hd / 2 + d / 2] = dt_bf16_of(q[d]) | (uint32_t)dt_bf16_of(q[d + 1]) << 16;
-    }
+    for (int r = 0; r < a->n_tok * G; r++)
+        bf16_from_f32(a->q + (int64_t)(r / G) * a->ldq + (int64_t)(r % G) * hd, (uint16_t *)(qp + (int64_t)r * hd / 2), hd);
 }
 
 /* ---- 1. scores ---------------------------------------------------------------- */
@@ -421,9 +416,7 @@ static void chunk_softmax(float *s, uint16_t *p16, int L, int H, float *pc, int 
     for (int c = cf; c <= cl; c++) {
         dt_vf e = vf_maskz(vm_range(c * DT_VW, L, H), vf_exp(vf_sub(vf_load_aligned(s + c * DT_VW), mx)));
         if (p16) {
-            const dt_vi r = vb_round(e);
-            vb_store(p16 + c * DT_VW, r);
-            e = vf_from_bits(r);
+            e = vb_round_store(p16 + c * DT_VW, e);
         } else {
             vf_store_aligned(s + c * DT_VW, e);
         }
