@@ -1,6 +1,6 @@
 """Engine speed and memory: ditto against llama.cpp, in one run, as ratios.
 
-    python bench/engine.py [--rounds 2] [--reps 3] [--threads 2] [--ctx 4096] [--kv-type f16 [f32]]
+    python bench/engine.py [--rounds 2] [--reps 3] [--threads 2] [--ctx 4096] [--kv-type auto [f32 f16 bf16]]
                            [--precision q16 [exact] [fast]]
                            [--llama-bin-dir DIR] [--model GGUF] [--out bench/results/]
 

@@ -15,10 +15,11 @@ Prints JSON:
                            scores (the second half of each prompt truncated to the
                            shortest one), for a like-for-like comparison
 
-    python bench/fidelity.py [--model PATH] [--kv-type f32|f16] [--precision exact fast q16 ...]
+    python bench/fidelity.py [--model PATH] [--kv-type auto|f32|f16|bf16] [--precision exact fast q16 ...]
                              [--llama-cpp BUILD_BIN_DIR] [--no-llama-cpp]
 
---kv-type is the element type of ditto's KV cache (every precision runs with it).
+--kv-type is the element type of ditto's KV cache (every precision runs with
+it; auto, the default, is f16, or bf16 under fast; each result names its own).
 --precision lists the precisions measured (default: exact fast); exact is
 reported as `ditto`, the others as `ditto_<precision>`.
 
@@ -156,7 +157,7 @@ def main():
     common.add_common_args(ap)
     ap.add_argument("--no-llama-cpp", action="store_true", help="measure ditto alone")
     from ditto._native import Context, Model
-    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES, PRECISIONS
+    from ditto.engine.options import DEFAULT_KV_TYPE, KV_TYPES, PRECISIONS, resolve_kv_type
 
     ap.add_argument("--kv-type", choices=KV_TYPES, default=DEFAULT_KV_TYPE,
                     help=f"ditto's KV cache element type (default: {DEFAULT_KV_TYPE})")
@@ -181,7 +182,7 @@ def main():
     def measure(precision):
         """KL / top-1 of one ditto precision against the reference, all and same positions."""
         ctx = Context(model, n_seq=1, n_ctx=1024, max_batch=512, n_threads=args.threads, precision=precision,
-                      kv_type=args.kv_type)
+                      kv_type=resolve_kv_type(args.kv_type, precision))
         kls, agree, kls_same, agree_same, greedy_ok = [], [], [], [], 0
         for r, toks, lr in zip(recs, seqs, ref_full):
             n = len(toks)
@@ -206,6 +207,7 @@ def main():
     for precision in dict.fromkeys(args.precision):
         name = "ditto" if precision == "exact" else f"ditto_{precision}"
         out[name], same[name], out["positions"], same["positions"] = measure(precision)
+        out[name]["kv_type"] = resolve_kv_type(args.kv_type, precision)
     out["same_positions"] = same
     lc = args.llama_bin_dir
     if args.no_llama_cpp:
