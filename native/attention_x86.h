@@ -39,11 +39,14 @@
  * constant).
  *
  * A bf16 cache (attention.h) runs the same loops on pairs (T = KV_PAIRS):
- * a key block's vector holds one pair of head dims for 16 positions, a
- * value row one pair of positions for 16 head dims; per call the rows' q
- * become bf16 pairs of head dims, and the softmax stores p as bf16. One
- * vdpbf16ps then does what two fmas do on f32 (built with AVX512_BF16:
- * attention_avx512bf16.c; else vp_dot's two fmas).
+ * a key vector holds one pair of head dims for DT_VW positions, a value
+ * vector one pair of positions for DT_VW head dims; per call the rows' q
+ * become bf16 pairs of head dims, and the softmax stores p as bf16 (zero
+ * outside each row's positions). One vdpbf16ps then does what two fmas do
+ * on f32 (built with AVX512_BF16: attention_avx512bf16.c; else vp_dot's
+ * two fmas). The value pair at either end of the call's positions has its
+ * outside half zeroed: that slot may hold anything (a later token's value,
+ * a stale or never written one), and 0 * NaN would not be 0.
  */
 #ifndef DITTO_ATTENTION_X86_H
 #define DITTO_ATTENTION_X86_H
