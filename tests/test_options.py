@@ -76,6 +76,15 @@ def test_kv_types_are_the_kernels_names():
     assert spec["enumDescriptions"] == [KV_TYPE_HELP[k] for k in KV_TYPES]
 
 
+@pytest.mark.parametrize("precision,kv_type,want", [("fast", "auto", "bf16"), ("q16", "auto", "f16"),
+                                                     ("fast", "f16", "f16"), ("exact", "bf16", "bf16")])
+def test_llm_opens_the_kv_type_auto_stands_for(default_model_path, precision, kv_type, want):
+    from ditto.engine.llm import LLM
+
+    llm = LLM(default_model_path, n_ctx=256, n_threads=1, precision=precision, kv_type=kv_type)
+    assert (llm.ctx.precision, llm.ctx.kv_type) == (precision, want)
+
+
 def test_vscode_describes_each_precision_as_the_engine_does():
     spec = package_json()["contributes"]["configuration"]["properties"]["ditto.precision"]
     assert spec["enum"] == list(PRECISIONS)
