@@ -58,13 +58,16 @@ void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
         const float *xc = x + 32 * b0;
-        float amax[16] __attribute__((aligned(64))) = {0}, d[16] __attribute__((aligned(64)));
+        float d[16] __attribute__((aligned(64)));
+        __m512 amax = zero; /* lane i: block i's (inserted in registers: 16 scalar stores read back as
+                             * one vector would stall store forwarding) */
         for (int i = 0; i < n; i++) {
             const __m512 a0 = _mm512_abs_ps(_mm512_loadu_ps(xc + 32 * i));
             const __m512 a1 = _mm512_abs_ps(_mm512_loadu_ps(xc + 32 * i + 16));
-            amax[i] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, zero), _mm512_max_ps(a1, zero)));
+            const float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, zero), _mm512_max_ps(a1, zero)));
+            amax = _mm512_mask_mov_ps(amax, (__mmask16)(1u << i), _mm512_set1_ps(m));
         }
-        _mm512_store_ps(d, _mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f)));
+        _mm512_store_ps(d, _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
         for (int i = 0; i < n; i++) {
             __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
             if (d[i] != 0.0f) {
