@@ -50,31 +50,7 @@ void dt_attention(const dt_attn_tile *a, float *scratch) {
     dt_attention_combine(a, part);
 }
 
-void dt_attention_combine(const dt_attn_tile *a, const float *part) {
-    const int hd = a->head_dim;
-    for (int t = 0; t < a->n_tok; t++) {
-        const int cf = dt_attn_chunk(a, dt_attn_first(a, t)), cl = dt_attn_chunk(a, a->pos0 + t);
-        for (int g = 0; g < a->group; g++) {
-            const int r = t * a->group + g;
-            float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
-            float M = -INFINITY;
-            for (int c = cf; c <= cl; c++) M = fmaxf(M, dt_attn_part(a, part, r, c)[hd]);
-            float l = 0.0f;
-            for (int c = cf; c <= cl; c++) {
-                const float *pc = dt_attn_part(a, part, r, c);
-                const float w = expf(pc[hd] - M);
-                if (c == cf) { /* w * o_c, not 0 + w * o_c: one chunk gives o_c / l_c exactly */
-                    l = w * pc[hd + 1];
-                    for (int d = 0; d < hd; d++) out[d] = w * pc[d];
-                } else {
-                    l += w * pc[hd + 1];
-                    for (int d = 0; d < hd; d++) out[d] += w * pc[d];
-                }
-            }
-            for (int d = 0; d < hd; d++) out[d] /= l;
-        }
-    }
-}
+void dt_attention_combine_scalar(const dt_attn_tile *a, const float *part) { dt_attn_combine(a, part); }
 
 /* Element i of a cache region of kv_type, as f32. */
 static inline float kv_elem(const void *base, int kv_type, int64_t i) {

@@ -48,6 +48,7 @@
 #ifndef DITTO_ATTENTION_H
 #define DITTO_ATTENTION_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "ditto.h"
@@ -133,8 +134,42 @@ int64_t dt_attention_scratch_floats(int n_rows, int n_pos, int head_dim);
 /* The partials of the tile's chunks [c0, c1] (absolute; each row computes
  * those its range meets) with the current ISA's kernel (picked in cpu.c). */
 void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
-/* out of every row of the tile from all its partials. */
+/* out of every row of the tile from all its partials (the current ISA's
+ * build of dt_attn_combine). */
 void dt_attention_combine(const dt_attn_tile *a, const float *part);
+
+/* The combine, written once for every ISA: attention.c builds it as the
+ * reference, the x86 files with their flags, where the loops over head_dim
+ * vectorize. Element-wise IEEE operations (and the C library's expf), so
+ * every build gives the same floats. */
+static inline void dt_attn_combine(const dt_attn_tile *a, const float *part) {
+    const int hd = a->head_dim;
+    for (int t = 0; t < a->n_tok; t++) {
+        const int cf = dt_attn_chunk(a, dt_attn_first(a, t)), cl = dt_attn_chunk(a, a->pos0 + t);
+        for (int g = 0; g < a->group; g++) {
+            const int r = t * a->group + g;
+            float *out = a->out + (int64_t)t * a->ldo + (int64_t)g * hd;
+            float M = -INFINITY;
+            for (int c = cf; c <= cl; c++) M = fmaxf(M, dt_attn_part(a, part, r, c)[hd]);
+            float l = 0.0f;
+            for (int c = cf; c <= cl; c++) {
+                const float *pc = dt_attn_part(a, part, r, c);
+                const float w = expf(pc[hd] - M);
+                if (c == cf) { /* w * o_c, not 0 + w * o_c: one chunk gives o_c / l_c exactly */
+                    l = w * pc[hd + 1];
+                    for (int d = 0; d < hd; d++) out[d] = w * pc[d];
+                } else {
+                    l += w * pc[hd + 1];
+                    for (int d = 0; d < hd; d++) out[d] += w * pc[d];
+                }
+            }
+            for (int d = 0; d < hd; d++) out[d] /= l;
+        }
+    }
+}
+void dt_attention_combine_scalar(const dt_attn_tile *a, const float *part);
+void dt_attention_combine_avx2(const dt_attn_tile *a, const float *part);
+void dt_attention_combine_avx512(const dt_attn_tile *a, const float *part);
 
 /* The whole tile: dt_attention_chunks over every chunk, then the combine. */
 void dt_attention(const dt_attn_tile *a, float *scratch);

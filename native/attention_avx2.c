@@ -14,6 +14,8 @@ void dt_attention_chunks_avx2(const dt_attn_tile *a, int c0, int c1, float *part
     attention_chunks(a, c0, c1, part, scratch);
 }
 
+void dt_attention_combine_avx2(const dt_attn_tile *a, const float *part) { dt_attn_combine(a, part); }
+
 void dt_f16_from_f32_avx2(const float *x, uint16_t *y, int64_t n) { f16_from_f32(x, y, n); }
 
 void dt_bf16_from_f32_avx2(const float *x, uint16_t *y, int64_t n) { bf16_from_f32(x, y, n); }

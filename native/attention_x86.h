@@ -21,7 +21,8 @@
  * 3. Values: o_c[row][d] += p_j * v[j][d] for j ascending over the row's
  *    positions in the chunk, one fma chain per (row, d); rows that share a
  *    range run together (up to PV_ROWS rows x 4 vectors), the ragged ends of
- *    a tile's ranges one row at a time. attention.c combines the chunks.
+ *    a tile's ranges one row at a time. dt_attn_combine (attention.h)
+ *    combines the chunks.
  *
  * A call computes the chunks [c0, c1] it is given: scores only over their
  * key blocks, so the chunks of one long row can run on several threads.

@@ -49,16 +49,20 @@ static int detect(void) {
 static const struct {
     const dt_kernels *quant;
     void (*attention_chunks)(const dt_attn_tile *a, int c0, int c1, float *part, float *scratch);
+    void (*attention_combine)(const dt_attn_tile *a, const float *part);
     void (*f16_from_f32)(const float *x, uint16_t *y, int64_t n);
     void (*bf16_from_f32)(const float *x, uint16_t *y, int64_t n);
     dt_gated_fn silu_mul, gelu_mul;
     dt_rmsnorm_fn rmsnorm;
 } tables[] = {
-    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_f16_from_f32_scalar, dt_bf16_from_f32_scalar,
+    [DT_ISA_SCALAR] = {&dt_kernels_scalar, dt_attention_chunks_scalar, dt_attention_combine_scalar,
+                       dt_f16_from_f32_scalar, dt_bf16_from_f32_scalar,
                        dt_silu_mul_scalar, dt_gelu_mul_scalar, dt_rmsnorm_scalar},
-    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_f16_from_f32_avx2, dt_bf16_from_f32_avx2,
+    [DT_ISA_AVX2] = {&dt_kernels_avx2, dt_attention_chunks_avx2, dt_attention_combine_avx2,
+                     dt_f16_from_f32_avx2, dt_bf16_from_f32_avx2,
                      dt_silu_mul_avx2, dt_gelu_mul_avx2, dt_rmsnorm_avx2},
-    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_f16_from_f32_avx512, dt_bf16_from_f32_avx512,
+    [DT_ISA_AVX512] = {&dt_kernels_avx512, dt_attention_chunks_avx512, dt_attention_combine_avx512,
+                       dt_f16_from_f32_avx512, dt_bf16_from_f32_avx512,
                        dt_silu_mul_avx512, dt_gelu_mul_avx512, dt_rmsnorm_avx512},
 };
 
@@ -112,6 +116,8 @@ void dt_attention_chunks(const dt_attn_tile *a, int c0, int c1, float *part, flo
     else
         tables[dt_isa_get()].attention_chunks(a, c0, c1, part, scratch);
 }
+
+void dt_attention_combine(const dt_attn_tile *a, const float *part) { tables[dt_isa_get()].attention_combine(a, part); }
 
 void dt_f16_from_f32(const float *x, uint16_t *y, int64_t n) { tables[dt_isa_get()].f16_from_f32(x, y, n); }
 

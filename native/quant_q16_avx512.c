@@ -61,34 +61,46 @@ Q16(q8_0, DT_Q8_0)
 Q16(q4_K, DT_Q4_K)
 Q16(q6_K, DT_Q6_K)
 
-/* dt_q16_prep with the same operations 16 lanes at a time: max_ps returns
- * its second operand for a NaN (so NaNs do not count in amax, and a NaN
- * quotient clamps to -32639 first, as the reference's comparisons do), the
- * clamp keeps cvtps2dq's round-to-even within [-32639, 32639], and the
- * integer sum is exact in any order. */
+/* dt_q16_prep with the same operations 16 lanes at a time, 16 blocks at a
+ * time (as dt_fast_prep_avx512): the maxima and the sums (exact in any
+ * order) in transposing reductions. The clamp keeps cvtps2dq's
+ * round-to-even within [-32639, 32639]. */
 void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
-    const __m512 zero = _mm512_setzero_ps(), lo = _mm512_set1_ps(-32639.0f), hi = _mm512_set1_ps(32639.0f);
-    for (int64_t b = 0; b < k / 32; b++) {
-        const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
-        const __m512 a = _mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), zero), _mm512_max_ps(_mm512_abs_ps(x1), zero));
-        const float d = _mm512_reduce_max_ps(a) / 32639.0f;
-        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
-        if (d != 0.0f) {
-            const __m512 dv = _mm512_set1_ps(d);
-            q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x0, dv), lo), hi));
-            q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x1, dv), lo), hi));
+    const int64_t nb = k / 32;
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        const float *xc = x + 32 * b0;
+        float d[16] __attribute__((aligned(64))), sx[16] __attribute__((aligned(64)));
+        int32_t s[16] __attribute__((aligned(64))), s0[16] __attribute__((aligned(64)));
+        const __m512 dv = _mm512_div_ps(block_amax16(xc, n), _mm512_set1_ps(32639.0f));
+        _mm512_store_ps(d, dv);
+        __m512 sums[16], sums0[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            sums[i] = sums0[i] = _mm512_setzero_ps();
+            if (i >= n) continue;
+            __m512i q[2];
+            block_codes(xc + 32 * i, d[i], 32639.0f, q);
+            dt_xq16 *o = out + b0 + i;
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m512i l = _mm512_srai_epi32(_mm512_slli_epi32(q[h], 24), 24);
+                _mm_storeu_si128((__m128i *)(o->xl + 16 * h), _mm512_cvtepi32_epi8(l));
+                _mm_storeu_si128((__m128i *)(o->xh + 16 * h), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q[h], l), 8)));
+            }
+            sums0[i] = _mm512_castsi512_ps(q[0]);
+            sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
         }
-        dt_xq16 *o = out + b;
-        const __m512i l0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24);
-        const __m512i l1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
-        _mm_storeu_si128((__m128i *)o->xl, _mm512_cvtepi32_epi8(l0));
-        _mm_storeu_si128((__m128i *)(o->xl + 16), _mm512_cvtepi32_epi8(l1));
-        _mm_storeu_si128((__m128i *)o->xh, _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q0, l0), 8)));
-        _mm_storeu_si128((__m128i *)(o->xh + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q1, l1), 8)));
-        const int32_t s0 = _mm512_reduce_add_epi32(q0), s = s0 + _mm512_reduce_add_epi32(q1);
-        o->dx = d;
-        o->s = s;
-        o->sx = d * (float)s;
-        o->s0 = s0;
+        const __m512i sv = _mm512_castps_si512(transpose_reduce16(sums, vop_add_epi32));
+        _mm512_store_si512(s, sv);
+        _mm512_store_si512(s0, _mm512_castps_si512(transpose_reduce16(sums0, vop_add_epi32)));
+        _mm512_store_ps(sx, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sv)));
+        for (int i = 0; i < n; i++) {
+            dt_xq16 *o = out + b0 + i;
+            o->dx = d[i];
+            o->s = s[i];
+            o->sx = sx[i];
+            o->s0 = s0[i];
+        }
     }
 }

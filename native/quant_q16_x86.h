@@ -89,6 +89,33 @@ DT_INLINE void tile_block(const uint8_t *tile, int64_t nb, int64_t b, const int 
     }
 }
 
+/* The activation side (the preps, quant.h's dt_block32_quantize 16 blocks
+ * at a time). Lane i: block i's largest |x| (32 floats at x + 32 i) for
+ * i < n, 0 past n. max_ps returns its second operand for a NaN, so NaNs do
+ * not count; the maximum is exact in any order. */
+DT_INLINE __m512 block_amax16(const float *x, int n) {
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 m[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        m[i] = i < n ? _mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 32 * i)), zero),
+                                     _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 32 * i + 16)), zero))
+                     : zero;
+    return transpose_reduce16(m, vop_max);
+}
+
+/* A block's codes, values 0..15 in q[0] and 16..31 in q[1]: x / d rounded
+ * to even and clamped to [-qmax, qmax] (a NaN quotient clamps to -qmax
+ * first, as the reference's comparisons do); 0 when d is 0. */
+DT_INLINE void block_codes(const float *x, float d, float qmax, __m512i q[2]) {
+    q[0] = q[1] = _mm512_setzero_si512();
+    if (d == 0.0f) return;
+    const __m512 dv = _mm512_set1_ps(d), lo = _mm512_set1_ps(-qmax), hi = _mm512_set1_ps(qmax);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++)
+        q[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(x + 16 * h), dv), lo), hi));
+}
+
 /* The exported kernel NAME on one tile type (quant.h's dt_q16_fn /
  * dt_fast_fn): lanes [lane0, lane1) as a mask, the tokens in tiles of 8 and
  * one tile of the rest, each tile size a compile-time constant of

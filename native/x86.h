@@ -50,6 +50,33 @@ DT_INLINE float hmax16(__m512 v) {
     return hmax8(_mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
+/* Lane i: op folded over the 16 lanes of v[i], for 16 vectors at once (4
+ * levels of shuffles and ops, a transpose folded into the tree: 15 ops
+ * where 16 separate reductions take 64). For order-free operations only
+ * (max of non-NaN floats, integer add). The inputs go in the order that
+ * leaves v[i]'s result in lane i: the tree transposes 128-bit lanes 4x4. */
+typedef __m512 (*dt_vop16)(__m512, __m512);
+DT_INLINE __m512 transpose_reduce16(const __m512 v[16], dt_vop16 op) {
+    static const int order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    __m512 a[8], b[4], c[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        const __m512 x = v[order[2 * i]], y = v[order[2 * i + 1]];
+        a[i] = op(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xee));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        b[i] = op(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xdd));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        c[i] = op(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0x44), _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0xee));
+    return op(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd));
+}
+DT_INLINE __m512 vop_max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+DT_INLINE __m512 vop_add_epi32(__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
 /* Block scales of a row (blocks ts bytes apart) converted for nb blocks,
  * one F16C conversion per block (cheaper than a gather for the short rows
  * of decode), then 4 zero floats so a pair's 4-float read past the last
