@@ -25,6 +25,8 @@ peak RSS at `-c CTX -np 1 -fa on` on the same workload, which also gives a
 second 2k-context decode figure. Each round alternates the engines (the
 order flips every round) and ratios are formed within a round, because the
 machine's speed drifts between runs; the summary is the median over rounds.
+Within a round each engine's figure is the median of its --reps
+repetitions (llama-bench's mean is kept beside it as *_avg_tps).
 
 Each round also measures the machine's limits (machine_limits.py: read
 bandwidth and a float32 GEMM's FMA peak on --threads threads) and reports
@@ -175,24 +177,28 @@ def llama_bench(args, model: Path, *flags: str) -> tuple[list[dict], int | None]
     return json.loads(res["stdout"]), res["peak_rss_bytes"]
 
 
+def summary(name: str, row: dict) -> dict:
+    """A llama-bench row summarised as ditto's worker is: the median of its
+    repetitions (llama-bench's own avg_ts and stddev_ts kept beside it)."""
+    return {f"{name}_tps": rnd(median(row["samples_ts"])), f"{name}_avg_tps": rnd(row["avg_ts"]),
+            f"{name}_stddev": rnd(row["stddev_ts"]), f"{name}_samples": [rnd(x) for x in row["samples_ts"]]}
+
+
 def run_llama_bench(args, model: Path, depth_ok: bool) -> dict:
     rows, rss = llama_bench(args, model, "-p", str(args.pp), "-n", str(args.tg))
     out = {"peak_rss_mb_llama_bench": mb(rss)}
     for row in rows:
         if row.get("n_prompt") == args.pp and not row.get("n_gen"):
-            out["pp_tps"] = rnd(row["avg_ts"])
-            out["pp_stddev"] = rnd(row["stddev_ts"])
+            out.update(summary("pp", row))
         elif row.get("n_gen") == args.tg and not row.get("n_prompt"):
-            out["tg_tps"] = rnd(row["avg_ts"])
-            out["tg_stddev"] = rnd(row["stddev_ts"])
+            out.update(summary("tg", row))
         out["build"] = f"{row.get('build_commit')} ({row.get('build_number')})"
         out["cpu_info"] = row.get("cpu_info")
     if args.depth and depth_ok:
         rows, _ = llama_bench(args, model, "-p", "0", "-n", str(args.tg), "-d", str(args.depth))
         for row in rows:
             if row.get("n_gen") == args.tg and row.get("n_depth") == args.depth:
-                out["tg_depth_tps"] = rnd(row["avg_ts"])
-                out["tg_depth_stddev"] = rnd(row["stddev_ts"])
+                out.update(summary("tg_depth", row))
     return out
 
 
