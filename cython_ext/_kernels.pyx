@@ -418,6 +418,68 @@ def matmul_threaded(const uint8_t[:, ::1] weight_raw not None, type, cols,
     return out
 
 
+def matmul_group(weights, cols, const float[:, ::1] x not None, precision, prepared=False, n_threads=2):
+    """[X W_i^T for each (weight_raw, type) in weights] in one dt_matmul_group
+    dispatch on a pool of n_threads; prepared: the tokens quantized first,
+    one by one with dt_act_prep, and run by dt_matmul_group_prepared (the
+    route model.c takes), which raises ValueError where the group has no
+    one integer format."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
+    if not 1 <= len(weights) <= 4:
+        raise ValueError("a group holds 1 to 4 matrices")
+    if not isinstance(n_threads, int) or not 1 <= n_threads <= 64:
+        raise ValueError("n_threads must be an int in [1, 64]")
+    if not isinstance(cols, int) or x.shape[1] != cols:
+        raise ValueError(f"x has {x.shape[1]} columns, {cols} expected")
+    cdef int n = len(weights), i, prec = precision, rc
+    cdef dt_tensor w[4]
+    cdef const dt_tensor *wp[4]
+    cdef float *yp[4]
+    cdef int64_t ld[4]
+    cdef int64_t n_tok = x.shape[0], c = cols, t
+    cdef const uint8_t[:, ::1] raw
+    cdef float[:, ::1] y
+    keep, outs = [], []
+    for i in range(n):
+        raw, type = weights[i]
+        bs = _check_type(type)
+        if c <= 0 or c % bs or raw.shape[1] != dt_row_bytes(type, c):
+            raise ValueError(f"matrix {i}: rows do not hold {cols} values of type {type}")
+        w[i] = tensor_of(raw, type, c)
+        keep.append((raw, repack_into(&w[i]) if prec != DT_PRECISION_EXACT else None))
+        wp[i] = &w[i]
+        out = np.zeros((n_tok, raw.shape[0]), dtype=np.float32)
+        outs.append(out)
+        y = out
+        yp[i] = &y[0, 0] if n_tok else NULL
+        ld[i] = raw.shape[0]
+    cdef dt_act_format f
+    cdef uint8_t[::1] xq
+    cdef bint prep = prepared
+    if prep:
+        if not dt_act_format_of(prec, n, wp, &f):
+            raise ValueError("the group has no one integer activation format")
+        xq_buf = aligned_bytes(max(1, n_tok * f.tok_bytes))
+        xq = xq_buf
+        for t in range(n_tok):
+            dt_act_prep(&f, &x[t, 0], &xq[t * f.tok_bytes])
+    if n_tok == 0:
+        return outs
+    cdef dt_pool *pool = NULL
+    if dt_pool_new(n_threads, &pool) != DT_OK:
+        raise MemoryError()
+    with nogil:
+        if prep:
+            rc = dt_matmul_group_prepared(pool, prec, n, wp, &f, &xq[0], n_tok, yp, ld)
+        else:
+            rc = dt_matmul_group(pool, prec, n, wp, &x[0, 0], c, n_tok, yp, ld)
+    dt_pool_free(pool)
+    if rc != DT_OK:
+        raise ValueError(f"dt_matmul_group failed ({rc})")
+    return outs
+
+
 cdef extern from "activation.h" nogil:
     void dt_silu_mul(const float *g, const float *u, float *h, int64_t n)
     void dt_gelu_mul(const float *g, const float *u, float *h, int64_t n)

@@ -53,6 +53,17 @@ cdef extern from "ditto.h" nogil:
     void dt_pool_free(dt_pool *pool)
     int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x, int64_t ldx,
                     int64_t n_tok, float *y, int64_t ldy)
+    int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
+                        int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy)
+    ctypedef struct dt_act_format:
+        int precision
+        int32_t offset
+        int64_t cols, tok_bytes
+    int dt_act_format_of(int precision, int n, const dt_tensor *const *w, dt_act_format *f)
+    void dt_act_prep(const dt_act_format *f, const float *x, void *out)
+    int dt_matmul_group_prepared(dt_pool *pool, int precision, int n, const dt_tensor *const *w,
+                                 const dt_act_format *f, const void *xq, int64_t n_tok, float *const *y,
+                                 const int64_t *ldy)
     int64_t dt_q16_repacked_bytes(const dt_tensor *w)
     int dt_q16_repack_tensor(dt_pool *pool, const dt_tensor *w, void *dst)
     int dt_q16_unpack(const dt_tensor *w, int64_t r, void *dst)

@@ -135,6 +135,25 @@ int dt_matmul_p(dt_pool *pool, int precision, const dt_tensor *w, const float *x
 int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy);
 
+/* Tokens quantized by the caller, as they are produced (model.c does it in
+ * the norm and activation tasks, while each row is still in L1, and saves
+ * the matmul's own pass over them). dt_act_format_of: 1 and *f when
+ * precision's integer path covers every matrix of w[0..n) with one
+ * activation format (dt_matmul_group's rule), else 0. dt_act_prep: one
+ * token (f->cols floats) into f->tok_bytes at out. dt_matmul_group_prepared:
+ * dt_matmul_group on n_tok such tokens at xq, tok_bytes apart; the same
+ * results. */
+typedef struct {
+    int precision;   /* of the activations: DT_PRECISION_FAST or _Q16 */
+    int32_t offset;  /* fast: the weights' code offset */
+    int64_t cols, tok_bytes;
+} dt_act_format;
+int dt_act_format_of(int precision, int n, const dt_tensor *const *w, dt_act_format *f);
+void dt_act_prep(const dt_act_format *f, const float *x, void *out);
+int dt_matmul_group_prepared(dt_pool *pool, int precision, int n, const dt_tensor *const *w,
+                             const dt_act_format *f, const void *xq, int64_t n_tok, float *const *y,
+                             const int64_t *ldy);
+
 /* Bytes of w's repacked copy for Q16 (0: q16 does not cover its type). */
 int64_t dt_q16_repacked_bytes(const dt_tensor *w);
 /* Repacks w's weights into dst (dt_q16_repacked_bytes, 64-byte aligned) on

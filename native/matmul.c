@@ -80,7 +80,7 @@ static int int_covered(const int_kernel *k) { return k->fast || k->q16; }
 /* Quantizes one token for an integer path. */
 static void int_prep(const int_kernel *k, const float *x, int64_t cols, void *out) {
     const dt_kernels *cur = dt_kernels_current();
-    if (k->q16)
+    if (k->precision == DT_PRECISION_Q16)
         (cur->q16_prep ? cur->q16_prep : dt_q16_prep)(x, cols, out);
     else
         (cur->fast_prep ? cur->fast_prep : dt_fast_prep)(x, cols, k->offset, out);
@@ -317,12 +317,44 @@ static int group_int(int precision, int n, const dt_tensor *const *w) {
     return 1;
 }
 
+/* The group's job (n matrices, y, ldy) after checking every argument but
+ * the input; DT_OK or an error. */
+static int group_job_of(dt_pool *pool, int n, const dt_tensor *const *w, int64_t n_tok, float *const *y,
+                        const int64_t *ldy, struct group_job *job) {
+    *job = (struct group_job){.pool = pool, .n = n, .n_tok = n_tok};
+    int64_t max_cols = 0;
+    for (int i = 0; i < n; i++) {
+        if (!y[i] || n_tok < 0 || ldy[i] < w[i]->rows) return DT_ERR_INVALID;
+        job->w[i] = w[i];
+        job->y[i] = y[i];
+        job->ldy[i] = ldy[i];
+        job->first_panel[i + 1] = job->first_panel[i] + (w[i]->rows + MATMUL_PANEL_ROWS - 1) / MATMUL_PANEL_ROWS;
+        if (w[i]->cols > max_cols) max_cols = w[i]->cols;
+    }
+    return dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
+}
+
+/* Every matrix's integer kernel, after checking its layout. */
+static int group_kernels(int precision, int n, const dt_tensor *const *w, struct group_job *job) {
+    for (int i = 0; i < n; i++) {
+        int bs;
+        if (dt_type_layout(w[i]->type, &bs, NULL) != DT_OK || w[i]->cols % bs || !w[i]->data) return DT_ERR_INVALID;
+        job->ik[i] = int_kernel_of(precision, w[i]);
+    }
+    return DT_OK;
+}
+
+static int group_args_ok(dt_pool *pool, int precision, int n, const dt_tensor *const *w, float *const *y,
+                         const int64_t *ldy) {
+    if (!pool || n < 1 || n > GROUP_MAX || !w || !y || !ldy || !valid_precision(precision)) return 0;
+    for (int i = 0; i < n; i++)
+        if (!w[i]) return 0;
+    return 1;
+}
+
 int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const *w, const float *x,
                     int64_t ldx, int64_t n_tok, float *const *y, const int64_t *ldy) {
-    if (!pool || n < 1 || n > GROUP_MAX || !w || !y || !ldy) return DT_ERR_INVALID;
-    if (!valid_precision(precision)) return DT_ERR_INVALID;
-    for (int i = 0; i < n; i++)
-        if (!w[i]) return DT_ERR_INVALID;
+    if (!group_args_ok(pool, precision, n, w, y, ldy)) return DT_ERR_INVALID;
     const int ints = group_int(precision, n, w);
     if (ints < 0) {
         /* activations quantized per matrix type: one dispatch each */
@@ -332,29 +364,51 @@ int dt_matmul_group(dt_pool *pool, int precision, int n, const dt_tensor *const 
         }
         return DT_OK;
     }
-    struct group_job job = {.pool = pool, .n = n, .x = x, .ldx = ldx, .n_tok = n_tok};
-    int64_t max_cols = 0;
-    for (int i = 0; i < n; i++) {
-        if (!y[i] || !x || n_tok < 0 || ldx < w[i]->cols || ldy[i] < w[i]->rows)
-            return DT_ERR_INVALID;
-        job.w[i] = w[i];
-        job.y[i] = y[i];
-        job.ldy[i] = ldy[i];
-        job.first_panel[i + 1] = job.first_panel[i] + (w[i]->rows + MATMUL_PANEL_ROWS - 1) / MATMUL_PANEL_ROWS;
-        if (w[i]->cols > max_cols) max_cols = w[i]->cols;
-    }
-    int rc = dt_pool_reserve_scratch(pool, dt_matmul_scratch_floats(max_cols));
+    struct group_job job;
+    int rc = group_job_of(pool, n, w, n_tok, y, ldy, &job);
     if (rc != DT_OK) return rc;
+    for (int i = 0; i < n; i++)
+        if (!x || ldx < w[i]->cols) return DT_ERR_INVALID;
+    job.x = x;
+    job.ldx = ldx;
     if (n_tok == 0) return DT_OK;
     if (ints) {
-        for (int i = 0; i < n; i++) {
-            int bs;
-            if (dt_type_layout(w[i]->type, &bs, NULL) != DT_OK || w[i]->cols % bs || !w[i]->data)
-                return DT_ERR_INVALID;
-            job.ik[i] = int_kernel_of(precision, w[i]);
-        }
+        if ((rc = group_kernels(precision, n, w, &job)) != DT_OK) return rc;
         if (!(job.xp = prep_tokens(pool, &job.ik[0], x, ldx, w[0]->cols, n_tok))) return DT_ERR_NOMEM;
     }
+    dt_pool_run(pool, group_task, &job, job.first_panel[n]);
+    return DT_OK;
+}
+
+/* ---- tokens quantized by the caller ------------------------------------------- */
+
+int dt_act_format_of(int precision, int n, const dt_tensor *const *w, dt_act_format *f) {
+    if (n < 1 || n > GROUP_MAX || !w || !valid_precision(precision)) return 0;
+    for (int i = 0; i < n; i++)
+        if (!w[i]) return 0;
+    if (group_int(precision, n, w) != 1) return 0;
+    const int_kernel ik = int_kernel_of(precision, w[0]);
+    *f = (dt_act_format){ik.precision, ik.offset, w[0]->cols, tok_bytes(ik.precision, w[0]->cols)};
+    return 1;
+}
+
+void dt_act_prep(const dt_act_format *f, const float *x, void *out) {
+    const int_kernel ik = {f->precision, f->offset, NULL, NULL};
+    int_prep(&ik, x, f->cols, out);
+}
+
+int dt_matmul_group_prepared(dt_pool *pool, int precision, int n, const dt_tensor *const *w,
+                             const dt_act_format *f, const void *xq, int64_t n_tok, float *const *y,
+                             const int64_t *ldy) {
+    dt_act_format own;
+    if (!group_args_ok(pool, precision, n, w, y, ldy) || !f || !dt_act_format_of(precision, n, w, &own) ||
+        own.precision != f->precision || own.offset != f->offset || own.cols != f->cols || (n_tok > 0 && !xq))
+        return DT_ERR_INVALID;
+    struct group_job job;
+    int rc = group_job_of(pool, n, w, n_tok, y, ldy, &job);
+    if (rc != DT_OK || n_tok == 0) return rc;
+    if ((rc = group_kernels(precision, n, w, &job)) != DT_OK) return rc;
+    job.xp = xq;
     dt_pool_run(pool, group_task, &job, job.first_panel[n]);
     return DT_OK;
 }

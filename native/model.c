@@ -333,12 +333,41 @@ struct batch {
     struct tile *tiles;       /* attention tiles */
     int n_tiles;
     int64_t split_tasks;      /* split attention: chunk tasks per kv head */
+    const dt_act_format *act; /* the next matmul's tokens: quantized into xq as they are made, or NULL */
+    uint8_t *xq;
 };
 
 /* Token chunk size for the cheap elementwise stages. */
 enum { TOKEN_CHUNK = 8 };
 
 static int64_t n_chunks(int n_tok) { return (n_tok + TOKEN_CHUNK - 1) / TOKEN_CHUNK; }
+
+/* Token t's input row of the next matmul, just written: quantized while it
+ * is in L1, when that matmul takes prepared tokens (plan_prep). */
+static void prep_row(const struct batch *b, int t, const float *row) {
+    if (b->act) dt_act_prep(b->act, row, b->xq + (int64_t)t * b->act->tok_bytes);
+}
+
+/* Whether the next matmul, on matrices w[0..n), takes tokens prepared by
+ * the task that writes its input (prep_row): where an integer path covers
+ * the group with one activation format. */
+static void plan_prep(struct batch *b, dt_act_format *f, int n, const dt_tensor *const *w) {
+    const dt_context *ctx = b->ctx;
+    b->act = NULL;
+    if (dt_act_format_of(ctx->precision, n, w, f) &&
+        (b->xq = dt_pool_token_buffer(ctx->pool, (int64_t)b->n_tok * f->tok_bytes)))
+        b->act = f;
+}
+
+/* y[i] = w[i] x for the batch, on the tokens plan_prep arranged, else on x. */
+static int layer_matmul(struct batch *b, int n, const dt_tensor *const *w, const float *x, int64_t ldx,
+                        float *const *y, const int64_t *ldy) {
+    dt_context *ctx = b->ctx;
+    const int rc = b->act ? dt_matmul_group_prepared(ctx->pool, ctx->precision, n, w, b->act, b->xq, b->n_tok, y, ldy)
+                          : dt_matmul_group(ctx->pool, ctx->precision, n, w, x, ldx, b->n_tok, y, ldy);
+    b->act = NULL;
+    return rc;
+}
 
 static void embed_task(void *arg, int64_t task, int thread) {
     (void)thread;
@@ -379,9 +408,11 @@ static void attn_norm_task(void *arg, int64_t task, int thread) {
     struct batch *b = arg;
     const dt_model *m = b->ctx->model;
     const float *w = m->layers[b->layer].attn_norm;
-    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++)
-        dt_rmsnorm(b->ctx->xn + (int64_t)t * m->n_embd, b->ctx->x + (int64_t)t * m->n_embd, w, m->n_embd,
-                m->rms_eps);
+    for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
+        float *xn = b->ctx->xn + (int64_t)t * m->n_embd;
+        dt_rmsnorm(xn, b->ctx->x + (int64_t)t * m->n_embd, w, m->n_embd, m->rms_eps);
+        prep_row(b, t, xn);
+    }
 }
 
 /* Adds biases, norms q and k per head (DT_QK_NORM), applies RoPE to them,
@@ -553,6 +584,7 @@ static void residual_ffn_norm_task(void *arg, int64_t task, int thread) {
         if (m->flags & DT_POST_NORMS) dt_rmsnorm(p, p, L->post_attn_norm, (int)E, m->rms_eps);
         for (int64_t i = 0; i < E; i++) x[i] += p[i];
         dt_rmsnorm(ctx->xn + t * E, x, L->ffn_norm, (int)E, m->rms_eps);
+        prep_row(b, t, ctx->xn + t * E);
     }
 }
 
@@ -566,6 +598,7 @@ static void gated_ffn_task(void *arg, int64_t task, int thread) {
     for (int t = (int)task * TOKEN_CHUNK; t < b->n_tok && t < (task + 1) * TOKEN_CHUNK; t++) {
         const float *g = ctx->gate + t * F, *u = ctx->up + t * F;
         (gelu ? dt_gelu_mul : dt_silu_mul)(g, u, ctx->xn + t * F, F);
+        prep_row(b, t, ctx->xn + t * F);
     }
 }
 
@@ -619,23 +652,28 @@ static int forward(dt_context *ctx, int n_tok, const int32_t *tokens, const int3
     for (int l = 0; l < m->n_layer && rc == DT_OK; l++) {
         const dt_layer *L = &m->layers[l];
         b.layer = l;
-        dt_pool_run(pool, attn_norm_task, &b, chunks);
+        dt_act_format act;
         const dt_tensor *qkv_w[3] = {&L->wq, &L->wk, &L->wv};
         float *qkv_y[3] = {ctx->q, ctx->kb, ctx->vb};
         const int64_t qkv_ld[3] = {qd, kvd, kvd};
-        if ((rc = dt_matmul_group(pool, ctx->precision, 3, qkv_w, ctx->xn, E, n_tok, qkv_y, qkv_ld)))
-            break;
+        plan_prep(&b, &act, 3, qkv_w);
+        dt_pool_run(pool, attn_norm_task, &b, chunks);
+        if ((rc = layer_matmul(&b, 3, qkv_w, ctx->xn, E, qkv_y, qkv_ld))) break;
         dt_pool_run(pool, qkv_post_task, &b, chunks);
         attention(&b);
         if ((rc = dt_matmul_p(pool, ctx->precision, &L->wo, ctx->att, qd, n_tok, ctx->proj, E))) break;
-        dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
         const dt_tensor *ffn_w[2] = {&L->w_gate, &L->w_up};
         float *ffn_y[2] = {ctx->gate, ctx->up};
         const int64_t ffn_ld[2] = {F, F};
-        if ((rc = dt_matmul_group(pool, ctx->precision, 2, ffn_w, ctx->xn, E, n_tok, ffn_y, ffn_ld)))
-            break;
+        plan_prep(&b, &act, 2, ffn_w);
+        dt_pool_run(pool, residual_ffn_norm_task, &b, chunks);
+        if ((rc = layer_matmul(&b, 2, ffn_w, ctx->xn, E, ffn_y, ffn_ld))) break;
+        const dt_tensor *down_w[1] = {&L->w_down};
+        float *down_y[1] = {ctx->proj};
+        const int64_t down_ld[1] = {E};
+        plan_prep(&b, &act, 1, down_w);
         dt_pool_run(pool, gated_ffn_task, &b, chunks);
-        if ((rc = dt_matmul_p(pool, ctx->precision, &L->w_down, ctx->xn, F, n_tok, ctx->proj, E))) break;
+        if ((rc = layer_matmul(&b, 1, down_w, ctx->xn, F, down_y, down_ld))) break;
         dt_pool_run(pool, residual_task, &b, chunks);
     }
     if (rc == DT_OK && want && logits) {

@@ -6,6 +6,8 @@
  * the prepared -c * s, one cvt, one mul and one fma (two with mins), 16 rows
  * at a time with one float lane per row; the codes are unpacked once per
  * tile-block and reused by up to 8 tokens. */
+#include <stddef.h>
+
 #include "quant_q16_x86.h"
 
 DT_INLINE void fast_tile(const uint8_t *tile, int64_t nb, const dt_xq8 *xq, int64_t ldxq, float *y, int64_t ldy,
@@ -48,14 +50,15 @@ FAST(q4_K, DT_Q4_K)
 /* dt_fast_prep with the same operations 16 lanes at a time, 16 blocks at a
  * time: their maxima in one transposing reduction, one vector division for
  * their scales, then codes block by block, their sums again in one
- * reduction (exact in any order), and the per-block floats 16 at a time. */
+ * reduction (exact in any order), and the per-block fields 16 at a time. */
+_Static_assert(offsetof(dt_xq8, sx) == offsetof(dt_xq8, dx) + 4 && offsetof(dt_xq8, ncs) == offsetof(dt_xq8, dx) + 8 &&
+                   offsetof(dt_xq8, pad) == offsetof(dt_xq8, dx) + 12, "xq8 tail order");
 void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
     const int64_t nb = k / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
         const float *xc = x + 32 * b0;
-        float d[16] __attribute__((aligned(64))), sx[16] __attribute__((aligned(64)));
-        int32_t ncs[16] __attribute__((aligned(64)));
+        float d[16] __attribute__((aligned(64)));
         const __m512 dv = _mm512_div_ps(block_amax16(xc, n), _mm512_set1_ps(127.0f));
         _mm512_store_ps(d, dv);
         __m512 sums[16];
@@ -71,14 +74,8 @@ void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
             sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
         }
         const __m512i s = _mm512_castps_si512(transpose_reduce16(sums, vop_add_epi32));
-        _mm512_store_ps(sx, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(s)));
-        _mm512_store_si512(ncs, _mm512_mullo_epi32(s, _mm512_set1_epi32(-c)));
-        for (int i = 0; i < n; i++) {
-            dt_xq8 *o = out + b0 + i;
-            o->dx = d[i];
-            o->sx = sx[i];
-            o->ncs = ncs[i];
-            o->pad = 0;
-        }
+        const __m512 tails[4] = {dv, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(s)),
+                                 _mm512_castsi512_ps(_mm512_mullo_epi32(s, _mm512_set1_epi32(-c))), _mm512_setzero_ps()};
+        store_block_tails((uint8_t *)&out[b0].dx, sizeof(dt_xq8), n, tails); /* dx, sx, ncs, pad */
     }
 }

@@ -9,6 +9,8 @@
  * a shift and adds, one cvt, one mul and one fma (two for Q4_1 and Q4_K;
  * Q6_K keeps its two 16-value halves apart: two cvt, mul and fma), 16 rows
  * at a time with one float lane per row. */
+#include <stddef.h>
+
 #include "quant_q16_x86.h"
 
 DT_INLINE void q16_tile(const uint8_t *tile, int64_t nb, const dt_xq16 *xq, int64_t ldxq, float *y, int64_t ldy,
@@ -65,13 +67,14 @@ Q16(q6_K, DT_Q6_K)
  * time (as dt_fast_prep_avx512): the maxima and the sums (exact in any
  * order) in transposing reductions. The clamp keeps cvtps2dq's
  * round-to-even within [-32639, 32639]. */
+_Static_assert(offsetof(dt_xq16, sx) == offsetof(dt_xq16, dx) + 4 && offsetof(dt_xq16, s) == offsetof(dt_xq16, dx) + 8 &&
+                   offsetof(dt_xq16, s0) == offsetof(dt_xq16, dx) + 12, "xq16 tail order");
 void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
     const int64_t nb = k / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
         const float *xc = x + 32 * b0;
-        float d[16] __attribute__((aligned(64))), sx[16] __attribute__((aligned(64)));
-        int32_t s[16] __attribute__((aligned(64))), s0[16] __attribute__((aligned(64)));
+        float d[16] __attribute__((aligned(64)));
         const __m512 dv = _mm512_div_ps(block_amax16(xc, n), _mm512_set1_ps(32639.0f));
         _mm512_store_ps(d, dv);
         __m512 sums[16], sums0[16];
@@ -91,16 +94,9 @@ void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
             sums0[i] = _mm512_castsi512_ps(q[0]);
             sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
         }
-        const __m512i sv = _mm512_castps_si512(transpose_reduce16(sums, vop_add_epi32));
-        _mm512_store_si512(s, sv);
-        _mm512_store_si512(s0, _mm512_castps_si512(transpose_reduce16(sums0, vop_add_epi32)));
-        _mm512_store_ps(sx, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sv)));
-        for (int i = 0; i < n; i++) {
-            dt_xq16 *o = out + b0 + i;
-            o->dx = d[i];
-            o->s = s[i];
-            o->sx = sx[i];
-            o->s0 = s0[i];
-        }
+        const __m512 s = transpose_reduce16(sums, vop_add_epi32);
+        const __m512 tails[4] = {dv, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_castps_si512(s))), s,
+                                 transpose_reduce16(sums0, vop_add_epi32)};
+        store_block_tails((uint8_t *)&out[b0].dx, sizeof(dt_xq16), n, tails); /* dx, sx, s, s0 */
     }
 }

@@ -116,6 +116,24 @@ DT_INLINE void block_codes(const float *x, float d, float qmax, __m512i q[2]) {
         q[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(x + 16 * h), dv), lo), hi));
 }
 
+/* The 16 bytes after each block's codes (four 32-bit fields, lane i of f[k]
+ * is field k of block i) for blocks i < n, `stride` bytes apart from
+ * `tail`: a 4x4 transpose within each 128-bit lane, then one 16-byte store
+ * per block (extracting 64 fields one by one took ~10 instructions a
+ * block). */
+DT_INLINE void store_block_tails(uint8_t *tail, int64_t stride, int n, const __m512 f[4]) {
+    const __m512 t0 = _mm512_unpacklo_ps(f[0], f[1]), t1 = _mm512_unpackhi_ps(f[0], f[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(f[2], f[3]), t3 = _mm512_unpackhi_ps(f[2], f[3]);
+    const __m512 r[4] = {
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2))),
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)))};
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) /* block i: lane i / 4 of r[i % 4] */
+        if (i < n) _mm_storeu_ps((float *)(tail + i * stride), _mm512_extractf32x4_ps(r[i % 4], i / 4));
+}
+
 /* The exported kernel NAME on one tile type (quant.h's dt_q16_fn /
  * dt_fast_fn): lanes [lane0, lane1) as a mask, the tokens in tiles of 8 and
  * one tile of the rest, each tile size a compile-time constant of

@@ -214,6 +214,34 @@ def test_kernels_equal_the_scalar_reference(P, qtype, isa):
 
 @precisions
 @pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
+def test_group_on_prepared_tokens_equals_separate_matmuls(P, isa):
+    """model.c quantizes a group's tokens as it writes them (dt_act_prep) and
+    runs dt_matmul_group_prepared: the same bits as each matrix alone."""
+    use_isa(isa)
+    rng = np.random.default_rng(11)
+    for qtypes in ([Q.Q4_1], [Q.Q4_0, Q.Q8_0, Q.Q4_0], [Q.Q4_K, Q.Q4_K], [Q.Q4_1, Q.Q4_1, Q.Q4_1, Q.Q4_1]):
+        cols = cols_of(qtypes[0], 40)   # 2 groups of 16 blocks and a remainder in the preps
+        weights = [(make_weight(t, rows, cols, rng), int(t)) for t, rows in zip(qtypes, (48, 17, 33, 16))]
+        x = hostile_x(rng, 19, cols, QMAX[P])
+        offsets = {Q.Q4_0: 8, Q.Q8_0: 128, Q.Q4_1: 0, Q.Q4_K: 0}   # fast's code offset c per type
+        prepared = isa != k.ISA_AVX2 and (P == k.PRECISION_Q16 or len({offsets[t] for t in qtypes}) == 1)
+        for n in (1, 4, 19):
+            alone = [k.matmul_threaded(raw, t, cols, x[:n], 2, P) for raw, t in weights]
+            for got, want in zip(k.matmul_group(weights, cols, x[:n], P), alone):
+                assert_bits_equal(got, want)
+            if not prepared:   # AVX2 has no tile kernels; Q4_0 and Q8_0 differ in fast's code offset
+                with pytest.raises(ValueError, match="no one integer"):
+                    k.matmul_group(weights, cols, x[:n], P, prepared=True)
+                continue
+            for got, want in zip(k.matmul_group(weights, cols, x[:n], P, prepared=True, n_threads=3), alone):
+                assert_bits_equal(got, want)
+    raw = make_weight(Q.Q4_0, 16, 64, rng)
+    with pytest.raises(ValueError, match="no one integer"):   # the exact path takes floats
+        k.matmul_group([(raw, int(Q.Q4_0))], 64, np.ascontiguousarray(x[:2, :64]), k.PRECISION_EXACT, prepared=True)
+
+
+@precisions
+@pytest.mark.parametrize("isa", ISAS, ids=lambda i: k.ISA_NAMES[i])
 def test_batch_invariance(P, isa):
     use_isa(isa)
     rng = np.random.default_rng(5)
