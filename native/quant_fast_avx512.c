@@ -48,32 +48,22 @@ FAST(q8_0, DT_Q8_0)
 FAST(q4_K, DT_Q4_K)
 
 /* dt_fast_prep with the same operations 16 lanes at a time, 16 blocks at a
- * time: their maxima in one transposing reduction, one vector division for
- * their scales, then codes block by block, their sums again in one
- * reduction (exact in any order), and the per-block fields 16 at a time. */
+ * time (quantize_blocks16), the per-block fields 16 at a time. */
+static void store_xq8(void *out, int i, const __m512i q[2]) {
+    dt_xq8 *o = (dt_xq8 *)out + i;
+    _mm_storeu_si128((__m128i *)o->xq, _mm512_cvtepi32_epi8(q[0]));
+    _mm_storeu_si128((__m128i *)(o->xq + 16), _mm512_cvtepi32_epi8(q[1]));
+}
+
 _Static_assert(offsetof(dt_xq8, sx) == offsetof(dt_xq8, dx) + 4 && offsetof(dt_xq8, ncs) == offsetof(dt_xq8, dx) + 8 &&
                    offsetof(dt_xq8, pad) == offsetof(dt_xq8, dx) + 12, "xq8 tail order");
 void dt_fast_prep_avx512(const float *x, int64_t k, int32_t c, dt_xq8 *out) {
     const int64_t nb = k / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
-        const float *xc = x + 32 * b0;
-        float d[16] __attribute__((aligned(64)));
-        const __m512 dv = _mm512_div_ps(block_amax16(xc, n), _mm512_set1_ps(127.0f));
-        _mm512_store_ps(d, dv);
-        __m512 sums[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) {
-            sums[i] = _mm512_setzero_ps();
-            if (i >= n) continue;
-            __m512i q[2];
-            block_codes(xc + 32 * i, d[i], 127.0f, q);
-            dt_xq8 *o = out + b0 + i;
-            _mm_storeu_si128((__m128i *)o->xq, _mm512_cvtepi32_epi8(q[0]));
-            _mm_storeu_si128((__m128i *)(o->xq + 16), _mm512_cvtepi32_epi8(q[1]));
-            sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
-        }
-        const __m512i s = _mm512_castps_si512(transpose_reduce16(sums, vop_add_epi32));
+        __m512 sum;
+        const __m512 dv = quantize_blocks16(x + 32 * b0, n, 127.0f, store_xq8, out + b0, &sum, NULL);
+        const __m512i s = _mm512_castps_si512(sum);
         const __m512 tails[4] = {dv, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(s)),
                                  _mm512_castsi512_ps(_mm512_mullo_epi32(s, _mm512_set1_epi32(-c))), _mm512_setzero_ps()};
         store_block_tails((uint8_t *)&out[b0].dx, sizeof(dt_xq8), n, tails); /* dx, sx, ncs, pad */

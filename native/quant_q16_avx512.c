@@ -64,39 +64,27 @@ Q16(q4_K, DT_Q4_K)
 Q16(q6_K, DT_Q6_K)
 
 /* dt_q16_prep with the same operations 16 lanes at a time, 16 blocks at a
- * time (as dt_fast_prep_avx512): the maxima and the sums (exact in any
- * order) in transposing reductions. The clamp keeps cvtps2dq's
- * round-to-even within [-32639, 32639]. */
+ * time (quantize_blocks16), the per-block fields 16 at a time. The clamp
+ * keeps cvtps2dq's round-to-even within [-32639, 32639]. */
+static void store_xq16(void *out, int i, const __m512i q[2]) {
+    dt_xq16 *o = (dt_xq16 *)out + i;
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m512i l = _mm512_srai_epi32(_mm512_slli_epi32(q[h], 24), 24);
+        _mm_storeu_si128((__m128i *)(o->xl + 16 * h), _mm512_cvtepi32_epi8(l));
+        _mm_storeu_si128((__m128i *)(o->xh + 16 * h), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q[h], l), 8)));
+    }
+}
+
 _Static_assert(offsetof(dt_xq16, sx) == offsetof(dt_xq16, dx) + 4 && offsetof(dt_xq16, s) == offsetof(dt_xq16, dx) + 8 &&
                    offsetof(dt_xq16, s0) == offsetof(dt_xq16, dx) + 12, "xq16 tail order");
 void dt_q16_prep_avx512(const float *x, int64_t k, dt_xq16 *out) {
     const int64_t nb = k / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
-        const float *xc = x + 32 * b0;
-        float d[16] __attribute__((aligned(64)));
-        const __m512 dv = _mm512_div_ps(block_amax16(xc, n), _mm512_set1_ps(32639.0f));
-        _mm512_store_ps(d, dv);
-        __m512 sums[16], sums0[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) {
-            sums[i] = sums0[i] = _mm512_setzero_ps();
-            if (i >= n) continue;
-            __m512i q[2];
-            block_codes(xc + 32 * i, d[i], 32639.0f, q);
-            dt_xq16 *o = out + b0 + i;
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const __m512i l = _mm512_srai_epi32(_mm512_slli_epi32(q[h], 24), 24);
-                _mm_storeu_si128((__m128i *)(o->xl + 16 * h), _mm512_cvtepi32_epi8(l));
-                _mm_storeu_si128((__m128i *)(o->xh + 16 * h), _mm512_cvtepi32_epi8(_mm512_srai_epi32(_mm512_sub_epi32(q[h], l), 8)));
-            }
-            sums0[i] = _mm512_castsi512_ps(q[0]);
-            sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
-        }
-        const __m512 s = transpose_reduce16(sums, vop_add_epi32);
-        const __m512 tails[4] = {dv, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_castps_si512(s))), s,
-                                 transpose_reduce16(sums0, vop_add_epi32)};
+        __m512 s, s0;
+        const __m512 dv = quantize_blocks16(x + 32 * b0, n, 32639.0f, store_xq16, out + b0, &s, &s0);
+        const __m512 tails[4] = {dv, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_castps_si512(s))), s, s0};
         store_block_tails((uint8_t *)&out[b0].dx, sizeof(dt_xq16), n, tails); /* dx, sx, s, s0 */
     }
 }

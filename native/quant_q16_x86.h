@@ -116,6 +116,34 @@ DT_INLINE void block_codes(const float *x, float d, float qmax, __m512i q[2]) {
         q[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_loadu_ps(x + 16 * h), dv), lo), hi));
 }
 
+/* Up to 16 blocks (n) of 32 floats at x quantized as dt_block32_quantize
+ * does: returns the scales (lane i: block i's d = amax / qmax), hands each
+ * block's codes to store(out, i, q) and gives in lane i of *sum the sum of
+ * block i's codes, of *sum0 (when not NULL) that of its first 16. The
+ * maxima and sums are transposing reductions (exact in any order), the
+ * scales one vector division. */
+typedef void (*dt_code_store)(void *out, int i, const __m512i q[2]);
+DT_INLINE __m512 quantize_blocks16(const float *x, int n, float qmax, dt_code_store store, void *out, __m512 *sum,
+                                   __m512 *sum0) {
+    float d[16] __attribute__((aligned(64)));
+    const __m512 dv = _mm512_div_ps(block_amax16(x, n), _mm512_set1_ps(qmax));
+    _mm512_store_ps(d, dv);
+    __m512 sums[16], sums0[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        sums[i] = sums0[i] = _mm512_setzero_ps();
+        if (i >= n) continue;
+        __m512i q[2];
+        block_codes(x + 32 * i, d[i], qmax, q);
+        store(out, i, q);
+        sums0[i] = _mm512_castsi512_ps(q[0]);
+        sums[i] = _mm512_castsi512_ps(_mm512_add_epi32(q[0], q[1]));
+    }
+    *sum = transpose_reduce16(sums, vop_add_epi32);
+    if (sum0) *sum0 = transpose_reduce16(sums0, vop_add_epi32);
+    return dv;
+}
+
 /* The 16 bytes after each block's codes (four 32-bit fields, lane i of f[k]
  * is field k of block i) for blocks i < n, `stride` bytes apart from
  * `tail`: a 4x4 transpose within each 128-bit lane, then one 16-byte store
